@@ -1,0 +1,21 @@
+# One image for every role; SERVICE_ROLE picks what a container runs.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY config config
+COPY tests tests
+RUN cargo build --release --locked --bin prosaas
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin prosaas
+COPY --from=build /src/target/release/prosaas /usr/local/bin/prosaas
+USER 10001
+ENV SERVICE_ROLE=all \
+    PORT=8080 \
+    PROSAAS__LOG__FORMAT=json
+EXPOSE 8080
+ENTRYPOINT ["prosaas"]

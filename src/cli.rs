@@ -1,0 +1,66 @@
+//! The command line. With no subcommand, prosaas serves its role.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prosaas",
+    version,
+    about = "Background-job backbone, wire-compatible with Python RQ"
+)]
+pub struct Cli {
+    /// Role to run: api, worker, scheduler, calls or all. Overrides SERVICE_ROLE; default all.
+    #[arg(long, global = true)]
+    pub role: Option<String>,
+    /// Overlay configuration file (TOML) on top of the built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the role's subsystems until SIGTERM/SIGINT (the default).
+    Serve,
+    /// Check that the configuration is valid and Redis answers; exit 0 or 1.
+    Check,
+    /// Operator commands on queues and jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Per-queue counts: queued, started, finished, failed, scheduled, deferred.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue one job; prints its id, or `duplicate of <id>`.
+    Enqueue(EnqueueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Job type (the RQ function name), e.g. webhook_process_job.
+    pub job_type: String,
+    /// Keyword arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// De-duplicate on this key (e.g. webhook:baileys:MSGID).
+    #[arg(long)]
+    pub dedupe_key: Option<String>,
+    /// Seconds the de-dupe key is held.
+    #[arg(long, default_value_t = 600, requires = "dedupe_key")]
+    pub dedupe_ttl: u64,
+    /// Job options as a JSON object (job_id, at_front, timeout, result_ttl, failure_ttl, ttl,
+    /// max_retries, retry_intervals, meta).
+    #[arg(long)]
+    pub options: Option<String>,
+}

@@ -1,0 +1,37 @@
+//! Liveness and readiness, served by every role.
+//!
+//! `/healthz` never touches Redis (a Redis outage must not get the process killed), while
+//! `/readyz` answers 503 until Redis does, so traffic waits instead of failing.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::app::AppContext;
+
+/// How long a readiness probe waits for Redis before calling it down.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) fn routes() -> Router<AppContext> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz(State(ctx): State<AppContext>) -> Json<Value> {
+    Json(json!({"status": "alive", "role": ctx.role.name()}))
+}
+
+async fn readyz(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>) {
+    match ctx.jobs.ping(READY_PING_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unready", "error": e.to_string()})),
+        ),
+    }
+}

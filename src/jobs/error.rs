@@ -1,0 +1,22 @@
+//! Typed errors of the jobs module, for the callers that branch on what went wrong.
+
+/// What can go wrong in the jobs module. Messages have no trailing period and never contain
+/// secrets (Redis URLs are redacted before they get here).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The caller asked for something RQ readers would choke on or that makes no sense.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    /// A job hash in Redis that cannot be decoded (not ours, or damaged).
+    #[error("job {id} cannot be decoded: {reason}")]
+    Corrupt { id: String, reason: String },
+    /// The Redis URL in the configuration is unusable.
+    #[error("invalid Redis URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// Redis did not answer or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer within the caller's deadline.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}

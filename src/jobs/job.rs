@@ -1,0 +1,442 @@
+//! The job model and its RQ-compatible encoding (`shared/rq-protocol.md` §1.2, §3.0).
+//!
+//! A job is stored as RQ stores it with its JSON serializer: the hash field `data` holds
+//! zlib-compressed JSON `[job_type, null, [], {args}]`, timestamps use RQ's exact format
+//! (`%Y-%m-%dT%H:%M:%S.ffffffZ`, which Python's `utcparse` requires), and ids match
+//! `[A-Za-z0-9_-]+` because a Python worker that pops any other id crashes.
+
+use std::io::{Read, Write};
+
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::JobError;
+
+/// RQ's default job timeout in seconds (`Queue.DEFAULT_TIMEOUT`).
+pub const DEFAULT_TIMEOUT_SECS: i64 = 180;
+/// Longest id we accept; RQ has no limit, but ids land in log lines and keys.
+const MAX_ID_LEN: usize = 128;
+
+/// A job to enqueue. `args` become the Python call's keyword arguments.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub queue: String,
+    pub job_type: String,
+    pub args: Map<String, Value>,
+    pub options: JobOptions,
+}
+
+impl NewJob {
+    pub fn new(
+        queue: impl Into<String>,
+        job_type: impl Into<String>,
+        args: Map<String, Value>,
+    ) -> Self {
+        Self {
+            queue: queue.into(),
+            job_type: job_type.into(),
+            args,
+            options: JobOptions::default(),
+        }
+    }
+
+    pub fn with_options(mut self, options: JobOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// Per-job options. Every field maps to an RQ job-hash field of the same meaning.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Explicit id; generated (UUID v4) when absent. Must match `[A-Za-z0-9_-]+`.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Push to the head of the queue instead of the tail.
+    #[serde(default)]
+    pub at_front: bool,
+    /// Seconds the job may run; `-1` means no limit. RQ's default (180) when absent.
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    /// Seconds a finished job (hash, result, registry entry) is kept; `-1` forever, `0` not at all.
+    #[serde(default)]
+    pub result_ttl: Option<i64>,
+    /// Seconds a failed job is kept; `-1` forever. RQ's default is one year.
+    #[serde(default)]
+    pub failure_ttl: Option<i64>,
+    /// Seconds the job may wait in the queue before its hash expires.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    /// Retries after the first attempt; the worker's per-type default applies when absent.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Seconds to wait before each retry (the last one repeats), as RQ's `retry_intervals`.
+    #[serde(default)]
+    pub retry_intervals: Option<Vec<u64>>,
+    /// Free-form metadata (tenant id, business id, source), stored as RQ's JSON `meta`.
+    #[serde(default)]
+    pub meta: Map<String, Value>,
+}
+
+/// Whether `id` is a job id every RQ version accepts.
+pub fn is_valid_job_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Queue names end up inside keys and in `rq:queues` members; keep them to a safe alphabet.
+pub fn is_valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ID_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl NewJob {
+    pub(crate) fn validate(&self) -> Result<(), JobError> {
+        if !is_valid_queue_name(&self.queue) {
+            return Err(JobError::Invalid(format!(
+                "queue name {:?} must be 1-128 characters of [A-Za-z0-9_.-]",
+                self.queue
+            )));
+        }
+        if self.job_type.is_empty()
+            || self.job_type.len() > 256
+            || self
+                .job_type
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(JobError::Invalid(format!(
+                "job type {:?} must be 1-256 characters without whitespace",
+                self.job_type
+            )));
+        }
+        let o = &self.options;
+        if let Some(id) = &o.job_id
+            && !is_valid_job_id(id)
+        {
+            return Err(JobError::Invalid(format!(
+                "job id {id:?} must be 1-128 characters of [A-Za-z0-9_-] (RQ workers reject others)"
+            )));
+        }
+        if let Some(t) = o.timeout
+            && t != -1
+            && t <= 0
+        {
+            return Err(JobError::Invalid(format!(
+                "timeout {t} must be positive seconds, or -1 for no limit"
+            )));
+        }
+        for (name, v) in [("result_ttl", o.result_ttl), ("failure_ttl", o.failure_ttl)] {
+            if let Some(v) = v
+                && v < -1
+            {
+                return Err(JobError::Invalid(format!(
+                    "{name} {v} must be -1 (forever), 0 or positive seconds"
+                )));
+            }
+        }
+        if let Some(t) = o.ttl
+            && t <= 0
+        {
+            return Err(JobError::Invalid(format!(
+                "ttl {t} must be positive seconds"
+            )));
+        }
+        if let Some(iv) = &o.retry_intervals
+            && iv.is_empty()
+        {
+            return Err(JobError::Invalid(
+                "retry_intervals must list at least one interval".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The job hash fields as RQ's `Job.to_dict` writes them for a freshly queued job.
+    pub(crate) fn hash_fields(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(&'static str, Vec<u8>)>, JobError> {
+        let ts = rq_timestamp(now).into_bytes();
+        let o = &self.options;
+        let mut fields: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(14);
+        fields.push(("data", encode_data(&self.job_type, &self.args)?));
+        fields.push(("origin", self.queue.clone().into_bytes()));
+        fields.push(("status", b"queued".to_vec()));
+        fields.push(("created_at", ts.clone()));
+        fields.push(("enqueued_at", ts));
+        fields.push((
+            "description",
+            description(&self.job_type, &self.args).into_bytes(),
+        ));
+        fields.push((
+            "timeout",
+            o.timeout
+                .unwrap_or(DEFAULT_TIMEOUT_SECS)
+                .to_string()
+                .into_bytes(),
+        ));
+        if let Some(v) = o.result_ttl {
+            fields.push(("result_ttl", v.to_string().into_bytes()));
+        }
+        if let Some(v) = o.failure_ttl {
+            fields.push(("failure_ttl", v.to_string().into_bytes()));
+        }
+        if let Some(v) = o.ttl {
+            fields.push(("ttl", v.to_string().into_bytes()));
+        }
+        if !o.meta.is_empty() {
+            fields.push(("meta", serde_json::to_vec(&o.meta).map_err(json_err)?));
+        }
+        if let Some(n) = o.max_retries {
+            fields.push(("retries_left", n.to_string().into_bytes()));
+            let intervals = o.retry_intervals.clone().unwrap_or_else(|| vec![0]);
+            fields.push((
+                "retry_intervals",
+                serde_json::to_vec(&intervals).map_err(json_err)?,
+            ));
+        }
+        Ok(fields)
+    }
+}
+
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "shaped for map_err(json_err)"
+)]
+fn json_err(e: serde_json::Error) -> JobError {
+    JobError::Invalid(format!("cannot encode as JSON: {e}"))
+}
+
+/// RQ's timestamp format: UTC, six fraction digits, literal `Z` (never `+00:00`).
+pub fn rq_timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Parses RQ's timestamp format (1-6 fraction digits, or none), as `rq.utils.utcparse` does.
+pub fn parse_rq_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.fZ")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ"))
+        .ok()?;
+    Some(naive.and_utc())
+}
+
+/// zlib(JSON `[func, null, [], kwargs]`): what RQ's JSONSerializer plus compression writes.
+pub(crate) fn encode_data(job_type: &str, args: &Map<String, Value>) -> Result<Vec<u8>, JobError> {
+    let json = serde_json::to_vec(&(job_type, Value::Null, [(); 0], args)).map_err(json_err)?;
+    let mut enc = ZlibEncoder::new(Vec::with_capacity(json.len() / 2 + 16), Compression::fast());
+    enc.write_all(&json)
+        .and_then(|()| enc.finish())
+        .map_err(|e| JobError::Invalid(format!("cannot compress job data: {e}")))
+}
+
+/// The call a job hash describes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobCall {
+    pub job_type: String,
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+}
+
+/// Decodes `data` as RQ does: zlib if it inflates, else the raw bytes; then the JSON 4-array.
+pub(crate) fn decode_data(id: &str, raw: &[u8]) -> Result<JobCall, JobError> {
+    let mut inflated = Vec::new();
+    let json: &[u8] = if ZlibDecoder::new(raw).read_to_end(&mut inflated).is_ok() {
+        &inflated
+    } else {
+        raw
+    };
+    let corrupt = |reason: String| JobError::Corrupt {
+        id: id.to_owned(),
+        reason,
+    };
+    let (func, instance, args, kwargs): (String, Value, Vec<Value>, Map<String, Value>) =
+        serde_json::from_slice(json).map_err(|e| corrupt(format!("data is not RQ JSON: {e}")))?;
+    if !instance.is_null() {
+        return Err(corrupt(
+            "bound-method jobs (non-null instance) cannot be run outside Python".into(),
+        ));
+    }
+    Ok(JobCall {
+        job_type: func,
+        args,
+        kwargs,
+    })
+}
+
+/// A job as stored, decoded for operators and tests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobInfo {
+    pub id: String,
+    pub status: String,
+    pub origin: String,
+    pub job_type: String,
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+    pub description: Option<String>,
+    pub created_at: Option<String>,
+    pub enqueued_at: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub worker_name: Option<String>,
+    pub timeout: Option<i64>,
+    pub retries_left: Option<u32>,
+    pub meta: Map<String, Value>,
+}
+
+impl JobInfo {
+    /// Decodes an `HGETALL` of `rq:job:<id>`; `None` when the hash is empty (no such job).
+    pub(crate) fn from_hash(
+        id: &str,
+        mut h: std::collections::HashMap<String, Vec<u8>>,
+    ) -> Result<Option<Self>, JobError> {
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let data = h.remove("data").ok_or_else(|| JobError::Corrupt {
+            id: id.to_owned(),
+            reason: "no data field".into(),
+        })?;
+        let call = decode_data(id, &data)?;
+        let mut text = |k: &str| {
+            h.remove(k)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let meta = match text("meta") {
+            Some(m) => serde_json::from_str(&m).unwrap_or_default(),
+            None => Map::new(),
+        };
+        Ok(Some(Self {
+            id: id.to_owned(),
+            // RQ's Job.restore maps a missing status to `created`.
+            status: text("status").unwrap_or_else(|| "created".into()),
+            origin: text("origin").unwrap_or_default(),
+            job_type: call.job_type,
+            args: call.args,
+            kwargs: call.kwargs,
+            description: text("description"),
+            created_at: text("created_at"),
+            enqueued_at: text("enqueued_at"),
+            started_at: text("started_at"),
+            ended_at: text("ended_at"),
+            worker_name: text("worker_name"),
+            timeout: text("timeout").and_then(|t| t.parse().ok()),
+            retries_left: text("retries_left").and_then(|t| t.parse().ok()),
+            meta,
+        }))
+    }
+}
+
+/// Python-style call text for `rq info` and dashboards: `func(k=v, ...)`, each value cut at 75.
+fn description(job_type: &str, args: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(job_type.len() + 2 + args.len() * 16);
+    out.push_str(job_type);
+    out.push('(');
+    for (i, (k, v)) in args.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let text = v.to_string();
+        out.push_str(k);
+        out.push('=');
+        if text.chars().count() > 75 {
+            out.extend(text.chars().take(75));
+            out.push_str("...");
+        } else {
+            out.push_str(&text);
+        }
+    }
+    out.push(')');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn timestamp_has_six_digits_and_z() {
+        let t = DateTime::parse_from_rfc3339("2026-11-28T14:47:17.189202123+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rq_timestamp(t), "2026-11-28T14:47:17.189202Z");
+        let whole = DateTime::parse_from_rfc3339("2026-01-02T03:04:05+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rq_timestamp(whole), "2026-01-02T03:04:05.000000Z");
+        assert_eq!(
+            parse_rq_timestamp("2026-01-02T03:04:05.000000Z"),
+            Some(whole)
+        );
+        assert_eq!(parse_rq_timestamp("2026-01-02T03:04:05Z"), Some(whole));
+        assert_eq!(parse_rq_timestamp("2026-01-02T03:04:05+00:00"), None);
+    }
+
+    #[test]
+    fn data_round_trips_and_reads_rqs_own_bytes() {
+        let a = args(json!({"notification_id": 7}));
+        let enc = encode_data("myapp.jobs.send_push", &a).unwrap();
+        let call = decode_data("x", &enc).unwrap();
+        assert_eq!(call.job_type, "myapp.jobs.send_push");
+        assert_eq!(call.kwargs, a);
+        // The exact bytes Python RQ 3.0 wrote for this call (rq-protocol.md §3.0.2).
+        let hex = "789c8b56caad4c2c28d0cbca4f2ad62b4ecd4b892f282dce50d251c82bcdc9d151888ed551a856cacb2fc94ccb4c4e2cc9cccf8bcf4c51b25230af8d050060e5144e";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(decode_data("push-7", &bytes).unwrap(), call);
+        // Uncompressed JSON is accepted too, as RQ's fallback does.
+        let raw = br#"["f",null,[1],{"k":"v"}]"#;
+        assert_eq!(decode_data("y", raw).unwrap().args, vec![json!(1)]);
+        assert!(decode_data("z", br#"["f",{"obj":1},[],{}]"#).is_err());
+    }
+
+    #[test]
+    fn ids_and_queues_follow_rqs_alphabet() {
+        assert!(is_valid_job_id("push-7_A"));
+        assert!(!is_valid_job_id("a.b"));
+        assert!(!is_valid_job_id("a:b"));
+        assert!(!is_valid_job_id(""));
+        assert!(!is_valid_job_id(&"x".repeat(129)));
+        assert!(is_valid_queue_name("default"));
+        assert!(!is_valid_queue_name("de fault"));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut j = NewJob::new("default", "t", Map::new());
+        j.options.timeout = Some(0);
+        assert!(j.validate().unwrap_err().to_string().contains("timeout 0"));
+        j.options.timeout = Some(-1);
+        j.options.job_id = Some("a.b".into());
+        assert!(j.validate().unwrap_err().to_string().contains("job id"));
+    }
+
+    #[test]
+    fn description_is_python_like_and_bounded() {
+        let d = description("f", &args(json!({"b": "x".repeat(100), "a": 1})));
+        assert!(d.starts_with("f(a=1, b=\"xxxx"));
+        assert!(d.ends_with("...)"));
+    }
+}

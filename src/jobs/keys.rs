@@ -1,0 +1,111 @@
+//! Every Redis key prosaas reads or writes is built here and nowhere else.
+//!
+//! RQ's keys (under a configurable prefix, `rq` by default, as `RQ_KEY_PREFIX` does in RQ 3.0)
+//! follow `shared/rq-protocol.md` §2 byte for byte, so Python RQ and its tools read them.
+//! prosaas's own keys live outside RQ's prefix so RQ never misreads them:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `job_lock:<dedupe key>` | string | de-dupe lock; value = the job id it admitted; TTL = dedupe TTL |
+//! | `prosaas:scheduler:lock` | string | scheduler leader lock; value = owner token; PX TTL, never deleted |
+//! | `prosaas:scheduler:health` | hash | `last_tick` (RFC 3339) and friends, written by the leader |
+
+/// Key builder for one key prefix. Cheap to clone; built once per [`super::JobStore`].
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    /// RQ's prefix including its trailing colon, e.g. `rq:`.
+    rq: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            rq: format!("{prefix}:"),
+        }
+    }
+
+    /// The prefix as RQ writes it, with its trailing colon (`rq:`).
+    pub(crate) fn rq_prefix(&self) -> &str {
+        &self.rq
+    }
+
+    /// `rq:queues`: a set whose members are full queue keys, never bare names.
+    pub(crate) fn queues(&self) -> String {
+        format!("{}queues", self.rq)
+    }
+
+    /// The member prefix of `rq:queues`, used to turn members back into queue names.
+    pub(crate) fn queue_key_prefix(&self) -> String {
+        format!("{}queue:", self.rq)
+    }
+
+    pub(crate) fn queue(&self, queue: &str) -> String {
+        format!("{}queue:{queue}", self.rq)
+    }
+
+    pub(crate) fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", self.rq)
+    }
+
+    /// Started registry; RQ 2.0+ calls it `wip`. Members are `<job id>:<execution id>`.
+    pub(crate) fn started(&self, queue: &str) -> String {
+        format!("{}wip:{queue}", self.rq)
+    }
+
+    pub(crate) fn finished(&self, queue: &str) -> String {
+        format!("{}finished:{queue}", self.rq)
+    }
+
+    pub(crate) fn failed(&self, queue: &str) -> String {
+        format!("{}failed:{queue}", self.rq)
+    }
+
+    pub(crate) fn scheduled(&self, queue: &str) -> String {
+        format!("{}scheduled:{queue}", self.rq)
+    }
+
+    pub(crate) fn deferred(&self, queue: &str) -> String {
+        format!("{}deferred:{queue}", self.rq)
+    }
+
+    pub(crate) fn dedupe_lock(dedupe_key: &str) -> String {
+        format!("job_lock:{dedupe_key}")
+    }
+
+    pub(crate) fn scheduler_lock() -> &'static str {
+        "prosaas:scheduler:lock"
+    }
+
+    pub(crate) fn scheduler_health() -> &'static str {
+        "prosaas:scheduler:health"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn rq_layout_matches_the_protocol_note() {
+        let k = Keys::new("rq");
+        assert_eq!(k.queues(), "rq:queues");
+        assert_eq!(k.queue("default"), "rq:queue:default");
+        assert_eq!(k.job("abc"), "rq:job:abc");
+        assert_eq!(k.started("default"), "rq:wip:default");
+        assert_eq!(k.finished("q"), "rq:finished:q");
+        assert_eq!(k.failed("q"), "rq:failed:q");
+        assert_eq!(k.scheduled("q"), "rq:scheduled:q");
+        assert_eq!(k.deferred("q"), "rq:deferred:q");
+        assert_eq!(
+            Keys::dedupe_lock("webhook:baileys:X"),
+            "job_lock:webhook:baileys:X"
+        );
+    }
+
+    #[test]
+    fn prefix_is_configurable_like_rq_key_prefix() {
+        let k = Keys::new("tenant7");
+        assert_eq!(k.queue("high"), "tenant7:queue:high");
+        assert_eq!(k.queue_key_prefix(), "tenant7:queue:");
+    }
+}

@@ -1,0 +1,42 @@
+-- Admit an external event once: take the de-dupe lock and create + push its job in one step,
+-- so there is no moment where the lock exists without the job or the job without the lock.
+--
+-- KEYS[1] job_lock:<dedupe key>   KEYS[2] rq:job:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:queues
+-- ARGV[1] job id   ARGV[2] lock TTL (s)   ARGV[3] 'L' | 'R' push side   ARGV[4] job wait TTL (s, 0 = none)
+-- ARGV[5] RQ key prefix with colon (rq:)   ARGV[6..] job hash field/value pairs
+-- Returns {1, id} when enqueued, {0, existing id} for a duplicate.
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  return {0, existing}
+end
+
+-- The lock can lapse while the job it admitted still waits or runs (a long queue, a short TTL).
+-- A provider retry in that window must not create a second execution: re-arm and report it.
+local status = redis.call('HGET', KEYS[2], 'status')
+if status == 'queued' or status == 'started' or status == 'scheduled' or status == 'deferred' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return {0, ARGV[1]}
+end
+if status then
+  -- A finished or failed earlier run of the same event, past its de-dupe window: start clean,
+  -- and drop its registry entries so the new run is not also counted as finished or failed.
+  local origin = redis.call('HGET', KEYS[2], 'origin')
+  if origin then
+    redis.call('ZREM', ARGV[5] .. 'finished:' .. origin, ARGV[1])
+    redis.call('ZREM', ARGV[5] .. 'failed:' .. origin, ARGV[1])
+  end
+  redis.call('DEL', KEYS[2])
+end
+
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+if tonumber(ARGV[4]) > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if ARGV[3] == 'L' then
+  redis.call('LPUSH', KEYS[3], ARGV[1])
+else
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+end
+return {1, ARGV[1]}

@@ -1,0 +1,191 @@
+//! The jobs module: **the only code in prosaas that talks to Redis.**
+//!
+//! Everything else (roles, HTTP, the CLI) goes through [`JobStore`]. Its invariants:
+//! - the Redis layout is Python RQ's (JSON serializer), built in [`keys`] and nowhere else;
+//! - every multi-step change is one Lua script (`lua/*.lua`) or one `MULTI` with no reads, so a
+//!   crash between two commands can never leave a job half-written or half-moved;
+//! - one handle per process: a lazily connected, auto-reconnecting multiplexed connection, cheap to
+//!   clone; blocking commands get connections of their own.
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "this module is the Redis boundary that clippy.toml fences everything else from"
+)]
+
+mod dedup;
+mod error;
+mod job;
+mod keys;
+mod queue;
+mod scripts;
+mod stats;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
+pub use error::JobError;
+pub use job::{
+    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, NewJob, is_valid_job_id,
+    is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
+};
+pub use stats::{QueueStats, SchedulerHealth};
+
+use keys::Keys;
+
+/// How to reach Redis. Built from the `[redis]` settings.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub url: String,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// The process's handle on Redis. Cheap to clone: clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct JobStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    redacted_url: String,
+}
+
+impl std::fmt::Debug for JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobStore")
+            .field("url", &self.redacted_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobStore {
+    /// Builds the handle without touching the network: the first command connects, and a lost
+    /// connection is re-established by the next command. A process can therefore start while
+    /// Redis is down and report itself unready until it returns.
+    pub fn connect(config: &StoreConfig) -> Result<Self, JobError> {
+        let client = open_client(&config.url)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            // Few, quick reconnect attempts per failure: a caller waiting on a dead Redis
+            // should get an error in about a second, not after a long backoff ladder.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        Ok(Self {
+            conn,
+            keys: Keys::new(&config.key_prefix),
+            redacted_url: redact_url(&config.url),
+        })
+    }
+
+    /// The Redis URL with any password replaced, safe to log.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    /// One `PING`, bounded by `within`.
+    pub async fn ping(&self, within: Duration) -> Result<(), JobError> {
+        let mut conn = self.conn.clone();
+        bounded(within, async move {
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Runs `fut` with a deadline, mapping the lapse to [`JobError::Timeout`].
+pub(crate) async fn bounded<T>(
+    within: Duration,
+    fut: impl Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    tokio::time::timeout(within, fut)
+        .await
+        .unwrap_or(Err(JobError::Timeout(within)))
+}
+
+fn open_client(url: &str) -> Result<redis::Client, JobError> {
+    let bad = |reason: String| JobError::BadUrl {
+        url: redact_url(url),
+        reason,
+    };
+    let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err(bad(
+            "expected redis://, rediss:// or redis+unix:// (e.g. redis://127.0.0.1:6379/0)".into(),
+        ));
+    }
+    redis::Client::open(url).map_err(|e| bad(e.to_string()))
+}
+
+/// Checks that `url` is a usable Redis URL without connecting.
+pub fn validate_url(url: &str) -> Result<(), JobError> {
+    open_client(url).map(|_| ())
+}
+
+/// Replaces the password in a Redis URL so it can be logged or printed.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Asks the Redis server at `url` to shut down (saving its append-only file first). Used only
+/// for the private `redis-server` that the `all` role starts for local development.
+pub async fn shutdown_server(url: &str, within: Duration) -> Result<(), JobError> {
+    let client = open_client(url)?;
+    bounded(within, async move {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        // The server closes the connection instead of answering, so an I/O error is success.
+        match redis::cmd("SHUTDOWN").query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/2"),
+            "redis://***@host:6379/2"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("rediss://:p@w@h/0"), "rediss://***@h/0");
+    }
+
+    #[test]
+    fn url_validation_names_the_scheme() {
+        assert!(validate_url("redis://127.0.0.1:6379/3").is_ok());
+        assert!(validate_url("rediss://example.com:6380").is_ok());
+        assert!(validate_url("redis+unix:///tmp/redis.sock").is_ok());
+        let err = validate_url("http://x").unwrap_err().to_string();
+        assert!(err.contains("expected redis://"), "{err}");
+        assert!(validate_url("127.0.0.1:6379").is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! Read-only views for health checks, metrics and the CLI: queue depths and registry sizes as
+//! RQ counts them, and the scheduler's lock and last tick. Nothing here writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::JobStore;
+use super::error::JobError;
+use super::keys::Keys;
+
+/// One queue's numbers, read from RQ's list and registries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Ids waiting on `rq:queue:<q>`.
+    pub queued: u64,
+    /// Entries in the started registry (`rq:wip:<q>`), including any whose worker died and
+    /// that recovery has not yet handled.
+    pub started: u64,
+    /// Finished jobs still within their result TTL.
+    pub finished: u64,
+    /// Failed jobs still within their failure TTL.
+    pub failed: u64,
+    /// Jobs waiting for a time (delayed jobs, retries with backoff).
+    pub scheduled: u64,
+    /// Jobs waiting for dependencies.
+    pub deferred: u64,
+}
+
+/// The scheduler as seen from Redis. All fields are `None`/`false` until a scheduler has run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SchedulerHealth {
+    /// When the leader last evaluated the schedule (RFC 3339), if ever.
+    pub last_tick: Option<String>,
+    /// Whether some scheduler currently holds the leader lock.
+    pub lock_held: bool,
+    /// The lock's owner token (names the holding process), when held.
+    pub holder: Option<String>,
+    /// Whole seconds left on the lock (rounded up), when held.
+    pub lock_ttl: Option<u64>,
+    /// Milliseconds left on the lock, when held.
+    pub lock_ttl_ms: Option<u64>,
+}
+
+impl JobStore {
+    /// Numbers for every queue in `rq:queues` plus `also` (configured queues that may not exist
+    /// yet), in two round trips.
+    pub async fn queue_stats(
+        &self,
+        also: &[String],
+    ) -> Result<BTreeMap<String, QueueStats>, JobError> {
+        let mut conn = self.conn();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.queues())
+            .query_async(&mut conn)
+            .await?;
+        let prefix = self.keys.queue_key_prefix();
+        let names: BTreeSet<String> = members
+            .iter()
+            .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
+            .chain(also.iter().cloned())
+            .collect();
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let now = chrono::Utc::now().timestamp();
+        let mut pipe = redis::pipe();
+        for q in &names {
+            let k = &self.keys;
+            pipe.llen(k.queue(q))
+                .zcard(k.started(q))
+                .zcard(k.finished(q))
+                .zcount(k.finished(q), 0, now)
+                .zcard(k.failed(q))
+                .zcount(k.failed(q), 0, now)
+                .zcard(k.scheduled(q))
+                .zcard(k.deferred(q));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        // Finished/failed entries scored in the past have outlived their TTL and only wait for
+        // maintenance to prune them; RQ does not count them either.
+        Ok(names
+            .into_iter()
+            .zip(counts.chunks_exact(8))
+            .map(|(q, c)| {
+                let stats = QueueStats {
+                    queued: c[0],
+                    started: c[1],
+                    finished: c[2].saturating_sub(c[3]),
+                    failed: c[4].saturating_sub(c[5]),
+                    scheduled: c[6],
+                    deferred: c[7],
+                };
+                (q, stats)
+            })
+            .collect())
+    }
+
+    /// Queue numbers and scheduler state together, bounded by `within`.
+    pub async fn health_snapshot(
+        &self,
+        also: &[String],
+        within: std::time::Duration,
+    ) -> Result<(BTreeMap<String, QueueStats>, SchedulerHealth), JobError> {
+        super::bounded(within, async {
+            tokio::try_join!(self.queue_stats(also), self.scheduler_health())
+        })
+        .await
+    }
+
+    /// The leader lock and the leader's last tick, in one round trip.
+    pub async fn scheduler_health(&self) -> Result<SchedulerHealth, JobError> {
+        let (holder, pttl, last_tick): (Option<String>, i64, Option<String>) = redis::pipe()
+            .get(Keys::scheduler_lock())
+            .pttl(Keys::scheduler_lock())
+            .hget(Keys::scheduler_health(), "last_tick")
+            .query_async(&mut self.conn())
+            .await?;
+        let ttl_ms = u64::try_from(pttl).ok();
+        Ok(SchedulerHealth {
+            last_tick,
+            lock_held: holder.is_some(),
+            lock_ttl: holder.as_ref().and(ttl_ms.map(|ms| ms.div_ceil(1000))),
+            lock_ttl_ms: holder.as_ref().and(ttl_ms),
+            holder,
+        })
+    }
+}

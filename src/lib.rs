@@ -1,0 +1,24 @@
+//! prosaas: the background-job backbone (see ARCHITECTURE.md for the map).
+//!
+//! Modules in reading order:
+//! - [`cli`]: the command line (`--role`, `--config`, operator subcommands);
+//! - [`commands`]: what each command line does (serve, check, jobs ...);
+//! - [`settings`]: layered configuration (defaults → overlay file → environment), validated;
+//! - [`telemetry`]: the tracing subscriber;
+//! - [`roles`]: which subsystems each role runs (the one table) and each role's wiring;
+//! - [`app`]: the supervisor that runs a role's subsystems and shuts them down;
+//! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
+//! - [`jobs`]: the only module that talks to Redis;
+//! - [`local_redis`]: the private `redis-server` the `all` role starts for local development;
+//! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod http;
+pub mod jobs;
+pub mod local_redis;
+pub mod roles;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

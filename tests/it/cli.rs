@@ -1,0 +1,136 @@
+//! The operator commands against a real Redis.
+
+use serde_json::Value;
+
+use crate::support::{TestRedis, db, process};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[test]
+fn enqueue_dedupe_and_stats() {
+    let t = db();
+    let url = t.url();
+    let env = [("REDIS_URL", url.as_str())];
+    let out = process::run(
+        &[
+            "jobs",
+            "enqueue",
+            "webhook_process_job",
+            "--args",
+            r#"{"tenant_id":"1"}"#,
+            "--queue",
+            "high",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout(&out);
+    assert!(prosaas::jobs::is_valid_job_id(&id), "{id}");
+
+    let args = [
+        "jobs",
+        "enqueue",
+        "push_send_job",
+        "--dedupe-key",
+        "push:notification:9",
+        "--dedupe-ttl",
+        "60",
+    ];
+    let first = stdout(&process::run(&args, &env));
+    let second = stdout(&process::run(&args, &env));
+    assert_eq!(
+        first,
+        prosaas::jobs::job_id_for_dedupe_key("push:notification:9")
+    );
+    assert_eq!(second, format!("duplicate of {first}"));
+
+    let stats = process::run(&["jobs", "stats", "--json"], &env);
+    assert!(stats.status.success());
+    let v: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(v["high"]["queued"], 1);
+    assert_eq!(v["default"]["queued"], 1);
+    assert_eq!(v["low"]["queued"], 0);
+
+    let table = stdout(&process::run(&["jobs", "stats"], &env));
+    let default_row = table.lines().find(|l| l.starts_with("default")).unwrap();
+    assert_eq!(
+        default_row.split_whitespace().collect::<Vec<_>>(),
+        ["default", "1", "0", "0", "0", "0", "0"]
+    );
+}
+
+#[test]
+fn bad_enqueue_input_changes_nothing() {
+    let t = db();
+    let url = t.url();
+    let env = [("REDIS_URL", url.as_str())];
+    for (args, needle) in [
+        (
+            vec!["jobs", "enqueue", "t", "--args", "{not json"],
+            "--args is not JSON",
+        ),
+        (
+            vec!["jobs", "enqueue", "t", "--args", "[1,2]"],
+            "JSON object",
+        ),
+        (
+            vec!["jobs", "enqueue", "t", "--options", r#"{"job_id":"a.b"}"#],
+            "job id",
+        ),
+        (
+            vec!["jobs", "enqueue", "t", "--options", r#"{"nope":1}"#],
+            "unknown field",
+        ),
+        (
+            vec!["jobs", "enqueue", "t", "--queue", "bad queue"],
+            "queue name",
+        ),
+    ] {
+        let out = process::run(&args, &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut t.connection())
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[test]
+fn check_reports_redis_reachability() {
+    let mut redis = TestRedis::start();
+    let url = redis.url();
+    let ok = process::run(&["check"], &[("REDIS_URL", &url)]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(stdout(&ok).starts_with("ok: configuration valid"));
+    redis.kill();
+    let down = process::run(&["check"], &[("REDIS_URL", &url)]);
+    assert_eq!(down.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains("does not answer"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn secrets_in_the_redis_url_are_never_printed() {
+    let mut redis = TestRedis::start();
+    let url = format!("redis://:hunter2@127.0.0.1:{}", redis.port());
+    redis.kill();
+    let out = process::run(&["check"], &[("REDIS_URL", &url)]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(all.contains("***@127.0.0.1"), "{all}");
+}

@@ -1,0 +1,102 @@
+//! No Docker engine runs here, so `docker-compose.yml` is kept right by this test: every
+//! prosaas service runs a valid role from the one image against the one Redis.
+
+use std::collections::BTreeSet;
+
+use prosaas::roles::Role;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn compose() -> Yaml {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+        .unwrap();
+    YamlLoader::load_from_str(&text).unwrap().remove(0)
+}
+
+#[test]
+fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
+    let doc = compose();
+    let services = doc["services"].as_hash().expect("services");
+    let redis = &doc["services"]["redis"];
+    let cmd: Vec<&str> = redis["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        cmd.windows(2)
+            .any(|w| w == ["--maxmemory-policy", "noeviction"]),
+        "{cmd:?}"
+    );
+    assert!(
+        !redis["healthcheck"]["test"].is_badvalue(),
+        "redis needs a health check"
+    );
+
+    let mut images = BTreeSet::new();
+    let mut urls = BTreeSet::new();
+    let mut roles = Vec::new();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap();
+        if name == "redis" {
+            continue;
+        }
+        let role = svc["environment"]["SERVICE_ROLE"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no SERVICE_ROLE"));
+        let role: Role = role.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+        roles.push((name.to_owned(), role));
+        images.insert(
+            svc["image"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no image"))
+                .to_owned(),
+        );
+        urls.insert(
+            svc["environment"]["REDIS_URL"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no REDIS_URL"))
+                .to_owned(),
+        );
+        assert_eq!(
+            svc["depends_on"]["redis"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name} must wait for a healthy Redis"
+        );
+    }
+    assert_eq!(images.len(), 1, "one image for every role: {images:?}");
+    assert_eq!(urls.len(), 1, "one Redis for every role: {urls:?}");
+    let url = urls.pop_first().unwrap();
+    assert!(
+        url.starts_with("redis://redis:"),
+        "REDIS_URL must name the redis service: {url}"
+    );
+    prosaas::jobs::validate_url(&url).unwrap();
+
+    let role_of = |svc: &str| roles.iter().find(|(n, _)| n == svc).map(|(_, r)| *r);
+    assert_eq!(role_of("prosaas-api"), Some(Role::Api));
+    assert_eq!(role_of("worker"), Some(Role::Worker));
+    assert_eq!(role_of("scheduler"), Some(Role::Scheduler));
+    assert_eq!(role_of("prosaas-calls"), Some(Role::Calls));
+    assert_eq!(
+        doc["services"]["worker"]["deploy"]["replicas"].as_i64(),
+        Some(2)
+    );
+    assert_eq!(
+        doc["services"]["scheduler"]["deploy"]["replicas"].as_i64(),
+        Some(2)
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_one_non_root_image_with_prosaas_as_entrypoint() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert_eq!(
+        text.matches("\nFROM ").count() + usize::from(text.starts_with("FROM ")),
+        2,
+        "multi-stage"
+    );
+    assert!(text.contains("cargo build --release --locked"));
+    assert!(text.contains("USER 10001"), "runs as non-root");
+    assert!(text.contains(r#"ENTRYPOINT ["prosaas"]"#));
+}

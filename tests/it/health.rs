@@ -1,0 +1,89 @@
+//! `/api/jobs/health` tells the truth through a Redis outage and recovers without a restart.
+
+use std::time::Duration;
+
+use prosaas::jobs::NewJob;
+use serde_json::{Value, json};
+
+use crate::support::{ProsaasProcess, TestRedis, eventually, kwargs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
+    let mut redis = TestRedis::start();
+    let url = redis.url();
+    let p = ProsaasProcess::start("api", &[("REDIS_URL", &url)]);
+    let health = p.url("/api/jobs/health");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let store = crate::support::redis_server::TestDb::store_for(&url);
+    for i in 0..2 {
+        store
+            .enqueue(NewJob::new("default", "t", kwargs(json!({"i": i}))))
+            .await
+            .unwrap();
+    }
+    let r = http.get(&health).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["queues"]["default"]["queued"], 2);
+    assert_eq!(body["queues"]["default"]["started"], 0);
+    assert_eq!(
+        body["queues"]["high"]["queued"], 0,
+        "configured queues are listed"
+    );
+    assert_eq!(body["scheduler"]["lock_held"], false);
+    assert_eq!(body["scheduler"]["last_tick"], Value::Null);
+
+    redis.kill();
+    let started = std::time::Instant::now();
+    let r = http.get(&health).send().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "health must answer promptly while Redis is down"
+    );
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "unhealthy");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        http.get(p.url("/readyz")).send().await.unwrap().status(),
+        503
+    );
+    assert_eq!(
+        http.get(p.url("/healthz")).send().await.unwrap().status(),
+        200,
+        "liveness ignores Redis"
+    );
+
+    redis.restart();
+    eventually("health to recover", Duration::from_secs(15), || async {
+        let r = http.get(&health).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let body: Value = http
+        .get(&health)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(
+        body["queues"]["default"]["queued"], 0,
+        "the restarted Redis is empty"
+    );
+    assert_eq!(
+        http.get(p.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    assert!(p.logs().contains("API mode"), "same process throughout");
+}

@@ -1,0 +1,34 @@
+//! The one integration-test binary. Every test talks to a real `redis-server` that the harness
+//! started (never one it did not start), and multi-process behaviour runs the real binary.
+//!
+//! Modules:
+//! - `support`: private Redis servers (db per test, kill/restart) and the binary as a process;
+//! - `architecture`: tidy checks on the source tree (Redis only in `src/jobs/`, docs on files);
+//! - `cli`: the operator commands (`jobs stats|enqueue`, `check`);
+//! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
+//! - `dedup`: atomic de-duplication under concurrency, TTL expiry and lapsed locks;
+//! - `enqueue`: the RQ job layout byte by byte, batches, queue stats, scheduler health;
+//! - `health`: `/api/jobs/health` through a Redis outage, without restarting prosaas;
+//! - `local_redis`: the `all` role's private redis-server;
+//! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "tests inspect Redis directly to check what prosaas wrote"
+)]
+#![allow(
+    unreachable_pub,
+    reason = "helpers are pub within this one test binary"
+)]
+
+mod support;
+
+mod architecture;
+mod cli;
+mod compose;
+mod dedup;
+mod enqueue;
+mod health;
+mod local_redis;
+mod roles;

@@ -1,0 +1,36 @@
+//! Shared test helpers: private Redis servers and the real binary as a process.
+
+pub mod process;
+pub mod redis_server;
+
+use std::time::{Duration, Instant};
+
+pub use process::ProsaasProcess;
+pub use redis_server::{TestRedis, db};
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A JSON object literal as keyword arguments.
+pub fn kwargs(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        other => panic!("kwargs must be an object, got {other}"),
+    }
+}
