@@ -69,71 +69,80 @@ impl App {
         tracing::info!(%addr, "HTTP listening on {addr}");
 
         let stop = shutdown.child_token();
-        let mut tasks: JoinSet<TaskResult> = JoinSet::new();
-        let mut task_names: HashMap<tokio::task::Id, &'static str> = HashMap::new();
-
         let router = crate::http::router(self.ctx.clone(), subsystems);
-        let handle = tasks.spawn(named(
+        let mut tasks: Vec<(&'static str, SubsystemFuture)> = vec![(
             "http",
-            crate::http::serve(self.listener, router, stop.clone()),
-        ));
-        task_names.insert(handle.id(), "http");
+            Box::pin(crate::http::serve(self.listener, router, stop.clone())),
+        )];
         for &s in subsystems.iter().filter(|s| !s.is_http()) {
             let fut = roles::run_subsystem(s, self.ctx.clone(), stop.clone());
-            let handle = tasks.spawn(named(s.name(), fut));
-            task_names.insert(handle.id(), s.name());
+            tasks.push((s.name(), Box::pin(fut)));
         }
+        supervise(tasks, &shutdown, &stop, self.ctx.settings.shutdown_grace()).await?;
+        tracing::info!(role = %role, "stopped cleanly");
+        Ok(())
+    }
+}
 
-        // Subsystems stop when the shutdown token fires, so once it has, an exit is expected:
-        // check the token first.
-        let failure = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => None,
-            Some(joined) = tasks.join_next_with_id() => Some(describe_exit(joined, &task_names)),
-        };
-        if let Some(err) = &failure {
-            tracing::error!("{err:#}; stopping the other subsystems");
-        }
-        stop.cancel();
+/// A subsystem's long-running task.
+pub type SubsystemFuture = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-        let grace = self.ctx.settings.shutdown_grace();
-        let deadline = tokio::time::Instant::now() + grace;
-        let mut errors: Vec<String> = failure.iter().map(|e| format!("{e:#}")).collect();
-        loop {
-            match tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await {
-                Ok(None) => break,
-                Ok(Some(Ok((id, (name, Ok(())))))) => {
-                    task_names.remove(&id);
-                    tracing::debug!(subsystem = name, "stopped");
-                }
-                Ok(Some(joined)) => {
-                    let id = match &joined {
-                        Ok((id, _)) => Some(*id),
-                        Err(e) => Some(e.id()),
-                    };
-                    errors.push(format!("{:#}", describe_exit(joined, &task_names)));
-                    if let Some(id) = id {
-                        task_names.remove(&id);
-                    }
-                }
-                Err(_) => {
-                    let mut left: Vec<&str> = task_names.values().copied().collect();
-                    left.sort_unstable();
-                    errors.push(format!(
-                        "still running after the {grace:?} shutdown grace period: {}",
-                        left.join(", ")
-                    ));
-                    tasks.abort_all();
-                    break;
-                }
+/// Runs `tasks` until `shutdown` fires or one of them exits, then cancels `stop` (which every
+/// task watches) and waits up to `grace` for the rest. Returns an error naming every subsystem
+/// that failed, exited on its own, or was still running at the deadline.
+pub async fn supervise(
+    tasks: Vec<(&'static str, SubsystemFuture)>,
+    shutdown: &CancellationToken,
+    stop: &CancellationToken,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut set: JoinSet<TaskResult> = JoinSet::new();
+    let mut task_names: HashMap<tokio::task::Id, &'static str> = HashMap::new();
+    for (name, fut) in tasks {
+        let handle = set.spawn(named(name, fut));
+        task_names.insert(handle.id(), name);
+    }
+
+    // Subsystems stop when the shutdown token fires, so once it has, an exit is expected:
+    // check the token first.
+    let failure = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        Some(joined) = set.join_next_with_id() => Some(describe_exit(joined, &mut task_names)),
+    };
+    if let Some(err) = &failure {
+        tracing::error!("{err:#}; stopping the other subsystems");
+    }
+    stop.cancel();
+
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut errors: Vec<String> = failure.iter().map(|e| format!("{e:#}")).collect();
+    loop {
+        match tokio::time::timeout_at(deadline, set.join_next_with_id()).await {
+            Ok(None) => break,
+            Ok(Some(Ok((id, (name, Ok(())))))) => {
+                task_names.remove(&id);
+                tracing::debug!(subsystem = name, "stopped");
+            }
+            Ok(Some(joined)) => {
+                errors.push(format!("{:#}", describe_exit(joined, &mut task_names)))
+            }
+            Err(_) => {
+                let mut left: Vec<&str> = task_names.values().copied().collect();
+                left.sort_unstable();
+                errors.push(format!(
+                    "still running after the {grace:?} shutdown grace period: {}",
+                    left.join(", ")
+                ));
+                set.abort_all();
+                break;
             }
         }
-        if errors.is_empty() {
-            tracing::info!(role = %role, "stopped cleanly");
-            Ok(())
-        } else {
-            Err(anyhow!(errors.join("; ")))
-        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!(errors.join("; ")))
     }
 }
 
@@ -141,16 +150,22 @@ async fn named(name: &'static str, fut: impl Future<Output = anyhow::Result<()>>
     (name, fut.await)
 }
 
-/// Turns a task's end into an error that names the subsystem (Vector's "component died").
+/// Turns a task's end into an error that names the subsystem (Vector's "component died"),
+/// and forgets the task.
 fn describe_exit(
     joined: Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>,
-    names: &HashMap<tokio::task::Id, &'static str>,
+    names: &mut HashMap<tokio::task::Id, &'static str>,
 ) -> anyhow::Error {
     match joined {
-        Ok((_, (name, Ok(())))) => anyhow!("subsystem {name} exited unexpectedly"),
-        Ok((_, (name, Err(e)))) => e.context(format!("subsystem {name} failed")),
+        Ok((id, (name, result))) => {
+            names.remove(&id);
+            match result {
+                Ok(()) => anyhow!("subsystem {name} exited unexpectedly"),
+                Err(e) => e.context(format!("subsystem {name} failed")),
+            }
+        }
         Err(e) => {
-            let name = names.get(&e.id()).copied().unwrap_or("unknown");
+            let name = names.remove(&e.id()).unwrap_or("unknown");
             if e.is_panic() {
                 anyhow!("subsystem {name} panicked")
             } else {
@@ -166,4 +181,76 @@ pub fn subsystem_names(role: Role) -> Vec<&'static str> {
         .iter()
         .map(|s: &Subsystem| s.name())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn until_stopped(stop: &CancellationToken) -> SubsystemFuture {
+        let stop = stop.clone();
+        Box::pin(async move {
+            stop.cancelled().await;
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_clean_shutdown_is_ok() {
+        let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
+        let tasks = vec![("a", until_stopped(&stop)), ("b", until_stopped(&stop))];
+        shutdown.cancel();
+        supervise(tasks, &shutdown, &stop, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_subsystem_stops_the_others_and_is_named() {
+        let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
+        let tasks: Vec<(&'static str, SubsystemFuture)> = vec![
+            ("steady", until_stopped(&stop)),
+            ("broken", Box::pin(async { Err(anyhow!("disk full")) })),
+        ];
+        let err = supervise(tasks, &shutdown, &stop, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(format!("{err:#}"), "subsystem broken failed: disk full");
+        assert!(stop.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn an_early_exit_or_panic_is_a_failure() {
+        let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
+        let tasks: Vec<(&'static str, SubsystemFuture)> =
+            vec![("quitter", Box::pin(async { Ok(()) }))];
+        let err = supervise(tasks, &shutdown, &stop, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "subsystem quitter exited unexpectedly");
+
+        let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
+        let tasks: Vec<(&'static str, SubsystemFuture)> =
+            vec![("bomb", Box::pin(async { panic!("boom") }))];
+        let err = supervise(tasks, &shutdown, &stop, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "subsystem bomb panicked");
+    }
+
+    #[tokio::test]
+    async fn the_grace_deadline_names_what_is_still_running() {
+        let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
+        let tasks: Vec<(&'static str, SubsystemFuture)> = vec![
+            ("polite", until_stopped(&stop)),
+            ("stubborn", Box::pin(std::future::pending())),
+        ];
+        shutdown.cancel();
+        let err = supervise(tasks, &shutdown, &stop, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("grace period: stubborn"), "{err}");
+    }
 }

@@ -42,6 +42,32 @@ pub enum JobsCommand {
     },
     /// Enqueue one job; prints its id, or `duplicate of <id>`.
     Enqueue(EnqueueArgs),
+    /// Failed jobs with their errors (all worker queues unless --queue).
+    Failed {
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed jobs back on their queue: one by id, or every one with --all-failed.
+    Requeue {
+        /// The job id (its queue is read from the job).
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<String>,
+        #[arg(long)]
+        all_failed: bool,
+        /// With --all-failed: only this queue (default: every worker queue).
+        #[arg(long, requires = "all_failed")]
+        queue: Option<String>,
+    },
+    /// One job: status, attempts, timestamps, arguments, result or error.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::cli::{EnqueueArgs, JobsCommand};
-use crate::jobs::{Enqueued, JobOptions, JobStore, NewJob, QueueStats};
+use crate::jobs::{
+    Enqueued, JobDetail, JobOptions, JobResult, JobStore, NewJob, QueueStats, Requeue,
+};
 use crate::local_redis;
 use crate::roles::Role;
 use crate::settings::{RedisUrlSource, Settings};
@@ -78,7 +80,110 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             println!("{line}");
             Ok(())
         }
+        JobsCommand::Failed { queue, limit, json } => {
+            let queues = queue.map_or_else(|| settings.worker.queues.clone(), |q| vec![q]);
+            let mut all = Vec::new();
+            for q in &queues {
+                all.extend(jobs.failed_jobs(q, 0, limit).await?);
+            }
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+            } else if all.is_empty() {
+                writeln!(out, "no failed jobs in {}", queues.join(", "))?;
+            } else {
+                for d in &all {
+                    let error = match &d.result {
+                        Some(JobResult::Failed { error }) => last_line(error),
+                        _ => "",
+                    };
+                    writeln!(
+                        out,
+                        "{}  {}  {}  attempts={}  {}",
+                        d.info.id, d.info.origin, d.info.job_type, d.attempts, error
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        JobsCommand::Requeue {
+            id,
+            all_failed,
+            queue,
+        } => {
+            if all_failed {
+                let queues = queue.map_or_else(|| settings.worker.queues.clone(), |q| vec![q]);
+                let mut n = 0;
+                for q in &queues {
+                    n += jobs.requeue_all_failed(q).await?;
+                }
+                println!("requeued {n} failed jobs");
+                return Ok(());
+            }
+            let id = id.context("a job id or --all-failed is required")?;
+            let Some(job) = jobs.fetch_job(&id).await? else {
+                bail!("no job {id}");
+            };
+            match jobs.requeue_failed(&job.origin, &id).await? {
+                Requeue::Requeued => println!("requeued {id} on {}", job.origin),
+                Requeue::NotFailed => bail!(
+                    "job {id} is {}, not in the failed registry of {}",
+                    job.status,
+                    job.origin
+                ),
+                Requeue::Missing => bail!("job {id} disappeared while being requeued"),
+            }
+            Ok(())
+        }
+        JobsCommand::Show { id, json } => {
+            let Some(d) = jobs.job_detail(&id).await? else {
+                bail!("no job {id}");
+            };
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
+            } else {
+                write!(out, "{}", show_text(&d))?;
+            }
+            Ok(())
+        }
     }
+}
+
+fn last_line(s: &str) -> &str {
+    s.trim_end().lines().last().unwrap_or(s)
+}
+
+fn show_text(d: &JobDetail) -> String {
+    let i = &d.info;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "id:          {}\nstatus:      {}\nqueue:       {}\ntype:        {}\nkwargs:      {}\nattempts:    {}\nenqueued_at: {}\nstarted_at:  {}\nended_at:    {}\nworker:      {}\n",
+        i.id,
+        i.status,
+        i.origin,
+        i.job_type,
+        Value::Object(i.kwargs.clone()),
+        d.attempts,
+        opt(&i.enqueued_at),
+        opt(&i.started_at),
+        opt(&i.ended_at),
+        opt(&i.worker_name),
+    );
+    if let Some(e) = &d.last_error {
+        s.push_str(&format!("last_error:  {}\n", last_line(e)));
+    }
+    match &d.result {
+        Some(JobResult::Finished { return_value }) => s.push_str(&format!(
+            "result:      {}\n",
+            return_value
+                .as_ref()
+                .map_or_else(|| "null".into(), Value::to_string)
+        )),
+        Some(JobResult::Failed { error }) => s.push_str(&format!("error:\n{error}")),
+        _ => {}
+    }
+    s
 }
 
 fn parse_enqueue(a: EnqueueArgs) -> anyhow::Result<(NewJob, Option<(String, u64)>)> {

@@ -7,6 +7,8 @@
 //! - [`telemetry`]: the tracing subscriber;
 //! - [`roles`]: which subsystems each role runs (the one table) and each role's wiring;
 //! - [`app`]: the supervisor that runs a role's subsystems and shuts them down;
+//! - [`worker`]: the worker runtime (executor, handlers registry, retries, recovery);
+//! - [`handlers`]: the built-in job types;
 //! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
 //! - [`jobs`]: the only module that talks to Redis;
 //! - [`local_redis`]: the private `redis-server` the `all` role starts for local development;
@@ -15,6 +17,7 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod handlers;
 pub mod http;
 pub mod jobs;
 pub mod local_redis;
@@ -22,3 +25,4 @@ pub mod roles;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod worker;

@@ -16,6 +16,12 @@ use crate::jobs::{StoreConfig, is_valid_queue_name, validate_url};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
+/// Settings that are lists, and the variables that set them (comma-separated).
+const LIST_KEYS: [(&str, &str); 2] = [
+    ("PROSAAS__WORKER__QUEUES", "worker.queues"),
+    ("PROSAAS__WORKER__BACKOFF_SECS", "worker.backoff_secs"),
+];
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -57,6 +63,40 @@ pub struct HttpSettings {
 pub struct WorkerSettings {
     pub queues: Vec<String>,
     pub concurrency: usize,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_ttl_ms: u64,
+    pub maintenance_interval_ms: u64,
+    pub promote_interval_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub max_retries: u32,
+    pub backoff_secs: Vec<u64>,
+    pub backoff_jitter: f64,
+    pub timeout_secs: i64,
+    pub result_ttl_secs: i64,
+    pub failure_ttl_secs: i64,
+    pub resolve_dotted_names: bool,
+    pub diagnostic_handlers: bool,
+    #[serde(default)]
+    pub aliases: Vec<AliasSettings>,
+    #[serde(default)]
+    pub types: HashMap<String, JobTypeSettings>,
+}
+
+/// A job type name that runs another type's handler.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSettings {
+    pub from: String,
+    pub to: String,
+}
+
+/// Per job type overrides of the worker defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobTypeSettings {
+    pub timeout_secs: Option<i64>,
+    pub max_retries: Option<u32>,
+    pub backoff_secs: Option<Vec<u64>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -114,20 +154,35 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
         }
-        let prosaas_env: HashMap<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("PROSAAS__"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // List settings are split here: the config crate turns a one-element list from the
+        // environment (`PROSAAS__WORKER__QUEUES=default`) into a scalar.
+        let mut prosaas_env: HashMap<String, String> = HashMap::new();
+        let mut lists: Vec<(&str, Vec<String>)> = Vec::new();
+        for (k, v) in env.iter().filter(|(k, _)| k.starts_with("PROSAAS__")) {
+            match LIST_KEYS.iter().find(|(var, _)| var == k) {
+                Some((_, key)) => lists.push((
+                    key,
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                )),
+                None => {
+                    prosaas_env.insert(k.clone(), v.clone());
+                }
+            }
+        }
         builder = builder.add_source(
             Environment::with_prefix("PROSAAS")
                 .prefix_separator("__")
                 .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("worker.queues")
                 .try_parsing(true)
                 .source(Some(prosaas_env)),
         );
+        for (key, items) in lists {
+            builder = builder.set_override(key, items)?;
+        }
         if let Some(url) = env.get("REDIS_URL").filter(|u| !u.is_empty()) {
             builder = builder.set_override("redis.url", url.as_str())?;
         }
@@ -173,6 +228,58 @@ impl Settings {
             bail!(
                 "worker.queues: {q:?} is not a valid queue name ([A-Za-z0-9_.-], 1-128 characters)"
             );
+        }
+        let w = &self.worker;
+        if w.heartbeat_interval_ms == 0
+            || w.maintenance_interval_ms == 0
+            || w.promote_interval_ms == 0
+        {
+            bail!(
+                "worker.heartbeat_interval_ms, worker.maintenance_interval_ms and worker.promote_interval_ms must be positive"
+            );
+        }
+        if w.heartbeat_ttl_ms < 2 * w.heartbeat_interval_ms {
+            bail!(
+                "worker.heartbeat_ttl_ms ({}) must be at least twice worker.heartbeat_interval_ms ({}), or one late heartbeat gets a live job recovered",
+                w.heartbeat_ttl_ms,
+                w.heartbeat_interval_ms
+            );
+        }
+        if w.shutdown_grace_ms >= self.shutdown.grace_ms {
+            bail!(
+                "worker.shutdown_grace_ms ({}) must be shorter than shutdown.grace_ms ({}), to leave time to put unfinished jobs back",
+                w.shutdown_grace_ms,
+                self.shutdown.grace_ms
+            );
+        }
+        let check_timeout = |name: &str, t: i64| {
+            if t == -1 || t > 0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{name} must be positive seconds, or -1 for no limit"
+                ))
+            }
+        };
+        check_timeout("worker.timeout_secs", w.timeout_secs)?;
+        if w.backoff_secs.is_empty() {
+            bail!("worker.backoff_secs must list at least one delay");
+        }
+        if !(0.0..=1.0).contains(&w.backoff_jitter) {
+            bail!("worker.backoff_jitter must be between 0 and 1");
+        }
+        if w.result_ttl_secs < -1 || w.failure_ttl_secs < -1 {
+            bail!(
+                "worker.result_ttl_secs and worker.failure_ttl_secs must be -1 (forever), 0 or positive"
+            );
+        }
+        for (name, t) in &w.types {
+            if let Some(timeout) = t.timeout_secs {
+                check_timeout(&format!("worker.types.{name}.timeout_secs"), timeout)?;
+            }
+            if t.backoff_secs.as_ref().is_some_and(Vec::is_empty) {
+                bail!("worker.types.{name}.backoff_secs must list at least one delay");
+            }
         }
         let s = &self.scheduler;
         if s.renew_interval_ms == 0 || s.tick_interval_ms == 0 {
@@ -258,6 +365,20 @@ mod tests {
         .unwrap();
         assert_eq!(s.worker.concurrency, 32);
         assert_eq!(s.worker.queues, ["a", "b"]);
+        let one = Settings::load(
+            None,
+            &env(&[
+                ("PROSAAS__WORKER__QUEUES", "default"),
+                ("PROSAAS__WORKER__BACKOFF_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            one.worker.queues,
+            ["default"],
+            "a one-element list stays a list"
+        );
+        assert_eq!(one.worker.backoff_secs, [5]);
         assert_eq!(s.http.port, 9000);
         assert_eq!(
             s.redis_url(),

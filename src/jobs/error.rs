@@ -16,6 +16,9 @@ pub enum JobError {
     /// Redis did not answer or answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis answered with something of an unexpected shape.
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(#[from] redis::ParsingError),
     /// Redis did not answer within the caller's deadline.
     #[error("redis did not answer within {0:?}")]
     Timeout(std::time::Duration),

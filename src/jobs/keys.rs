@@ -9,6 +9,13 @@
 //! | `job_lock:<dedupe key>` | string | de-dupe lock; value = the job id it admitted; TTL = dedupe TTL |
 //! | `prosaas:scheduler:lock` | string | scheduler leader lock; value = owner token; PX TTL, never deleted |
 //! | `prosaas:scheduler:health` | hash | `last_tick` (RFC 3339) and friends, written by the leader |
+//! | `prosaas:worker:<w>:inbox` | list | ids a worker's blocking wake-up moved off a queue, not yet claimed |
+//! | `prosaas:maintenance:<q>` | string | short lock: which worker runs recovery for a queue now |
+//! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
+//! | `prosaas:diag:executions` | hash | job id → executions, written only by the `diag.count` job type |
+//!
+//! prosaas also writes two fields RQ ignores into job hashes: `attempts` (claims so far) and
+//! `last_error` (the error of the latest failed attempt that was retried).
 
 /// Key builder for one key prefix. Cheap to clone; built once per [`super::JobStore`].
 #[derive(Clone, Debug)]
@@ -47,6 +54,11 @@ impl Keys {
         format!("{}job:{id}", self.rq)
     }
 
+    /// RQ's result stream of a job.
+    pub(crate) fn results(&self, id: &str) -> String {
+        format!("{}results:{id}", self.rq)
+    }
+
     /// Started registry; RQ 2.0+ calls it `wip`. Members are `<job id>:<execution id>`.
     pub(crate) fn started(&self, queue: &str) -> String {
         format!("{}wip:{queue}", self.rq)
@@ -66,6 +78,20 @@ impl Keys {
 
     pub(crate) fn deferred(&self, queue: &str) -> String {
         format!("{}deferred:{queue}", self.rq)
+    }
+
+    pub(crate) fn worker(&self, name: &str) -> String {
+        format!("{}worker:{name}", self.rq)
+    }
+
+    /// `rq:workers`: full worker keys of every live worker.
+    pub(crate) fn workers(&self) -> String {
+        format!("{}workers", self.rq)
+    }
+
+    /// `rq:workers:<q>`: full worker keys of the workers on one queue (what `rq info` reads).
+    pub(crate) fn workers_of(&self, queue: &str) -> String {
+        format!("{}workers:{queue}", self.rq)
     }
 
     pub(crate) fn dedupe_lock(dedupe_key: &str) -> String {

@@ -12,6 +12,7 @@
     reason = "this module is the Redis boundary that clippy.toml fences everything else from"
 )]
 
+mod admin;
 mod dedup;
 mod error;
 mod job;
@@ -19,11 +20,13 @@ mod keys;
 mod queue;
 mod scripts;
 mod stats;
+mod worker;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use admin::{JobDetail, JobResult, Requeue};
 pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
 pub use error::JobError;
 pub use job::{
@@ -31,6 +34,10 @@ pub use job::{
     is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
 };
 pub use stats::{QueueStats, SchedulerHealth};
+pub use worker::{
+    ClaimedJob, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
+    WorkerInfo, unix_now,
+};
 
 use keys::Keys;
 
@@ -47,6 +54,8 @@ pub struct StoreConfig {
 #[derive(Clone)]
 pub struct JobStore {
     conn: ConnectionManager,
+    /// For dedicated connections (blocking pops); the manager above serves everything else.
+    client: redis::Client,
     keys: Keys,
     redacted_url: String,
 }
@@ -73,9 +82,10 @@ impl JobStore {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(Self {
             conn,
+            client,
             keys: Keys::new(&config.key_prefix),
             redacted_url: redact_url(&config.url),
         })

@@ -2,6 +2,10 @@
 //!
 //! `redis::Script` sends `EVALSHA` and falls back to loading the body on `NOSCRIPT`, so a
 //! restarted Redis (empty script cache) costs one extra round trip, not an error.
+//!
+//! The worker scripts derive job and registry keys from the RQ prefix inside Lua instead of
+//! declaring them in KEYS: which jobs a claim touches is only known once it pops them. That
+//! limits prosaas to standalone Redis (no Cluster), as RQ itself is.
 
 use std::sync::LazyLock;
 
@@ -9,3 +13,15 @@ use redis::Script;
 
 pub(crate) static ENQUEUE_DEDUPE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_dedupe.lua")));
+pub(crate) static CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+pub(crate) static SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+pub(crate) static RECOVER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/recover.lua")));
+pub(crate) static PROMOTE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/promote.lua")));
+pub(crate) static RELEASE_INBOX: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/release_inbox.lua")));
+pub(crate) static REQUEUE_FAILED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/requeue_failed.lua")));

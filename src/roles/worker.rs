@@ -1,16 +1,37 @@
-//! The `worker` role: claims and runs jobs, and recovers jobs of dead workers.
+//! The `worker` role's subsystems: the executor (job execution) and the recovery loop.
+
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
+use crate::jobs::WorkerInfo;
+use crate::worker::executor::{Executor, ExecutorConfig};
+use crate::worker::{hostname, maintenance, registry, worker_name};
 
-pub async fn run_executor(_ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
-    tracing::warn!("job execution is not built yet (issue #3)");
-    shutdown.cancelled().await;
-    Ok(())
+pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let w = &ctx.settings.worker;
+    let executor = Executor {
+        store: ctx.jobs.clone(),
+        info: WorkerInfo {
+            name: worker_name(),
+            queues: w.queues.clone(),
+            pid: std::process::id(),
+            hostname: hostname(),
+        },
+        registry: Arc::new(registry(w)),
+        config: ExecutorConfig::from_settings(w),
+    };
+    executor.run(shutdown).await
 }
 
-pub async fn run_recovery(_ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
-    shutdown.cancelled().await;
-    Ok(())
+pub async fn run_recovery(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let owner = format!("maintenance.{}", worker_name());
+    maintenance::run(
+        ctx.jobs.clone(),
+        owner,
+        ctx.settings.worker.clone(),
+        shutdown,
+    )
+    .await
 }

@@ -8,9 +8,11 @@
 //! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
 //! - `dedup`: atomic de-duplication under concurrency, TTL expiry and lapsed locks;
 //! - `enqueue`: the RQ job layout byte by byte, batches, queue stats, scheduler health;
+//! - `fleet`: several real worker processes: exactly-once draining, kill -9 recovery, SIGTERM;
 //! - `health`: `/api/jobs/health` through a Redis outage, without restarting prosaas;
 //! - `local_redis`: the `all` role's private redis-server;
-//! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2.
+//! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2;
+//! - `worker`: the worker in-process: RQ-recorded outcomes, retries, timeouts, priorities.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     clippy::disallowed_types,
@@ -29,6 +31,8 @@ mod cli;
 mod compose;
 mod dedup;
 mod enqueue;
+mod fleet;
 mod health;
 mod local_redis;
 mod roles;
+mod worker;

@@ -1,0 +1,55 @@
+-- Claim up to N jobs for one worker: pop ids (the worker's inbox first, then the queues in
+-- priority order), mark each started as RQ does, and enter it in the started registry with a
+-- heartbeat deadline, all in one step. A popped id is never outside both the queue and the
+-- started registry, so no two workers can hold it and a crash cannot lose it.
+--
+-- Standalone Redis only: keys are derived from the prefix inside the script.
+-- ARGV[1] RQ prefix with colon   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
+-- ARGV[4] deadline (integer Unix seconds)   ARGV[5] max jobs   ARGV[6] execution id base (24 hex)
+-- ARGV[7] the worker's inbox key   ARGV[8..] queue names, highest priority first
+-- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
+--          failure_ttl, enqueued_at, attempts, ...} (11 fields per job).
+local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local out = {0}
+local n = 0
+
+local function take(id, queue)
+  local jkey = p .. 'job:' .. id
+  local h = redis.call('HMGET', jkey, 'data', 'origin', 'timeout', 'retries_left',
+    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at')
+  if not h[1] then
+    -- The hash is gone (its wait TTL lapsed, or it was deleted): RQ drops such ids too.
+    out[1] = out[1] + 1
+    return
+  end
+  local q = h[2] or queue
+  n = n + 1
+  local eid = base .. string.format('%08x', n)
+  redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now,
+    'worker_name', w)
+  local attempts = redis.call('HINCRBY', jkey, 'attempts', 1)
+  redis.call('PERSIST', jkey)
+  redis.call('ZADD', p .. 'wip:' .. q, deadline, id .. ':' .. eid)
+  local row = {id, eid, q, h[1], h[3] or '', h[4] or '', h[5] or '', h[6] or '', h[7] or '',
+    h[8] or '', tostring(attempts)}
+  for i = 1, #row do out[#out + 1] = row[i] end
+end
+
+local function drain(list, queue)
+  while n < max do
+    local ids = redis.call('LPOP', list, max - n)
+    if not ids then return end
+    for _, id in ipairs(ids) do take(id, queue) end
+  end
+end
+
+drain(inbox, ARGV[8])
+for i = 8, #ARGV do
+  if n >= max then break end
+  drain(p .. 'queue:' .. ARGV[i], ARGV[i])
+end
+if n > 0 and redis.call('EXISTS', p .. 'worker:' .. w) == 1 then
+  redis.call('HSET', p .. 'worker:' .. w, 'state', 'busy')
+end
+return out

@@ -1,0 +1,34 @@
+-- Move the due jobs of one queue's scheduled registry (retries with backoff, delayed jobs) onto
+-- the queue. RQ's per-queue scheduler lock decides who promotes: a Python RQ scheduler holding
+-- it keeps the queue (its promotion has no WATCH, so two promoters could push a job twice).
+--
+-- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] now (Unix s)   ARGV[4] now (RQ timestamp)
+-- ARGV[5] lock owner name   ARGV[6] lock TTL (s)   ARGV[7] max jobs this call
+-- Returns the number promoted, or -1 when another scheduler holds the queue.
+local p, q, now, now_ts, me = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local lock = p .. 'scheduler-lock:' .. q
+local holder = redis.call('GET', lock)
+if holder and holder ~= me then
+  return -1
+end
+redis.call('SET', lock, me, 'EX', ARGV[6])
+local sched = p .. 'scheduled:' .. q
+local ids = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
+local moved = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', sched, id)
+  local jkey = p .. 'job:' .. id
+  if redis.call('EXISTS', jkey) == 1 then
+    redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
+    if redis.call('HGET', jkey, 'enqueue_at_front') == '1' then
+      redis.call('LPUSH', p .. 'queue:' .. q, id)
+    else
+      redis.call('RPUSH', p .. 'queue:' .. q, id)
+    end
+    moved = moved + 1
+  end
+end
+if moved > 0 then
+  redis.call('SADD', p .. 'queues', p .. 'queue:' .. q)
+end
+return moved

@@ -1,0 +1,95 @@
+-- Record the outcomes of a batch of executions, each as RQ records it. An outcome applies only
+-- if its started-registry entry is still there (ZREM returns 1): if recovery or `rq info`
+-- already took the job away, its new state is not overwritten and the outcome is reported as
+-- a conflict.
+--
+-- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)   ARGV[4] now (Unix s)
+-- ARGV[5] '1' if the worker is idle afterwards
+-- then 10 fields per outcome:
+--   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
+--   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
+--   payload (ok: base64 JSON return value or ''; fail: base64 zlib error text),
+--   started (Unix s, float), ended (Unix s, float),
+--   retries_left (retry: the new value), error (retry: the attempt's error text)
+-- Returns one integer per outcome: 1 applied, 0 conflict.
+local p, w, now_ts, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local wkey = p .. 'worker:' .. w
+local worker_alive = redis.call('EXISTS', wkey) == 1
+local applied = {}
+local ok_count, fail_count, working = 0, 0, 0
+
+for i = 6, #ARGV, 10 do
+  local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ttl, payload = tonumber(ARGV[i + 4]), ARGV[i + 5]
+  local started, ended = ARGV[i + 6], ARGV[i + 7]
+  local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
+  if redis.call('ZREM', p .. 'wip:' .. q, id .. ':' .. eid) == 0 then
+    applied[#applied + 1] = 0
+  else
+    applied[#applied + 1] = 1
+    if kind ~= 'requeue' then
+      working = working + (tonumber(ended) - tonumber(started))
+    end
+    if kind == 'ok' then
+      ok_count = ok_count + 1
+      if ttl == 0 then
+        redis.call('DEL', jkey, rkey)
+      else
+        redis.call('HSET', jkey, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
+        if payload ~= '' then
+          redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', w,
+            'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
+            'execution_ended_at', ended)
+        else
+          redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', w,
+            'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
+        end
+        if ttl == -1 then
+          redis.call('PERSIST', jkey)
+          redis.call('PERSIST', rkey)
+          redis.call('ZADD', p .. 'finished:' .. q, '+inf', id)
+        else
+          redis.call('EXPIRE', jkey, ttl)
+          redis.call('EXPIRE', rkey, ttl)
+          redis.call('ZADD', p .. 'finished:' .. q, now + ttl, id)
+        end
+      end
+    elseif kind == 'fail' then
+      fail_count = fail_count + 1
+      redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts, 'last_heartbeat', now_ts)
+      redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', w,
+        'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
+        'execution_ended_at', ended)
+      if ttl == -1 then
+        redis.call('PERSIST', jkey)
+        redis.call('ZADD', p .. 'failed:' .. q, -1, id)
+      else
+        redis.call('EXPIRE', jkey, ttl)
+        redis.call('EXPIRE', rkey, ttl)
+        redis.call('ZADD', p .. 'failed:' .. q, now + ttl, id)
+      end
+    elseif kind == 'retry' then
+      fail_count = fail_count + 1
+      local left, err = ARGV[i + 8], ARGV[i + 9]
+      if ttl <= 0 then
+        redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts, 'retries_left', left,
+          'last_error', err)
+        redis.call('RPUSH', p .. 'queue:' .. q, id)
+      else
+        redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left, 'last_error', err)
+        redis.call('ZADD', p .. 'scheduled:' .. q, now + ttl, id)
+      end
+    else -- requeue: put back, untouched, at the head of its queue (shutdown)
+      redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
+      redis.call('LPUSH', p .. 'queue:' .. q, id)
+    end
+  end
+end
+
+if worker_alive then
+  if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
+  if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
+  if working > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', working) end
+  if ARGV[5] == '1' then redis.call('HSET', wkey, 'state', 'idle') end
+end
+return applied

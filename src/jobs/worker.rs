@@ -1,0 +1,582 @@
+//! The worker's Redis primitives: registration and heartbeats as RQ records them, claim,
+//! settle (batched), the blocking wake-up, recovery of abandoned jobs, promotion of due retries.
+//!
+//! Round trips per job on the hot path: one claim call serves up to `concurrency` jobs and one
+//! settle call records every outcome that is ready, so under load both are amortised over many
+//! jobs; an idle worker pays one of each per job.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Utc;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value as RedisValue};
+use serde_json::Value;
+
+use super::error::JobError;
+use super::job::{JobCall, decode_data, rq_timestamp};
+use super::{JobStore, bounded, scripts};
+
+/// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
+const INBOXES: &str = "prosaas:inboxes";
+
+fn inbox_key(worker: &str) -> String {
+    format!("prosaas:worker:{worker}:inbox")
+}
+
+/// Who a worker is, as registered in `rq:worker:<name>`.
+#[derive(Clone, Debug)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub queues: Vec<String>,
+    pub pid: u32,
+    pub hostname: String,
+}
+
+/// One execution of a job: the id, the execution id of this attempt, and the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Execution {
+    pub id: String,
+    pub execution_id: String,
+    pub queue: String,
+}
+
+/// A job this worker now holds (in `rq:wip:<queue>` with a heartbeat deadline).
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub execution: Execution,
+    /// The decoded call, or why it cannot be decoded (the job then fails permanently).
+    pub call: Result<JobCall, String>,
+    pub timeout: Option<i64>,
+    pub retries_left: Option<u32>,
+    pub retry_intervals: Option<Vec<u64>>,
+    pub result_ttl: Option<i64>,
+    pub failure_ttl: Option<i64>,
+    pub enqueued_at: Option<String>,
+    /// How many times the job has been claimed, this time included.
+    pub attempts: u32,
+}
+
+/// What became of one execution.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Success; `result_ttl` seconds to keep it (`-1` forever, `0` delete at once).
+    Finished {
+        result: Option<Value>,
+        result_ttl: i64,
+    },
+    /// Final failure; kept `failure_ttl` seconds in the failed registry (`-1` forever).
+    Failed { error: String, failure_ttl: i64 },
+    /// Failed, to be tried again after `delay_secs` with `retries_left` still to go.
+    Retry {
+        error: String,
+        delay_secs: u64,
+        retries_left: u32,
+    },
+    /// Not run to completion (shutdown): back to the head of its queue, no retry consumed.
+    Requeue,
+}
+
+/// An outcome ready to record.
+#[derive(Clone, Debug)]
+pub struct Settlement {
+    pub execution: Execution,
+    /// Unix seconds.
+    pub started_at: f64,
+    pub ended_at: f64,
+    pub outcome: Outcome,
+}
+
+/// Whether a settlement was recorded, or found its job already taken away (recovered as
+/// abandoned, or failed by `rq info`) and left it alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Applied,
+    Conflict,
+}
+
+/// What one recovery pass over a queue did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub requeued: u64,
+    pub failed: u64,
+}
+
+/// base64(zlib(text)): how RQ stores `exc_string` in the result stream.
+pub(crate) fn encode_exc_string(text: &str) -> String {
+    use std::io::Write;
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail; an empty payload is still a valid (if useless) entry.
+    let bytes = enc
+        .write_all(text.as_bytes())
+        .and_then(|()| enc.finish())
+        .unwrap_or_default();
+    BASE64.encode(bytes)
+}
+
+fn now_secs() -> f64 {
+    Utc::now().timestamp_micros() as f64 / 1e6
+}
+
+impl JobStore {
+    /// Registers the worker as RQ does (`rq:worker:<w>`, `rq:workers`, `rq:workers:<q>`).
+    pub async fn register_worker(&self, w: &WorkerInfo, ttl: Duration) -> Result<(), JobError> {
+        let k = &self.keys;
+        let wkey = k.worker(&w.name);
+        let now = rq_timestamp(Utc::now());
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(&wkey)
+            .hset_multiple(
+                &wkey,
+                &[
+                    ("birth", now.as_str()),
+                    ("last_heartbeat", now.as_str()),
+                    ("queues", &w.queues.join(",")),
+                    ("pid", &w.pid.to_string()),
+                    ("hostname", &w.hostname),
+                    ("ip_address", "unknown"),
+                    ("version", concat!("prosaas ", env!("CARGO_PKG_VERSION"))),
+                    (
+                        "python_version",
+                        concat!("rust (prosaas ", env!("CARGO_PKG_VERSION"), ")"),
+                    ),
+                    ("state", "idle"),
+                    ("successful_job_count", "0"),
+                    ("failed_job_count", "0"),
+                    ("total_working_time", "0"),
+                ],
+            )
+            .expire(&wkey, ttl_secs(ttl))
+            .sadd(k.workers(), &wkey)
+            .sadd(INBOXES, &w.name);
+        for q in &w.queues {
+            pipe.sadd(k.workers_of(q), &wkey);
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Refreshes the registration and pushes the deadline of every running execution to
+    /// `now + job_ttl`, in one transaction. `ZADD XX` never re-adds an entry that recovery or
+    /// `rq info` removed meanwhile.
+    pub async fn heartbeat(
+        &self,
+        w: &WorkerInfo,
+        busy: bool,
+        running: &[Execution],
+        worker_ttl: Duration,
+        job_ttl: Duration,
+    ) -> Result<(), JobError> {
+        let k = &self.keys;
+        let wkey = k.worker(&w.name);
+        let deadline = Utc::now().timestamp() + ttl_secs(job_ttl);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &wkey,
+                &[
+                    ("last_heartbeat", rq_timestamp(Utc::now())),
+                    ("state", if busy { "busy" } else { "idle" }.to_owned()),
+                ],
+            )
+            .expire(&wkey, ttl_secs(worker_ttl))
+            // Re-adding is cheap and heals a registration that a cleanup removed.
+            .sadd(k.workers(), &wkey)
+            .sadd(INBOXES, &w.name);
+        for q in &w.queues {
+            pipe.sadd(k.workers_of(q), &wkey);
+        }
+        let mut by_queue: BTreeMap<&str, Vec<(i64, String)>> = BTreeMap::new();
+        for e in running {
+            by_queue
+                .entry(&e.queue)
+                .or_default()
+                .push((deadline, format!("{}:{}", e.id, e.execution_id)));
+        }
+        for (q, members) in by_queue {
+            pipe.cmd("ZADD")
+                .arg(k.started(q))
+                .arg("XX")
+                .arg(members)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Removes the worker from RQ's sets and marks its hash dead, as RQ's `register_death`.
+    pub async fn unregister_worker(&self, w: &WorkerInfo) -> Result<(), JobError> {
+        let k = &self.keys;
+        let wkey = k.worker(&w.name);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .srem(k.workers(), &wkey)
+            .hset_multiple(
+                &wkey,
+                &[
+                    ("death", rq_timestamp(Utc::now())),
+                    ("state", "dead".to_owned()),
+                ],
+            )
+            .expire(&wkey, 60);
+        for q in &w.queues {
+            pipe.srem(k.workers_of(q), &wkey);
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Claims up to `max` jobs: the worker's inbox first, then its queues in priority order.
+    /// Each claimed job is in `rq:wip:<queue>` with deadline `now + job_ttl`.
+    pub async fn claim(
+        &self,
+        w: &WorkerInfo,
+        max: usize,
+        job_ttl: Duration,
+    ) -> Result<Vec<ClaimedJob>, JobError> {
+        let now = Utc::now();
+        let base = uuid::Uuid::new_v4().simple().to_string();
+        let mut inv = scripts::CLAIM.prepare_invoke();
+        inv.arg(self.keys.rq_prefix())
+            .arg(&w.name)
+            .arg(rq_timestamp(now))
+            .arg(now.timestamp() + ttl_secs(job_ttl))
+            .arg(max)
+            .arg(&base[..24])
+            .arg(inbox_key(&w.name));
+        for q in &w.queues {
+            inv.arg(q);
+        }
+        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn()).await?;
+        let mut fields = reply.into_iter();
+        let dropped: i64 = fields
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or(0);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "claimed ids whose job hash no longer exists; dropped as RQ does"
+            );
+        }
+        let rest: Vec<RedisValue> = fields.collect();
+        let mut jobs = Vec::with_capacity(rest.len() / 11);
+        for row in rest.chunks_exact(11) {
+            let s = |i: usize| -> Result<String, JobError> {
+                Ok(redis::from_redis_value::<String>(row[i].clone())?)
+            };
+            let data: Vec<u8> = redis::from_redis_value(row[3].clone())?;
+            let id = s(0)?;
+            let opt = |i: usize| -> Result<Option<String>, JobError> {
+                Ok(Some(s(i)?).filter(|v| !v.is_empty()))
+            };
+            jobs.push(ClaimedJob {
+                call: decode_data(&id, &data).map_err(|e| e.to_string()),
+                execution: Execution {
+                    id,
+                    execution_id: s(1)?,
+                    queue: s(2)?,
+                },
+                timeout: opt(4)?.and_then(|v| v.parse().ok()),
+                retries_left: opt(5)?.and_then(|v| v.parse().ok()),
+                retry_intervals: opt(6)?.and_then(|v| serde_json::from_str(&v).ok()),
+                result_ttl: opt(7)?.and_then(|v| v.parse().ok()),
+                failure_ttl: opt(8)?.and_then(|v| v.parse().ok()),
+                enqueued_at: opt(9)?,
+                attempts: s(10)?.parse().unwrap_or(1),
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement.
+    pub async fn settle(
+        &self,
+        w: &WorkerInfo,
+        batch: &[Settlement],
+        idle_after: bool,
+    ) -> Result<Vec<Settled>, JobError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let mut inv = scripts::SETTLE.prepare_invoke();
+        inv.arg(self.keys.rq_prefix())
+            .arg(&w.name)
+            .arg(rq_timestamp(now))
+            .arg(now.timestamp())
+            .arg(if idle_after { "1" } else { "0" });
+        for s in batch {
+            let (kind, ttl, payload, left, err) = match &s.outcome {
+                Outcome::Finished { result, result_ttl } => {
+                    let payload = match result {
+                        Some(v) => BASE64.encode(serde_json::to_vec(v).unwrap_or_default()),
+                        None => String::new(),
+                    };
+                    ("ok", *result_ttl, payload, 0, "")
+                }
+                Outcome::Failed { error, failure_ttl } => {
+                    ("fail", *failure_ttl, encode_exc_string(error), 0, "")
+                }
+                Outcome::Retry {
+                    error,
+                    delay_secs,
+                    retries_left,
+                } => (
+                    "retry",
+                    i64::try_from(*delay_secs).unwrap_or(i64::MAX),
+                    String::new(),
+                    *retries_left,
+                    error.as_str(),
+                ),
+                Outcome::Requeue => ("requeue", 0, String::new(), 0, ""),
+            };
+            let e = &s.execution;
+            inv.arg(kind)
+                .arg(&e.id)
+                .arg(&e.execution_id)
+                .arg(&e.queue)
+                .arg(ttl)
+                .arg(payload)
+                .arg(format!("{:.6}", s.started_at))
+                .arg(format!("{:.6}", s.ended_at))
+                .arg(left)
+                .arg(err);
+        }
+        let applied: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(applied
+            .into_iter()
+            .map(|a| {
+                if a == 1 {
+                    Settled::Applied
+                } else {
+                    Settled::Conflict
+                }
+            })
+            .collect())
+    }
+
+    /// Re-queues or fails the jobs of `queue` whose heartbeat deadline has passed.
+    ///
+    /// A short per-queue maintenance lock (`prosaas:maintenance:<queue>`, held by `owner` for
+    /// `lock_ttl`) keeps several workers from doing the same pass; the script itself is atomic,
+    /// so correctness does not depend on it.
+    pub async fn recover_abandoned(
+        &self,
+        queue: &str,
+        owner: &str,
+        lock_ttl: Duration,
+        default_retries: u32,
+        default_failure_ttl: i64,
+    ) -> Result<Recovered, JobError> {
+        let now = Utc::now();
+        let exc = encode_exc_string(&format!(
+            "AbandonedJobError: moved to FailedJobRegistry at {} because its worker stopped heartbeating",
+            rq_timestamp(now)
+        ));
+        let mut total = Recovered::default();
+        loop {
+            let (requeued, failed, skipped, busy): (u64, u64, u64, u64) = scripts::RECOVER
+                .arg(self.keys.rq_prefix())
+                .arg(queue)
+                .arg(now.timestamp())
+                .arg(rq_timestamp(now))
+                .arg(default_retries)
+                .arg(&exc)
+                .arg(default_failure_ttl)
+                .arg(RECOVER_BATCH)
+                .arg(format!("prosaas:maintenance:{queue}"))
+                .arg(owner)
+                .arg(
+                    u64::try_from(lock_ttl.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                )
+                .invoke_async(&mut self.conn())
+                .await?;
+            if busy == 1 {
+                return Ok(total);
+            }
+            total.requeued += requeued;
+            total.failed += failed;
+            // Small batches keep each script short, so Redis never stalls on a big backlog.
+            if requeued + failed + skipped < RECOVER_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Moves due jobs of `queue`'s scheduled registry onto the queue. `None` when a Python RQ
+    /// scheduler holds the queue's scheduler lock (it promotes them itself).
+    pub async fn promote_due(
+        &self,
+        queue: &str,
+        owner: &str,
+        lock_ttl: Duration,
+    ) -> Result<Option<u64>, JobError> {
+        let now = Utc::now();
+        let mut total = 0;
+        loop {
+            let moved: i64 = scripts::PROMOTE
+                .arg(self.keys.rq_prefix())
+                .arg(queue)
+                .arg(now.timestamp())
+                .arg(rq_timestamp(now))
+                .arg(owner)
+                .arg(ttl_secs(lock_ttl))
+                .arg(PROMOTE_BATCH)
+                .invoke_async(&mut self.conn())
+                .await?;
+            let Ok(moved) = u64::try_from(moved) else {
+                return Ok(None);
+            };
+            total += moved;
+            if moved < PROMOTE_BATCH {
+                return Ok(Some(total));
+            }
+        }
+    }
+
+    /// Returns the ids in `worker`'s inbox to their queues. Without `force`, only if the worker
+    /// is dead (its registration expired). `None` when it is alive.
+    pub async fn release_inbox(
+        &self,
+        worker: &str,
+        fallback_queue: &str,
+        force: bool,
+    ) -> Result<Option<u64>, JobError> {
+        let n: i64 = scripts::RELEASE_INBOX
+            .arg(self.keys.rq_prefix())
+            .arg(worker)
+            .arg(inbox_key(worker))
+            .arg(INBOXES)
+            .arg(if force { "1" } else { "0" })
+            .arg(fallback_queue)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(u64::try_from(n).ok())
+    }
+
+    /// Releases the inboxes of every dead worker; returns how many ids went back.
+    pub async fn release_dead_inboxes(&self, fallback_queue: &str) -> Result<u64, JobError> {
+        let workers: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(INBOXES)
+            .query_async(&mut self.conn())
+            .await?;
+        let mut total = 0;
+        for w in workers {
+            total += self
+                .release_inbox(&w, fallback_queue, false)
+                .await?
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// A dedicated connection that blocks until a job arrives on `queue`, for idle workers.
+    pub async fn waker(&self, w: &WorkerInfo, queue: &str) -> Result<QueueWaker, JobError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            // Blocking pops answer after their own timeout; only a dead link needs this.
+            .set_response_timeout(Some(WAKER_BLOCK + Duration::from_secs(5)));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(QueueWaker {
+            conn,
+            queue_key: self.keys.queue(queue),
+            inbox: inbox_key(&w.name),
+        })
+    }
+
+    /// Counts an execution of `job_id` (the diagnostic `diag.count` job type uses it to prove
+    /// exactly-once execution in tests and benchmarks).
+    pub async fn count_execution(&self, job_id: &str) -> Result<u64, JobError> {
+        Ok(redis::cmd("HINCRBY")
+            .arg(DIAG_EXECUTIONS)
+            .arg(job_id)
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Every execution counted by [`JobStore::count_execution`], by job id.
+    pub async fn execution_counts(&self) -> Result<BTreeMap<String, u64>, JobError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(DIAG_EXECUTIONS)
+            .query_async(&mut self.conn())
+            .await?)
+    }
+}
+
+const DIAG_EXECUTIONS: &str = "prosaas:diag:executions";
+const RECOVER_BATCH: u64 = 200;
+const PROMOTE_BATCH: u64 = 500;
+/// How long one blocking pop waits before the waker re-checks whether it is still wanted.
+pub const WAKER_BLOCK: Duration = Duration::from_secs(1);
+
+fn ttl_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_millis().div_ceil(1000))
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
+/// A blocking wake-up on one queue. It moves an arriving id into the worker's inbox (never
+/// outside a list, so a crash cannot lose it), where the next claim picks it up first.
+pub struct QueueWaker {
+    conn: MultiplexedConnection,
+    queue_key: String,
+    inbox: String,
+}
+
+impl QueueWaker {
+    /// Waits up to [`WAKER_BLOCK`] for a job; `true` when one was moved to the inbox.
+    pub async fn wait(&mut self) -> Result<bool, JobError> {
+        let moved: Option<String> = bounded(WAKER_BLOCK + Duration::from_secs(5), async {
+            Ok(redis::cmd("BLMOVE")
+                .arg(&self.queue_key)
+                .arg(&self.inbox)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .arg(WAKER_BLOCK.as_secs_f64())
+                .query_async(&mut self.conn)
+                .await?)
+        })
+        .await?;
+        Ok(moved.is_some())
+    }
+}
+
+/// Unix seconds with microseconds, as RQ writes execution times.
+pub fn unix_now() -> f64 {
+    now_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn exc_string_is_base64_of_zlib() {
+        let enc = encode_exc_string("ValueError: bad 1");
+        let raw = BASE64.decode(enc).unwrap();
+        let mut text = String::new();
+        flate2::read::ZlibDecoder::new(raw.as_slice())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "ValueError: bad 1");
+    }
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ttl_secs(Duration::ZERO), 1);
+    }
+}

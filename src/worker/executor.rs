@@ -1,0 +1,501 @@
+//! The executor: claims jobs, runs up to `concurrency` of them at once, heartbeats them, records
+//! their outcomes, and on shutdown finishes or returns every job it holds.
+//!
+//! Tasks: the claim loop (this function), one waker per queue (a blocking pop for idle times),
+//! the heartbeat, the settler (batches outcomes into one script call), and one task per job.
+//! Nothing is lost on a clean stop: a job either finishes within the grace period or goes back
+//! to the head of its queue; ids the wakers moved aside go back too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::{HandlerContext, HandlerError, JobInput, Registry};
+use super::policy::Policies;
+use crate::jobs::{
+    ClaimedJob, Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo, unix_now,
+};
+use crate::settings::WorkerSettings;
+
+/// How long an idle executor waits before claiming again even without a wake-up (a safety net
+/// for a waker whose connection broke).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Most outcomes recorded in one script call.
+const SETTLE_BATCH: usize = 256;
+
+/// Everything the executor needs, built once by the worker role.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub concurrency: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub policies: Arc<Policies>,
+}
+
+impl ExecutorConfig {
+    pub fn from_settings(w: &WorkerSettings) -> Self {
+        Self {
+            concurrency: w.concurrency,
+            heartbeat_interval: Duration::from_millis(w.heartbeat_interval_ms),
+            heartbeat_ttl: Duration::from_millis(w.heartbeat_ttl_ms),
+            shutdown_grace: Duration::from_millis(w.shutdown_grace_ms),
+            policies: Arc::new(Policies::from_settings(w)),
+        }
+    }
+}
+
+type Running = Arc<Mutex<HashMap<String, Execution>>>;
+
+pub struct Executor {
+    pub store: JobStore,
+    pub info: WorkerInfo,
+    pub registry: Arc<Registry>,
+    pub config: ExecutorConfig,
+}
+
+impl Executor {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            store,
+            info,
+            registry,
+            config,
+        } = self;
+        let info = Arc::new(info);
+        if !register(&store, &info, &config, &shutdown).await {
+            return Ok(());
+        }
+        tracing::info!(worker = %info.name, queues = ?info.queues, concurrency = config.concurrency, "worker registered");
+
+        let running: Running = Arc::default();
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel::<Settlement>();
+        let settler = tokio::spawn(settle_loop(
+            store.clone(),
+            info.clone(),
+            running.clone(),
+            settle_rx,
+        ));
+        let background = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            store.clone(),
+            info.clone(),
+            running.clone(),
+            config.clone(),
+            background.clone(),
+        ));
+        let wake = Arc::new(Notify::new());
+        let (wanted_tx, wanted_rx) = watch::channel(false);
+        let mut wakers = Vec::new();
+        for q in &info.queues {
+            wakers.push(tokio::spawn(waker_loop(
+                store.clone(),
+                info.clone(),
+                q.clone(),
+                wake.clone(),
+                wanted_rx.clone(),
+                shutdown.clone(),
+            )));
+        }
+
+        let jobs = TaskTracker::new();
+        let abort_jobs = CancellationToken::new();
+        let ctx = HandlerContext {
+            jobs: store.clone(),
+        };
+        let mut claim_errors = 0u32;
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => permit?,
+            };
+            let want = 1 + slots.available_permits();
+            let claimed = match store.claim(&info, want, config.heartbeat_ttl).await {
+                Ok(c) => {
+                    claim_errors = 0;
+                    c
+                }
+                Err(e) => {
+                    drop(first);
+                    claim_errors += 1;
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                    let pause = Duration::from_millis(100 * u64::from(claim_errors.min(20)));
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            if claimed.is_empty() {
+                drop(first);
+                wanted_tx.send_replace(true);
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                wanted_tx.send_replace(false);
+                continue;
+            }
+            let mut permits = vec![first];
+            for _ in 1..claimed.len() {
+                // Nobody else takes permits, so the ones counted above are still there.
+                permits.push(slots.clone().acquire_owned().await?);
+            }
+            {
+                let mut r = running
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for job in &claimed {
+                    r.insert(job.execution.execution_id.clone(), job.execution.clone());
+                }
+            }
+            for (job, permit) in claimed.into_iter().zip(permits) {
+                jobs.spawn(run_job(
+                    job,
+                    ctx.clone(),
+                    registry.clone(),
+                    config.policies.clone(),
+                    settle_tx.clone(),
+                    running.clone(),
+                    abort_jobs.clone(),
+                    permit,
+                ));
+            }
+        }
+
+        // Stop claiming: wakers stop with the shutdown token; ids they moved aside go back below.
+        for w in wakers {
+            let _ = w.await;
+        }
+        jobs.close();
+        let in_flight = jobs.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, grace = ?config.shutdown_grace, "waiting for jobs in flight");
+        }
+        if tokio::time::timeout(config.shutdown_grace, jobs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = jobs.len(),
+                "grace period over; returning unfinished jobs to their queues"
+            );
+            abort_jobs.cancel();
+            jobs.wait().await;
+        }
+        drop(settle_tx);
+        let _ = settler.await;
+        background.cancel();
+        let _ = heartbeat.await;
+        match store.release_inbox(&info.name, &info.queues[0], true).await {
+            Ok(Some(n)) if n > 0 => {
+                tracing::info!(returned = n, "returned unclaimed ids to their queues")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not return the inbox; recovery will"),
+        }
+        if let Err(e) = store.unregister_worker(&info).await {
+            tracing::warn!(error = %e, "could not unregister; the registration expires by itself");
+        }
+        tracing::info!(worker = %info.name, "worker stopped");
+        Ok(())
+    }
+}
+
+/// Registers, retrying while Redis is unreachable. `false` if shutdown came first.
+async fn register(
+    store: &JobStore,
+    info: &WorkerInfo,
+    config: &ExecutorConfig,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match store.register_worker(info, config.heartbeat_ttl).await {
+            Ok(()) => return true,
+            Err(e) => tracing::warn!(error = %e, "cannot register the worker yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(5)),
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one task's whole environment, passed once"
+)]
+async fn run_job(
+    job: ClaimedJob,
+    ctx: HandlerContext,
+    registry: Arc<Registry>,
+    policies: Arc<Policies>,
+    settle_tx: mpsc::UnboundedSender<Settlement>,
+    running: Running,
+    abort: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let started_at = unix_now();
+    let outcome = tokio::select! {
+        biased;
+        () = abort.cancelled() => Outcome::Requeue,
+        outcome = execute(&job, ctx, &registry, &policies) => outcome,
+    };
+    let execution = job.execution;
+    running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&execution.execution_id);
+    match &outcome {
+        Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
+            tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
+        }
+        _ => {}
+    }
+    // The settler only stops after every job task has ended, so this cannot fail in practice;
+    // if it did, the heartbeat deadline lapses and recovery re-runs the job.
+    let _ = settle_tx.send(Settlement {
+        execution,
+        started_at,
+        ended_at: unix_now(),
+        outcome,
+    });
+}
+
+fn last_line(s: &str) -> &str {
+    s.trim_end().lines().last().unwrap_or(s)
+}
+
+/// Runs one job to an outcome. Never panics on bad input: every problem becomes a failure.
+async fn execute(
+    job: &ClaimedJob,
+    ctx: HandlerContext,
+    registry: &Registry,
+    policies: &Policies,
+) -> Outcome {
+    let failure_ttl = job.failure_ttl.unwrap_or(policies.failure_ttl);
+    let fail = |kind: &str, job_type: &str, msg: &str| Outcome::Failed {
+        error: traceback(kind, job_type, job.attempts, msg),
+        failure_ttl,
+    };
+    let call = match &job.call {
+        Ok(call) => call,
+        Err(reason) => return fail("InvalidJobData", "?", reason),
+    };
+    let Some((name, handler)) = registry.resolve(&call.job_type) else {
+        let known: Vec<&str> = registry.names().into_iter().collect();
+        return fail(
+            "UnknownJobType",
+            &call.job_type,
+            &format!(
+                "no handler is registered for job type {:?} (known: {})",
+                call.job_type,
+                known.join(", ")
+            ),
+        );
+    };
+    let input = JobInput {
+        id: job.execution.id.clone(),
+        job_type: call.job_type.clone(),
+        queue: job.execution.queue.clone(),
+        args: call.args.clone(),
+        kwargs: call.kwargs.clone(),
+        attempt: job.attempts,
+    };
+    let timeout = policies.timeout(job, name);
+    let run = handler.call(ctx, input);
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                return retry_or_fail(
+                    job,
+                    name,
+                    policies,
+                    traceback(
+                        "JobTimeoutException",
+                        name,
+                        job.attempts,
+                        &format!(
+                            "Task exceeded maximum timeout value ({} seconds)",
+                            limit.as_secs()
+                        ),
+                    ),
+                );
+            }
+        },
+        None => run.await,
+    };
+    match result {
+        Ok(value) => Outcome::Finished {
+            result: value,
+            result_ttl: job.result_ttl.unwrap_or(policies.result_ttl),
+        },
+        Err(HandlerError::Permanent(msg)) => fail("PermanentJobError", name, &msg),
+        Err(HandlerError::Retryable(msg)) => retry_or_fail(
+            job,
+            name,
+            policies,
+            traceback("JobError", name, job.attempts, &msg),
+        ),
+    }
+}
+
+fn retry_or_fail(job: &ClaimedJob, job_type: &str, policies: &Policies, error: String) -> Outcome {
+    match policies.retry(job, job_type) {
+        Some((delay, retries_left)) => Outcome::Retry {
+            error,
+            delay_secs: delay.as_secs(),
+            retries_left,
+        },
+        None => Outcome::Failed {
+            error,
+            failure_ttl: job.failure_ttl.unwrap_or(policies.failure_ttl),
+        },
+    }
+}
+
+/// Error text in the shape RQ tools show: a traceback whose last line is `Kind: message`.
+fn traceback(kind: &str, job_type: &str, attempt: u32, msg: &str) -> String {
+    format!(
+        "Traceback (most recent call last):\n  prosaas worker, job type {job_type}, attempt {attempt}\n{kind}: {msg}\n"
+    )
+}
+
+/// Records outcomes, batching whatever is ready into one script call. Retries while Redis is
+/// unreachable: an outcome is never dropped (re-applying one is a no-op: it finds its
+/// started-registry entry gone and reports a conflict).
+async fn settle_loop(
+    store: JobStore,
+    info: Arc<WorkerInfo>,
+    running: Running,
+    mut rx: mpsc::UnboundedReceiver<Settlement>,
+) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < SETTLE_BATCH {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        let idle = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match store.settle(&info, &batch, idle).await {
+                Ok(results) => {
+                    for (s, r) in batch.iter().zip(results) {
+                        if r == Settled::Conflict {
+                            tracing::warn!(
+                                job_id = %s.execution.id,
+                                "outcome not recorded: the job was taken away meanwhile (recovered as abandoned or failed by a cleanup)"
+                            );
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, outcomes = batch.len(), "cannot record outcomes yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn heartbeat_loop(
+    store: JobStore,
+    info: Arc<WorkerInfo>,
+    running: Running,
+    config: ExecutorConfig,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let executions: Vec<Execution> = running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let busy = !executions.is_empty();
+        if let Err(e) = store
+            .heartbeat(
+                &info,
+                busy,
+                &executions,
+                config.heartbeat_ttl,
+                config.heartbeat_ttl,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// While the executor waits for work, blocks on one queue and moves an arriving id into the
+/// worker's inbox, then wakes the executor.
+async fn waker_loop(
+    store: JobStore,
+    info: Arc<WorkerInfo>,
+    queue: String,
+    wake: Arc<Notify>,
+    mut wanted: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut waker = None;
+    loop {
+        while !*wanted.borrow_and_update() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = wanted.changed() => if changed.is_err() { return },
+            }
+        }
+        let w = match &mut waker {
+            Some(w) => w,
+            None => match store.waker(&info, &queue).await {
+                Ok(w) => waker.insert(w),
+                Err(e) => {
+                    tracing::debug!(error = %e, queue, "waker cannot connect; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let got = tokio::select! {
+            () = shutdown.cancelled() => return,
+            got = w.wait() => got,
+        };
+        match got {
+            Ok(true) => wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, queue, "waker connection lost; reconnecting");
+                waker = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Job handlers: the trait a job type implements, and the registry that maps job type names
+//! (RQ function names) to handlers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::jobs::JobStore;
+
+/// What a handler is given for one execution.
+#[derive(Clone, Debug)]
+pub struct JobInput {
+    pub id: String,
+    /// The job type as stored (may be an alias or a dotted RQ name).
+    pub job_type: String,
+    pub queue: String,
+    /// Positional arguments (Python callers may use them; prosaas itself only writes kwargs).
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+}
+
+impl JobInput {
+    /// A required string keyword argument, or a permanent failure naming it.
+    pub fn str_arg(&self, name: &str) -> Result<&str, HandlerError> {
+        match self.kwargs.get(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(HandlerError::Permanent(format!(
+                "argument {name} must be a string, got {other}"
+            ))),
+            None => Err(HandlerError::Permanent(format!("missing argument {name}"))),
+        }
+    }
+}
+
+/// Why an execution failed, which decides whether it is tried again.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth another attempt (a dependency was down, a timeout).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail the same way every time (bad input, a 4xx from the target): no retry.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type HandlerResult = Result<Option<Value>, HandlerError>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+
+/// What handlers may use besides their input.
+#[derive(Clone, Debug)]
+pub struct HandlerContext {
+    pub jobs: JobStore,
+}
+
+/// A job type. `Some(value)` is stored as the job's JSON result, as RQ stores return values.
+///
+/// Handlers must be idempotent: delivery is at-least-once (a job whose worker dies mid-run is
+/// run again), so a re-run must not repeat an external effect twice or must be harmless.
+/// CPU-bound or blocking work belongs in `tokio::task::spawn_blocking`.
+pub trait Handler: Send + Sync {
+    fn call(&self, ctx: HandlerContext, input: JobInput) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(HandlerContext, JobInput) -> Fut + Send + Sync,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn call(&self, ctx: HandlerContext, input: JobInput) -> HandlerFuture {
+        Box::pin(self(ctx, input))
+    }
+}
+
+/// Job type name → handler, plus aliases.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    aliases: HashMap<String, String>,
+    resolve_dotted: bool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("handlers", &self.names())
+            .field("aliases", &self.aliases)
+            .finish()
+    }
+}
+
+impl Registry {
+    pub fn new(resolve_dotted: bool) -> Self {
+        Self {
+            resolve_dotted,
+            ..Self::default()
+        }
+    }
+
+    pub fn register(&mut self, name: impl Into<String>, handler: impl Handler + 'static) {
+        self.handlers.insert(name.into(), Arc::new(handler));
+    }
+
+    pub fn alias(&mut self, from: impl Into<String>, to: impl Into<String>) {
+        self.aliases.insert(from.into(), to.into());
+    }
+
+    pub fn names(&self) -> BTreeSet<&str> {
+        self.handlers.keys().map(String::as_str).collect()
+    }
+
+    /// The handler for `job_type` and its canonical name: an exact name, then an alias, then
+    /// (if enabled) the longest dotted suffix that names a handler, so that the RQ function
+    /// name `server.jobs.webhook_process_job` runs `webhook_process_job`.
+    pub fn resolve(&self, job_type: &str) -> Option<(&str, Arc<dyn Handler>)> {
+        let exact = |name: &str| {
+            self.handlers
+                .get_key_value(name)
+                .map(|(k, h)| (k.as_str(), h.clone()))
+        };
+        exact(job_type)
+            .or_else(|| self.aliases.get(job_type).and_then(|to| exact(to)))
+            .or_else(|| {
+                if !self.resolve_dotted {
+                    return None;
+                }
+                job_type
+                    .match_indices('.')
+                    .find_map(|(i, _)| exact(&job_type[i + 1..]))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ok(_: HandlerContext, _: JobInput) -> HandlerResult {
+        Ok(None)
+    }
+
+    #[test]
+    fn names_aliases_and_dotted_paths_resolve() {
+        let mut r = Registry::new(true);
+        r.register("webhook_process_job", ok);
+        r.register("diag.echo", ok);
+        r.alias("legacy.hook", "webhook_process_job");
+        let name = |t: &str| r.resolve(t).map(|(n, _)| n.to_owned());
+        assert_eq!(
+            name("webhook_process_job").as_deref(),
+            Some("webhook_process_job")
+        );
+        assert_eq!(name("legacy.hook").as_deref(), Some("webhook_process_job"));
+        assert_eq!(
+            name("server.jobs.webhook_process_job").as_deref(),
+            Some("webhook_process_job")
+        );
+        assert_eq!(name("server.jobs.other"), None);
+        assert_eq!(name("server.jobs.diag.echo").as_deref(), Some("diag.echo"));
+        let strict = {
+            let mut r = Registry::new(false);
+            r.register("webhook_process_job", ok);
+            r
+        };
+        assert!(strict.resolve("server.jobs.webhook_process_job").is_none());
+    }
+}

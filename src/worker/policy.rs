@@ -1,0 +1,201 @@
+//! Per job type execution policy (timeout, retries, backoff) and the retry decision.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::jobs::ClaimedJob;
+use crate::settings::WorkerSettings;
+
+/// Timeout and retry rules for one job type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// `None`: no limit.
+    pub timeout: Option<Duration>,
+    pub max_retries: u32,
+    pub backoff_secs: Vec<u64>,
+}
+
+/// The worker-wide defaults plus per-type overrides.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    default: Policy,
+    by_type: HashMap<String, Policy>,
+    jitter: f64,
+    pub result_ttl: i64,
+    pub failure_ttl: i64,
+}
+
+fn timeout_of(secs: i64) -> Option<Duration> {
+    u64::try_from(secs).ok().map(Duration::from_secs)
+}
+
+impl Policies {
+    pub fn from_settings(w: &WorkerSettings) -> Self {
+        let default = Policy {
+            timeout: timeout_of(w.timeout_secs),
+            max_retries: w.max_retries,
+            backoff_secs: w.backoff_secs.clone(),
+        };
+        let by_type = w
+            .types
+            .iter()
+            .map(|(name, t)| {
+                let p = Policy {
+                    timeout: t.timeout_secs.map_or(default.timeout, timeout_of),
+                    max_retries: t.max_retries.unwrap_or(default.max_retries),
+                    backoff_secs: t
+                        .backoff_secs
+                        .clone()
+                        .unwrap_or_else(|| default.backoff_secs.clone()),
+                };
+                (name.clone(), p)
+            })
+            .collect();
+        Self {
+            default,
+            by_type,
+            jitter: w.backoff_jitter,
+            result_ttl: w.result_ttl_secs,
+            failure_ttl: w.failure_ttl_secs,
+        }
+    }
+
+    pub fn for_type(&self, job_type: &str) -> &Policy {
+        self.by_type.get(job_type).unwrap_or(&self.default)
+    }
+
+    /// The job's own timeout (RQ's `timeout` field; `-1` none) wins over the type's.
+    pub fn timeout(&self, job: &ClaimedJob, job_type: &str) -> Option<Duration> {
+        match job.timeout {
+            Some(t) => timeout_of(t),
+            None => self.for_type(job_type).timeout,
+        }
+    }
+
+    /// After a retryable failure: `Some((delay, retries left after this retry))`, or `None`
+    /// when the job has used up its retries.
+    ///
+    /// A job carrying RQ's `retries_left`/`retry_intervals` is treated exactly as RQ does
+    /// (`intervals[max(len - retries_left, 0)]`, no jitter); otherwise the type's policy applies,
+    /// its delays varied by the jitter so that a burst of failures does not retry in lockstep.
+    pub fn retry(&self, job: &ClaimedJob, job_type: &str) -> Option<(Duration, u32)> {
+        let policy = self.for_type(job_type);
+        let left = job.retries_left.unwrap_or(policy.max_retries);
+        if left == 0 {
+            return None;
+        }
+        let delay = match &job.retry_intervals {
+            Some(iv) if !iv.is_empty() => {
+                let idx = iv.len().saturating_sub(left as usize);
+                Duration::from_secs(iv[idx.min(iv.len() - 1)])
+            }
+            _ => {
+                let done = policy.max_retries.saturating_sub(left) as usize;
+                let base = policy.backoff_secs[done.min(policy.backoff_secs.len() - 1)] as f64;
+                let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
+                Duration::from_secs_f64((base * factor).max(0.0))
+            }
+        };
+        Some((delay, left - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::Execution;
+
+    fn job(retries_left: Option<u32>, intervals: Option<Vec<u64>>) -> ClaimedJob {
+        ClaimedJob {
+            execution: Execution {
+                id: "j".into(),
+                execution_id: "e".into(),
+                queue: "q".into(),
+            },
+            call: Err("unused".into()),
+            timeout: None,
+            retries_left,
+            retry_intervals: intervals,
+            result_ttl: None,
+            failure_ttl: None,
+            enqueued_at: None,
+            attempts: 1,
+        }
+    }
+
+    fn policies(jitter: f64) -> Policies {
+        let mut w = crate::settings::Settings::load(None, &HashMap::new())
+            .unwrap()
+            .worker;
+        w.backoff_jitter = jitter;
+        w.types.insert(
+            "slow".into(),
+            crate::settings::JobTypeSettings {
+                timeout_secs: Some(-1),
+                max_retries: Some(1),
+                backoff_secs: None,
+            },
+        );
+        Policies::from_settings(&w)
+    }
+
+    #[test]
+    fn default_backoff_walks_the_list_then_stops() {
+        let p = policies(0.0);
+        let first = p.retry(&job(None, None), "t").unwrap();
+        assert_eq!(first, (Duration::from_secs(10), 2));
+        assert_eq!(
+            p.retry(&job(Some(2), None), "t").unwrap(),
+            (Duration::from_secs(60), 1)
+        );
+        assert_eq!(
+            p.retry(&job(Some(1), None), "t").unwrap(),
+            (Duration::from_secs(300), 0)
+        );
+        assert_eq!(p.retry(&job(Some(0), None), "t"), None);
+    }
+
+    #[test]
+    fn rq_intervals_follow_rqs_formula() {
+        let p = policies(0.5);
+        let iv = Some(vec![10, 20, 30]);
+        assert_eq!(
+            p.retry(&job(Some(3), iv.clone()), "t").unwrap().0,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            p.retry(&job(Some(2), iv.clone()), "t").unwrap().0,
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            p.retry(&job(Some(1), iv), "t").unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            p.retry(&job(Some(5), Some(vec![0])), "t").unwrap().0,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let p = policies(0.2);
+        for _ in 0..200 {
+            let d = p.retry(&job(None, None), "t").unwrap().0.as_secs_f64();
+            assert!((8.0..=12.0).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn per_type_overrides_and_job_timeouts() {
+        let p = policies(0.0);
+        assert_eq!(p.for_type("slow").timeout, None);
+        assert_eq!(p.for_type("slow").max_retries, 1);
+        assert_eq!(p.for_type("other").timeout, Some(Duration::from_secs(180)));
+        let mut j = job(None, None);
+        j.timeout = Some(5);
+        assert_eq!(p.timeout(&j, "slow"), Some(Duration::from_secs(5)));
+        j.timeout = Some(-1);
+        assert_eq!(p.timeout(&j, "other"), None);
+    }
+}

@@ -1,0 +1,316 @@
+//! The worker in-process against a private database: outcomes as RQ records them, retries with
+//! backoff, timeouts, unknown types, promotion of delayed jobs, registration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prosaas::app::AppContext;
+use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob};
+use prosaas::roles::{Role, worker};
+use prosaas::settings::Settings;
+use redis::Commands;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::redis_server::TestDb;
+use crate::support::{db, eventually, kwargs, process};
+
+/// A worker (executor + recovery) running in this process until dropped or stopped.
+pub struct InProcWorker {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcWorker {
+    pub fn start(t: &TestDb, overrides: &[(&str, &str)]) -> Self {
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("REDIS_URL".into(), t.url()),
+            ("PROSAAS__WORKER__PROMOTE_INTERVAL_MS".into(), "100".into()),
+        ]);
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let settings = Settings::load(None, &env).unwrap();
+        let ctx = AppContext {
+            role: Role::Worker,
+            jobs: JobStore::connect(&settings.store_config()).unwrap(),
+            settings: Arc::new(settings),
+        };
+        let stop = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(worker::run_executor(ctx.clone(), stop.clone())),
+            tokio::spawn(worker::run_recovery(ctx, stop.clone())),
+        ];
+        Self { stop, tasks }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        for t in self.tasks.drain(..) {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for InProcWorker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn wait_status(store: &JobStore, id: &str, status: &str, within: Duration) {
+    eventually(&format!("job {id} to be {status}"), within, || async {
+        let info = store.fetch_job(id).await.ok()??;
+        (info.status == status).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_recorded_as_rq_records_it() {
+    let t = db();
+    let store = t.store();
+    let w = InProcWorker::start(&t, &[]);
+    let id = store
+        .enqueue(NewJob::new("high", "diag.echo", kwargs(json!({"x": 1}))))
+        .await
+        .unwrap();
+    wait_status(&store, &id, "finished", Duration::from_secs(10)).await;
+
+    let mut c = t.connection();
+    let wip: usize = c.zcard("rq:wip:high").unwrap();
+    assert_eq!(wip, 0, "the started registry is empty again");
+    let finished: f64 = c.zscore("rq:finished:high", &id).unwrap();
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (now + 490.0..=now + 501.0).contains(&finished),
+        "finished score is now + result_ttl"
+    );
+    let ttl: i64 = c.ttl(format!("rq:job:{id}")).unwrap();
+    assert!(
+        (490..=500).contains(&ttl),
+        "job hash kept for result_ttl: {ttl}"
+    );
+    let detail = store.job_detail(&id).await.unwrap().unwrap();
+    assert_eq!(
+        detail.result,
+        Some(JobResult::Finished {
+            return_value: Some(json!({"args": [], "kwargs": {"x": 1}}))
+        })
+    );
+    assert_eq!(detail.attempts, 1);
+    assert!(detail.info.started_at.is_some() && detail.info.ended_at.is_some());
+
+    let workers: Vec<String> = c.smembers("rq:workers").unwrap();
+    assert_eq!(workers.len(), 1);
+    let on_queue: Vec<String> = c.smembers("rq:workers:high").unwrap();
+    assert_eq!(
+        on_queue, workers,
+        "registered per queue too, which rq info reads"
+    );
+    let count: String = c.hget(&workers[0], "successful_job_count").unwrap();
+    assert_eq!(count, "1");
+    w.stop().await;
+    let workers: Vec<String> = c.smembers("rq:workers").unwrap();
+    assert!(workers.is_empty(), "unregistered on stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_with_backoff_then_fail_and_requeue_runs_again() {
+    let t = db();
+    let store = t.store();
+    let w = InProcWorker::start(
+        &t,
+        &[
+            ("PROSAAS__WORKER__MAX_RETRIES", "2"),
+            ("PROSAAS__WORKER__BACKOFF_SECS", "1"),
+            ("PROSAAS__WORKER__BACKOFF_JITTER", "0"),
+        ],
+    );
+    let started = Instant::now();
+    let id = store
+        .enqueue(NewJob::new(
+            "default",
+            "diag.fail",
+            kwargs(json!({"message": "flaky upstream"})),
+        ))
+        .await
+        .unwrap();
+    wait_status(&store, &id, "failed", Duration::from_secs(15)).await;
+    let took = started.elapsed();
+    // Two retries, each after about a second (scheduled-registry scores are whole seconds).
+    assert!(
+        took >= Duration::from_millis(1500),
+        "retries waited their backoff: {took:?}"
+    );
+    let detail = store.job_detail(&id).await.unwrap().unwrap();
+    assert_eq!(detail.attempts, 3, "first attempt + 2 retries");
+    let Some(JobResult::Failed { error }) = &detail.result else {
+        panic!("no failure recorded: {detail:?}")
+    };
+    assert!(
+        error.trim_end().ends_with("JobError: flaky upstream"),
+        "{error}"
+    );
+    assert!(error.starts_with("Traceback"), "{error}");
+    let failed: usize = t.connection().zcard("rq:failed:default").unwrap();
+    assert_eq!(failed, 1);
+
+    // An operator requeues it from the CLI: it runs again (and, out of retries, fails again).
+    let out = process::run(&["jobs", "requeue", &id], &[("REDIS_URL", &t.url())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        "the requeued job to run again",
+        Duration::from_secs(10),
+        || async {
+            let d = store.job_detail(&id).await.ok()??;
+            (d.attempts == 4 && d.info.status == "failed").then_some(())
+        },
+    )
+    .await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
+    let t = db();
+    let store = t.store();
+    let w = InProcWorker::start(&t, &[]);
+    let no_retry = |timeout: Option<i64>| JobOptions {
+        timeout,
+        max_retries: Some(0),
+        ..Default::default()
+    };
+    let slow = store
+        .enqueue(
+            NewJob::new("default", "diag.sleep", kwargs(json!({"ms": 20_000})))
+                .with_options(no_retry(Some(1))),
+        )
+        .await
+        .unwrap();
+    let unknown = store
+        .enqueue(NewJob::new(
+            "default",
+            "billing.charge_card",
+            kwargs(json!({})),
+        ))
+        .await
+        .unwrap();
+    let permanent = store
+        .enqueue(NewJob::new(
+            "default",
+            "diag.fail",
+            kwargs(json!({"message": "bad input", "permanent": true})),
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for id in [&slow, &unknown, &permanent] {
+        wait_status(&store, id, "failed", Duration::from_secs(10)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the sleeper was cut off at its timeout"
+    );
+    let error = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move {
+            match store.job_detail(&id).await.unwrap().unwrap().result {
+                Some(JobResult::Failed { error }) => error,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert!(
+        error(&slow)
+            .await
+            .contains("JobTimeoutException: Task exceeded maximum timeout value (1 seconds)")
+    );
+    let e = error(&unknown).await;
+    assert!(
+        e.contains("UnknownJobType: no handler is registered for job type \"billing.charge_card\""),
+        "{e}"
+    );
+    assert!(
+        error(&permanent)
+            .await
+            .contains("PermanentJobError: bad input")
+    );
+    // Neither unknown types nor permanent errors are retried.
+    for id in [&unknown, &permanent] {
+        assert_eq!(store.job_detail(id).await.unwrap().unwrap().attempts, 1);
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_delayed_jobs_and_dotted_names() {
+    let t = db();
+    let store = t.store();
+    let low = store
+        .enqueue(NewJob::new("low", "diag.echo", kwargs(json!({}))))
+        .await
+        .unwrap();
+    let high = store
+        .enqueue(NewJob::new("high", "diag.echo", kwargs(json!({}))))
+        .await
+        .unwrap();
+    let dotted = store
+        .enqueue(NewJob::new(
+            "default",
+            "server.jobs.diag.echo",
+            kwargs(json!({})),
+        ))
+        .await
+        .unwrap();
+    // A delayed job as RQ's enqueue_in writes it: status scheduled, in the scheduled registry.
+    let delayed = store
+        .enqueue(NewJob::new("default", "diag.echo", kwargs(json!({}))))
+        .await
+        .unwrap();
+    let mut c = t.connection();
+    let _: () = redis::pipe()
+        .lrem("rq:queue:default", 1, &delayed)
+        .hset(format!("rq:job:{delayed}"), "status", "scheduled")
+        .zadd(
+            "rq:scheduled:default",
+            &delayed,
+            chrono::Utc::now().timestamp() + 1,
+        )
+        .query(&mut c)
+        .unwrap();
+
+    let w = InProcWorker::start(&t, &[("PROSAAS__WORKER__CONCURRENCY", "1")]);
+    for id in [&high, &low, &dotted, &delayed] {
+        wait_status(&store, id, "finished", Duration::from_secs(10)).await;
+    }
+    let started = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move {
+            store
+                .fetch_job(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .started_at
+                .unwrap()
+        }
+    };
+    assert!(
+        started(&high).await <= started(&low).await,
+        "high runs before low"
+    );
+    let scheduled: usize = c.zcard("rq:scheduled:default").unwrap();
+    assert_eq!(scheduled, 0);
+    w.stop().await;
+}
