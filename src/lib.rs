@@ -9,12 +9,14 @@
 //! - [`app`]: the supervisor that runs a role's subsystems and shuts them down;
 //! - [`worker`]: the worker runtime (executor, handlers registry, retries, recovery);
 //! - [`handlers`]: the built-in job types;
+//! - [`audio`]: μ-law and WAV, for call recordings;
 //! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
 //! - [`jobs`]: the only module that talks to Redis;
 //! - [`local_redis`]: the private `redis-server` the `all` role starts for local development;
 //! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation.
 
 pub mod app;
+pub mod audio;
 pub mod cli;
 pub mod commands;
 pub mod handlers;

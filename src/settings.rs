@@ -28,6 +28,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub http: HttpSettings,
     pub worker: WorkerSettings,
+    pub recordings: RecordingSettings,
     pub scheduler: SchedulerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
@@ -80,6 +81,28 @@ pub struct WorkerSettings {
     pub aliases: Vec<AliasSettings>,
     #[serde(default)]
     pub types: HashMap<String, JobTypeSettings>,
+    #[serde(default)]
+    pub http_targets: HashMap<String, HttpTargetSettings>,
+}
+
+/// A job type delivered over HTTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTargetSettings {
+    pub url: String,
+    pub secret: String,
+    #[serde(default = "default_target_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_target_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    pub dir: PathBuf,
 }
 
 /// A job type name that runs another type's handler.
@@ -279,6 +302,19 @@ impl Settings {
             }
             if t.backoff_secs.as_ref().is_some_and(Vec::is_empty) {
                 bail!("worker.types.{name}.backoff_secs must list at least one delay");
+            }
+        }
+        for (name, t) in &w.http_targets {
+            if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
+                bail!("worker.http_targets.{name}.url must be an http:// or https:// URL");
+            }
+            if t.secret.is_empty() {
+                bail!(
+                    "worker.http_targets.{name}.secret must be set: the target verifies requests with it"
+                );
+            }
+            if t.timeout_ms == 0 {
+                bail!("worker.http_targets.{name}.timeout_ms must be positive");
             }
         }
         let s = &self.scheduler;

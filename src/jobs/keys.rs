@@ -12,6 +12,7 @@
 //! | `prosaas:worker:<w>:inbox` | list | ids a worker's blocking wake-up moved off a queue, not yet claimed |
 //! | `prosaas:maintenance:<q>` | string | short lock: which worker runs recovery for a queue now |
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
+//! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
 //! | `prosaas:diag:executions` | hash | job id → executions, written only by the `diag.count` job type |
 //!
 //! prosaas also writes two fields RQ ignores into job hashes: `attempts` (claims so far) and
@@ -96,6 +97,10 @@ impl Keys {
 
     pub(crate) fn dedupe_lock(dedupe_key: &str) -> String {
         format!("job_lock:{dedupe_key}")
+    }
+
+    pub(crate) fn call(call_sid: &str) -> String {
+        format!("prosaas:call:{call_sid}")
     }
 
     pub(crate) fn scheduler_lock() -> &'static str {

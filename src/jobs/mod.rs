@@ -13,6 +13,7 @@
 )]
 
 mod admin;
+mod calls;
 mod dedup;
 mod error;
 mod job;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use admin::{JobDetail, JobResult, Requeue};
+pub use calls::{CallState, CallUpdate};
 pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
 pub use error::JobError;
 pub use job::{

@@ -25,3 +25,5 @@ pub(crate) static RELEASE_INBOX: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/release_inbox.lua")));
 pub(crate) static REQUEUE_FAILED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/requeue_failed.lua")));
+pub(crate) static CALL_STATUS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));

@@ -308,7 +308,7 @@ impl JobStore {
         inv.arg(self.keys.rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
-            .arg(now.timestamp())
+            .arg(format!("{:.3}", now.timestamp_millis() as f64 / 1000.0))
             .arg(if idle_after { "1" } else { "0" });
         for s in batch {
             let (kind, ttl, payload, left, err) = match &s.outcome {
@@ -424,7 +424,7 @@ impl JobStore {
             let moved: i64 = scripts::PROMOTE
                 .arg(self.keys.rq_prefix())
                 .arg(queue)
-                .arg(now.timestamp())
+                .arg(format!("{:.3}", now.timestamp_millis() as f64 / 1000.0))
                 .arg(rq_timestamp(now))
                 .arg(owner)
                 .arg(ttl_secs(lock_ttl))

@@ -7,6 +7,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppContext;
 use crate::jobs::WorkerInfo;
 use crate::worker::executor::{Executor, ExecutorConfig};
+use crate::worker::handler::HandlerContext;
+use crate::worker::http_target::Delivery;
 use crate::worker::{hostname, maintenance, registry, worker_name};
 
 pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -21,6 +23,11 @@ pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyho
         },
         registry: Arc::new(registry(w)),
         config: ExecutorConfig::from_settings(w),
+        context: HandlerContext {
+            jobs: ctx.jobs.clone(),
+            delivery: Arc::new(Delivery::new(&w.http_targets)?),
+            recordings_dir: Arc::new(ctx.settings.recordings.dir.clone()),
+        },
     };
     executor.run(shutdown).await
 }

@@ -56,6 +56,7 @@ pub struct Executor {
     pub info: WorkerInfo,
     pub registry: Arc<Registry>,
     pub config: ExecutorConfig,
+    pub context: HandlerContext,
 }
 
 impl Executor {
@@ -65,6 +66,7 @@ impl Executor {
             info,
             registry,
             config,
+            context: ctx,
         } = self;
         let info = Arc::new(info);
         if !register(&store, &info, &config, &shutdown).await {
@@ -105,9 +107,6 @@ impl Executor {
 
         let jobs = TaskTracker::new();
         let abort_jobs = CancellationToken::new();
-        let ctx = HandlerContext {
-            jobs: store.clone(),
-        };
         let mut claim_errors = 0u32;
         loop {
             let first = tokio::select! {
@@ -306,6 +305,7 @@ async fn execute(
     let input = JobInput {
         id: job.execution.id.clone(),
         job_type: call.job_type.clone(),
+        handler: name.to_owned(),
         queue: job.execution.queue.clone(),
         args: call.args.clone(),
         kwargs: call.kwargs.clone(),

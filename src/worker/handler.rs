@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use std::path::PathBuf;
+
+use super::http_target::Delivery;
 use crate::jobs::JobStore;
 
 /// What a handler is given for one execution.
@@ -16,6 +19,8 @@ pub struct JobInput {
     pub id: String,
     /// The job type as stored (may be an alias or a dotted RQ name).
     pub job_type: String,
+    /// The name of the handler it resolved to.
+    pub handler: String,
     pub queue: String,
     /// Positional arguments (Python callers may use them; prosaas itself only writes kwargs).
     pub args: Vec<Value>,
@@ -55,6 +60,10 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 #[derive(Clone, Debug)]
 pub struct HandlerContext {
     pub jobs: JobStore,
+    /// HTTP targets, for types whose work (or its delivery) is done by the business app.
+    pub delivery: Arc<Delivery>,
+    /// Where call recordings live.
+    pub recordings_dir: Arc<PathBuf>,
 }
 
 /// A job type. `Some(value)` is stored as the job's JSON result, as RQ stores return values.

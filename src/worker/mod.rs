@@ -4,6 +4,7 @@
 
 pub mod executor;
 pub mod handler;
+pub mod http_target;
 pub mod maintenance;
 pub mod policy;
 
@@ -11,10 +12,16 @@ use crate::handlers;
 use crate::settings::WorkerSettings;
 use handler::Registry;
 
-/// The registry for a worker: every built-in job type, the diagnostic ones if enabled, and the
-/// configured aliases.
+/// The registry for a worker: every built-in job type, a generic HTTP handler for each
+/// configured target without a built-in one, the diagnostic types if enabled, and the aliases.
 pub fn registry(settings: &WorkerSettings) -> Registry {
     let mut r = Registry::new(settings.resolve_dotted_names);
+    handlers::register_builtin(&mut r);
+    for name in settings.http_targets.keys() {
+        if r.resolve(name).is_none_or(|(found, _)| found != name) {
+            r.register(name.clone(), handlers::http_forward);
+        }
+    }
     if settings.diagnostic_handlers {
         handlers::diag::register(&mut r);
     }

@@ -10,6 +10,7 @@
 //! - `enqueue`: the RQ job layout byte by byte, batches, queue stats, scheduler health;
 //! - `fleet`: several real worker processes: exactly-once draining, kill -9 recovery, SIGTERM;
 //! - `health`: `/api/jobs/health` through a Redis outage, without restarting prosaas;
+//! - `job_types`: built-in job types and HTTP targets against a real HTTP server;
 //! - `local_redis`: the `all` role's private redis-server;
 //! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2;
 //! - `worker`: the worker in-process: RQ-recorded outcomes, retries, timeouts, priorities.
@@ -33,6 +34,7 @@ mod dedup;
 mod enqueue;
 mod fleet;
 mod health;
+mod job_types;
 mod local_redis;
 mod roles;
 mod worker;

@@ -2,7 +2,7 @@
 -- the queue. RQ's per-queue scheduler lock decides who promotes: a Python RQ scheduler holding
 -- it keeps the queue (its promotion has no WATCH, so two promoters could push a job twice).
 --
--- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] now (Unix s)   ARGV[4] now (RQ timestamp)
+-- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] now (Unix s, fractional)   ARGV[4] now (RQ timestamp)
 -- ARGV[5] lock owner name   ARGV[6] lock TTL (s)   ARGV[7] max jobs this call
 -- Returns the number promoted, or -1 when another scheduler holds the queue.
 local p, q, now, now_ts, me = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]

@@ -3,7 +3,8 @@
 -- already took the job away, its new state is not overwritten and the outcome is reported as
 -- a conflict.
 --
--- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)   ARGV[4] now (Unix s)
+-- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
+-- ARGV[4] now (Unix s, with milliseconds)
 -- ARGV[5] '1' if the worker is idle afterwards
 -- then 10 fields per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
@@ -12,7 +13,10 @@
 --   started (Unix s, float), ended (Unix s, float),
 --   retries_left (retry: the new value), error (retry: the attempt's error text)
 -- Returns one integer per outcome: 1 applied, 0 conflict.
-local p, w, now_ts, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local p, w, now_ts, now_exact = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Finished and failed registries get whole seconds, as RQ writes them; a retry's due time keeps
+-- its fraction so a short backoff is neither cut short nor stretched by rounding.
+local now = math.floor(now_exact)
 local wkey = p .. 'worker:' .. w
 local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
@@ -77,7 +81,7 @@ for i = 6, #ARGV, 10 do
         redis.call('RPUSH', p .. 'queue:' .. q, id)
       else
         redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left, 'last_error', err)
-        redis.call('ZADD', p .. 'scheduled:' .. q, now + ttl, id)
+        redis.call('ZADD', p .. 'scheduled:' .. q, now_exact + ttl, id)
       end
     else -- requeue: put back, untouched, at the head of its queue (shutdown)
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)

@@ -1,0 +1,72 @@
+//! Call state kept for the Twilio job types: the latest status of each call, forward only.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::JobError;
+use super::keys::Keys;
+use super::{JobStore, scripts};
+
+/// How long a call's state is kept after its last change.
+const CALL_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// A call's recorded state.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallState {
+    pub status: String,
+    pub updated_at: String,
+    pub details: Value,
+}
+
+/// What [`JobStore::record_call_status`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallUpdate {
+    /// The call moved forward to this status.
+    Advanced(String),
+    /// The status would not move the call forward; it stays at the current one.
+    Unchanged(Option<String>),
+}
+
+impl JobStore {
+    /// Records `status` (of rank `rank`) for `call_sid` if it is further along than the current.
+    pub async fn record_call_status(
+        &self,
+        call_sid: &str,
+        status: &str,
+        rank: u8,
+        details: &Value,
+    ) -> Result<CallUpdate, JobError> {
+        let (applied, current): (i64, Option<String>) = scripts::CALL_STATUS
+            .key(Keys::call(call_sid))
+            .arg(status)
+            .arg(rank)
+            .arg(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .arg(CALL_TTL_SECS)
+            .arg(details.to_string())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(if applied == 1 {
+            CallUpdate::Advanced(status.to_owned())
+        } else {
+            CallUpdate::Unchanged(current)
+        })
+    }
+
+    /// The recorded state of a call, if any.
+    pub async fn call_state(&self, call_sid: &str) -> Result<Option<CallState>, JobError> {
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(Keys::call(call_sid))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(h.get("status").map(|status| CallState {
+            status: status.clone(),
+            updated_at: h.get("updated_at").cloned().unwrap_or_default(),
+            details: h
+                .get("details")
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or(Value::Null),
+        }))
+    }
+}
