@@ -10,6 +10,7 @@
 //! - [`worker`]: the worker runtime (executor, handlers registry, retries, recovery);
 //! - [`handlers`]: the built-in job types;
 //! - [`audio`]: μ-law and WAV, for call recordings;
+//! - [`scheduler`]: periodic entries and the leader-elected loop that fires them;
 //! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
 //! - [`jobs`]: the only module that talks to Redis;
 //! - [`local_redis`]: the private `redis-server` the `all` role starts for local development;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod jobs;
 pub mod local_redis;
 pub mod roles;
+pub mod scheduler;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -128,6 +128,34 @@ pub struct SchedulerSettings {
     pub lock_ttl_ms: u64,
     pub renew_interval_ms: u64,
     pub tick_interval_ms: u64,
+    #[serde(default)]
+    pub entries: Vec<EntrySettings>,
+}
+
+/// One periodic job: `every` or `cron` (with `timezone`), and the job to enqueue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntrySettings {
+    pub name: String,
+    pub every: Option<String>,
+    pub cron: Option<String>,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    pub job_type: String,
+    #[serde(default)]
+    pub args: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub options: crate::jobs::JobOptions,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_queue() -> String {
+    "default".into()
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -328,6 +356,7 @@ impl Settings {
                 s.renew_interval_ms
             );
         }
+        crate::scheduler::entries(s)?;
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be positive");
         }
@@ -434,6 +463,69 @@ mod tests {
         assert_eq!(s.worker.concurrency, 3);
         let err = Settings::load(Some(&dir.path().join("nope.toml")), &env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"));
+    }
+
+    #[test]
+    fn scheduler_entries_are_checked_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "name = \"a\"\ncron = \"61 * * * *\"\njob_type = \"t\"",
+                "scheduler.entries.a: cron",
+            ),
+            (
+                "name = \"a\"\nevery = \"10 minutes\"\njob_type = \"t\"",
+                "unknown unit",
+            ),
+            (
+                "name = \"a\"\njob_type = \"t\"",
+                "exactly one of every or cron",
+            ),
+            (
+                "name = \"a\"\nevery = \"1s\"\ncron = \"* * * * *\"\njob_type = \"t\"",
+                "exactly one",
+            ),
+            (
+                "name = \"a\"\ncron = \"0 9 * * *\"\ntimezone = \"Moon/Base\"\njob_type = \"t\"",
+                "unknown time zone",
+            ),
+            (
+                "name = \"a b\"\nevery = \"1s\"\njob_type = \"t\"",
+                "name \"a b\"",
+            ),
+            (
+                "name = \"a\"\nevery = \"1s\"\njob_type = \"t\"\nqueue = \"x y\"",
+                "queue",
+            ),
+            (
+                "name = \"a\"\nevery = \"1s\"\njob_type = \"t\"\noptions = { timeout = 0 }",
+                "timeout",
+            ),
+        ];
+        for (i, (entry, needle)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("e{i}.toml"));
+            std::fs::write(&path, format!("[[scheduler.entries]]\n{entry}\n")).unwrap();
+            let err = format!("{:#}", Settings::load(Some(&path), &env(&[])).unwrap_err());
+            assert!(err.contains(needle), "{entry}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let path = dir.path().join("dup.toml");
+        std::fs::write(
+            &path,
+            "[[scheduler.entries]]\nname = \"a\"\nevery = \"1s\"\njob_type = \"t\"\n[[scheduler.entries]]\nname = \"a\"\nevery = \"2s\"\njob_type = \"t\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Settings::load(Some(&path), &env(&[])).unwrap_err());
+        assert!(err.contains("\"a\" is used twice"), "{err}");
+        // The shipped defaults are valid and name the guide's periodic work.
+        let s = Settings::load(None, &env(&[])).unwrap();
+        let names: Vec<&str> = s
+            .scheduler
+            .entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["send-due-reminders", "process-sessions"]);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! | `push_send_job` | validates a push notification and delivers it to the push gateway target |
 //! | `twilio_callback` | records a call's status, forward only; delivers changes to its target |
 //! | `recording_job` | turns a call's μ-law WAV into 16-bit PCM WAV and reports its duration |
+//! | `send_due_reminders`, `process_sessions` | the default periodic ticks; forwarded to their HTTP target |
 
 pub mod diag;
+pub mod periodic;
 pub mod push;
 pub mod recording;
 pub mod twilio;
@@ -22,6 +24,8 @@ pub fn register_builtin(r: &mut Registry) {
     r.register("push_send_job", push::push_send_job);
     r.register("twilio_callback", twilio::twilio_callback);
     r.register("recording_job", recording::recording_job);
+    r.register("send_due_reminders", periodic::forward_tick);
+    r.register("process_sessions", periodic::forward_tick);
 }
 
 /// The handler of a configured HTTP target without a built-in type: POSTs the job's keyword

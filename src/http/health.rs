@@ -25,16 +25,43 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
         .health_snapshot(&ctx.settings.worker.queues, HEALTH_TIMEOUT)
         .await
     {
-        Ok((queues, scheduler)) => (
-            StatusCode::OK,
-            Json(json!({
-                "queues": queues,
-                "scheduler": scheduler,
-                "role": role,
-                "subsystems": subsystems,
-                "status": "healthy",
-            })),
-        ),
+        Ok((queues, scheduler)) => {
+            let mut reasons = Vec::new();
+            // A tick older than three tick intervals means no leader is evaluating the schedule.
+            let stale_after = chrono::Duration::milliseconds(
+                i64::try_from(ctx.settings.scheduler.tick_interval_ms.saturating_mul(3))
+                    .unwrap_or(i64::MAX),
+            );
+            if let Some(age) = scheduler
+                .last_tick
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                && age > stale_after
+            {
+                reasons.push(format!(
+                    "scheduler last tick was {}s ago (more than three {}ms ticks): no leader is running",
+                    age.num_seconds(),
+                    ctx.settings.scheduler.tick_interval_ms
+                ));
+            }
+            let status = if reasons.is_empty() {
+                "healthy"
+            } else {
+                "degraded"
+            };
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "queues": queues,
+                    "scheduler": scheduler,
+                    "role": role,
+                    "subsystems": subsystems,
+                    "status": status,
+                    "reasons": reasons,
+                })),
+            )
+        }
         Err(e) => {
             tracing::warn!(error = %e, "jobs health: Redis unavailable");
             (

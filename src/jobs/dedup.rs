@@ -85,10 +85,25 @@ impl JobStore {
     /// Unless the job carries an explicit id, its id is [`job_id_for_dedupe_key`].
     pub async fn enqueue_with_dedupe(
         &self,
-        mut job: NewJob,
+        job: NewJob,
         dedupe_key: &str,
         ttl_secs: u64,
     ) -> Result<Enqueued, JobError> {
+        match self.admit(job, dedupe_key, ttl_secs, None).await? {
+            Admitted::Done(e) => Ok(e),
+            Admitted::Fenced(_) => Err(JobError::Invalid("unfenced enqueue was fenced".into())),
+        }
+    }
+
+    /// The de-dupe script, optionally fenced by the scheduler leader lock (see
+    /// `lua/enqueue_dedupe.lua`).
+    pub(crate) async fn admit(
+        &self,
+        mut job: NewJob,
+        dedupe_key: &str,
+        ttl_secs: u64,
+        fence: Option<&Fence<'_>>,
+    ) -> Result<Admitted, JobError> {
         if dedupe_key.is_empty() || dedupe_key.len() > 512 {
             return Err(JobError::Invalid(
                 "dedupe key must be 1-512 characters".into(),
@@ -112,21 +127,42 @@ impl JobStore {
             .key(keys.job(&id))
             .key(keys.queue(&job.queue))
             .key(keys.queues())
+            .key(Keys::scheduler_lock())
+            .key(Keys::scheduler_entries())
             .arg(&id)
             .arg(ttl_secs)
             .arg(if job.options.at_front { "L" } else { "R" })
             .arg(job.options.ttl.unwrap_or(0))
             .arg(keys.rq_prefix());
+        match fence {
+            Some(f) => inv.arg(f.token).arg(f.entry).arg(f.slot_ms),
+            None => inv.arg("").arg("").arg(0),
+        };
         for (field, value) in &fields {
             inv.arg(*field).arg(value.as_slice());
         }
-        let (created, job_id): (i64, String) = inv.invoke_async(&mut self.conn()).await?;
-        Ok(if created == 1 {
-            Enqueued::New(job_id)
-        } else {
-            Enqueued::Duplicate(job_id)
+        let (code, value): (i64, String) = inv.invoke_async(&mut self.conn()).await?;
+        Ok(match code {
+            1 => Admitted::Done(Enqueued::New(value)),
+            0 => Admitted::Done(Enqueued::Duplicate(value)),
+            _ => Admitted::Fenced(value),
         })
     }
+}
+
+/// The scheduler's fence: its lock token, and the entry and slot being fired.
+pub(crate) struct Fence<'a> {
+    pub(crate) token: &'a str,
+    pub(crate) entry: &'a str,
+    pub(crate) slot_ms: i64,
+}
+
+/// What the (possibly fenced) de-dupe script did.
+pub(crate) enum Admitted {
+    Done(Enqueued),
+    /// The leader lock is not (or no longer) the fence's: nothing was written. Holds the
+    /// current holder, empty when nobody holds it.
+    Fenced(String),
 }
 
 #[cfg(test)]

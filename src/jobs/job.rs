@@ -83,6 +83,11 @@ pub struct JobOptions {
     pub meta: Map<String, Value>,
 }
 
+/// Checks a job as `enqueue` would, without writing it (for configuration validation).
+pub fn check_job(job: &NewJob) -> Result<(), JobError> {
+    job.validate()
+}
+
 /// Whether `id` is a job id every RQ version accepts.
 pub fn is_valid_job_id(id: &str) -> bool {
     !id.is_empty()

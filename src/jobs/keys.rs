@@ -8,7 +8,10 @@
 //! |---|---|---|
 //! | `job_lock:<dedupe key>` | string | de-dupe lock; value = the job id it admitted; TTL = dedupe TTL |
 //! | `prosaas:scheduler:lock` | string | scheduler leader lock; value = owner token; PX TTL, never deleted |
-//! | `prosaas:scheduler:health` | hash | `last_tick` (RFC 3339) and friends, written by the leader |
+//! | `prosaas:scheduler:health` | hash | `last_tick` (RFC 3339), `holder`, `cycle`, `entries` (JSON), written by the leader |
+//! | `prosaas:scheduler:cycle` | string | counter of lock acquisitions ("Lock acquired for cycle N") |
+//! | `prosaas:scheduler:entries` | hash | entry name → newest fired slot (Unix ms), forward only |
+//! | `job_lock:schedule:<entry>:<slot ms>` | string | a fired slot (the de-dupe lock of its job) |
 //! | `prosaas:worker:<w>:inbox` | list | ids a worker's blocking wake-up moved off a queue, not yet claimed |
 //! | `prosaas:maintenance:<q>` | string | short lock: which worker runs recovery for a queue now |
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
@@ -109,6 +112,16 @@ impl Keys {
 
     pub(crate) fn scheduler_health() -> &'static str {
         "prosaas:scheduler:health"
+    }
+
+    /// Counts lock acquisitions: the `N` of "Lock acquired for cycle N".
+    pub(crate) fn scheduler_cycle() -> &'static str {
+        "prosaas:scheduler:cycle"
+    }
+
+    /// Entry name → the newest slot (Unix ms) fired for it.
+    pub(crate) fn scheduler_entries() -> &'static str {
+        "prosaas:scheduler:entries"
     }
 }
 

@@ -18,6 +18,7 @@ mod dedup;
 mod error;
 mod job;
 mod keys;
+mod leader_lock;
 mod queue;
 mod scripts;
 mod stats;
@@ -32,9 +33,10 @@ pub use calls::{CallState, CallUpdate};
 pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
 pub use error::JobError;
 pub use job::{
-    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, NewJob, is_valid_job_id,
+    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, NewJob, check_job, is_valid_job_id,
     is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
 };
+pub use leader_lock::{Fired, Leadership};
 pub use stats::{QueueStats, SchedulerHealth};
 pub use worker::{
     ClaimedJob, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,

@@ -27,3 +27,5 @@ pub(crate) static REQUEUE_FAILED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/requeue_failed.lua")));
 pub(crate) static CALL_STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));
+pub(crate) static LEADER_LOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/leader_lock.lua")));

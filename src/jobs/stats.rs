@@ -40,6 +40,10 @@ pub struct SchedulerHealth {
     pub lock_ttl: Option<u64>,
     /// Milliseconds left on the lock, when held.
     pub lock_ttl_ms: Option<u64>,
+    /// Lock acquisitions so far (the `N` of "Lock acquired for cycle N") as of the last tick.
+    pub cycle: Option<u64>,
+    /// Per entry `{name, next_fire, last_fire}` as of the last tick.
+    pub entries: Vec<serde_json::Value>,
 }
 
 impl JobStore {
@@ -110,12 +114,16 @@ impl JobStore {
 
     /// The leader lock and the leader's last tick, in one round trip.
     pub async fn scheduler_health(&self) -> Result<SchedulerHealth, JobError> {
-        let (holder, pttl, last_tick): (Option<String>, i64, Option<String>) = redis::pipe()
-            .get(Keys::scheduler_lock())
-            .pttl(Keys::scheduler_lock())
-            .hget(Keys::scheduler_health(), "last_tick")
-            .query_async(&mut self.conn())
-            .await?;
+        type TickFields = (Option<String>, Option<u64>, Option<String>);
+        let (holder, pttl, (last_tick, cycle, entries)): (Option<String>, i64, TickFields) =
+            redis::pipe()
+                .get(Keys::scheduler_lock())
+                .pttl(Keys::scheduler_lock())
+                .cmd("HMGET")
+                .arg(Keys::scheduler_health())
+                .arg(&["last_tick", "cycle", "entries"])
+                .query_async(&mut self.conn())
+                .await?;
         let ttl_ms = u64::try_from(pttl).ok();
         Ok(SchedulerHealth {
             last_tick,
@@ -123,6 +131,10 @@ impl JobStore {
             lock_ttl: holder.as_ref().and(ttl_ms.map(|ms| ms.div_ceil(1000))),
             lock_ttl_ms: holder.as_ref().and(ttl_ms),
             holder,
+            cycle,
+            entries: entries
+                .and_then(|e| serde_json::from_str(&e).ok())
+                .unwrap_or_default(),
         })
     }
 }

@@ -1,16 +1,22 @@
-//! The `scheduler` role: leader-elected periodic enqueuing.
-//!
-//! Not built yet (issue #4): the subsystem reports that and idles until shutdown, so a
-//! deployment can already run the role without firing anything.
+//! The `scheduler` role's subsystem: the leader-elected periodic scheduler.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
+use crate::scheduler::{Scheduler, entries};
+use crate::worker::worker_name;
 
-pub async fn run(_ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
-    tracing::warn!(
-        "scheduler subsystem: periodic jobs are not built yet (issue #4); nothing will fire"
-    );
-    shutdown.cancelled().await;
-    Ok(())
+pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let s = &ctx.settings.scheduler;
+    let scheduler = Scheduler {
+        store: ctx.jobs.clone(),
+        token: format!("scheduler.{}", worker_name()),
+        entries: entries(s)?,
+        lock_ttl: Duration::from_millis(s.lock_ttl_ms),
+        renew_interval: Duration::from_millis(s.renew_interval_ms),
+        tick_interval: Duration::from_millis(s.tick_interval_ms),
+    };
+    scheduler.run(shutdown).await
 }

@@ -70,3 +70,37 @@ fn every_lua_script_is_loaded_and_every_loaded_script_exists() {
         );
     }
 }
+
+#[test]
+fn periodic_enqueuing_lives_only_in_the_scheduler() {
+    let scheduler = root().join("src/scheduler");
+    let jobs = root().join("src/jobs");
+    let mut offenders = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.display().to_string();
+        if text.contains("start_reminder_scheduler") || text.contains("start_session_processor") {
+            offenders.push(format!("{name}: a deprecated in-process starter"));
+        }
+        if file.starts_with(&scheduler) || file.starts_with(&jobs) {
+            continue;
+        }
+        if text.contains(".fire_slot(") {
+            offenders.push(format!(
+                "{name}: fires schedule slots outside src/scheduler/"
+            ));
+        }
+        let enqueues = [".enqueue(", ".enqueue_many(", ".enqueue_with_dedupe("]
+            .iter()
+            .any(|call| text.contains(call));
+        let timed = ["interval(", "sleep(", "sleep_until("]
+            .iter()
+            .any(|t| text.contains(t));
+        if enqueues && timed {
+            offenders.push(format!(
+                "{name}: enqueues and runs a timer; periodic work belongs to scheduler entries"
+            ));
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}

@@ -87,3 +87,30 @@ async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
     );
     assert!(p.logs().contains("API mode"), "same process throughout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_scheduler_tick_makes_health_degraded() {
+    let t = crate::support::db();
+    let p = ProsaasProcess::start(
+        "api",
+        &[("REDIS_URL", &t.url()), ("PROSAAS__SCHEDULER__TICK_INTERVAL_MS", "1000")],
+    );
+    let http = reqwest::Client::new();
+    let set_tick = |age: chrono::Duration| {
+        let tick = (chrono::Utc::now() - age).to_rfc3339();
+        let _: () = redis::cmd("HSET")
+            .arg("prosaas:scheduler:health")
+            .arg("last_tick")
+            .arg(tick)
+            .query(&mut t.connection())
+            .unwrap();
+    };
+    set_tick(chrono::Duration::seconds(10));
+    let body: Value = http.get(p.url("/api/jobs/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains("scheduler last tick"), "{body}");
+    set_tick(chrono::Duration::milliseconds(500));
+    let body: Value = http.get(p.url("/api/jobs/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "healthy", "{body}");
+    assert_eq!(body["reasons"], json!([]));
+}

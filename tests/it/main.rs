@@ -13,6 +13,7 @@
 //! - `job_types`: built-in job types and HTTP targets against a real HTTP server;
 //! - `local_redis`: the `all` role's private redis-server;
 //! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2;
+//! - `scheduler`: replicated schedulers: failover bound, paused leaders, random restarts, Redis restart;
 //! - `worker`: the worker in-process: RQ-recorded outcomes, retries, timeouts, priorities.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
@@ -37,4 +38,5 @@ mod health;
 mod job_types;
 mod local_redis;
 mod roles;
+mod scheduler;
 mod worker;

@@ -1,10 +1,29 @@
 -- Admit an external event once: take the de-dupe lock and create + push its job in one step,
 -- so there is no moment where the lock exists without the job or the job without the lock.
 --
+-- With a fence token (the scheduler), the step also happens only while the scheduler leader lock
+-- holds that token, and records the fired slot: a leader that lost its lock (paused past its TTL)
+-- can enqueue nothing, whatever it believes.
+--
 -- KEYS[1] job_lock:<dedupe key>   KEYS[2] rq:job:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:queues
+-- KEYS[5] leader lock key   KEYS[6] scheduler entry-state hash
 -- ARGV[1] job id   ARGV[2] lock TTL (s)   ARGV[3] 'L' | 'R' push side   ARGV[4] job wait TTL (s, 0 = none)
--- ARGV[5] RQ key prefix with colon (rq:)   ARGV[6..] job hash field/value pairs
--- Returns {1, id} when enqueued, {0, existing id} for a duplicate.
+-- ARGV[5] RQ key prefix with colon (rq:)   ARGV[6] fence token ('' = no fence)
+-- ARGV[7] entry name   ARGV[8] slot (ms)   ARGV[9..] job hash field/value pairs
+-- Returns {1, id} when enqueued, {0, existing id} for a duplicate, {-1, holder} when fenced out.
+if ARGV[6] ~= '' then
+  local holder = redis.call('GET', KEYS[5])
+  if holder ~= ARGV[6] then
+    return {-1, holder or ''}
+  end
+  -- The entry's newest fired slot only moves forward; it is how a new leader knows where the
+  -- previous one stopped.
+  local last = tonumber(redis.call('HGET', KEYS[6], ARGV[7]) or '-1')
+  if tonumber(ARGV[8]) > last then
+    redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
+  end
+end
+
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {0, existing}
@@ -30,7 +49,7 @@ end
 
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('HSET', KEYS[2], unpack(ARGV, 9))
 if tonumber(ARGV[4]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end

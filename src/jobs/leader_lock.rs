@@ -1,0 +1,117 @@
+//! The scheduler's leader lock (TTL only, owner token, renewed, never deleted) and the fenced
+//! firing of schedule slots.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::dedup::{Admitted, Fence};
+use super::error::JobError;
+use super::job::NewJob;
+use super::keys::Keys;
+use super::{Enqueued, JobStore, scripts};
+
+/// Where this process stands after one lock attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// We took the lock now; `cycle` counts acquisitions across all schedulers.
+    Acquired { cycle: u64 },
+    /// We held it and extended it.
+    Renewed { cycle: u64 },
+    /// Someone else holds it.
+    HeldBy(String),
+}
+
+/// What firing one slot did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fired {
+    /// Enqueued, or found already enqueued (by a previous leader): either way the slot has its job.
+    Slot(Enqueued),
+    /// The lock is not ours any more: nothing was written.
+    Fenced { holder: String },
+}
+
+impl JobStore {
+    /// `SET NX PX` to take the lock, compare-and-extend to keep it.
+    pub async fn acquire_or_renew_leadership(
+        &self,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Leadership, JobError> {
+        let (code, value): (i64, String) = scripts::LEADER_LOCK
+            .key(Keys::scheduler_lock())
+            .key(Keys::scheduler_cycle())
+            .arg(token)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match code {
+            1 => Leadership::Acquired {
+                cycle: value.parse().unwrap_or(0),
+            },
+            2 => Leadership::Renewed {
+                cycle: value.parse().unwrap_or(0),
+            },
+            _ => Leadership::HeldBy(value),
+        })
+    }
+
+    /// Enqueues `job` for `entry`'s slot at `slot_ms`, exactly once per slot, and only while
+    /// `token` holds the leader lock. The slot's de-dupe key is `schedule:<entry>:<slot ms>`,
+    /// held for `slot_ttl_secs`.
+    pub async fn fire_slot(
+        &self,
+        token: &str,
+        entry: &str,
+        slot_ms: i64,
+        job: NewJob,
+        slot_ttl_secs: u64,
+    ) -> Result<Fired, JobError> {
+        let fence = Fence {
+            token,
+            entry,
+            slot_ms,
+        };
+        let key = format!("schedule:{entry}:{slot_ms}");
+        Ok(
+            match self.admit(job, &key, slot_ttl_secs, Some(&fence)).await? {
+                Admitted::Done(e) => Fired::Slot(e),
+                Admitted::Fenced(holder) => Fired::Fenced { holder },
+            },
+        )
+    }
+
+    /// Entry name → newest fired slot (Unix ms), as the leaders recorded it.
+    pub async fn schedule_state(&self) -> Result<HashMap<String, i64>, JobError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(Keys::scheduler_entries())
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// The leader's tick record for health checks.
+    pub async fn record_tick(
+        &self,
+        holder: &str,
+        cycle: u64,
+        entries: &Value,
+    ) -> Result<(), JobError> {
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                Keys::scheduler_health(),
+                &[
+                    ("last_tick", now),
+                    ("holder", holder.to_owned()),
+                    ("cycle", cycle.to_string()),
+                    ("entries", entries.to_string()),
+                ],
+            )
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+}

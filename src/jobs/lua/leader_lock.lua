@@ -1,0 +1,16 @@
+-- Acquire or renew the scheduler leader lock. Nobody ever deletes it: a leader that stops, or
+-- crashes, simply lets it expire.
+--
+-- KEYS[1] lock key   KEYS[2] cycle counter
+-- ARGV[1] owner token   ARGV[2] TTL (ms)
+-- Returns {1, cycle} when acquired now (the counter counts acquisitions), {2, cycle} when renewed
+-- (already ours), {0, holder} when another owner holds it.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, tostring(redis.call('INCR', KEYS[2]))}
+end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {2, redis.call('GET', KEYS[2]) or '0'}
+end
+return {0, holder or ''}

@@ -1,0 +1,307 @@
+//! Periodic jobs: entries from configuration, and the leader loop that fires their slots.
+//!
+//! One process leads through the TTL lock in `jobs` (acquired with `SET NX PX`, renewed every
+//! `renew_interval`, never deleted); the others stand by and try every `renew_interval`, so a
+//! crashed leader is replaced within `lock_ttl + renew_interval`. Every fire of an entry is a
+//! slot (entry + scheduled time) enqueued through the fenced de-dupe script: it happens only
+//! while this process holds the lock, and at most once per slot even across leaders. After an
+//! outage only the newest missed slot of each entry fires; the skipped ones are counted and
+//! logged. This is the only place in prosaas that enqueues periodically.
+
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::{Enqueued, Fired, JobOptions, JobStore, Leadership, NewJob, is_valid_queue_name};
+use crate::settings::{EntrySettings, SchedulerSettings};
+use schedule::Schedule;
+
+/// Most missed slots counted for the log line; beyond that the count says "at least".
+const SKIP_COUNT_CAP: u64 = 100_000;
+
+/// One periodic job.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: String,
+    pub schedule: Schedule,
+    pub queue: String,
+    pub job_type: String,
+    pub args: Map<String, Value>,
+    pub options: JobOptions,
+}
+
+/// Parses and checks the configured entries: unique names, a valid schedule each.
+pub fn entries(settings: &SchedulerSettings) -> anyhow::Result<Vec<Entry>> {
+    let mut out: Vec<Entry> = Vec::with_capacity(settings.entries.len());
+    for e in &settings.entries {
+        out.push(entry(e)?);
+    }
+    let mut names: Vec<&str> = out.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!("scheduler.entries: the name {:?} is used twice", w[0]);
+    }
+    Ok(out)
+}
+
+fn entry(e: &EntrySettings) -> anyhow::Result<Entry> {
+    let name = &e.name;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        bail!("scheduler.entries: name {name:?} must be 1+ characters of [A-Za-z0-9_-]");
+    }
+    let schedule = match (&e.every, &e.cron) {
+        (Some(every), None) => Schedule::every(every),
+        (None, Some(cron)) => Schedule::cron(cron, &e.timezone),
+        _ => bail!("scheduler.entries.{name}: set exactly one of every or cron"),
+    }
+    .map_err(|msg| anyhow::anyhow!("scheduler.entries.{name}: {msg}"))?;
+    if !is_valid_queue_name(&e.queue) {
+        bail!(
+            "scheduler.entries.{name}: queue {:?} is not a valid queue name",
+            e.queue
+        );
+    }
+    let probe = NewJob::new(&e.queue, &e.job_type, e.args.clone()).with_options(e.options.clone());
+    if let Err(err) = crate::jobs::check_job(&probe) {
+        bail!("scheduler.entries.{name}: {err}");
+    }
+    Ok(Entry {
+        name: name.clone(),
+        schedule,
+        queue: e.queue.clone(),
+        job_type: e.job_type.clone(),
+        args: e.args.clone(),
+        options: e.options.clone(),
+    })
+}
+
+/// How long a fired slot's marker is kept: long enough that no leader, however stale, reaches
+/// back to it (ten periods, between an hour and a week).
+fn slot_ttl_secs(schedule: &Schedule, slot: DateTime<Utc>) -> u64 {
+    let period = schedule
+        .next_after(slot)
+        .map_or(3600, |n| (n - slot).num_seconds().max(1));
+    u64::try_from(period.saturating_mul(10))
+        .unwrap_or(u64::MAX)
+        .clamp(3600, 7 * 86_400)
+}
+
+fn ms_to_utc(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+}
+
+/// The leader loop of one scheduler process.
+pub struct Scheduler {
+    pub store: JobStore,
+    /// This process's owner token; names it in the lock and in health output.
+    pub token: String,
+    pub entries: Vec<Entry>,
+    pub lock_ttl: Duration,
+    pub renew_interval: Duration,
+    pub tick_interval: Duration,
+}
+
+enum Tick {
+    Done { next_due: Option<DateTime<Utc>> },
+    Fenced { holder: String },
+}
+
+impl Scheduler {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(
+            token = %self.token,
+            entries = self.entries.len(),
+            lock_ttl = ?self.lock_ttl,
+            renew = ?self.renew_interval,
+            "scheduler standing by for the lock"
+        );
+        let mut leading: Option<u64> = None;
+        // Entry → newest slot (ms) fired or, for a new entry, the time it was first seen.
+        let mut cursors: HashMap<String, i64> = HashMap::new();
+        let mut next_renew = Instant::now();
+        let mut next_eval = Instant::now();
+        loop {
+            let wake = if leading.is_some() {
+                next_renew.min(next_eval)
+            } else {
+                next_renew
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            if Instant::now() >= next_renew {
+                next_renew = Instant::now() + self.renew_interval;
+                let was_leading = leading.is_some();
+                match self
+                    .store
+                    .acquire_or_renew_leadership(&self.token, self.lock_ttl)
+                    .await
+                {
+                    // `Acquired` is always a gain, even for a process that believes it leads: the
+                    // lock vanished (a Redis restart) and was taken anew.
+                    Ok(Leadership::Acquired { cycle }) => {
+                        leading = self.gain(cycle, &mut cursors).await;
+                        next_eval = Instant::now();
+                    }
+                    // Still ours after a failed renewal made us stand by: a gain too.
+                    Ok(Leadership::Renewed { cycle }) if !was_leading => {
+                        leading = self.gain(cycle, &mut cursors).await;
+                        next_eval = Instant::now();
+                    }
+                    Ok(Leadership::Renewed { cycle }) => leading = Some(cycle),
+                    Ok(Leadership::HeldBy(holder)) => {
+                        if was_leading {
+                            tracing::warn!(holder = %holder, "Lost scheduler lock: it is held by {holder}");
+                        }
+                        leading = None;
+                    }
+                    Err(e) => {
+                        if was_leading {
+                            tracing::warn!(error = %e, "Lost scheduler lock: renewal failed; no more enqueuing until it is taken again");
+                        } else {
+                            tracing::debug!(error = %e, "lock attempt failed");
+                        }
+                        leading = None;
+                    }
+                }
+            }
+            let Some(cycle) = leading else { continue };
+            if Instant::now() < next_eval {
+                continue;
+            }
+            match self.tick(&mut cursors, cycle).await {
+                Tick::Done { next_due } => {
+                    let tick = Instant::now() + self.tick_interval;
+                    next_eval = match next_due {
+                        Some(due) => {
+                            let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                            tick.min(Instant::now() + wait)
+                        }
+                        None => tick,
+                    };
+                }
+                Tick::Fenced { holder } => {
+                    tracing::warn!(holder = %holder, "Lost scheduler lock: it is held by {holder:?}; stopped enqueuing");
+                    leading = None;
+                }
+            }
+        }
+        // The lock is left to expire: deleting it could release a lock that a new leader took.
+        tracing::info!(token = %self.token, "scheduler stopped");
+        Ok(())
+    }
+
+    /// Takes up leadership: logs the gain and loads where the previous leader stopped. `None`
+    /// (stand by) if that state cannot be read.
+    async fn gain(&self, cycle: u64, cursors: &mut HashMap<String, i64>) -> Option<u64> {
+        tracing::info!(token = %self.token, cycle, "Lock acquired for cycle {cycle}");
+        match self.store.schedule_state().await {
+            Ok(state) => {
+                // Keep what we fired ourselves if Redis lost its record of it.
+                for (entry, slot) in state {
+                    let c = cursors.entry(entry).or_insert(slot);
+                    *c = (*c).max(slot);
+                }
+                Some(cycle)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the schedule state; standing by");
+                None
+            }
+        }
+    }
+
+    /// Fires every due slot (the newest per entry) and records the tick.
+    async fn tick(&self, cursors: &mut HashMap<String, i64>, cycle: u64) -> Tick {
+        let now = Utc::now();
+        let mut report = Vec::with_capacity(self.entries.len());
+        let mut next_due: Option<DateTime<Utc>> = None;
+        for e in &self.entries {
+            let cursor = *cursors
+                .entry(e.name.clone())
+                .or_insert_with(|| now.timestamp_millis());
+            let cursor_t = ms_to_utc(cursor);
+            if let Some(next) = e.schedule.next_after(cursor_t)
+                && next <= now
+                && let Some(newest) = e.schedule.latest_at_or_before(now)
+            {
+                let skipped = e.schedule.count_between(cursor_t, newest, SKIP_COUNT_CAP);
+                if skipped > 0 {
+                    tracing::warn!(
+                        entry = %e.name, skipped,
+                        "Skipped {skipped} missed slots of {}; firing only the newest ({})",
+                        e.name, newest.to_rfc3339()
+                    );
+                }
+                match self.fire(e, newest).await {
+                    Ok(Fired::Slot(Enqueued::New(id))) => {
+                        tracing::info!(entry = %e.name, slot = %newest.to_rfc3339(), job_id = %id, "Fired {}", e.name);
+                        cursors.insert(e.name.clone(), newest.timestamp_millis());
+                    }
+                    Ok(Fired::Slot(Enqueued::Duplicate(id))) => {
+                        tracing::debug!(entry = %e.name, job_id = %id, "slot already fired by a previous leader");
+                        cursors.insert(e.name.clone(), newest.timestamp_millis());
+                    }
+                    Ok(Fired::Fenced { holder }) => return Tick::Fenced { holder },
+                    Err(err) => {
+                        // The cursor stays: the next tick tries this slot again.
+                        tracing::warn!(entry = %e.name, error = %err, "cannot fire; retrying next tick");
+                    }
+                }
+            }
+            let last = cursors.get(&e.name).copied().map(ms_to_utc);
+            let next = last.and_then(|l| e.schedule.next_after(l));
+            if let Some(n) = next {
+                next_due = Some(next_due.map_or(n, |d| d.min(n)));
+            }
+            report.push(json!({
+                "name": e.name,
+                "schedule": e.schedule.describe(),
+                "next_fire": next.map(|n| n.to_rfc3339()),
+                "last_fire": last.filter(|l| *l <= now).map(|l| l.to_rfc3339()),
+            }));
+        }
+        if let Err(err) = self
+            .store
+            .record_tick(&self.token, cycle, &Value::Array(report))
+            .await
+        {
+            tracing::warn!(error = %err, "cannot record the tick");
+        }
+        Tick::Done { next_due }
+    }
+
+    async fn fire(&self, e: &Entry, slot: DateTime<Utc>) -> Result<Fired, crate::jobs::JobError> {
+        let mut options = e.options.clone();
+        options
+            .meta
+            .insert("schedule_entry".into(), Value::String(e.name.clone()));
+        options
+            .meta
+            .insert("scheduled_for".into(), Value::String(slot.to_rfc3339()));
+        let job = NewJob::new(&e.queue, &e.job_type, e.args.clone()).with_options(options);
+        self.store
+            .fire_slot(
+                &self.token,
+                &e.name,
+                slot.timestamp_millis(),
+                job,
+                slot_ttl_secs(&e.schedule, slot),
+            )
+            .await
+    }
+}
