@@ -68,6 +68,8 @@ impl App {
         tracing::info!(role = %role, subsystems = ?names, "{}", role.banner());
         tracing::info!(%addr, "HTTP listening on {addr}");
 
+        // Install the recorder before anything records, so early counts are not lost.
+        crate::metrics::handle();
         let stop = shutdown.child_token();
         let router = crate::http::router(self.ctx.clone(), subsystems);
         let mut tasks: Vec<(&'static str, SubsystemFuture)> = vec![(

@@ -12,7 +12,9 @@
 //! - [`audio`]: μ-law and WAV, for call recordings;
 //! - [`scheduler`]: periodic entries and the leader-elected loop that fires them;
 //! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
+//! - [`webhooks`]: provider verification and event → job translation for the ingress;
 //! - [`jobs`]: the only module that talks to Redis;
+//! - [`metrics`]: the Prometheus recorder and the names of every exported metric;
 //! - [`local_redis`]: the private `redis-server` the `all` role starts for local development;
 //! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation.
 
@@ -24,9 +26,11 @@ pub mod handlers;
 pub mod http;
 pub mod jobs;
 pub mod local_redis;
+pub mod metrics;
 pub mod roles;
 pub mod scheduler;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;

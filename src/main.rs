@@ -26,6 +26,18 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_CONFIG, &format!("invalid configuration: {e:#}")),
     };
+    if role == Role::Api && !settings.api.allow_missing_secrets {
+        let missing = settings.missing_api_secrets();
+        if !missing.is_empty() {
+            return fail(
+                EXIT_CONFIG,
+                &format!(
+                    "invalid configuration: the api role needs {} (or api.allow_missing_secrets = true for development)",
+                    missing.join(", ")
+                ),
+            );
+        }
+    }
     telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

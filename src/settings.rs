@@ -27,6 +27,7 @@ const LIST_KEYS: [(&str, &str); 2] = [
 pub struct Settings {
     pub redis: RedisSettings,
     pub http: HttpSettings,
+    pub api: ApiSettings,
     pub worker: WorkerSettings,
     pub recordings: RecordingSettings,
     pub scheduler: SchedulerSettings,
@@ -57,6 +58,63 @@ pub struct HttpSettings {
     pub host: String,
     pub port: u16,
     pub body_limit_bytes: usize,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub internal_secret: String,
+    pub internal_api_token: String,
+    pub twilio_auth_token: String,
+    pub public_base_url: String,
+    pub allow_missing_secrets: bool,
+    pub webhook_dedupe_ttl_secs: u64,
+    pub twilio_dedupe_ttl_secs: u64,
+    pub push_dedupe_ttl_secs: u64,
+    pub request_timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+    pub alerts: AlertSettings,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach a log line, not even through a Debug print.
+        let set = |s: &str| if s.is_empty() { "<unset>" } else { "<set>" };
+        f.debug_struct("ApiSettings")
+            .field("internal_secret", &set(&self.internal_secret))
+            .field("internal_api_token", &set(&self.internal_api_token))
+            .field("twilio_auth_token", &set(&self.twilio_auth_token))
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub queue_depth: u64,
+    pub oldest_job_age_secs: u64,
+    #[serde(default)]
+    pub queues: HashMap<String, QueueAlert>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueAlert {
+    pub queue_depth: Option<u64>,
+    pub oldest_job_age_secs: Option<u64>,
+}
+
+impl AlertSettings {
+    /// (depth, age) thresholds for a queue.
+    pub fn for_queue(&self, queue: &str) -> (u64, u64) {
+        let o = self.queues.get(queue);
+        (
+            o.and_then(|q| q.queue_depth).unwrap_or(self.queue_depth),
+            o.and_then(|q| q.oldest_job_age_secs)
+                .unwrap_or(self.oldest_job_age_secs),
+        )
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -237,6 +295,16 @@ impl Settings {
         if let Some(url) = env.get("REDIS_URL").filter(|u| !u.is_empty()) {
             builder = builder.set_override("redis.url", url.as_str())?;
         }
+        for (var, key) in [
+            ("INTERNAL_SECRET", "api.internal_secret"),
+            ("INTERNAL_API_TOKEN", "api.internal_api_token"),
+            ("TWILIO_AUTH_TOKEN", "api.twilio_auth_token"),
+            ("PUBLIC_BASE_URL", "api.public_base_url"),
+        ] {
+            if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
+                builder = builder.set_override(key, v.as_str())?;
+            }
+        }
         if let Some(port) = env.get("PORT").filter(|p| !p.is_empty()) {
             let port: u16 = port
                 .parse()
@@ -357,10 +425,39 @@ impl Settings {
             );
         }
         crate::scheduler::entries(s)?;
+        let a = &self.api;
+        if a.request_timeout_ms == 0 || a.max_concurrent_requests == 0 {
+            bail!("api.request_timeout_ms and api.max_concurrent_requests must be positive");
+        }
+        if a.webhook_dedupe_ttl_secs == 0
+            || a.twilio_dedupe_ttl_secs == 0
+            || a.push_dedupe_ttl_secs == 0
+        {
+            bail!("api.*_dedupe_ttl_secs must be at least 1");
+        }
+        let url = &a.public_base_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            bail!("api.public_base_url (PUBLIC_BASE_URL) must start with https:// or http://");
+        }
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be positive");
         }
         Ok(())
+    }
+
+    /// The settings the public API cannot run without, by the variable that sets each.
+    pub fn missing_api_secrets(&self) -> Vec<&'static str> {
+        let a = &self.api;
+        [
+            ("INTERNAL_SECRET", &a.internal_secret),
+            ("INTERNAL_API_TOKEN", &a.internal_api_token),
+            ("TWILIO_AUTH_TOKEN", &a.twilio_auth_token),
+            ("PUBLIC_BASE_URL", &a.public_base_url),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(name, _)| name)
+        .collect()
     }
 
     /// The Redis URL to use and where it came from.

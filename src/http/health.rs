@@ -27,6 +27,20 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
     {
         Ok((queues, scheduler)) => {
             let mut reasons = Vec::new();
+            for (q, stats) in &queues {
+                let (max_depth, max_age) = ctx.settings.api.alerts.for_queue(q);
+                if stats.queued > max_depth {
+                    reasons.push(format!(
+                        "queue {q} holds {} jobs (alert threshold {max_depth})",
+                        stats.queued
+                    ));
+                }
+                if let Some(age) = stats.oldest_queued_secs.filter(|a| *a > max_age) {
+                    reasons.push(format!(
+                        "the oldest job on {q} has waited {age}s (alert threshold {max_age}s)"
+                    ));
+                }
+            }
             // A tick older than three tick intervals means no leader is evaluating the schedule.
             let stale_after = chrono::Duration::milliseconds(
                 i64::try_from(ctx.settings.scheduler.tick_interval_ms.saturating_mul(3))

@@ -2,8 +2,13 @@
 //!
 //! Handlers get [`AppContext`] through axum state and reach Redis only through `ctx.jobs`.
 
+mod admin;
+mod auth;
 mod error;
+mod extract;
 mod health;
+mod ingress;
+mod middleware;
 mod ops;
 
 use axum::Router;
@@ -26,11 +31,43 @@ pub fn router(ctx: AppContext, subsystems: &[Subsystem]) -> Router {
     if subsystems.contains(&Subsystem::Calls) {
         router = router.merge(roles::calls::routes());
     }
+    let limits = middleware::Limits {
+        in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            ctx.settings.api.max_concurrent_requests,
+        )),
+        timeout: std::time::Duration::from_millis(ctx.settings.api.request_timeout_ms),
+    };
     router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            middleware::protect,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(ctx)
 }
+
+/// A 500 for an unexpected failure (Redis down, a bug): the detail is logged, the client gets
+/// a generic message.
+pub(crate) fn internal_error(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "request failed");
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request could not be completed; see the server log",
+    )
+}
+
+/// The OpenAPI document of the HTTP API, kept beside the handlers (a test checks that it lists
+/// exactly the routes the code serves).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Serves until `shutdown`, then lets in-flight requests finish (the supervisor bounds that).
 pub async fn serve(
@@ -44,7 +81,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// The jobs health routes, mounted by roles that serve the public API.
-pub fn jobs_health_routes() -> Router<AppContext> {
+/// The public API's routes: ingress, jobs health, admin and the OpenAPI document. Mounted by
+/// roles that run the `PublicApi` subsystem.
+pub fn public_api_routes() -> Router<AppContext> {
     health::routes()
+        .merge(ingress::routes())
+        .merge(admin::routes())
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
 }

@@ -1,4 +1,4 @@
-//! Liveness and readiness, served by every role.
+//! Liveness, readiness and metrics, served by every role.
 //!
 //! `/healthz` never touches Redis (a Redis outage must not get the process killed), while
 //! `/readyz` answers 503 until Redis does, so traffic waits instead of failing.
@@ -20,6 +20,18 @@ pub(super) fn routes() -> Router<AppContext> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn metrics(State(ctx): State<AppContext>) -> impl axum::response::IntoResponse {
+    let text = crate::metrics::render(&ctx.jobs, &ctx.settings.worker.queues).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 async fn healthz(State(ctx): State<AppContext>) -> Json<Value> {

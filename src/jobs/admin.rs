@@ -32,6 +32,15 @@ pub struct JobDetail {
     pub result: Option<JobResult>,
 }
 
+/// What a delete did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    Missing,
+    /// The job is running; it cannot be deleted under its worker.
+    Running,
+}
+
 /// What a requeue did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requeue {
@@ -141,6 +150,20 @@ impl JobStore {
             1 => Requeue::Requeued,
             0 => Requeue::NotFailed,
             _ => Requeue::Missing,
+        })
+    }
+
+    /// Deletes a job from its queue, its registries, its hash and its results.
+    pub async fn delete_job(&self, id: &str) -> Result<Deleted, JobError> {
+        let r: i64 = scripts::DELETE_JOB
+            .arg(self.keys.rq_prefix())
+            .arg(id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match r {
+            1 => Deleted::Deleted,
+            -2 => Deleted::Running,
+            _ => Deleted::Missing,
         })
     }
 

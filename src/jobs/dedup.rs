@@ -95,15 +95,69 @@ impl JobStore {
         }
     }
 
+    /// Enqueues a batch of events, each under its own de-dupe key, in one round trip. Each
+    /// event is admitted atomically on its own (as by [`JobStore::enqueue_with_dedupe`]); the
+    /// batch as a whole is not one transaction. Every job is validated before anything is sent.
+    pub async fn enqueue_many_with_dedupe(
+        &self,
+        events: Vec<(NewJob, String)>,
+        ttl_secs: u64,
+    ) -> Result<Vec<Enqueued>, JobError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (job, key) in events {
+            pipe.add_command(self.dedupe_cmd(job, &key, ttl_secs, None)?);
+        }
+        let replies: Vec<(i64, String)> =
+            scripts::query_loading(&mut self.conn(), scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(code, id)| {
+                if code == 1 {
+                    Enqueued::New(id)
+                } else {
+                    Enqueued::Duplicate(id)
+                }
+            })
+            .collect())
+    }
+
     /// The de-dupe script, optionally fenced by the scheduler leader lock (see
     /// `lua/enqueue_dedupe.lua`).
     pub(crate) async fn admit(
+        &self,
+        job: NewJob,
+        dedupe_key: &str,
+        ttl_secs: u64,
+        fence: Option<&Fence<'_>>,
+    ) -> Result<Admitted, JobError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.dedupe_cmd(job, dedupe_key, ttl_secs, fence)?);
+        let (code, value): (i64, String) = scripts::query_loading::<Vec<(i64, String)>>(
+            &mut self.conn(),
+            scripts::ENQUEUE_DEDUPE_SRC,
+            &pipe,
+        )
+        .await?
+        .pop()
+        .ok_or_else(|| JobError::Invalid("the de-dupe script returned nothing".into()))?;
+        Ok(match code {
+            1 => Admitted::Done(Enqueued::New(value)),
+            0 => Admitted::Done(Enqueued::Duplicate(value)),
+            _ => Admitted::Fenced(value),
+        })
+    }
+
+    /// One `EVALSHA` of the de-dupe script for `job`.
+    fn dedupe_cmd(
         &self,
         mut job: NewJob,
         dedupe_key: &str,
         ttl_secs: u64,
         fence: Option<&Fence<'_>>,
-    ) -> Result<Admitted, JobError> {
+    ) -> Result<redis::Cmd, JobError> {
         if dedupe_key.is_empty() || dedupe_key.len() > 512 {
             return Err(JobError::Invalid(
                 "dedupe key must be 1-512 characters".into(),
@@ -122,31 +176,28 @@ impl JobStore {
         job.validate()?;
         let fields = job.hash_fields(Utc::now())?;
         let keys = &self.keys;
-        let mut inv = scripts::ENQUEUE_DEDUPE.prepare_invoke();
-        inv.key(Keys::dedupe_lock(dedupe_key))
-            .key(keys.job(&id))
-            .key(keys.queue(&job.queue))
-            .key(keys.queues())
-            .key(Keys::scheduler_lock())
-            .key(Keys::scheduler_entries())
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(scripts::ENQUEUE_DEDUPE.get_hash())
+            .arg(6)
+            .arg(Keys::dedupe_lock(dedupe_key))
+            .arg(keys.job(&id))
+            .arg(keys.queue(&job.queue))
+            .arg(keys.queues())
+            .arg(Keys::scheduler_lock())
+            .arg(Keys::scheduler_entries())
             .arg(&id)
             .arg(ttl_secs)
             .arg(if job.options.at_front { "L" } else { "R" })
             .arg(job.options.ttl.unwrap_or(0))
             .arg(keys.rq_prefix());
         match fence {
-            Some(f) => inv.arg(f.token).arg(f.entry).arg(f.slot_ms),
-            None => inv.arg("").arg("").arg(0),
+            Some(f) => cmd.arg(f.token).arg(f.entry).arg(f.slot_ms),
+            None => cmd.arg("").arg("").arg(0),
         };
         for (field, value) in &fields {
-            inv.arg(*field).arg(value.as_slice());
+            cmd.arg(*field).arg(value.as_slice());
         }
-        let (code, value): (i64, String) = inv.invoke_async(&mut self.conn()).await?;
-        Ok(match code {
-            1 => Admitted::Done(Enqueued::New(value)),
-            0 => Admitted::Done(Enqueued::Duplicate(value)),
-            _ => Admitted::Fenced(value),
-        })
+        Ok(cmd)
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use admin::{JobDetail, JobResult, Requeue};
+pub use admin::{Deleted, JobDetail, JobResult, Requeue};
 pub use calls::{CallState, CallUpdate};
 pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
 pub use error::JobError;

@@ -11,8 +11,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+pub(crate) const ENQUEUE_DEDUPE_SRC: &str = include_str!("lua/enqueue_dedupe.lua");
 pub(crate) static ENQUEUE_DEDUPE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/enqueue_dedupe.lua")));
+    LazyLock::new(|| Script::new(ENQUEUE_DEDUPE_SRC));
 pub(crate) static CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 pub(crate) static SETTLE: LazyLock<Script> =
@@ -29,3 +30,29 @@ pub(crate) static CALL_STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));
 pub(crate) static LEADER_LOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/leader_lock.lua")));
+pub(crate) const HEAD_ENQUEUED_AT_SRC: &str = include_str!("lua/head_enqueued_at.lua");
+pub(crate) static HEAD_ENQUEUED_AT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(HEAD_ENQUEUED_AT_SRC));
+pub(crate) static DELETE_JOB: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/delete_job.lua")));
+
+/// Runs a pipeline of `EVALSHA` calls of one script, loading the script and running the
+/// pipeline again if Redis answers `NOSCRIPT` (a restarted Redis): every call of the first run
+/// then failed, so nothing ran twice.
+pub(crate) async fn query_loading<T: redis::FromRedisValue>(
+    conn: &mut redis::aio::ConnectionManager,
+    source: &str,
+    pipe: &redis::Pipeline,
+) -> redis::RedisResult<T> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(source)
+                .query_async::<String>(conn)
+                .await?;
+            pipe.query_async(conn).await
+        }
+        other => other,
+    }
+}

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::JobStore;
 use super::error::JobError;
 use super::keys::Keys;
+use super::{JobStore, scripts};
 
 /// One queue's numbers, read from RQ's list and registries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -25,6 +25,8 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Jobs waiting for dependencies.
     pub deferred: u64,
+    /// Seconds the job at the head of the queue has waited since it was enqueued.
+    pub oldest_queued_secs: Option<u64>,
 }
 
 /// The scheduler as seen from Redis. All fields are `None`/`false` until a scheduler has run.
@@ -81,12 +83,30 @@ impl JobStore {
                 .zcard(k.deferred(q));
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        // The head of each queue is its oldest job: one more round trip for their ages.
+        let mut heads = redis::pipe();
+        for q in &names {
+            heads
+                .cmd("EVALSHA")
+                .arg(scripts::HEAD_ENQUEUED_AT.get_hash())
+                .arg(1)
+                .arg(self.keys.queue(q))
+                .arg(self.keys.rq_prefix());
+        }
+        let enqueued_at: Vec<Option<String>> =
+            scripts::query_loading(&mut conn, scripts::HEAD_ENQUEUED_AT_SRC, &heads).await?;
+        let now_dt = chrono::Utc::now();
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
         // maintenance to prune them; RQ does not count them either.
         Ok(names
             .into_iter()
             .zip(counts.chunks_exact(8))
-            .map(|(q, c)| {
+            .zip(enqueued_at)
+            .map(|((q, c), head)| {
+                let oldest_queued_secs = head
+                    .as_deref()
+                    .and_then(super::job::parse_rq_timestamp)
+                    .map(|t| u64::try_from((now_dt - t).num_seconds()).unwrap_or(0));
                 let stats = QueueStats {
                     queued: c[0],
                     started: c[1],
@@ -94,6 +114,7 @@ impl JobStore {
                     failed: c[4].saturating_sub(c[5]),
                     scheduled: c[6],
                     deferred: c[7],
+                    oldest_queued_secs,
                 };
                 (q, stats)
             })

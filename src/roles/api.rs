@@ -1,5 +1,6 @@
-//! The `api` role's public routes: the jobs health API (webhooks and the enqueue API join here).
-//! It never executes jobs and never schedules: the role table gives it no such subsystem.
+//! The `api` role's public routes: webhooks, the internal enqueue and push API, the jobs health
+//! and admin API. It never executes jobs and never schedules: the role table gives it no such
+//! subsystem.
 
 use axum::Router;
 
@@ -7,5 +8,5 @@ use crate::app::AppContext;
 
 /// Routes of the `PublicApi` subsystem.
 pub fn routes() -> Router<AppContext> {
-    crate::http::jobs_health_routes()
+    crate::http::public_api_routes()
 }

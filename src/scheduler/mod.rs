@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{Enqueued, Fired, JobOptions, JobStore, Leadership, NewJob, is_valid_queue_name};
+use crate::metrics as m;
 use crate::settings::{EntrySettings, SchedulerSettings};
 use schedule::Schedule;
 
@@ -179,6 +180,7 @@ impl Scheduler {
                     }
                 }
             }
+            metrics::gauge!(m::SCHEDULER_LEADER).set(if leading.is_some() { 1.0 } else { 0.0 });
             let Some(cycle) = leading else { continue };
             if Instant::now() < next_eval {
                 continue;
@@ -241,6 +243,8 @@ impl Scheduler {
             {
                 let skipped = e.schedule.count_between(cursor_t, newest, SKIP_COUNT_CAP);
                 if skipped > 0 {
+                    metrics::counter!(m::SCHEDULER_SKIPPED_SLOTS, "entry" => e.name.clone())
+                        .increment(skipped);
                     tracing::warn!(
                         entry = %e.name, skipped,
                         "Skipped {skipped} missed slots of {}; firing only the newest ({})",
@@ -249,6 +253,7 @@ impl Scheduler {
                 }
                 match self.fire(e, newest).await {
                     Ok(Fired::Slot(Enqueued::New(id))) => {
+                        metrics::counter!(m::JOBS_ENQUEUED, "source" => "scheduler", "job_type" => e.job_type.clone()).increment(1);
                         tracing::info!(entry = %e.name, slot = %newest.to_rfc3339(), job_id = %id, "Fired {}", e.name);
                         cursors.insert(e.name.clone(), newest.timestamp_millis());
                     }

@@ -14,11 +14,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handler::{HandlerContext, HandlerError, JobInput, Registry};
+use super::handler::{Handler, HandlerContext, HandlerError, JobInput, Registry};
 use super::policy::Policies;
+use crate::jobs::parse_rq_timestamp;
 use crate::jobs::{
     ClaimedJob, Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo, unix_now,
 };
+use crate::metrics as m;
 use crate::settings::WorkerSettings;
 
 /// How long an idle executor waits before claiming again even without a wake-up (a safety net
@@ -244,11 +246,25 @@ async fn run_job(
     _slot: OwnedSemaphorePermit,
 ) {
     let started_at = unix_now();
-    let outcome = tokio::select! {
+    if let Some(enqueued) = job.enqueued_at.as_deref().and_then(parse_rq_timestamp) {
+        let waited = started_at - enqueued.timestamp_micros() as f64 / 1e6;
+        metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
+            .record(waited.max(0.0));
+    }
+    let (outcome, job_type) = tokio::select! {
         biased;
-        () = abort.cancelled() => Outcome::Requeue,
-        outcome = execute(&job, ctx, &registry, &policies) => outcome,
+        () = abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
+        done = execute(&job, ctx, &registry, &policies) => done,
     };
+    let ended_at = unix_now();
+    let label = match &outcome {
+        Outcome::Finished { .. } => "finished",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Requeue => "requeued",
+    };
+    metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
+    metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
     let execution = job.execution;
     running
         .lock()
@@ -265,7 +281,7 @@ async fn run_job(
     let _ = settle_tx.send(Settlement {
         execution,
         started_at,
-        ended_at: unix_now(),
+        ended_at,
         outcome,
     });
 }
@@ -274,9 +290,29 @@ fn last_line(s: &str) -> &str {
     s.trim_end().lines().last().unwrap_or(s)
 }
 
-/// Runs one job to an outcome. Never panics on bad input: every problem becomes a failure.
+/// Runs one job to an outcome, and names the handler it ran (the metrics label; `unknown` when
+/// none matched). Never panics on bad input: every problem becomes a failure.
 async fn execute(
     job: &ClaimedJob,
+    ctx: HandlerContext,
+    registry: &Registry,
+    policies: &Policies,
+) -> (Outcome, String) {
+    let resolved = job
+        .call
+        .as_ref()
+        .ok()
+        .and_then(|c| registry.resolve(&c.job_type));
+    let label = resolved
+        .as_ref()
+        .map_or("unknown", |(name, _)| *name)
+        .to_owned();
+    (run(job, resolved, ctx, registry, policies).await, label)
+}
+
+async fn run(
+    job: &ClaimedJob,
+    resolved: Option<(&str, Arc<dyn Handler>)>,
     ctx: HandlerContext,
     registry: &Registry,
     policies: &Policies,
@@ -290,7 +326,7 @@ async fn execute(
         Ok(call) => call,
         Err(reason) => return fail("InvalidJobData", "?", reason),
     };
-    let Some((name, handler)) = registry.resolve(&call.job_type) else {
+    let Some((name, handler)) = resolved else {
         let known: Vec<&str> = registry.names().into_iter().collect();
         return fail(
             "UnknownJobType",

@@ -228,7 +228,16 @@ async fn queue_stats_count_what_is_in_the_registries() {
         .zadd("rq:deferred:default", "g", now)
         .query(&mut c)
         .unwrap();
+    // The head of `default` was enqueued two minutes ago.
+    let head: String = c.lindex("rq:queue:default", 0).unwrap();
+    let two_minutes_ago =
+        prosaas::jobs::rq_timestamp(chrono::Utc::now() - chrono::Duration::seconds(120));
+    let _: () = c
+        .hset(format!("rq:job:{head}"), "enqueued_at", two_minutes_ago)
+        .unwrap();
     let stats = store.queue_stats(&["high".to_string()]).await.unwrap();
+    let age = stats["default"].oldest_queued_secs.unwrap();
+    assert!((119..=122).contains(&age), "oldest job age {age}");
     assert_eq!(
         stats["default"],
         QueueStats {
@@ -237,16 +246,12 @@ async fn queue_stats_count_what_is_in_the_registries() {
             finished: 2,
             failed: 2,
             scheduled: 1,
-            deferred: 1
+            deferred: 1,
+            oldest_queued_secs: Some(age),
         }
     );
-    assert_eq!(
-        stats["low"],
-        QueueStats {
-            queued: 1,
-            ..Default::default()
-        }
-    );
+    assert_eq!(stats["low"].queued, 1);
+    assert!(stats["low"].oldest_queued_secs.is_some_and(|a| a <= 2));
     assert_eq!(
         stats["high"],
         QueueStats::default(),

@@ -93,7 +93,10 @@ async fn a_stale_scheduler_tick_makes_health_degraded() {
     let t = crate::support::db();
     let p = ProsaasProcess::start(
         "api",
-        &[("REDIS_URL", &t.url()), ("PROSAAS__SCHEDULER__TICK_INTERVAL_MS", "1000")],
+        &[
+            ("REDIS_URL", &t.url()),
+            ("PROSAAS__SCHEDULER__TICK_INTERVAL_MS", "1000"),
+        ],
     );
     let http = reqwest::Client::new();
     let set_tick = |age: chrono::Duration| {
@@ -106,11 +109,95 @@ async fn a_stale_scheduler_tick_makes_health_degraded() {
             .unwrap();
     };
     set_tick(chrono::Duration::seconds(10));
-    let body: Value = http.get(p.url("/api/jobs/health")).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(p.url("/api/jobs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["status"], "degraded", "{body}");
-    assert!(body["reasons"][0].as_str().unwrap().contains("scheduler last tick"), "{body}");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("scheduler last tick"),
+        "{body}"
+    );
     set_tick(chrono::Duration::milliseconds(500));
-    let body: Value = http.get(p.url("/api/jobs/health")).send().await.unwrap().json().await.unwrap();
+    let body: Value = http
+        .get(p.url("/api/jobs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["status"], "healthy", "{body}");
     assert_eq!(body["reasons"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_or_stale_queues_make_health_degraded() {
+    let t = crate::support::db();
+    let p = ProsaasProcess::start(
+        "api",
+        &[
+            ("REDIS_URL", &t.url()),
+            ("PROSAAS__API__ALERTS__QUEUE_DEPTH", "2"),
+            (
+                "PROSAAS__API__ALERTS__QUEUES__LOW__OLDEST_JOB_AGE_SECS",
+                "60",
+            ),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let store = t.store();
+    let health = || async {
+        http.get(p.url("/api/jobs/health"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    for i in 0..2 {
+        store
+            .enqueue(NewJob::new("default", "t", kwargs(json!({"i": i}))))
+            .await
+            .unwrap();
+    }
+    assert_eq!(health().await["status"], "healthy");
+    store
+        .enqueue(NewJob::new("default", "t", kwargs(json!({"i": 3}))))
+        .await
+        .unwrap();
+    let body = health().await;
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(
+        body["reasons"],
+        json!(["queue default holds 3 jobs (alert threshold 2)"])
+    );
+
+    let old = store
+        .enqueue(NewJob::new("low", "t", kwargs(json!({}))))
+        .await
+        .unwrap();
+    let stale = prosaas::jobs::rq_timestamp(chrono::Utc::now() - chrono::Duration::seconds(90));
+    let _: () = redis::cmd("HSET")
+        .arg(format!("rq:job:{old}"))
+        .arg("enqueued_at")
+        .arg(stale)
+        .query(&mut t.connection())
+        .unwrap();
+    let reasons = health().await["reasons"].clone();
+    assert!(
+        reasons.as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .unwrap()
+            .starts_with("the oldest job on low has waited 9")),
+        "{reasons}"
+    );
 }

@@ -3,6 +3,7 @@
 //!
 //! Modules:
 //! - `support`: private Redis servers (db per test, kill/restart) and the binary as a process;
+//! - `api`: the api role: webhook de-dupe, Twilio signatures, internal/admin API, hostile input, metrics;
 //! - `architecture`: tidy checks on the source tree (Redis only in `src/jobs/`, docs on files);
 //! - `cli`: the operator commands (`jobs stats|enqueue`, `check`);
 //! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
@@ -28,6 +29,7 @@
 
 mod support;
 
+mod api;
 mod architecture;
 mod cli;
 mod compose;

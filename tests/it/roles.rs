@@ -165,7 +165,7 @@ async fn a_port_in_use_is_a_startup_failure_not_a_hang() {
     let port = taken.local_addr().unwrap().port().to_string();
     let t = db();
     let out = process::run(
-        &["--role", "api"],
+        &["--role", "worker"],
         &[
             ("REDIS_URL", &t.url()),
             ("PORT", &port),

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prosaas");
 
+/// The secrets every served process gets unless a test overrides them.
+pub const TEST_SECRET: &str = "bridge-secret-for-tests";
+pub const TEST_TOKEN: &str = "api-token-for-tests";
+pub const TEST_TWILIO_TOKEN: &str = "twilio-token-for-tests";
+pub const TEST_PUBLIC_URL: &str = "https://prosaas.example.com";
+
 /// A command line of the binary with a clean environment.
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -48,7 +54,14 @@ impl ProsaasProcess {
     }
 
     pub fn start_args(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut full_env = vec![("PORT", "0"), ("PROSAAS__HTTP__HOST", "127.0.0.1")];
+        let mut full_env = vec![
+            ("PORT", "0"),
+            ("PROSAAS__HTTP__HOST", "127.0.0.1"),
+            ("INTERNAL_SECRET", TEST_SECRET),
+            ("INTERNAL_API_TOKEN", TEST_TOKEN),
+            ("TWILIO_AUTH_TOKEN", TEST_TWILIO_TOKEN),
+            ("PUBLIC_BASE_URL", TEST_PUBLIC_URL),
+        ];
         full_env.extend_from_slice(env);
         let mut child = command(args, &full_env)
             .stdin(Stdio::null())
