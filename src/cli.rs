@@ -77,8 +77,9 @@ pub struct EnqueueArgs {
     /// Keyword arguments as a JSON object.
     #[arg(long, default_value = "{}")]
     pub args: String,
-    #[arg(long, default_value = "default")]
-    pub queue: String,
+    /// Queue (default: the external type's queue, else `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
     /// De-duplicate on this key (e.g. webhook:baileys:MSGID).
     #[arg(long)]
     pub dedupe_key: Option<String>,

@@ -69,7 +69,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Enqueue(args) => {
-            let (job, dedupe) = parse_enqueue(args)?;
+            let (job, dedupe) = parse_enqueue(args, settings)?;
             let line = match dedupe {
                 Some((key, ttl)) => match jobs.enqueue_with_dedupe(job, &key, ttl).await? {
                     Enqueued::New(id) => id,
@@ -186,7 +186,10 @@ fn show_text(d: &JobDetail) -> String {
     s
 }
 
-fn parse_enqueue(a: EnqueueArgs) -> anyhow::Result<(NewJob, Option<(String, u64)>)> {
+fn parse_enqueue(
+    a: EnqueueArgs,
+    settings: &Settings,
+) -> anyhow::Result<(NewJob, Option<(String, u64)>)> {
     let args: Map<String, Value> = match serde_json::from_str(&a.args)
         .with_context(|| format!("--args is not JSON: {}", a.args))?
     {
@@ -197,7 +200,10 @@ fn parse_enqueue(a: EnqueueArgs) -> anyhow::Result<(NewJob, Option<(String, u64)
         Some(text) => serde_json::from_str(text).context("--options")?,
         None => JobOptions::default(),
     };
-    let job = NewJob::new(a.queue, a.job_type, args).with_options(options);
+    let queue = settings
+        .route(&a.job_type, a.queue.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let job = NewJob::new(queue, a.job_type, args).with_options(options);
     Ok((job, a.dedupe_key.map(|k| (k, a.dedupe_ttl))))
 }
 

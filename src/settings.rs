@@ -33,6 +33,16 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub external: Vec<ExternalType>,
+}
+
+/// A job type that prosaas enqueues but a Python RQ worker runs, on a queue of its own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalType {
+    pub job_type: String,
+    pub queue: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -300,6 +310,8 @@ impl Settings {
             ("INTERNAL_API_TOKEN", "api.internal_api_token"),
             ("TWILIO_AUTH_TOKEN", "api.twilio_auth_token"),
             ("PUBLIC_BASE_URL", "api.public_base_url"),
+            // RQ 3.0's own variable: prosaas and Python RQ must agree on the prefix.
+            ("RQ_KEY_PREFIX", "redis.key_prefix"),
         ] {
             if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
                 builder = builder.set_override(key, v.as_str())?;
@@ -413,6 +425,18 @@ impl Settings {
                 bail!("worker.http_targets.{name}.timeout_ms must be positive");
             }
         }
+        for e in &self.external {
+            if !is_valid_queue_name(&e.queue) {
+                bail!("external: {:?} is not a valid queue name", e.queue);
+            }
+            if w.queues.contains(&e.queue) {
+                bail!(
+                    "worker.queues includes {}, the queue of the external job type {}: prosaas workers would take jobs only Python RQ can run",
+                    e.queue,
+                    e.job_type
+                );
+            }
+        }
         let s = &self.scheduler;
         if s.renew_interval_ms == 0 || s.tick_interval_ms == 0 {
             bail!("scheduler.renew_interval_ms and scheduler.tick_interval_ms must be positive");
@@ -443,6 +467,23 @@ impl Settings {
             bail!("http.body_limit_bytes must be positive");
         }
         Ok(())
+    }
+
+    /// The queue a job of `job_type` goes to: the external type's own queue, else `requested`,
+    /// else `default`. An explicit queue that contradicts an external type's is an error.
+    pub fn route(&self, job_type: &str, requested: Option<&str>) -> Result<String, String> {
+        match (
+            self.external.iter().find(|e| e.job_type == job_type),
+            requested,
+        ) {
+            (Some(e), Some(q)) if q != e.queue => Err(format!(
+                "job type {job_type} runs outside prosaas, on queue {}, not {q}",
+                e.queue
+            )),
+            (Some(e), _) => Ok(e.queue.clone()),
+            (None, Some(q)) => Ok(q.to_owned()),
+            (None, None) => Ok("default".to_owned()),
+        }
     }
 
     /// The settings the public API cannot run without, by the variable that sets each.

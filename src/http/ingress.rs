@@ -240,8 +240,7 @@ async fn push_notification(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnqueueRequest {
-    #[serde(default = "default_queue")]
-    queue: String,
+    queue: Option<String>,
     job_type: String,
     #[serde(default)]
     args: Map<String, Value>,
@@ -250,10 +249,6 @@ struct EnqueueRequest {
     dedupe_ttl: u64,
     #[serde(default)]
     options: JobOptions,
-}
-
-fn default_queue() -> String {
-    "default".into()
 }
 
 fn default_dedupe_ttl() -> u64 {
@@ -266,14 +261,17 @@ async fn enqueue(
     JsonBody(req): JsonBody<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
-    if !is_valid_queue_name(&req.queue) {
+    let queue = ctx
+        .settings
+        .route(&req.job_type, req.queue.as_deref())
+        .map_err(invalid)?;
+    if !is_valid_queue_name(&queue) {
         return Err(invalid(format!(
-            "queue {:?} must be 1-128 characters of [A-Za-z0-9_.-]",
-            req.queue
+            "queue {queue:?} must be 1-128 characters of [A-Za-z0-9_.-]"
         )));
     }
     let job_type = req.job_type.clone();
-    let job = NewJob::new(req.queue, req.job_type, req.args).with_options(req.options);
+    let job = NewJob::new(queue, req.job_type, req.args).with_options(req.options);
     let r = match req.dedupe_key {
         Some(key) => {
             ctx.jobs

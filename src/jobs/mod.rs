@@ -40,7 +40,7 @@ pub use leader_lock::{Fired, Leadership};
 pub use stats::{QueueStats, SchedulerHealth};
 pub use worker::{
     ClaimedJob, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
-    WorkerInfo, unix_now,
+    WorkerInfo, WorkerState, unix_now,
 };
 
 use keys::Keys;

@@ -59,6 +59,22 @@ pub struct ClaimedJob {
     pub attempts: u32,
 }
 
+/// A worker's state as `rq info` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Idle,
+    Busy,
+}
+
+impl WorkerState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+        }
+    }
+}
+
 /// What became of one execution.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -165,7 +181,6 @@ impl JobStore {
     pub async fn heartbeat(
         &self,
         w: &WorkerInfo,
-        busy: bool,
         running: &[Execution],
         worker_ttl: Duration,
         job_ttl: Duration,
@@ -175,13 +190,8 @@ impl JobStore {
         let deadline = Utc::now().timestamp() + ttl_secs(job_ttl);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hset_multiple(
-                &wkey,
-                &[
-                    ("last_heartbeat", rq_timestamp(Utc::now())),
-                    ("state", if busy { "busy" } else { "idle" }.to_owned()),
-                ],
-            )
+            // The state is left to claims and settles, which know when it changes.
+            .hset(&wkey, "last_heartbeat", rq_timestamp(Utc::now()))
             .expire(&wkey, ttl_secs(worker_ttl))
             // Re-adding is cheap and heals a registration that a cleanup removed.
             .sadd(k.workers(), &wkey)
@@ -231,11 +241,13 @@ impl JobStore {
 
     /// Claims up to `max` jobs: the worker's inbox first, then its queues in priority order.
     /// Each claimed job is in `rq:wip:<queue>` with deadline `now + job_ttl`.
+    /// `state_seq` numbers the "busy" this claim writes when it gets jobs (see [`WorkerState`]).
     pub async fn claim(
         &self,
         w: &WorkerInfo,
         max: usize,
         job_ttl: Duration,
+        state_seq: u64,
     ) -> Result<Vec<ClaimedJob>, JobError> {
         let now = Utc::now();
         let base = uuid::Uuid::new_v4().simple().to_string();
@@ -246,7 +258,8 @@ impl JobStore {
             .arg(now.timestamp() + ttl_secs(job_ttl))
             .arg(max)
             .arg(&base[..24])
-            .arg(inbox_key(&w.name));
+            .arg(inbox_key(&w.name))
+            .arg(state_seq);
         for q in &w.queues {
             inv.arg(q);
         }
@@ -293,23 +306,22 @@ impl JobStore {
         Ok(jobs)
     }
 
-    /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement.
+    /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement. With an
+    /// empty batch it only records the worker's state.
     pub async fn settle(
         &self,
         w: &WorkerInfo,
         batch: &[Settlement],
-        idle_after: bool,
+        state: Option<(WorkerState, u64)>,
     ) -> Result<Vec<Settled>, JobError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
         let now = Utc::now();
         let mut inv = scripts::SETTLE.prepare_invoke();
         inv.arg(self.keys.rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
             .arg(format!("{:.3}", now.timestamp_millis() as f64 / 1000.0))
-            .arg(if idle_after { "1" } else { "0" });
+            .arg(state.map_or("", |(s, _)| s.as_str()))
+            .arg(state.map_or(0, |(_, seq)| seq));
         for s in batch {
             let (kind, ttl, payload, left, err) = match &s.outcome {
                 Outcome::Finished { result, result_ttl } => {
@@ -411,13 +423,16 @@ impl JobStore {
     }
 
     /// Moves due jobs of `queue`'s scheduled registry onto the queue. `None` when a Python RQ
-    /// scheduler holds the queue's scheduler lock (it promotes them itself).
+    /// scheduler holds the queue's scheduler lock (it promotes them itself). The lock's value is
+    /// this process's PID, as RQ's own schedulers write it; two prosaas processes that happen to
+    /// share a PID on different hosts both promote, which is safe (each step is atomic).
     pub async fn promote_due(
         &self,
         queue: &str,
-        owner: &str,
+        hostname: &str,
         lock_ttl: Duration,
     ) -> Result<Option<u64>, JobError> {
+        let owner = std::process::id().to_string();
         let now = Utc::now();
         let mut total = 0;
         loop {
@@ -426,9 +441,10 @@ impl JobStore {
                 .arg(queue)
                 .arg(format!("{:.3}", now.timestamp_millis() as f64 / 1000.0))
                 .arg(rq_timestamp(now))
-                .arg(owner)
+                .arg(&owner)
                 .arg(ttl_secs(lock_ttl))
                 .arg(PROMOTE_BATCH)
+                .arg(hostname)
                 .invoke_async(&mut self.conn())
                 .await?;
             let Ok(moved) = u64::try_from(moved) else {

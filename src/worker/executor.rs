@@ -18,7 +18,8 @@ use super::handler::{Handler, HandlerContext, HandlerError, JobInput, Registry};
 use super::policy::Policies;
 use crate::jobs::parse_rq_timestamp;
 use crate::jobs::{
-    ClaimedJob, Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo, unix_now,
+    ClaimedJob, Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo, WorkerState,
+    unix_now,
 };
 use crate::metrics as m;
 use crate::settings::WorkerSettings;
@@ -51,7 +52,67 @@ impl ExecutorConfig {
     }
 }
 
-type Running = Arc<Mutex<HashMap<String, Execution>>>;
+/// The executions this worker runs, and the numbering of its state decisions.
+///
+/// `rq info` shows a worker busy or idle. Several tasks decide that (the claim loop, the
+/// settler) and their Redis calls can arrive in any order, so each decision is numbered here,
+/// under this lock, and the scripts keep the newest.
+#[derive(Default)]
+struct Inflight {
+    executions: HashMap<String, Execution>,
+    /// A claim is on its way: its jobs are not in `executions` yet, so "idle" would be wrong.
+    claiming: bool,
+    seq: u64,
+    last: Option<WorkerState>,
+}
+
+impl Inflight {
+    fn decide(&mut self, state: WorkerState) -> (WorkerState, u64) {
+        self.seq += 1;
+        self.last = Some(state);
+        (state, self.seq)
+    }
+
+    /// Before sending a claim: the number its "busy" will carry.
+    fn begin_claim(&mut self) -> u64 {
+        self.claiming = true;
+        self.decide(WorkerState::Busy).1
+    }
+
+    /// After a claim: records its jobs; when it got none and nothing runs, the worker is idle
+    /// (returned so the caller can record it, once, not on every idle poll).
+    fn end_claim(&mut self, claimed: &[ClaimedJob]) -> Option<(WorkerState, u64)> {
+        self.claiming = false;
+        for job in claimed {
+            self.executions
+                .insert(job.execution.execution_id.clone(), job.execution.clone());
+        }
+        if claimed.is_empty() && self.executions.is_empty() && self.last != Some(WorkerState::Idle)
+        {
+            return Some(self.decide(WorkerState::Idle));
+        }
+        None
+    }
+
+    /// For a settle call: the state after these outcomes, unless a claim is under way.
+    fn after_settle(&mut self) -> Option<(WorkerState, u64)> {
+        if self.claiming {
+            return None;
+        }
+        let state = if self.executions.is_empty() {
+            WorkerState::Idle
+        } else {
+            WorkerState::Busy
+        };
+        Some(self.decide(state))
+    }
+}
+
+type Running = Arc<Mutex<Inflight>>;
+
+fn lock(r: &Running) -> std::sync::MutexGuard<'_, Inflight> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 pub struct Executor {
     pub store: JobStore,
@@ -117,12 +178,14 @@ impl Executor {
                 permit = slots.clone().acquire_owned() => permit?,
             };
             let want = 1 + slots.available_permits();
-            let claimed = match store.claim(&info, want, config.heartbeat_ttl).await {
+            let seq = lock(&running).begin_claim();
+            let claimed = match store.claim(&info, want, config.heartbeat_ttl, seq).await {
                 Ok(c) => {
                     claim_errors = 0;
                     c
                 }
                 Err(e) => {
+                    lock(&running).end_claim(&[]);
                     drop(first);
                     claim_errors += 1;
                     tracing::warn!(error = %e, "claim failed; retrying");
@@ -133,6 +196,12 @@ impl Executor {
                     }
                 }
             };
+            let idle = lock(&running).end_claim(&claimed);
+            if let Some(state) = idle
+                && let Err(e) = store.settle(&info, &[], Some(state)).await
+            {
+                tracing::debug!(error = %e, "cannot record the idle state");
+            }
             if claimed.is_empty() {
                 drop(first);
                 wanted_tx.send_replace(true);
@@ -149,14 +218,6 @@ impl Executor {
             for _ in 1..claimed.len() {
                 // Nobody else takes permits, so the ones counted above are still there.
                 permits.push(slots.clone().acquire_owned().await?);
-            }
-            {
-                let mut r = running
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for job in &claimed {
-                    r.insert(job.execution.execution_id.clone(), job.execution.clone());
-                }
             }
             for (job, permit) in claimed.into_iter().zip(permits) {
                 jobs.spawn(run_job(
@@ -266,10 +327,7 @@ async fn run_job(
     metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
     metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
     let execution = job.execution;
-    running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(&execution.execution_id);
+    lock(&running).executions.remove(&execution.execution_id);
     match &outcome {
         Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
             tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
@@ -425,13 +483,10 @@ async fn settle_loop(
                 Err(_) => break,
             }
         }
-        let idle = running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty();
+        let state = lock(&running).after_settle();
         let mut pause = Duration::from_millis(50);
         loop {
-            match store.settle(&info, &batch, idle).await {
+            match store.settle(&info, &batch, state).await {
                 Ok(results) => {
                     for (s, r) in batch.iter().zip(results) {
                         if r == Settled::Conflict {
@@ -468,17 +523,10 @@ async fn heartbeat_loop(
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let executions: Vec<Execution> = running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        let busy = !executions.is_empty();
+        let executions: Vec<Execution> = lock(&running).executions.values().cloned().collect();
         if let Err(e) = store
             .heartbeat(
                 &info,
-                busy,
                 &executions,
                 config.heartbeat_ttl,
                 config.heartbeat_ttl,

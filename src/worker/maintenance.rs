@@ -17,6 +17,7 @@ pub async fn run(
     settings: WorkerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let hostname = super::hostname();
     let promote_every = Duration::from_millis(settings.promote_interval_ms);
     let recover_every = Duration::from_millis(settings.maintenance_interval_ms);
     // Held a little longer than a pass is apart, so that one worker keeps a queue while alive.
@@ -31,7 +32,7 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             _ = promote.tick() => {
                 for q in &settings.queues {
-                    match store.promote_due(q, &owner, promote_lock).await {
+                    match store.promote_due(q, &hostname, promote_lock).await {
                         Ok(Some(n)) if n > 0 => tracing::debug!(queue = %q, promoted = n, "due jobs moved to the queue"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(queue = %q, error = %e, "promotion of due jobs failed"),

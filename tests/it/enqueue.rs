@@ -44,6 +44,8 @@ async fn enqueue_writes_the_rq_job_layout() {
 
     let mut c = t.connection();
     let h: HashMap<String, Vec<u8>> = c.hgetall(format!("rq:job:{id}")).unwrap();
+    // zlib (RFC 1950: CMF 0x78), not gzip or raw deflate, which RQ cannot read (trap 4).
+    assert_eq!(h["data"][0], 0x78, "data is a zlib stream");
     assert_eq!(
         inflate(&h["data"]),
         json!(["webhook_process_job", null, [], {"tenant_id": "7", "n": 1}])

@@ -14,6 +14,7 @@
 //! - `job_types`: built-in job types and HTTP targets against a real HTTP server;
 //! - `local_redis`: the `all` role's private redis-server;
 //! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2;
+//! - `rq_interop`: Python RQ 3.0 / 2.12 / 1.16 and prosaas sharing queues, `rq info`, a mixed fleet;
 //! - `scheduler`: replicated schedulers: failover bound, paused leaders, random restarts, Redis restart;
 //! - `worker`: the worker in-process: RQ-recorded outcomes, retries, timeouts, priorities.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -40,5 +41,6 @@ mod health;
 mod job_types;
 mod local_redis;
 mod roles;
+mod rq_interop;
 mod scheduler;
 mod worker;

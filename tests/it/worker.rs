@@ -245,6 +245,13 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
             .await
             .contains("PermanentJobError: bad input")
     );
+    // RQ leaves a failed job's result stream without a TTL when failure_ttl is unset (trap 7);
+    // prosaas gives it the job's failure TTL so failed results do not pile up forever.
+    let stream_ttl: i64 = t
+        .connection()
+        .ttl(format!("rq:results:{permanent}"))
+        .unwrap();
+    assert!(stream_ttl > 31_000_000, "result stream TTL {stream_ttl}");
     // Neither unknown types nor permanent errors are retried.
     for id in [&unknown, &permanent] {
         assert_eq!(store.job_detail(id).await.unwrap().unwrap().attempts, 1);

@@ -6,7 +6,8 @@
 -- Standalone Redis only: keys are derived from the prefix inside the script.
 -- ARGV[1] RQ prefix with colon   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
 -- ARGV[4] deadline (integer Unix seconds)   ARGV[5] max jobs   ARGV[6] execution id base (24 hex)
--- ARGV[7] the worker's inbox key   ARGV[8..] queue names, highest priority first
+-- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
+-- ARGV[9..] queue names, highest priority first
 -- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
 --          failure_ttl, enqueued_at, attempts, ...} (11 fields per job).
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -44,12 +45,14 @@ local function drain(list, queue)
   end
 end
 
-drain(inbox, ARGV[8])
-for i = 8, #ARGV do
+drain(inbox, ARGV[9])
+for i = 9, #ARGV do
   if n >= max then break end
   drain(p .. 'queue:' .. ARGV[i], ARGV[i])
 end
-if n > 0 and redis.call('EXISTS', p .. 'worker:' .. w) == 1 then
-  redis.call('HSET', p .. 'worker:' .. w, 'state', 'busy')
+local wkey = p .. 'worker:' .. w
+if n > 0 and redis.call('EXISTS', wkey) == 1
+    and tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
+  redis.call('HSET', wkey, 'state', 'busy', 'state_seq', ARGV[8])
 end
 return out

@@ -3,7 +3,8 @@
 -- it keeps the queue (its promotion has no WATCH, so two promoters could push a job twice).
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] now (Unix s, fractional)   ARGV[4] now (RQ timestamp)
--- ARGV[5] lock owner name   ARGV[6] lock TTL (s)   ARGV[7] max jobs this call
+-- ARGV[5] lock owner: our PID, which RQ <= 2.9 reads with int()   ARGV[6] lock TTL (s)
+-- ARGV[7] max jobs this call   ARGV[8] hostname
 -- Returns the number promoted, or -1 when another scheduler holds the queue.
 local p, q, now, now_ts, me = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local lock = p .. 'scheduler-lock:' .. q
@@ -12,6 +13,12 @@ if holder and holder ~= me then
   return -1
 end
 redis.call('SET', lock, me, 'EX', ARGV[6])
+-- RQ >= 2.10 resolves the lock's value through rq:scheduler:<name> to a pid.
+local info = p .. 'scheduler:' .. me
+redis.call('HSET', info, 'name', me, 'pid', me, 'hostname', ARGV[8], 'queues', q,
+  'last_heartbeat', now_ts)
+redis.call('HSETNX', info, 'created_at', now_ts)
+redis.call('EXPIRE', info, ARGV[6])
 local sched = p .. 'scheduled:' .. q
 local ids = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
 local moved = 0

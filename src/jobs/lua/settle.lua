@@ -5,7 +5,9 @@
 --
 -- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
 -- ARGV[4] now (Unix s, with milliseconds)
--- ARGV[5] '1' if the worker is idle afterwards
+-- ARGV[5] the worker's state afterwards ('idle', 'busy' or '' for no decision), with
+-- ARGV[6] its sequence number: state decisions are numbered in the worker process, and Redis keeps
+-- the newest, whatever order concurrent calls arrive in (a claim's 'busy' and a settle's 'idle')
 -- then 10 fields per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
@@ -22,7 +24,7 @@ local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
 local ok_count, fail_count, working = 0, 0, 0
 
-for i = 6, #ARGV, 10 do
+for i = 7, #ARGV, 10 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, payload = tonumber(ARGV[i + 4]), ARGV[i + 5]
   local started, ended = ARGV[i + 6], ARGV[i + 7]
@@ -94,6 +96,8 @@ if worker_alive then
   if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
   if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
   if working > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', working) end
-  if ARGV[5] == '1' then redis.call('HSET', wkey, 'state', 'idle') end
+  if ARGV[5] ~= '' and tonumber(ARGV[6]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
+    redis.call('HSET', wkey, 'state', ARGV[5], 'state_seq', ARGV[6])
+  end
 end
 return applied

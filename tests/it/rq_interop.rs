@@ -1,0 +1,659 @@
+//! Python RQ and prosaas on the same Redis, against the real `rq` package: 3.0.0 (newest), 2.12.0
+//! (newest 2.x) and 1.16.2, each in its own virtual environment made by `scripts/rq-venvs.sh`
+//! (which `.ci/run` runs; the tests run it too when a venv is missing, never a system install).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+use prosaas::jobs::{JobResult, NewJob};
+use redis::Commands;
+use serde_json::{Value, json};
+
+use crate::support::{ProsaasProcess, db, eventually, kwargs, process};
+use crate::worker::InProcWorker;
+
+const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
+
+fn venv(version: &str) -> PathBuf {
+    static SETUP: Once = Once::new();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    SETUP.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root.join("scripts/rq-venvs.sh"))
+            .status()
+            .expect("run scripts/rq-venvs.sh");
+        assert!(
+            status.success(),
+            "scripts/rq-venvs.sh failed: Python RQ venvs are required for these tests"
+        );
+    });
+    root.join("target/rq-venvs").join(version)
+}
+
+/// Job functions for the Python side: `interop_jobs.*` run only in Python; `diag.count` is the
+/// same job type prosaas's worker runs, so both fleets can share a queue.
+fn python_modules() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("interop_jobs.py"),
+        "def add(a, b):\n    return a + b\n\ndef boom():\n    raise ValueError('bad 1')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("diag.py"),
+        "from rq import get_current_job\n\n\
+         def count(**kwargs):\n    job = get_current_job()\n    n = job.connection.hincrby('prosaas:diag:executions', job.id, 1)\n    job.connection.hincrby('prosaas:diag:python', 'runs', 1)\n    return {'executions': n}\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn python(version: &str, modules: &Path, script: &str, args: &[&str]) -> Value {
+    let out = Command::new(venv(version).join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", modules)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python ({version}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn rq_cli(version: &str, modules: &Path, args: &[&str]) -> Output {
+    Command::new(venv(version).join("bin/rq"))
+        .args(args)
+        .env("PYTHONPATH", modules)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rq")
+}
+
+const STATUS_OF: &str = r#"
+import json, sys
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+out = {}
+for jid in sys.argv[2:]:
+    j = Job.fetch(jid, connection=r, serializer=JSONSerializer)
+    s = j.get_status()
+    res = j.latest_result()
+    out[jid] = {"status": getattr(s, "value", s), "return_value": j.return_value(),
+                "exc": res.exc_string if res is not None and res.exc_string else None}
+print(json.dumps(out))
+"#;
+
+async fn python_enqueues_and_prosaas_runs(version: &str) {
+    let t = db();
+    let m = python_modules();
+    let ids = python(
+        version,
+        m.path(),
+        r#"
+import json, sys
+from redis import Redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+q = Queue('default', connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer)
+msg = {"key": {"id": "PY-1", "remoteJid": "1@s.whatsapp.net"}, "message": {"conversation": "from python"}}
+ok = q.enqueue('webhook_process_job', tenant_id='1', business_id=1, messages=[msg])
+dotted = q.enqueue('server.jobs.webhook_process_job', tenant_id='2', business_id=2, messages=[])
+bad = q.enqueue('diag.fail', message='bad 1', permanent=True)
+retried = q.enqueue('diag.fail', message='flaky', retry=Retry(max=2))
+print(json.dumps({"ok": ok.id, "dotted": dotted.id, "bad": bad.id, "retried": retried.id}))
+"#,
+        &[&t.url()],
+    );
+    let id = |k: &str| ids[k].as_str().unwrap().to_owned();
+    let w = InProcWorker::start(&t, &[]);
+    let store = t.store();
+    for k in ["ok", "dotted", "bad", "retried"] {
+        eventually(
+            &format!("{version}: job {k} done"),
+            Duration::from_secs(15),
+            || async {
+                let s = store.fetch_job(&id(k)).await.ok()??.status;
+                (s == "finished" || s == "failed").then_some(())
+            },
+        )
+        .await;
+    }
+    w.stop().await;
+    let seen = python(
+        version,
+        m.path(),
+        STATUS_OF,
+        &[
+            &t.url(),
+            &id("ok"),
+            &id("dotted"),
+            &id("bad"),
+            &id("retried"),
+        ],
+    );
+    let ok = &seen[id("ok")];
+    assert_eq!(ok["status"], "finished", "{version}: {seen}");
+    assert_eq!(
+        ok["return_value"]["messages"][0]["text"], "from python",
+        "{version}: the handler's result, read by Python"
+    );
+    assert_eq!(
+        seen[id("dotted")]["status"],
+        "finished",
+        "{version}: dotted RQ names resolve"
+    );
+    let bad = &seen[id("bad")];
+    assert_eq!(bad["status"], "failed");
+    assert!(
+        bad["exc"]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .ends_with("PermanentJobError: bad 1"),
+        "{version}: {bad}"
+    );
+    let retried = &seen[id("retried")];
+    assert_eq!(retried["status"], "failed");
+    assert_eq!(
+        store
+            .job_detail(&id("retried"))
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        3,
+        "{version}: Retry(max=2) set by Python is honoured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_3_enqueues_prosaas_runs() {
+    python_enqueues_and_prosaas_runs("3.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_2_enqueues_prosaas_runs() {
+    python_enqueues_and_prosaas_runs("2.12.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_1_enqueues_prosaas_runs() {
+    python_enqueues_and_prosaas_runs("1.16.2").await;
+}
+
+async fn prosaas_enqueues_and_python_runs(version: &str) {
+    let t = db();
+    let m = python_modules();
+    let cfg = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(
+        cfg.path(),
+        "external = [{ job_type = \"interop_jobs.add\", queue = \"python\" }, { job_type = \"interop_jobs.boom\", queue = \"python\" }]\n",
+    )
+    .unwrap();
+    let cfg_path = cfg.path().display().to_string();
+    let url = t.url();
+    let enqueue = |ty: &str, args: &str| {
+        let out = process::run(
+            &["--config", &cfg_path, "jobs", "enqueue", ty, "--args", args],
+            &[("REDIS_URL", &url)],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let add = enqueue("interop_jobs.add", r#"{"a": 2, "b": 3}"#);
+    let boom = enqueue("interop_jobs.boom", "{}");
+    let mut c = t.connection();
+    let on_python: usize = c.llen("rq:queue:python").unwrap();
+    assert_eq!(on_python, 2, "external types are routed to their own queue");
+
+    let out = rq_cli(
+        version,
+        m.path(),
+        &[
+            "worker",
+            "-b",
+            "-S",
+            "rq.serializers.JSONSerializer",
+            "-u",
+            &url,
+            "python",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "rq worker ({version}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = t.store();
+    let done = store.job_detail(&add).await.unwrap().unwrap();
+    assert_eq!(done.info.status, "finished", "{version}");
+    assert_eq!(
+        done.result,
+        Some(JobResult::Finished {
+            return_value: Some(json!(5))
+        }),
+        "{version}"
+    );
+    let failed = store.job_detail(&boom).await.unwrap().unwrap();
+    assert_eq!(failed.info.status, "failed");
+    let Some(JobResult::Failed { error }) = failed.result else {
+        panic!("{version}: {failed:?}")
+    };
+    assert!(
+        error.trim_end().ends_with("ValueError: bad 1"),
+        "{version}: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosaas_enqueues_rq_3_runs() {
+    prosaas_enqueues_and_python_runs("3.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosaas_enqueues_rq_2_runs() {
+    prosaas_enqueues_and_python_runs("2.12.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosaas_enqueues_rq_1_runs() {
+    prosaas_enqueues_and_python_runs("1.16.2").await;
+}
+
+/// `rq info --raw`: `queue <name> <queued>, <n> executing, <n> finished, <n> failed` and
+/// `worker <name> (...) <state> <queues>...` lines.
+fn rq_info(version: &str, modules: &Path, url: &str) -> (Vec<u64>, Vec<String>) {
+    let out = rq_cli(version, modules, &["info", "-u", url, "--raw", "default"]);
+    assert!(
+        out.status.success(),
+        "rq info ({version}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let queue = text
+        .lines()
+        .find(|l| l.starts_with("queue default "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let numbers: Vec<u64> = queue
+        .trim_start_matches("queue default ")
+        .split(", ")
+        .map(|part| part.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let workers = text
+        .lines()
+        .filter(|l| l.starts_with("worker "))
+        .map(str::to_owned)
+        .collect();
+    (numbers, workers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rqs_tools_agree_with_prosaas() {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let store = t.store();
+    let long = NewJob::new("default", "diag.sleep", kwargs(json!({"ms": 4000})));
+    let longs = store.enqueue_many(&[long.clone(), long]).await.unwrap();
+    let mut w = ProsaasProcess::start(
+        "worker",
+        &[("REDIS_URL", &url), ("PROSAAS__WORKER__CONCURRENCY", "2")],
+    );
+    w.wait_for_log("worker registered", Duration::from_secs(20));
+    let failing = NewJob::new("default", "diag.fail", kwargs(json!({"permanent": true})));
+    let queued: Vec<NewJob> = (0..3)
+        .map(|i| NewJob::new("default", "diag.echo", kwargs(json!({"i": i}))))
+        .collect();
+    eventually(
+        "both long jobs running",
+        Duration::from_secs(10),
+        || async {
+            (store.queue_stats(&[]).await.ok()?.get("default")?.started == 2).then_some(())
+        },
+    )
+    .await;
+    // While both slots are busy, these wait on the queue.
+    store.enqueue_many(&queued).await.unwrap();
+    let failed_id = store.enqueue(failing).await.unwrap();
+
+    for version in VERSIONS {
+        let (numbers, workers) = rq_info(version, m.path(), &url);
+        let stats = store.queue_stats(&[]).await.unwrap()["default"];
+        assert_eq!(
+            numbers,
+            [stats.queued, stats.started, stats.finished, stats.failed],
+            "{version}: rq info vs prosaas"
+        );
+        assert_eq!(numbers[..2], [4, 2], "{version}");
+        assert_eq!(workers.len(), 1, "{version}: {workers:?}");
+        assert!(workers[0].contains(" busy "), "{version}: {workers:?}");
+    }
+    // rq info cleaned the registries on every run; the long jobs it saw running still finish.
+    for id in &longs {
+        eventually(
+            "a long job to finish despite rq info",
+            Duration::from_secs(15),
+            || async { (store.fetch_job(id).await.ok()??.status == "finished").then_some(()) },
+        )
+        .await;
+    }
+    eventually(
+        "the failing job to fail",
+        Duration::from_secs(10),
+        || async { (store.fetch_job(&failed_id).await.ok()??.status == "failed").then_some(()) },
+    )
+    .await;
+    let (numbers, workers) = rq_info("3.0.0", m.path(), &url);
+    assert_eq!(numbers, [0, 0, 5, 1], "after: 5 finished, 1 failed");
+    assert!(workers[0].contains(" idle "), "{workers:?}");
+
+    // FailedJobRegistry.requeue from Python runs the job again under prosaas.
+    let requeued = python(
+        "3.0.0",
+        m.path(),
+        r#"
+import json, sys
+from redis import Redis
+from rq import Queue
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+q = Queue('default', connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer)
+reg = FailedJobRegistry(queue=q)
+ids = reg.get_job_ids()
+for jid in ids:
+    reg.requeue(jid)
+print(json.dumps(ids))
+"#,
+        &[&url],
+    );
+    assert_eq!(requeued, json!([failed_id]));
+    eventually(
+        "the requeued job to run again",
+        Duration::from_secs(10),
+        || async {
+            let d = store.job_detail(&failed_id).await.ok()??;
+            (d.attempts == 2 && d.info.status == "failed").then_some(())
+        },
+    )
+    .await;
+    assert!(w.stop().success());
+
+    // rq requeue --all and rq empty behave on prosaas's queues as on RQ's own.
+    let out = rq_cli(
+        "3.0.0",
+        m.path(),
+        &[
+            "requeue",
+            "-u",
+            &url,
+            "-S",
+            "rq.serializers.JSONSerializer",
+            "--queue",
+            "default",
+            "--all",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let len: usize = t.connection().llen("rq:queue:default").unwrap();
+    assert_eq!(len, 1, "rq requeue --all put the failed job back");
+    let out = rq_cli("3.0.0", m.path(), &["empty", "-u", &url, "default"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let len: usize = t.connection().llen("rq:queue:default").unwrap();
+    assert_eq!(len, 0, "rq empty emptied it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleet_drains_two_thousand_jobs_once_each() {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let store = t.store();
+    let jobs: Vec<NewJob> = (0..2000)
+        .map(|i| NewJob::new("default", "diag.count", kwargs(json!({"i": i}))))
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in jobs.chunks(500) {
+        ids.extend(store.enqueue_many(chunk).await.unwrap());
+    }
+    // Two Python RQ workers (non-forking, as fast as RQ gets) start first; prosaas joins.
+    let py: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(venv("3.0.0").join("bin/rq"))
+                .args([
+                    "worker",
+                    "-b",
+                    "-w",
+                    "rq.worker.SimpleWorker",
+                    "-S",
+                    "rq.serializers.JSONSerializer",
+                    "-u",
+                    &url,
+                    "default",
+                ])
+                .env("PYTHONPATH", m.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut w = ProsaasProcess::start(
+        "worker",
+        &[("REDIS_URL", &url), ("PROSAAS__WORKER__CONCURRENCY", "8")],
+    );
+    eventually("2,000 jobs finished", Duration::from_secs(90), || async {
+        (store.queue_stats(&[]).await.ok()?.get("default")?.finished == 2000).then_some(())
+    })
+    .await;
+    for mut p in py {
+        let _ = p.wait();
+    }
+    assert!(w.stop().success());
+    let counts = store.execution_counts().await.unwrap();
+    assert_eq!(counts.len(), 2000, "none lost");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "run twice: {twice:?}");
+    for id in &ids {
+        assert_eq!(counts.get(id), Some(&1));
+    }
+    let mut c = t.connection();
+    let by_python: u64 = c.hget("prosaas:diag:python", "runs").unwrap_or(0);
+    assert!(
+        by_python > 0 && by_python < 2000,
+        "both fleets worked: Python ran {by_python}"
+    );
+    let (queued, wip, failed): (usize, usize, usize) = (
+        c.llen("rq:queue:default").unwrap(),
+        c.zcard("rq:wip:default").unwrap(),
+        c.zcard("rq:failed:default").unwrap(),
+    );
+    assert_eq!((queued, wip, failed), (0, 0, 0));
+    eprintln!("mixed fleet: Python RQ ran {by_python} of 2,000 jobs, prosaas the rest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosaas_keys_never_confuse_rq() {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let store = t.store();
+    // De-dupe locks, a scheduler lock and tick, maintenance locks, inboxes, call state: all of it.
+    store
+        .enqueue_with_dedupe(
+            NewJob::new("default", "diag.echo", kwargs(json!({}))),
+            "webhook:baileys:K1",
+            60,
+        )
+        .await
+        .unwrap();
+    let cfg = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(cfg.path(), "[scheduler]\nlock_ttl_ms = 1500\nrenew_interval_ms = 500\ntick_interval_ms = 200\n[[scheduler.entries]]\nname = \"t\"\nevery = \"1s\"\njob_type = \"diag.echo\"\n").unwrap();
+    let path = cfg.path().display().to_string();
+    let mut all = ProsaasProcess::start_args(
+        &["--role", "all", "--config", &path],
+        &[("REDIS_URL", &url)],
+    );
+    all.wait_for_log("Fired t", Duration::from_secs(20));
+    let keys: Vec<String> = t.connection().keys("*").unwrap();
+    let ours_in_rq_namespace: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("rq:"))
+        .filter(|k| {
+            ![
+                "rq:queues",
+                "rq:queue:",
+                "rq:job:",
+                "rq:results:",
+                "rq:wip:",
+                "rq:finished:",
+                "rq:failed:",
+                "rq:scheduled:",
+                "rq:workers",
+                "rq:worker:",
+                "rq:scheduler-lock:",
+                "rq:scheduler:",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+        })
+        .collect();
+    assert!(
+        ours_in_rq_namespace.is_empty(),
+        "keys RQ does not define: {ours_in_rq_namespace:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("rq:job::")),
+        "prosaas writes no dependency keys"
+    );
+    for version in VERSIONS {
+        let (numbers, _) = rq_info(version, m.path(), &url);
+        assert_eq!(numbers.len(), 4, "{version}");
+        let pid = python(
+            version,
+            m.path(),
+            "import json, sys\nfrom redis import Redis\nfrom rq import Queue\nprint(json.dumps(Queue('default', connection=Redis.from_url(sys.argv[1])).scheduler_pid))",
+            &[&url],
+        );
+        assert_eq!(
+            pid.as_u64(),
+            Some(u64::from(all.pid())),
+            "{version}: RQ resolves the promotion lock to prosaas's pid"
+        );
+    }
+    assert!(all.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_rq_key_prefix_is_shared_through_rq_key_prefix() {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let ids = Command::new(venv("3.0.0").join("bin/python"))
+        .arg("-c")
+        .arg("import json, sys\nfrom redis import Redis\nfrom rq import Queue\nfrom rq.serializers import JSONSerializer\nq = Queue('default', connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer)\nprint(json.dumps(q.enqueue('diag.echo', x=1).id))")
+        .arg(&url)
+        .env("PYTHONPATH", m.path())
+        .env("RQ_KEY_PREFIX", "tenant7")
+        .output()
+        .unwrap();
+    assert!(
+        ids.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ids.stderr)
+    );
+    let id: String = serde_json::from_slice(&ids.stdout).unwrap();
+    let queued: usize = t.connection().llen("tenant7:queue:default").unwrap();
+    assert_eq!(queued, 1, "RQ 3.0 honoured RQ_KEY_PREFIX");
+    let mut w = ProsaasProcess::start(
+        "worker",
+        &[("REDIS_URL", &url), ("RQ_KEY_PREFIX", "tenant7")],
+    );
+    eventually(
+        "prosaas to run it under the same prefix",
+        Duration::from_secs(10),
+        || {
+            let status: Option<String> = t
+                .connection()
+                .hget(format!("tenant7:job:{id}"), "status")
+                .unwrap();
+            async move { (status.as_deref() == Some("finished")).then_some(()) }
+        },
+    )
+    .await;
+    assert!(w.stop().success());
+}
+
+/// Trap 3 of rq-protocol.md §6.5: when a heartbeat gap lets `rq info` fail a job prosaas is
+/// still running, prosaas's outcome must not overwrite RQ's verdict, nor list the job twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let store = t.store();
+    let id = store
+        .enqueue(
+            NewJob::new("default", "diag.sleep", kwargs(json!({"ms": 2500}))).with_options(
+                prosaas::jobs::JobOptions {
+                    max_retries: Some(0),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let mut w = ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
+    eventually("the job to start", Duration::from_secs(10), || async {
+        (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
+    })
+    .await;
+    // Simulate a long stall: the job's deadline lies in the past when rq info cleans up.
+    let mut c = t.connection();
+    let members: Vec<String> = c.zrange("rq:wip:default", 0, -1).unwrap();
+    assert_eq!(members.len(), 1);
+    let _: () = c
+        .zadd(
+            "rq:wip:default",
+            &members[0],
+            chrono::Utc::now().timestamp() - 100,
+        )
+        .unwrap();
+    let (numbers, _) = rq_info("3.0.0", m.path(), &url);
+    assert_eq!(numbers[3], 1, "rq info failed the stalled job: {numbers:?}");
+    w.wait_for_log("outcome not recorded", Duration::from_secs(10));
+    let job = store.job_detail(&id).await.unwrap().unwrap();
+    assert_eq!(job.info.status, "failed", "RQ's verdict stands");
+    let Some(JobResult::Failed { error }) = job.result else {
+        panic!("{job:?}")
+    };
+    assert!(error.contains("AbandonedJobError"), "{error}");
+    let finished: usize = c.zcard("rq:finished:default").unwrap();
+    assert_eq!(finished, 0, "not listed as finished as well");
+    assert!(w.stop().success());
+}
