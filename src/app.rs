@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::calls_stream::registry::CallRegistry;
 use crate::jobs::JobStore;
 use crate::roles::{self, Role, Subsystem};
 use crate::settings::Settings;
@@ -25,6 +26,8 @@ pub struct AppContext {
     pub role: Role,
     pub settings: Arc<Settings>,
     pub jobs: JobStore,
+    /// This process's live calls (the calls subsystem; empty elsewhere).
+    pub calls: Arc<CallRegistry>,
 }
 
 pub struct App {
@@ -44,6 +47,7 @@ impl App {
         Ok(Self {
             ctx: AppContext {
                 role,
+                calls: Arc::new(CallRegistry::new(settings.calls.max_concurrent_calls)),
                 settings: Arc::new(settings),
                 jobs,
             },
@@ -76,7 +80,7 @@ impl App {
             "http",
             Box::pin(crate::http::serve(self.listener, router, stop.clone())),
         )];
-        for &s in subsystems.iter().filter(|s| !s.is_http()) {
+        for &s in subsystems.iter().filter(|s| s.has_task()) {
             let fut = roles::run_subsystem(s, self.ctx.clone(), stop.clone());
             tasks.push((s.name(), Box::pin(fut)));
         }

@@ -10,6 +10,7 @@
 //! - [`worker`]: the worker runtime (executor, handlers registry, retries, recovery);
 //! - [`handlers`]: the built-in job types;
 //! - [`audio`]: μ-law and WAV, for call recordings;
+//! - [`calls_stream`]: Twilio Media Streams sessions, their recordings, the live-call registry;
 //! - [`scheduler`]: periodic entries and the leader-elected loop that fires them;
 //! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
 //! - [`webhooks`]: provider verification and event → job translation for the ingress;
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod audio;
+pub mod calls_stream;
 pub mod cli;
 pub mod commands;
 pub mod handlers;

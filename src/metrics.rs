@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::calls_stream::registry::CallsSnapshot;
 use crate::jobs::JobStore;
 
 pub const JOBS_ENQUEUED: &str = "prosaas_jobs_enqueued_total";
@@ -26,9 +27,12 @@ pub const SCHEDULER_LOCK_HELD: &str = "prosaas_scheduler_lock_held";
 pub const SCHEDULER_LAST_TICK: &str = "prosaas_scheduler_last_tick_timestamp_seconds";
 pub const SCHEDULER_SKIPPED_SLOTS: &str = "prosaas_scheduler_skipped_slots_total";
 pub const REDIS_UP: &str = "prosaas_redis_up";
+pub const CALLS_ACTIVE: &str = "prosaas_calls_active";
+pub const CALLS_OLDEST_AGE: &str = "prosaas_calls_oldest_age_seconds";
+pub const CALL_FRAME_SECONDS: &str = "prosaas_call_frame_seconds";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 17] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -43,6 +47,9 @@ pub const ALL: [&str; 14] = [
     SCHEDULER_LAST_TICK,
     SCHEDULER_SKIPPED_SLOTS,
     REDIS_UP,
+    CALLS_ACTIVE,
+    CALLS_OLDEST_AGE,
+    CALL_FRAME_SECONDS,
 ];
 
 const BUCKETS: [f64; 14] = [
@@ -65,9 +72,11 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Refreshes the Redis-backed gauges and renders the exposition text.
-pub async fn render(store: &JobStore, queues: &[String]) -> String {
+/// Refreshes the Redis-backed gauges and the live-call gauges, and renders the exposition text.
+pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -> String {
     let handle = handle();
+    metrics::gauge!(CALLS_ACTIVE).set(calls.active as f64);
+    metrics::gauge!(CALLS_OLDEST_AGE).set(calls.oldest_secs as f64);
     match store.health_snapshot(queues, Duration::from_secs(2)).await {
         Ok((stats, scheduler)) => {
             metrics::gauge!(REDIS_UP).set(1.0);

@@ -29,6 +29,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub api: ApiSettings,
     pub worker: WorkerSettings,
+    pub calls: CallSettings,
     pub recordings: RecordingSettings,
     pub scheduler: SchedulerSettings,
     pub shutdown: ShutdownSettings,
@@ -165,6 +166,14 @@ pub struct HttpTargetSettings {
 
 fn default_target_timeout_ms() -> u64 {
     10_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSettings {
+    pub max_concurrent_calls: usize,
+    pub idle_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -436,6 +445,17 @@ impl Settings {
                     e.job_type
                 );
             }
+        }
+        let c = &self.calls;
+        if c.max_concurrent_calls == 0 || c.idle_timeout_ms == 0 {
+            bail!("calls.max_concurrent_calls and calls.idle_timeout_ms must be positive");
+        }
+        if c.shutdown_grace_ms >= self.shutdown.grace_ms {
+            bail!(
+                "calls.shutdown_grace_ms ({}) must be shorter than shutdown.grace_ms ({}), to leave time to finalize recordings",
+                c.shutdown_grace_ms,
+                self.shutdown.grace_ms
+            );
         }
         let s = &self.scheduler;
         if s.renew_interval_ms == 0 || s.tick_interval_ms == 0 {

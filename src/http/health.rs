@@ -69,6 +69,7 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
                 Json(json!({
                     "queues": queues,
                     "scheduler": scheduler,
+                    "calls": super::calls::snapshot(&ctx),
                     "role": role,
                     "subsystems": subsystems,
                     "status": status,

@@ -39,7 +39,7 @@ fn count(source: &'static str, job_type: &str, result: &Enqueued) {
     }
 }
 
-fn invalid(detail: impl Into<String>) -> ApiError {
+pub(super) fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
 }
 
@@ -85,7 +85,7 @@ async fn whatsapp_incoming(
 }
 
 /// A verified Twilio form: its parameters, after checking the signature over the public URL.
-fn twilio_form(
+pub(super) fn twilio_form(
     ctx: &AppContext,
     uri: &OriginalUri,
     headers: &HeaderMap,
@@ -125,7 +125,7 @@ fn twilio_form(
     }
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -138,7 +138,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiE
         .ok_or_else(|| invalid(format!("form field {name} is missing or malformed")))
 }
 
-fn as_object(params: &[(String, String)]) -> Map<String, Value> {
+pub(super) fn as_object(params: &[(String, String)]) -> Map<String, Value> {
     params
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+pub mod calls;
 mod error;
 mod extract;
 mod health;
@@ -29,7 +30,7 @@ pub fn router(ctx: AppContext, subsystems: &[Subsystem]) -> Router {
         router = router.merge(roles::api::routes());
     }
     if subsystems.contains(&Subsystem::Calls) {
-        router = router.merge(roles::calls::routes());
+        router = router.merge(calls::routes());
     }
     let limits = middleware::Limits {
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(

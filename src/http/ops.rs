@@ -24,7 +24,8 @@ pub(super) fn routes() -> Router<AppContext> {
 }
 
 async fn metrics(State(ctx): State<AppContext>) -> impl axum::response::IntoResponse {
-    let text = crate::metrics::render(&ctx.jobs, &ctx.settings.worker.queues).await;
+    let text =
+        crate::metrics::render(&ctx.jobs, &ctx.settings.worker.queues, ctx.calls.snapshot()).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

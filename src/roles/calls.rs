@@ -1,13 +1,24 @@
-//! The `calls` role's routes: the realtime Twilio Media Streams side.
-//!
-//! Not built yet (issue #6): the role boots its ops endpoints only, and says so at startup.
+//! The `calls` role: Twilio's voice webhook and Media Streams (routes in `http::calls`), and this
+//! task, which on shutdown stops new streams, gives live calls `calls.shutdown_grace_ms`, then
+//! finalizes every recording and enqueues its jobs before the process exits.
 
-use axum::Router;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
 
-/// Routes of the `Calls` subsystem; empty until the media-stream server lands.
-pub fn routes() -> Router<AppContext> {
-    tracing::warn!("calls subsystem: the media-stream server is not built yet (issue #6)");
-    Router::new()
+pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    tracing::info!(
+        max_calls = ctx.settings.calls.max_concurrent_calls,
+        path = crate::http::calls::STREAM_PATH,
+        "calls: accepting Twilio media streams"
+    );
+    shutdown.cancelled().await;
+    crate::http::calls::drain(
+        ctx.calls.clone(),
+        Duration::from_millis(ctx.settings.calls.shutdown_grace_ms),
+    )
+    .await;
+    Ok(())
 }

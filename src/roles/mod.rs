@@ -65,11 +65,12 @@ impl Subsystem {
         }
     }
 
-    /// Whether the subsystem is served as routes on the HTTP listener (rather than a task).
-    pub fn is_http(self) -> bool {
+    /// Whether the subsystem runs a task of its own (the others are only routes on the HTTP
+    /// listener; `Calls` is both: routes, and a task that drains live calls on shutdown).
+    pub fn has_task(self) -> bool {
         matches!(
             self,
-            Subsystem::OpsHttp | Subsystem::PublicApi | Subsystem::Calls
+            Subsystem::JobExecution | Subsystem::Recovery | Subsystem::Scheduler | Subsystem::Calls
         )
     }
 }
@@ -154,8 +155,7 @@ impl FromStr for Role {
     }
 }
 
-/// Runs one non-HTTP subsystem until `shutdown`. HTTP subsystems are routes, mounted by
-/// `http::router`.
+/// Runs a subsystem's task until `shutdown`. Routes are mounted by `http::router`.
 pub async fn run_subsystem(
     subsystem: Subsystem,
     ctx: AppContext,
@@ -165,7 +165,8 @@ pub async fn run_subsystem(
         Subsystem::JobExecution => worker::run_executor(ctx, shutdown).await,
         Subsystem::Recovery => worker::run_recovery(ctx, shutdown).await,
         Subsystem::Scheduler => scheduler::run(ctx, shutdown).await,
-        Subsystem::OpsHttp | Subsystem::PublicApi | Subsystem::Calls => {
+        Subsystem::Calls => calls::run(ctx, shutdown).await,
+        Subsystem::OpsHttp | Subsystem::PublicApi => {
             anyhow::bail!("{subsystem} is served as HTTP routes, not as a task")
         }
     }

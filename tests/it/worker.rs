@@ -36,6 +36,7 @@ impl InProcWorker {
         );
         let settings = Settings::load(None, &env).unwrap();
         let ctx = AppContext {
+            calls: Arc::new(prosaas::calls_stream::registry::CallRegistry::new(1)),
             role: Role::Worker,
             jobs: JobStore::connect(&settings.store_config()).unwrap(),
             settings: Arc::new(settings),
