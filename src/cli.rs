@@ -30,6 +30,37 @@ pub enum Command {
     /// Operator commands on queues and jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Measure throughput and latency against the configured Redis (an empty database, unless
+    /// --force; only bench keys are written, and deleted afterwards).
+    Bench(BenchCli),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCli {
+    /// enqueue, enqueue-dedupe, drain, e2e, latency, webhook or calls.
+    pub scenario: String,
+    /// Jobs (or requests) per figure.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// In-flight calls, worker concurrency or connections (drain sweeps 1, 16, 64, 256 without
+    /// it; calls: concurrent calls).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Batch size for enqueue_many.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Jobs per second (latency).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Seconds (latency, calls).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Run on a database that holds keys (only bench keys are written and deleted).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,6 +42,31 @@ pub async fn serve(role: Role, settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+/// `prosaas bench`.
+pub async fn bench(b: crate::cli::BenchCli, settings: &Settings) -> anyhow::Result<()> {
+    let json = b.json;
+    let report = crate::bench::run(
+        crate::bench::BenchArgs {
+            scenario: b.scenario,
+            jobs: b.jobs,
+            concurrency: b.concurrency,
+            batch: b.batch,
+            rate: b.rate,
+            duration: b.duration,
+            force: b.force,
+        },
+        settings,
+    )
+    .await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        write!(out, "{}", crate::bench::render(&report))?;
+    }
+    Ok(())
+}
+
 /// `prosaas check`: the configuration already loaded; now Redis must answer.
 pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     let jobs = JobStore::connect(&settings.store_config())?;

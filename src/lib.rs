@@ -2,6 +2,7 @@
 //!
 //! Modules in reading order:
 //! - [`cli`]: the command line (`--role`, `--config`, operator subcommands);
+//! - [`bench`]: `prosaas bench` scenarios (throughput, latency, round trips per job);
 //! - [`commands`]: what each command line does (serve, check, jobs ...);
 //! - [`settings`]: layered configuration (defaults → overlay file → environment), validated;
 //! - [`telemetry`]: the tracing subscriber;
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod audio;
+pub mod bench;
 pub mod calls_stream;
 pub mod cli;
 pub mod commands;

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             None | Some(Command::Serve) => commands::serve(role, settings).await,
             Some(Command::Check) => commands::check(&settings).await,
             Some(Command::Jobs(cmd)) => commands::jobs(cmd, &settings).await,
+            Some(Command::Bench(b)) => commands::bench(b, &settings).await,
         }
     });
     match result {

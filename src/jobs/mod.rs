@@ -13,6 +13,7 @@
 )]
 
 mod admin;
+mod bench;
 mod calls;
 mod dedup;
 mod error;

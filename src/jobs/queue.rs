@@ -34,6 +34,7 @@ impl JobStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut ids = Vec::with_capacity(jobs.len());
+        let mut queues: Vec<&str> = Vec::new();
         for job in jobs {
             job.validate()?;
             let id = job
@@ -42,7 +43,14 @@ impl JobStore {
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             push_job(&mut pipe, &self.keys, job, &id, &job.hash_fields(now)?);
+            if !queues.contains(&job.queue.as_str()) {
+                queues.push(&job.queue);
+            }
             ids.push(id);
+        }
+        // Registered once per queue in the batch, inside the same transaction.
+        for q in queues {
+            pipe.sadd(self.keys.queues(), self.keys.queue(q)).ignore();
         }
         if !ids.is_empty() {
             pipe.query_async::<()>(&mut self.conn()).await?;
@@ -54,9 +62,11 @@ impl JobStore {
 fn push_job(pipe: &mut Pipeline, keys: &Keys, job: &NewJob, id: &str, fields: &[(&str, Vec<u8>)]) {
     let queue_key = keys.queue(&job.queue);
     let job_key = keys.job(id);
-    pipe.sadd(keys.queues(), &queue_key).ignore();
-    // A reused id must not inherit fields (status, ended_at, results) of an earlier run.
-    pipe.del(&job_key).ignore();
+    // A reused explicit id must not inherit fields (status, ended_at, results) of an earlier
+    // run; a fresh UUID cannot collide, so it skips the DEL.
+    if job.options.job_id.is_some() {
+        pipe.del(&job_key).ignore();
+    }
     pipe.hset_multiple(&job_key, fields).ignore();
     if let Some(ttl) = job.options.ttl {
         pipe.expire(&job_key, ttl).ignore();

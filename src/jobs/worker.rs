@@ -20,7 +20,7 @@ use super::job::{JobCall, decode_data, rq_timestamp};
 use super::{JobStore, bounded, scripts};
 
 /// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
-const INBOXES: &str = "prosaas:inboxes";
+pub(crate) const INBOXES: &str = "prosaas:inboxes";
 
 fn inbox_key(worker: &str) -> String {
     format!("prosaas:worker:{worker}:inbox")

@@ -27,6 +27,8 @@ use crate::settings::WorkerSettings;
 /// How long an idle executor waits before claiming again even without a wake-up (a safety net
 /// for a waker whose connection broke).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long a worker must have had nothing to do before `rq info` is told it is idle.
+const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
 /// Most outcomes recorded in one script call.
 const SETTLE_BATCH: usize = 256;
 
@@ -92,6 +94,12 @@ impl Inflight {
             return Some(self.decide(WorkerState::Idle));
         }
         None
+    }
+
+    /// "Idle", numbered, if nothing runs and no claim is under way.
+    fn idle_now(&mut self) -> Option<(WorkerState, u64)> {
+        (self.executions.is_empty() && !self.claiming && self.last != Some(WorkerState::Idle))
+            .then(|| self.decide(WorkerState::Idle))
     }
 
     /// For a settle call: the state after these outcomes, unless a claim is under way.
@@ -197,19 +205,34 @@ impl Executor {
                 }
             };
             let idle = lock(&running).end_claim(&claimed);
-            if let Some(state) = idle
-                && let Err(e) = store.settle(&info, &[], Some(state)).await
-            {
-                tracing::debug!(error = %e, "cannot record the idle state");
-            }
             if claimed.is_empty() {
                 drop(first);
                 wanted_tx.send_replace(true);
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
+                // Record "idle" only once the worker has been idle a moment: a worker woken
+                // again within milliseconds (a steady producer) would pay a round trip per job.
+                let mut idle_pending = idle.is_some();
+                loop {
+                    let mark_in = if idle_pending {
+                        IDLE_MARK_AFTER
+                    } else {
+                        IDLE_POLL
+                    };
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break,
+                        () = wake.notified() => break,
+                        () = tokio::time::sleep(mark_in) => {}
+                    }
+                    if !idle_pending {
+                        break;
+                    }
+                    idle_pending = false;
+                    let state = lock(&running).idle_now();
+                    if let Some(state) = state
+                        && let Err(e) = store.settle(&info, &[], Some(state)).await
+                    {
+                        tracing::debug!(error = %e, "cannot record the idle state");
+                    }
                 }
                 wanted_tx.send_replace(false);
                 continue;

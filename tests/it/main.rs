@@ -5,6 +5,7 @@
 //! - `support`: private Redis servers (db per test, kill/restart) and the binary as a process;
 //! - `api`: the api role: webhook de-dupe, Twilio signatures, internal/admin API, hostile input, metrics;
 //! - `architecture`: tidy checks on the source tree (Redis only in `src/jobs/`, docs on files);
+//! - `bench`: every `prosaas bench` scenario once at a tiny size (a smoke test, never timed);
 //! - `calls`: the calls role with a Twilio Media Streams client: recordings, post-call jobs, SIGTERM;
 //! - `cli`: the operator commands (`jobs stats|enqueue`, `check`);
 //! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
@@ -33,6 +34,7 @@ mod support;
 
 mod api;
 mod architecture;
+mod bench;
 mod calls;
 mod cli;
 mod compose;

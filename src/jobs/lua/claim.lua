@@ -18,7 +18,7 @@ local n = 0
 local function take(id, queue)
   local jkey = p .. 'job:' .. id
   local h = redis.call('HMGET', jkey, 'data', 'origin', 'timeout', 'retries_left',
-    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at')
+    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl')
   if not h[1] then
     -- The hash is gone (its wait TTL lapsed, or it was deleted): RQ drops such ids too.
     out[1] = out[1] + 1
@@ -27,10 +27,13 @@ local function take(id, queue)
   local q = h[2] or queue
   n = n + 1
   local eid = base .. string.format('%08x', n)
+  local attempts = (tonumber(h[9]) or 0) + 1
   redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now,
-    'worker_name', w)
-  local attempts = redis.call('HINCRBY', jkey, 'attempts', 1)
-  redis.call('PERSIST', jkey)
+    'worker_name', w, 'attempts', attempts)
+  -- Only a job with a wait TTL has an expiry to drop (RQ PERSISTs on start for the same reason).
+  if h[10] then
+    redis.call('PERSIST', jkey)
+  end
   redis.call('ZADD', p .. 'wip:' .. q, deadline, id .. ':' .. eid)
   local row = {id, eid, q, h[1], h[3] or '', h[4] or '', h[5] or '', h[6] or '', h[7] or '',
     h[8] or '', tostring(attempts)}

@@ -1,0 +1,83 @@
+//! `prosaas bench` once per scenario at a tiny size: a smoke test that the scenarios run, report
+//! sane figures and leave nothing behind. Never a timed assertion (figures live in
+//! docs/BENCHMARKS.md).
+
+use serde_json::Value;
+
+use crate::support::{db, process};
+
+#[test]
+fn every_scenario_runs_and_cleans_up_after_itself() {
+    for (scenario, extra) in [
+        (
+            "enqueue",
+            vec!["--jobs", "200", "--concurrency", "8", "--batch", "50"],
+        ),
+        (
+            "enqueue-dedupe",
+            vec!["--jobs", "200", "--concurrency", "8"],
+        ),
+        ("drain", vec!["--jobs", "300", "--concurrency", "16"]),
+        ("e2e", vec!["--jobs", "300", "--concurrency", "16"]),
+        ("latency", vec!["--rate", "200", "--duration", "1"]),
+        ("webhook", vec!["--jobs", "100", "--concurrency", "4"]),
+        ("calls", vec!["--concurrency", "3", "--duration", "2"]),
+    ] {
+        let t = db();
+        let mut args = vec!["bench", scenario, "--json"];
+        args.extend(extra);
+        let out = process::run(&args, &[("REDIS_URL", &t.url())]);
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let figures = report["figures"].as_array().unwrap();
+        assert!(!figures.is_empty(), "{scenario}");
+        for f in figures {
+            assert!(f["per_sec"].as_f64().unwrap() > 0.0, "{scenario}: {f}");
+            assert!(f["jobs"].as_u64().unwrap() > 0, "{scenario}: {f}");
+        }
+        if scenario != "calls" {
+            assert!(
+                figures[0]["redis_commands_per_job"].as_f64().unwrap() > 0.0,
+                "{scenario}"
+            );
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut t.connection())
+            .unwrap();
+        let left: Vec<&String> = keys
+            .iter()
+            .filter(|k| !k.starts_with("rq:worker:") && *k != "rq:workers")
+            .collect();
+        assert!(left.is_empty(), "{scenario} left keys behind: {left:?}");
+    }
+}
+
+#[test]
+fn the_bench_refuses_a_database_with_data() {
+    let t = db();
+    let _: () = redis::cmd("SET")
+        .arg("customer:1")
+        .arg("precious")
+        .query(&mut t.connection())
+        .unwrap();
+    let out = process::run(
+        &["bench", "enqueue", "--jobs", "10"],
+        &[("REDIS_URL", &t.url())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds 1 keys") && err.contains("--force"),
+        "{err}"
+    );
+    let value: String = redis::cmd("GET")
+        .arg("customer:1")
+        .query(&mut t.connection())
+        .unwrap();
+    assert_eq!(value, "precious");
+}
