@@ -46,7 +46,7 @@ pub struct ExternalType {
     pub queue: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
@@ -155,13 +155,32 @@ pub struct WorkerSettings {
 }
 
 /// A job type delivered over HTTP.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTargetSettings {
     pub url: String,
     pub secret: String,
     #[serde(default = "default_target_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for HttpTargetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTargetSettings")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &crate::jobs::redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_target_timeout_ms() -> u64 {
@@ -621,6 +640,29 @@ mod tests {
         assert_eq!(s.worker.concurrency, 3);
         let err = Settings::load(Some(&dir.path().join("nope.toml")), &env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("REDIS_URL", "redis://:redispass@127.0.0.1:6379/0"),
+                ("INTERNAL_SECRET", "bridgepass"),
+                ("INTERNAL_API_TOKEN", "tokenpass"),
+                (
+                    "PROSAAS__WORKER__HTTP_TARGETS__CRM__URL",
+                    "https://crm.example.com",
+                ),
+                ("PROSAAS__WORKER__HTTP_TARGETS__CRM__SECRET", "hmacpass"),
+            ]),
+        )
+        .unwrap();
+        let text = format!("{s:?}");
+        for secret in ["redispass", "bridgepass", "tokenpass", "hmacpass"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("crm.example.com"));
     }
 
     #[test]
