@@ -1,13 +1,14 @@
 //! The admin API (bearer token): one job, failed jobs with cursor paging, requeue, delete.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, auth, internal_error};
+use super::auth::Bearer;
+use super::{ApiError, internal_error};
 use crate::app::AppContext;
 use crate::jobs::{Deleted, Requeue, is_valid_job_id, is_valid_queue_name};
 
@@ -33,10 +34,9 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 async fn show(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     check_id(&id)?;
     match ctx
         .jobs
@@ -58,10 +58,9 @@ struct FailedQuery {
 
 async fn failed(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     Query(q): Query<FailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     let queue = q.queue.unwrap_or_else(|| "default".into());
     if !is_valid_queue_name(&queue) {
         return Err(ApiError::new(
@@ -85,10 +84,9 @@ async fn failed(
 
 async fn requeue(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     check_id(&id)?;
     let Some(job) = ctx
         .jobs
@@ -121,10 +119,9 @@ struct QueueQuery {
 
 async fn requeue_all(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     Query(q): Query<QueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     let queues = match q.queue {
         Some(queue) if is_valid_queue_name(&queue) => vec![queue],
         Some(_) => {
@@ -149,10 +146,9 @@ async fn requeue_all(
 
 async fn delete(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     check_id(&id)?;
     match ctx
         .jobs

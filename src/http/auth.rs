@@ -1,10 +1,27 @@
 //! Shared-secret and bearer-token checks, in constant time. A secret that is not configured
 //! makes its endpoints answer 503 (the all role in development), never accept anything.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::app::AppContext;
+
+/// A request that carried the internal API token: take it as a handler parameter to require it.
+pub(super) struct Bearer;
+
+impl FromRequestParts<AppContext> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &AppContext,
+    ) -> Result<Self, Self::Rejection> {
+        bearer(&parts.headers, &ctx.settings.api.internal_api_token).map(|()| Bearer)
+    }
+}
 
 fn equal(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()

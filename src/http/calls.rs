@@ -46,8 +46,7 @@ async fn voice(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), "body_too_large", r.body_text()))?;
-    let params = twilio_form(&ctx, &uri, &headers, &body)?;
+    let params = twilio_form(&ctx, &uri, &headers, body)?;
     let call_sid = param(&params, "CallSid")?;
     let business_id = uri
         .0

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::auth;
+use super::auth::{self, Bearer};
 use super::extract::JsonBody;
 use super::{ApiError, internal_error};
 use crate::app::AppContext;
@@ -89,8 +89,9 @@ pub(super) fn twilio_form(
     ctx: &AppContext,
     uri: &OriginalUri,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<(String, String)>, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), "body_too_large", r.body_text()))?;
     let api = &ctx.settings.api;
     auth::twilio_configured(&api.twilio_auth_token, &api.public_base_url)?;
     let form_type = headers
@@ -104,7 +105,7 @@ pub(super) fn twilio_form(
             "Twilio callbacks must be application/x-www-form-urlencoded",
         ));
     }
-    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let signature = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok());
@@ -156,8 +157,7 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), "body_too_large", r.body_text()))?;
-    let params = twilio_form(&ctx, &uri, &headers, &body)?;
+    let params = twilio_form(&ctx, &uri, &headers, body)?;
     let call_sid = param(&params, "CallSid")?;
     let status = param(&params, "CallStatus")?.to_ascii_lowercase();
     let mut args = Map::new();
@@ -181,8 +181,7 @@ async fn twilio_recording(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), "body_too_large", r.body_text()))?;
-    let params = twilio_form(&ctx, &uri, &headers, &body)?;
+    let params = twilio_form(&ctx, &uri, &headers, body)?;
     let call_sid = param(&params, "CallSid")?;
     let url = params
         .iter()
@@ -210,10 +209,9 @@ async fn twilio_recording(
 
 async fn push_notification(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     push::validate(&body).map_err(invalid)?;
     let id = match &body["notification_id"] {
         Value::String(s) => s.clone(),
@@ -257,10 +255,9 @@ fn default_dedupe_ttl() -> u64 {
 
 async fn enqueue(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: Bearer,
     JsonBody(req): JsonBody<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    auth::bearer(&headers, &ctx.settings.api.internal_api_token)?;
     let queue = ctx
         .settings
         .route(&req.job_type, req.queue.as_deref())
