@@ -13,11 +13,20 @@ use crate::jobs::{
     Enqueued, JobDetail, JobOptions, JobResult, JobStore, NewJob, QueueStats, Requeue,
 };
 use crate::local_redis;
-use crate::roles::Role;
+use crate::roles::{Role, Subsystem};
 use crate::settings::{RedisUrlSource, Settings};
 
 /// Serves `role` until SIGTERM/SIGINT.
 pub async fn serve(role: Role, settings: Settings) -> anyhow::Result<()> {
+    if role.runs(Subsystem::PublicApi) || role.runs(Subsystem::Calls) {
+        let missing = settings.missing_api_secrets();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "{} not set: the endpoints that need them answer 503 until they are",
+                missing.join(", ")
+            );
+        }
+    }
     let local = if role == Role::All && settings.redis_url().1 == RedisUrlSource::LocalDefault {
         local_redis::ensure(&settings).await?
     } else {

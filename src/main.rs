@@ -39,17 +39,6 @@ fn main() -> ExitCode {
         }
     }
     telemetry::init(&settings.log);
-    if role.runs(prosaas::roles::Subsystem::PublicApi)
-        || role.runs(prosaas::roles::Subsystem::Calls)
-    {
-        let missing = settings.missing_api_secrets();
-        if !missing.is_empty() {
-            tracing::warn!(
-                "{} not set: the endpoints that need them answer 503 until they are",
-                missing.join(", ")
-            );
-        }
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -81,19 +81,16 @@ impl Inflight {
         self.decide(WorkerState::Busy).1
     }
 
-    /// After a claim: records its jobs; when it got none and nothing runs, the worker is idle
-    /// (returned so the caller can record it, once, not on every idle poll).
-    fn end_claim(&mut self, claimed: &[ClaimedJob]) -> Option<(WorkerState, u64)> {
+    /// After a claim: records its jobs. `true` when it got none, nothing runs and "idle" is not
+    /// recorded yet; the caller then records it (via [`Self::idle_now`]) if the worker stays idle.
+    /// Nothing is decided here: a decision that is never written would block the later one.
+    fn end_claim(&mut self, claimed: &[ClaimedJob]) -> bool {
         self.claiming = false;
         for job in claimed {
             self.executions
                 .insert(job.execution.execution_id.clone(), job.execution.clone());
         }
-        if claimed.is_empty() && self.executions.is_empty() && self.last != Some(WorkerState::Idle)
-        {
-            return Some(self.decide(WorkerState::Idle));
-        }
-        None
+        claimed.is_empty() && self.executions.is_empty() && self.last != Some(WorkerState::Idle)
     }
 
     /// "Idle", numbered, if nothing runs and no claim is under way.
@@ -204,13 +201,13 @@ impl Executor {
                     }
                 }
             };
-            let idle = lock(&running).end_claim(&claimed);
+            let may_be_idle = lock(&running).end_claim(&claimed);
             if claimed.is_empty() {
                 drop(first);
                 wanted_tx.send_replace(true);
                 // Record "idle" only once the worker has been idle a moment: a worker woken
                 // again within milliseconds (a steady producer) would pay a round trip per job.
-                let mut idle_pending = idle.is_some();
+                let mut idle_pending = may_be_idle;
                 loop {
                     let mark_in = if idle_pending {
                         IDLE_MARK_AFTER
