@@ -13,9 +13,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin prosaas
 COPY --from=build /src/target/release/prosaas /usr/local/bin/prosaas
+# Call recordings (written by the calls role, finalized by workers: mount one volume in both).
+RUN mkdir -p /var/lib/prosaas/recordings && chown -R 10001 /var/lib/prosaas
+WORKDIR /var/lib/prosaas
 USER 10001
 ENV SERVICE_ROLE=all \
     PORT=8080 \
-    PROSAAS__LOG__FORMAT=json
+    PROSAAS__LOG__FORMAT=json \
+    PROSAAS__RECORDINGS__DIR=/var/lib/prosaas/recordings
 EXPOSE 8080
 ENTRYPOINT ["prosaas"]

@@ -98,5 +98,10 @@ fn the_dockerfile_builds_one_non_root_image_with_prosaas_as_entrypoint() {
     );
     assert!(text.contains("cargo build --release --locked"));
     assert!(text.contains("USER 10001"), "runs as non-root");
+    assert!(
+        text.contains("PROSAAS__RECORDINGS__DIR=/var/lib/prosaas/recordings")
+            && text.contains("chown -R 10001 /var/lib/prosaas"),
+        "a writable recordings directory"
+    );
     assert!(text.contains(r#"ENTRYPOINT ["prosaas"]"#));
 }
