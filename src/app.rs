@@ -47,7 +47,10 @@ impl App {
         Ok(Self {
             ctx: AppContext {
                 role,
-                calls: Arc::new(CallRegistry::new(settings.calls.max_concurrent_calls)),
+                calls: Arc::new(CallRegistry::with_greeting(
+                    settings.calls.max_concurrent_calls,
+                    settings.calls.greeting()?,
+                )),
                 settings: Arc::new(settings),
                 jobs,
             },

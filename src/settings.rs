@@ -193,6 +193,31 @@ pub struct CallSettings {
     pub max_concurrent_calls: usize,
     pub idle_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+    pub greeting_path: String,
+}
+
+impl CallSettings {
+    /// The greeting's μ-law audio, if one is configured; the error names what is wrong with it.
+    pub fn greeting(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        if self.greeting_path.is_empty() {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(&self.greeting_path)
+            .with_context(|| format!("calls.greeting_path: cannot open {}", self.greeting_path))?;
+        let wav = crate::audio::read_wav(std::io::BufReader::new(file)).with_context(|| {
+            format!(
+                "calls.greeting_path: {} is not a WAV file",
+                self.greeting_path
+            )
+        })?;
+        if wav.format != crate::audio::WavFormat::MULAW_8K_MONO {
+            bail!(
+                "calls.greeting_path: {} must be μ-law 8 kHz mono, as Twilio plays it",
+                self.greeting_path
+            );
+        }
+        Ok(Some(wav.data))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -469,6 +494,7 @@ impl Settings {
         if c.max_concurrent_calls == 0 || c.idle_timeout_ms == 0 {
             bail!("calls.max_concurrent_calls and calls.idle_timeout_ms must be positive");
         }
+        c.greeting()?;
         if c.shutdown_grace_ms >= self.shutdown.grace_ms {
             bail!(
                 "calls.shutdown_grace_ms ({}) must be shorter than shutdown.grace_ms ({}), to leave time to finalize recordings",

@@ -21,6 +21,8 @@ pub struct CallRegistry {
     closing: CancellationToken,
     /// Set when the grace period is over: every live call finalizes and ends.
     pub end_all: CancellationToken,
+    /// μ-law audio played to each caller when its stream starts.
+    pub greeting: Option<Arc<Vec<u8>>>,
 }
 
 /// Counts of live calls, for `/api/jobs/health` and `/metrics`.
@@ -45,7 +47,12 @@ impl Drop for CallSlot {
 
 impl CallRegistry {
     pub fn new(max: usize) -> Self {
+        Self::with_greeting(max, None)
+    }
+
+    pub fn with_greeting(max: usize, greeting: Option<Vec<u8>>) -> Self {
         Self {
+            greeting: greeting.map(Arc::new),
             active: Mutex::default(),
             next: AtomicU64::new(0),
             max,

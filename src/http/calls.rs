@@ -97,13 +97,26 @@ async fn media_stream(State(ctx): State<AppContext>, ws: WebSocketUpgrade) -> Re
     ws.on_upgrade(move |socket| calls.tracker.track_future(run_call(socket, ctx, slot)))
 }
 
-async fn run_call(mut socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
+async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
+    use futures_util::{SinkExt, StreamExt};
+    let (mut sink, mut stream) = socket.split();
+    // One writer owns the sink: the greeting and the closing frame both go through it.
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
     let mut session = Session::new(&ctx.settings.recordings.dir);
+    let mut greeting: Option<tokio::task::JoinHandle<()>> = None;
     let idle = Duration::from_millis(ctx.settings.calls.idle_timeout_ms);
     let ended = loop {
         let next = tokio::select! {
             () = ctx.calls.end_all.cancelled() => break "shutdown",
-            next = tokio::time::timeout(idle, socket.recv()) => next,
+            next = tokio::time::timeout(idle, stream.next()) => next,
         };
         let text = match next {
             Err(_) => break "idle timeout",
@@ -115,6 +128,15 @@ async fn run_call(mut socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
         let started = Instant::now();
         let step = session.handle(&text);
         metrics::histogram!(m::CALL_FRAME_SECONDS).record(started.elapsed().as_secs_f64());
+        if greeting.is_none()
+            && let (Some(audio), Some(stream_sid)) = (&ctx.calls.greeting, session.stream_sid())
+        {
+            greeting = Some(tokio::spawn(play(
+                audio.clone(),
+                stream_sid.to_owned(),
+                out_tx.clone(),
+            )));
+        }
         match step {
             Step::Continue => {}
             Step::Stop => break "stop",
@@ -127,7 +149,12 @@ async fn run_call(mut socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
             }
         }
     };
-    let _ = socket.send(Message::Close(None)).await;
+    if let Some(g) = greeting {
+        g.abort();
+    }
+    let _ = out_tx.send(Message::Close(None)).await;
+    drop(out_tx);
+    let _ = writer.await;
     let call_sid = session.call_sid().unwrap_or("-").to_owned();
     // Finishing syncs files to disk: keep it off the async threads.
     let finished = tokio::task::spawn_blocking(move || session.finish()).await;
@@ -201,6 +228,26 @@ async fn enqueue_post_call(ctx: &AppContext, r: &Recording) {
         }
     }
     tracing::error!(call_sid = %r.call_sid, files = ?r.paths, "post-call jobs not enqueued; the recording stays on disk");
+}
+
+/// Plays μ-law audio to the caller as outbound `media` frames, 20 ms each at real-time pace,
+/// then a `mark` named `greeting-end` (Twilio echoes it back once played).
+async fn play(audio: Arc<Vec<u8>>, stream_sid: String, out: tokio::sync::mpsc::Sender<Message>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for frame in audio.chunks(160) {
+        tick.tick().await;
+        let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, frame);
+        let msg = json!({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}});
+        if out
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let mark = json!({"event": "mark", "streamSid": stream_sid, "mark": {"name": "greeting-end"}});
+    let _ = out.send(Message::Text(mark.to_string().into())).await;
 }
 
 pub(crate) fn snapshot(ctx: &AppContext) -> Value {

@@ -360,3 +360,62 @@ async fn the_voice_webhook_answers_twiml_and_extra_streams_are_refused() {
     };
     assert_eq!(response.status(), 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_greeting_is_played_back_then_marked() {
+    let t = db();
+    let dir = tempfile::tempdir().unwrap();
+    // 0.2 s of tone: ten 20 ms frames.
+    let greeting: Vec<u8> = (0..10).flat_map(chunk).collect();
+    let path = dir.path().join("greeting.wav");
+    let mut file = Vec::new();
+    audio::write_wav(&mut file, WavFormat::MULAW_8K_MONO, &greeting).unwrap();
+    std::fs::write(&path, file).unwrap();
+    let path = path.display().to_string();
+    let p = calls(&t, dir.path(), &[("PROSAAS__CALLS__GREETING_PATH", &path)]);
+    let mut ws = connect(&p).await;
+    start(&mut ws, "CAGREET").await;
+    let mut played = Vec::new();
+    let mark = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(v["streamSid"], "MZCAGREET");
+        match v["event"].as_str().unwrap() {
+            "media" => played.extend(
+                BASE64
+                    .decode(v["media"]["payload"].as_str().unwrap())
+                    .unwrap(),
+            ),
+            "mark" => break v,
+            other => panic!("unexpected {other}"),
+        }
+    };
+    assert_eq!(played, greeting, "the greeting, frame by frame, in order");
+    assert_eq!(mark["mark"]["name"], "greeting-end");
+    // The call itself is recorded as usual.
+    for n in 0..5 {
+        media(&mut ws, n).await;
+    }
+    send(&mut ws, json!({"event": "stop"})).await;
+    p.wait_for_log("recording_job for the call", Duration::from_secs(10));
+
+    // A greeting that is not μ-law 8 kHz mono stops startup with one line.
+    let bad = dir.path().join("bad.wav");
+    let mut file = Vec::new();
+    audio::write_wav(&mut file, WavFormat::PCM16_8K_MONO, &[0; 320]).unwrap();
+    std::fs::write(&bad, file).unwrap();
+    let bad = bad.display().to_string();
+    let out = crate::support::process::run(
+        &["--role", "calls"],
+        &[
+            ("REDIS_URL", &t.url()),
+            ("PROSAAS__CALLS__GREETING_PATH", &bad),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be μ-law 8 kHz mono"));
+}
