@@ -26,6 +26,8 @@ use schedule::Schedule;
 
 /// Most missed slots counted for the log line; beyond that the count says "at least".
 const SKIP_COUNT_CAP: u64 = 100_000;
+/// How soon a slot that failed to fire is tried again.
+const RETRY_FAILED_SLOT: Duration = Duration::from_millis(500);
 
 /// One periodic job.
 #[derive(Clone, Debug)]
@@ -190,7 +192,9 @@ impl Scheduler {
                     let tick = Instant::now() + self.tick_interval;
                     next_eval = match next_due {
                         Some(due) => {
-                            let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                            // A slot already due is one that failed to fire (Redis trouble):
+                            // retry it shortly rather than in a tight loop.
+                            let wait = (due - Utc::now()).to_std().unwrap_or(RETRY_FAILED_SLOT);
                             tick.min(Instant::now() + wait)
                         }
                         None => tick,
