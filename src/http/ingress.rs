@@ -39,6 +39,24 @@ fn count(source: &'static str, job_type: &str, result: &Enqueued) {
     }
 }
 
+/// Enqueues one provider event under its de-dupe key, and counts it as new or duplicate.
+async fn admit(
+    ctx: &AppContext,
+    source: &'static str,
+    job: NewJob,
+    key: &str,
+    ttl: u64,
+) -> Result<Enqueued, ApiError> {
+    let job_type = job.job_type.clone();
+    let r = ctx
+        .jobs
+        .enqueue_with_dedupe(job, key, ttl)
+        .await
+        .map_err(job_error)?;
+    count(source, &job_type, &r);
+    Ok(r)
+}
+
 pub(super) fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
 }
@@ -166,12 +184,14 @@ async fn twilio_status(
     args.insert("params".into(), Value::Object(as_object(&params)));
     let job = NewJob::new("default", "twilio_callback", args);
     let key = format!("twilio:{call_sid}:{status}");
-    let r = ctx
-        .jobs
-        .enqueue_with_dedupe(job, &key, ctx.settings.api.twilio_dedupe_ttl_secs)
-        .await
-        .map_err(job_error)?;
-    count("twilio", "twilio_callback", &r);
+    admit(
+        &ctx,
+        "twilio",
+        job,
+        &key,
+        ctx.settings.api.twilio_dedupe_ttl_secs,
+    )
+    .await?;
     Ok(accepted())
 }
 
@@ -194,16 +214,15 @@ async fn twilio_recording(
     args.insert("recording_url".into(), url.into());
     args.insert("params".into(), Value::Object(as_object(&params)));
     let job = NewJob::new("default", "recording_job", args);
-    let r = ctx
-        .jobs
-        .enqueue_with_dedupe(
-            job,
-            &format!("recording:{call_sid}"),
-            ctx.settings.api.twilio_dedupe_ttl_secs,
-        )
-        .await
-        .map_err(job_error)?;
-    count("twilio", "recording_job", &r);
+    let key = format!("recording:{call_sid}");
+    admit(
+        &ctx,
+        "twilio",
+        job,
+        &key,
+        ctx.settings.api.twilio_dedupe_ttl_secs,
+    )
+    .await?;
     Ok(accepted())
 }
 
@@ -219,16 +238,15 @@ async fn push_notification(
     };
     let mut job = NewJob::new("default", "push_send_job", body);
     job.options.meta.insert("source".into(), "push_api".into());
-    let r = ctx
-        .jobs
-        .enqueue_with_dedupe(
-            job,
-            &format!("push:notification:{id}"),
-            ctx.settings.api.push_dedupe_ttl_secs,
-        )
-        .await
-        .map_err(job_error)?;
-    count("push_api", "push_send_job", &r);
+    let key = format!("push:notification:{id}");
+    let r = admit(
+        &ctx,
+        "push_api",
+        job,
+        &key,
+        ctx.settings.api.push_dedupe_ttl_secs,
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"job_id": r.job_id(), "duplicate": r.is_duplicate()})),
