@@ -118,8 +118,14 @@ pub struct Scheduler {
 }
 
 enum Tick {
-    Done { next_due: Option<DateTime<Utc>> },
-    Fenced { holder: String },
+    /// `at` is the time the tick evaluated the schedule at.
+    Done {
+        next_due: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    Fenced {
+        holder: String,
+    },
 }
 
 impl Scheduler {
@@ -188,13 +194,14 @@ impl Scheduler {
                 continue;
             }
             match self.tick(&mut cursors, cycle).await {
-                Tick::Done { next_due } => {
+                Tick::Done { next_due, at } => {
                     let tick = Instant::now() + self.tick_interval;
                     next_eval = match next_due {
+                        // A slot that was already due when the tick evaluated failed to fire
+                        // (Redis trouble): retry it shortly rather than in a tight loop.
+                        Some(due) if due <= at => tick.min(Instant::now() + RETRY_FAILED_SLOT),
                         Some(due) => {
-                            // A slot already due is one that failed to fire (Redis trouble):
-                            // retry it shortly rather than in a tight loop.
-                            let wait = (due - Utc::now()).to_std().unwrap_or(RETRY_FAILED_SLOT);
+                            let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                             tick.min(Instant::now() + wait)
                         }
                         None => tick,
@@ -291,7 +298,7 @@ impl Scheduler {
         {
             tracing::warn!(error = %err, "cannot record the tick");
         }
-        Tick::Done { next_due }
+        Tick::Done { next_due, at: now }
     }
 
     async fn fire(&self, e: &Entry, slot: DateTime<Utc>) -> Result<Fired, crate::jobs::JobError> {
