@@ -62,10 +62,6 @@ impl App {
         Ok(self.listener.local_addr()?)
     }
 
-    pub fn context(&self) -> &AppContext {
-        &self.ctx
-    }
-
     /// Runs until `shutdown` is cancelled (clean exit) or a subsystem exits (an error naming it).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let role = self.ctx.role;

@@ -489,6 +489,22 @@ impl Settings {
                     e.job_type
                 );
             }
+            // Scheduler entries are enqueued on their own queue, not routed: one for an external
+            // type must name that type's queue, or a prosaas worker takes it and fails it.
+            if let Some(entry) = self
+                .scheduler
+                .entries
+                .iter()
+                .find(|en| en.job_type == e.job_type && en.queue != e.queue)
+            {
+                bail!(
+                    "scheduler.entries.{}: job type {} runs outside prosaas on queue {}, so the entry must set queue = {:?}",
+                    entry.name,
+                    e.job_type,
+                    e.queue,
+                    e.queue
+                );
+            }
         }
         let c = &self.calls;
         if c.max_concurrent_calls == 0 || c.idle_timeout_ms == 0 {
@@ -666,6 +682,42 @@ mod tests {
         assert_eq!(s.worker.concurrency, 3);
         let err = Settings::load(Some(&dir.path().join("nope.toml")), &env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"));
+    }
+
+    #[test]
+    fn external_types_keep_their_queue_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ext.toml");
+        std::fs::write(
+            &path,
+            "external = [{ job_type = \"legacy.report\", queue = \"python\" }]\n\
+             [[scheduler.entries]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\njob_type = \"legacy.report\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Settings::load(Some(&path), &env(&[])).unwrap_err());
+        assert!(
+            err.contains("scheduler.entries.nightly") && err.contains("queue = \"python\""),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Settings::load(
+                Some(&path),
+                &env(&[("PROSAAS__WORKER__QUEUES", "default,python")])
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("worker.queues includes python"), "{err}");
+        std::fs::write(
+            &path,
+            "external = [{ job_type = \"legacy.report\", queue = \"python\" }]\n\
+             [[scheduler.entries]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\njob_type = \"legacy.report\"\nqueue = \"python\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(s.route("legacy.report", None).unwrap(), "python");
+        assert!(s.route("legacy.report", Some("default")).is_err());
+        assert_eq!(s.route("diag.echo", None).unwrap(), "default");
     }
 
     #[test]

@@ -37,10 +37,6 @@ impl TrackRecorder {
         })
     }
 
-    pub fn frames(&self) -> u64 {
-        self.end
-    }
-
     /// Writes `data` at frame `at`: after silence if it starts past the end, over what is there
     /// (silence from a gap) if it is late.
     pub fn write_at(&mut self, at: u64, data: &[u8]) -> io::Result<()> {

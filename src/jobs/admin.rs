@@ -85,35 +85,53 @@ type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
 impl JobStore {
     /// One job with its attempts, last retried error and latest result; `None` if absent.
     pub async fn job_detail(&self, id: &str) -> Result<Option<JobDetail>, JobError> {
-        let (mut hash, latest): (HashMap<String, Vec<u8>>, StreamEntries) = redis::pipe()
-            .hgetall(self.keys.job(id))
-            .cmd("XREVRANGE")
-            .arg(self.keys.results(id))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.conn())
-            .await?;
-        let attempts = hash
-            .remove("attempts")
-            .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
-            .unwrap_or(0);
-        let last_error = hash
-            .remove("last_error")
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
-        let Some(info) = JobInfo::from_hash(id, hash)? else {
-            return Ok(None);
-        };
-        Ok(Some(JobDetail {
-            info,
-            attempts,
-            last_error,
-            result: latest.first().and_then(|(_, f)| decode_result(f)),
-        }))
+        Ok(self.job_details(&[id.to_owned()]).await?.pop().flatten())
     }
 
-    /// Failed jobs of `queue`, oldest failure first, `limit` from `offset`.
+    /// Several jobs in one round trip (hash and latest result of each).
+    pub async fn job_details(&self, ids: &[String]) -> Result<Vec<Option<JobDetail>>, JobError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.job(id))
+                .cmd("XREVRANGE")
+                .arg(self.keys.results(id))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let replies: Vec<(HashMap<String, Vec<u8>>, StreamEntries)> = {
+            let flat: Vec<redis::Value> = pipe.query_async(&mut self.conn()).await?;
+            let mut pairs = Vec::with_capacity(ids.len());
+            let mut it = flat.into_iter();
+            while let (Some(h), Some(x)) = (it.next(), it.next()) {
+                pairs.push((redis::from_redis_value(h)?, redis::from_redis_value(x)?));
+            }
+            pairs
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, (mut hash, latest)) in ids.iter().zip(replies) {
+            let attempts = hash
+                .remove("attempts")
+                .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
+                .unwrap_or(0);
+            let last_error = hash
+                .remove("last_error")
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            out.push(JobInfo::from_hash(id, hash)?.map(|info| JobDetail {
+                info,
+                attempts,
+                last_error,
+                result: latest.first().and_then(|(_, f)| decode_result(f)),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Failed jobs of `queue`, oldest failure first, `limit` from `offset`: two round trips.
     pub async fn failed_jobs(
         &self,
         queue: &str,
@@ -128,29 +146,39 @@ impl JobStore {
             .arg(stop)
             .query_async(&mut self.conn())
             .await?;
-        let mut out = Vec::with_capacity(ids.len());
+        Ok(self
+            .job_details(&ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Puts failed jobs of `queue` back on it, in one script call; one outcome per id.
+    async fn requeue_many(&self, queue: &str, ids: &[String]) -> Result<Vec<Requeue>, JobError> {
+        let mut inv = scripts::REQUEUE_FAILED.prepare_invoke();
+        inv.arg(self.keys.rq_prefix())
+            .arg(queue)
+            .arg(rq_timestamp(Utc::now()));
         for id in ids {
-            if let Some(d) = self.job_detail(&id).await? {
-                out.push(d);
-            }
+            inv.arg(id);
         }
-        Ok(out)
+        let codes: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                1 => Requeue::Requeued,
+                0 => Requeue::NotFailed,
+                _ => Requeue::Missing,
+            })
+            .collect())
     }
 
     /// Puts one failed job back on its queue.
     pub async fn requeue_failed(&self, queue: &str, id: &str) -> Result<Requeue, JobError> {
-        let r: i64 = scripts::REQUEUE_FAILED
-            .arg(self.keys.rq_prefix())
-            .arg(queue)
-            .arg(id)
-            .arg(rq_timestamp(Utc::now()))
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(match r {
-            1 => Requeue::Requeued,
-            0 => Requeue::NotFailed,
-            _ => Requeue::Missing,
-        })
+        let mut r = self.requeue_many(queue, &[id.to_owned()]).await?;
+        r.pop()
+            .ok_or_else(|| JobError::Invalid("the requeue script returned nothing".into()))
     }
 
     /// Deletes a job from its queue, its registries, its hash and its results.
@@ -167,7 +195,7 @@ impl JobStore {
         })
     }
 
-    /// Puts every failed job of `queue` back; returns how many went back.
+    /// Puts every failed job of `queue` back, 500 per script call; returns how many went back.
     pub async fn requeue_all_failed(&self, queue: &str) -> Result<u64, JobError> {
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.keys.failed(queue))
@@ -176,10 +204,13 @@ impl JobStore {
             .query_async(&mut self.conn())
             .await?;
         let mut n = 0;
-        for id in ids {
-            if self.requeue_failed(queue, &id).await? == Requeue::Requeued {
-                n += 1;
-            }
+        for chunk in ids.chunks(500) {
+            n += self
+                .requeue_many(queue, chunk)
+                .await?
+                .into_iter()
+                .filter(|r| *r == Requeue::Requeued)
+                .count() as u64;
         }
         Ok(n)
     }

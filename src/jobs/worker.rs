@@ -175,24 +175,23 @@ impl JobStore {
         Ok(())
     }
 
-    /// Refreshes the registration and pushes the deadline of every running execution to
-    /// `now + job_ttl`, in one transaction. `ZADD XX` never re-adds an entry that recovery or
-    /// `rq info` removed meanwhile.
+    /// Refreshes the registration (TTL `ttl`) and pushes the deadline of every running
+    /// execution to `now + ttl`, in one transaction. `ZADD XX` never re-adds an entry that
+    /// recovery or `rq info` removed meanwhile.
     pub async fn heartbeat(
         &self,
         w: &WorkerInfo,
         running: &[Execution],
-        worker_ttl: Duration,
-        job_ttl: Duration,
+        ttl: Duration,
     ) -> Result<(), JobError> {
         let k = &self.keys;
         let wkey = k.worker(&w.name);
-        let deadline = Utc::now().timestamp() + ttl_secs(job_ttl);
+        let deadline = Utc::now().timestamp() + ttl_secs(ttl);
         let mut pipe = redis::pipe();
         pipe.atomic()
             // The state is left to claims and settles, which know when it changes.
             .hset(&wkey, "last_heartbeat", rq_timestamp(Utc::now()))
-            .expire(&wkey, ttl_secs(worker_ttl))
+            .expire(&wkey, ttl_secs(ttl))
             // Re-adding is cheap and heals a registration that a cleanup removed.
             .sadd(k.workers(), &wkey)
             .sadd(INBOXES, &w.name);
@@ -276,31 +275,37 @@ impl JobStore {
                 "claimed ids whose job hash no longer exists; dropped as RQ does"
             );
         }
-        let rest: Vec<RedisValue> = fields.collect();
-        let mut jobs = Vec::with_capacity(rest.len() / 11);
-        for row in rest.chunks_exact(11) {
-            let s = |i: usize| -> Result<String, JobError> {
-                Ok(redis::from_redis_value::<String>(row[i].clone())?)
+        // Values are moved out of the reply, not cloned: `data` can be the largest part.
+        let text = |v: RedisValue| -> Result<String, JobError> { Ok(redis::from_redis_value(v)?) };
+        let opt = |v: RedisValue| -> Result<Option<String>, JobError> {
+            Ok(Some(text(v)?).filter(|s| !s.is_empty()))
+        };
+        let mut jobs = Vec::with_capacity(fields.len() / 11);
+        while fields.len() >= 11 {
+            let mut row = fields.by_ref().take(11);
+            let mut take = || {
+                row.next().ok_or_else(|| {
+                    JobError::Invalid("the claim script returned a short row".into())
+                })
             };
-            let data: Vec<u8> = redis::from_redis_value(row[3].clone())?;
-            let id = s(0)?;
-            let opt = |i: usize| -> Result<Option<String>, JobError> {
-                Ok(Some(s(i)?).filter(|v| !v.is_empty()))
-            };
+            let id = text(take()?)?;
+            let execution_id = text(take()?)?;
+            let queue = text(take()?)?;
+            let data: Vec<u8> = redis::from_redis_value(take()?)?;
             jobs.push(ClaimedJob {
                 call: decode_data(&id, &data).map_err(|e| e.to_string()),
+                timeout: opt(take()?)?.and_then(|v| v.parse().ok()),
+                retries_left: opt(take()?)?.and_then(|v| v.parse().ok()),
+                retry_intervals: opt(take()?)?.and_then(|v| serde_json::from_str(&v).ok()),
+                result_ttl: opt(take()?)?.and_then(|v| v.parse().ok()),
+                failure_ttl: opt(take()?)?.and_then(|v| v.parse().ok()),
+                enqueued_at: opt(take()?)?,
+                attempts: text(take()?)?.parse().unwrap_or(1),
                 execution: Execution {
                     id,
-                    execution_id: s(1)?,
-                    queue: s(2)?,
+                    execution_id,
+                    queue,
                 },
-                timeout: opt(4)?.and_then(|v| v.parse().ok()),
-                retries_left: opt(5)?.and_then(|v| v.parse().ok()),
-                retry_intervals: opt(6)?.and_then(|v| serde_json::from_str(&v).ok()),
-                result_ttl: opt(7)?.and_then(|v| v.parse().ok()),
-                failure_ttl: opt(8)?.and_then(|v| v.parse().ok()),
-                enqueued_at: opt(9)?,
-                attempts: s(10)?.parse().unwrap_or(1),
             });
         }
         Ok(jobs)

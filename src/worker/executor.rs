@@ -545,12 +545,7 @@ async fn heartbeat_loop(
         }
         let executions: Vec<Execution> = lock(&running).executions.values().cloned().collect();
         if let Err(e) = store
-            .heartbeat(
-                &info,
-                &executions,
-                config.heartbeat_ttl,
-                config.heartbeat_ttl,
-            )
+            .heartbeat(&info, &executions, config.heartbeat_ttl)
             .await
         {
             tracing::warn!(error = %e, "heartbeat failed");

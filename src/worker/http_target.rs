@@ -115,10 +115,6 @@ impl Delivery {
         &self.client
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.targets.keys().map(String::as_str)
-    }
-
     pub fn target(&self, job_type: &str) -> Option<&HttpTarget> {
         self.targets.get(job_type)
     }

@@ -322,3 +322,53 @@ async fn priorities_delayed_jobs_and_dotted_names() {
     assert_eq!(scheduled, 0);
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_page_and_requeue_in_batches() {
+    let t = db();
+    let store = t.store();
+    let w = InProcWorker::start(&t, &[]);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let job = NewJob::new(
+            "default",
+            "diag.fail",
+            kwargs(json!({"permanent": true, "message": format!("bad {i}")})),
+        );
+        ids.push(store.enqueue(job).await.unwrap());
+    }
+    for id in &ids {
+        wait_status(&store, id, "failed", Duration::from_secs(10)).await;
+    }
+    w.stop().await;
+    let first = store.failed_jobs("default", 0, 2).await.unwrap();
+    let rest = store.failed_jobs("default", 2, 2).await.unwrap();
+    assert_eq!((first.len(), rest.len()), (2, 1));
+    let mut listed: Vec<String> = first
+        .iter()
+        .chain(&rest)
+        .map(|d| d.info.id.clone())
+        .collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "paging covers every failed job once");
+    assert!(first.iter().chain(&rest).all(|d| matches!(&d.result, Some(JobResult::Failed { error }) if error.contains("PermanentJobError: bad"))));
+    let details = store
+        .job_details(&[ids[0].clone(), "missing".into()])
+        .await
+        .unwrap();
+    assert!(details[0].is_some() && details[1].is_none());
+
+    assert_eq!(store.requeue_all_failed("default").await.unwrap(), 3);
+    for id in &ids {
+        assert_eq!(store.fetch_job(id).await.unwrap().unwrap().status, "queued");
+    }
+    let queued: usize = t.connection().llen("rq:queue:default").unwrap();
+    assert_eq!(queued, 3);
+    assert_eq!(
+        store.requeue_all_failed("default").await.unwrap(),
+        0,
+        "nothing left to requeue"
+    );
+}
