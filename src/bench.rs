@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{JobOptions, JobStore, NewJob, WorkerInfo, parse_rq_timestamp};
+use crate::jobs::{JobOptions, JobStore, NewJob, RedisCounters, WorkerInfo, parse_rq_timestamp};
 use crate::settings::Settings;
 use crate::worker::executor::{Executor, ExecutorConfig};
 use crate::worker::handler::HandlerContext;
@@ -78,6 +78,10 @@ pub fn cpu_secs(pid: &str) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
 }
 
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 fn job(i: usize, run: usize) -> NewJob {
     let mut args = Map::new();
     args.insert("i".into(), json!(i));
@@ -90,14 +94,16 @@ fn job(i: usize, run: usize) -> NewJob {
 struct Meter<'a> {
     store: &'a JobStore,
     started: Instant,
-    commands: (u64, u64),
+    redis: RedisCounters,
+    cpu: f64,
 }
 
 impl<'a> Meter<'a> {
     async fn start(store: &'a JobStore) -> anyhow::Result<Self> {
         Ok(Self {
             store,
-            commands: store.command_totals().await?,
+            redis: store.command_totals().await?,
+            cpu: cpu_secs("self"),
             started: Instant::now(),
         })
     }
@@ -105,16 +111,27 @@ impl<'a> Meter<'a> {
     /// Stops the clock; `overhead` commands the bench itself sent (polls) are not counted.
     async fn figure(self, name: &str, jobs: usize, overhead: u64) -> anyhow::Result<Figure> {
         let seconds = self.started.elapsed().as_secs_f64();
-        let (total, scripts) = self.store.command_totals().await?;
+        let cpu = cpu_secs("self") - self.cpu;
+        let r = self.store.command_totals().await?;
         let n = jobs.max(1) as f64;
+        let mut extra = Map::new();
+        // Where the time went: the CPU both sides spent per job tells whether Redis or this
+        // process bounds the figure (each has at most one of the machine's cores to give).
+        extra.insert(
+            "redis_cpu_us_per_job".into(),
+            json!(round1((r.cpu_secs - self.redis.cpu_secs) * 1e6 / n)),
+        );
+        extra.insert("bench_cpu_us_per_job".into(), json!(round1(cpu * 1e6 / n)));
         Ok(Figure {
             name: name.to_owned(),
             jobs,
             seconds,
             per_sec: jobs as f64 / seconds,
-            redis_commands_per_job: (total - self.commands.0).saturating_sub(overhead) as f64 / n,
-            scripts_per_job: (scripts - self.commands.1) as f64 / n,
-            extra: Map::new(),
+            redis_commands_per_job: (r.commands - self.redis.commands).saturating_sub(overhead)
+                as f64
+                / n,
+            scripts_per_job: (r.scripts - self.redis.scripts) as f64 / n,
+            extra,
         })
     }
 }
@@ -146,12 +163,24 @@ where
     Ok(())
 }
 
+/// Batches in flight at once: enough that building the next batch overlaps Redis applying the
+/// last one, as a producer with more than one batch to send would do.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 async fn fill(store: &JobStore, jobs: usize, run: usize, batch: usize) -> anyhow::Result<()> {
-    let all: Vec<NewJob> = (0..jobs).map(|i| job(i, run)).collect();
-    for chunk in all.chunks(batch.max(1)) {
-        store.enqueue_many(chunk).await?;
-    }
-    Ok(())
+    let batch = batch.max(1);
+    let s = store.clone();
+    in_flight(jobs.div_ceil(batch), BATCHES_IN_FLIGHT, move |b| {
+        let s = s.clone();
+        async move {
+            let chunk: Vec<NewJob> = (b * batch..((b + 1) * batch).min(jobs))
+                .map(|i| job(i, run))
+                .collect();
+            s.enqueue_many(&chunk).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// An in-process worker on the bench queue, running `diag.noop`.
@@ -254,8 +283,15 @@ async fn scenario(
             let m = Meter::start(store).await?;
             fill(store, n, 1, a.batch).await?;
             figures.push(
-                m.figure(&format!("enqueue_many, batches of {}", a.batch), n, 0)
-                    .await?,
+                m.figure(
+                    &format!(
+                        "enqueue_many, batches of {}, {BATCHES_IN_FLIGHT} in flight",
+                        a.batch
+                    ),
+                    n,
+                    0,
+                )
+                .await?,
             );
         }
         "enqueue-dedupe" => {

@@ -1,7 +1,6 @@
 //! Operator views and actions: failed jobs with their errors, requeue, one job in full.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -65,13 +64,10 @@ fn decode_result(fields: &HashMap<String, Vec<u8>>) -> Option<JobResult> {
             let raw = text("exc_string")
                 .and_then(|b| BASE64.decode(b).ok())
                 .unwrap_or_default();
-            let mut error = String::new();
-            if flate2::read::ZlibDecoder::new(raw.as_slice())
-                .read_to_string(&mut error)
-                .is_err()
-            {
-                error = String::from_utf8_lossy(&raw).into_owned();
-            }
+            let error = match super::zlib::decompress(&raw) {
+                Some(text) => String::from_utf8_lossy(&text).into_owned(),
+                None => String::from_utf8_lossy(&raw).into_owned(),
+            };
             JobResult::Failed { error }
         }
         code => JobResult::Other {

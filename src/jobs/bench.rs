@@ -6,6 +6,14 @@ use std::collections::HashMap;
 use super::JobStore;
 use super::error::JobError;
 
+/// Counters read by [`JobStore::command_totals`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RedisCounters {
+    pub commands: u64,
+    pub scripts: u64,
+    pub cpu_secs: f64,
+}
+
 impl JobStore {
     /// Keys in the current database (the bench refuses to run on a database that holds any,
     /// unless forced, so it cannot pollute production data).
@@ -13,17 +21,24 @@ impl JobStore {
         Ok(redis::cmd("DBSIZE").query_async(&mut self.conn()).await?)
     }
 
-    /// Total commands Redis has executed, from `INFO commandstats`, and `EVALSHA` calls alone.
-    /// Deltas of these give the commands (and scripts) a scenario cost per job; commands run
-    /// inside scripts are counted by Redis too.
-    pub async fn command_totals(&self) -> Result<(u64, u64), JobError> {
+    /// Redis's counters for a scenario's deltas, from one `INFO cpu commandstats`: total commands
+    /// executed (commands run inside scripts included), `EVALSHA` calls alone, and the CPU
+    /// seconds (user + system) the Redis process has used.
+    pub async fn command_totals(&self) -> Result<RedisCounters, JobError> {
         let info: String = redis::cmd("INFO")
+            .arg("cpu")
             .arg("commandstats")
             .query_async(&mut self.conn())
             .await?;
-        let mut total = 0;
-        let mut evalsha = 0;
+        let mut c = RedisCounters::default();
         for line in info.lines() {
+            if let Some(v) = line
+                .strip_prefix("used_cpu_sys:")
+                .or_else(|| line.strip_prefix("used_cpu_user:"))
+            {
+                c.cpu_secs += v.trim().parse::<f64>().unwrap_or(0.0);
+                continue;
+            }
             let Some((name, rest)) = line
                 .strip_prefix("cmdstat_")
                 .and_then(|l| l.split_once(':'))
@@ -37,13 +52,13 @@ impl JobStore {
                 .unwrap_or(0);
             // INFO itself is the measurement, not the workload.
             if name != "info" {
-                total += calls;
+                c.commands += calls;
             }
             if name == "evalsha" {
-                evalsha = calls;
+                c.scripts = calls;
             }
         }
-        Ok((total, evalsha))
+        Ok(c)
     }
 
     /// Deletes every key matching one of `patterns` (SCAN + UNLINK); returns how many.

@@ -5,12 +5,7 @@
 //! (`%Y-%m-%dT%H:%M:%S.ffffffZ`, which Python's `utcparse` requires), and ids match
 //! `[A-Za-z0-9_-]+` because a Python worker that pops any other id crashes.
 
-use std::io::{Read, Write};
-
 use chrono::{DateTime, Utc};
-use flate2::Compression;
-use flate2::read::ZlibDecoder;
-use flate2::write::ZlibEncoder;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -240,10 +235,7 @@ pub fn parse_rq_timestamp(s: &str) -> Option<DateTime<Utc>> {
 /// zlib(JSON `[func, null, [], kwargs]`): what RQ's JSONSerializer plus compression writes.
 pub(crate) fn encode_data(job_type: &str, args: &Map<String, Value>) -> Result<Vec<u8>, JobError> {
     let json = serde_json::to_vec(&(job_type, Value::Null, [(); 0], args)).map_err(json_err)?;
-    let mut enc = ZlibEncoder::new(Vec::with_capacity(json.len() / 2 + 16), Compression::fast());
-    enc.write_all(&json)
-        .and_then(|()| enc.finish())
-        .map_err(|e| JobError::Invalid(format!("cannot compress job data: {e}")))
+    Ok(super::zlib::compress(&json))
 }
 
 /// The call a job hash describes.
@@ -256,12 +248,8 @@ pub struct JobCall {
 
 /// Decodes `data` as RQ does: zlib if it inflates, else the raw bytes; then the JSON 4-array.
 pub(crate) fn decode_data(id: &str, raw: &[u8]) -> Result<JobCall, JobError> {
-    let mut inflated = Vec::new();
-    let json: &[u8] = if ZlibDecoder::new(raw).read_to_end(&mut inflated).is_ok() {
-        &inflated
-    } else {
-        raw
-    };
+    let inflated = super::zlib::decompress(raw);
+    let json: &[u8] = inflated.as_deref().unwrap_or(raw);
     let corrupt = |reason: String| JobError::Corrupt {
         id: id.to_owned(),
         reason,

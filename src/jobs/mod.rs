@@ -24,12 +24,14 @@ mod queue;
 mod scripts;
 mod stats;
 mod worker;
+mod zlib;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use admin::{Deleted, JobDetail, JobResult, Requeue};
+pub use bench::RedisCounters;
 pub use calls::{CallState, CallUpdate};
 pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
 pub use error::JobError;

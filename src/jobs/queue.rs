@@ -2,11 +2,10 @@
 //! makes (`shared/rq-protocol.md` §3.1.1, §6.3 (b)), so a Python RQ worker can run the job.
 
 use chrono::Utc;
-use redis::Pipeline;
 
+use super::JobStore;
 use super::error::JobError;
 use super::job::{JobInfo, NewJob};
-use super::{JobStore, keys::Keys};
 
 impl JobStore {
     /// Writes the job hash and pushes its id, atomically; returns the job id.
@@ -29,51 +28,81 @@ impl JobStore {
     }
 
     /// Enqueues a batch in one round trip and one transaction: all of them or none.
+    ///
+    /// Per job the transaction holds just its hash write (plus `EXPIRE` when it has a TTL):
+    /// explicit ids are cleared by one variadic `DEL` up front, and the pushes go out as one
+    /// `RPUSH` (and one `LPUSH` for `at_front`) per queue in batch order, which leaves each list
+    /// exactly as job-by-job pushes would.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>, JobError> {
         let now = Utc::now();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         let mut ids = Vec::with_capacity(jobs.len());
-        let mut queues: Vec<&str> = Vec::new();
         for job in jobs {
             job.validate()?;
-            let id = job
-                .options
-                .job_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            push_job(&mut pipe, &self.keys, job, &id, &job.hash_fields(now)?);
-            if !queues.contains(&job.queue.as_str()) {
-                queues.push(&job.queue);
-            }
-            ids.push(id);
+            ids.push(
+                job.options
+                    .job_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            );
         }
-        // Registered once per queue in the batch, inside the same transaction.
-        for q in queues {
-            pipe.sadd(self.keys.queues(), self.keys.queue(q)).ignore();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        // A reused explicit id must not inherit fields (status, ended_at, results) of an earlier
+        // run; a fresh UUID cannot collide, so it needs no DEL.
+        let mut cleared = std::collections::HashSet::new();
+        let explicit: Vec<String> = jobs
+            .iter()
+            .zip(&ids)
+            .filter(|(job, id)| job.options.job_id.is_some() && cleared.insert(id.as_str()))
+            .map(|(_, id)| self.keys.job(id))
+            .collect();
+        if !explicit.is_empty() {
+            pipe.del(explicit).ignore();
+        }
+        cleared.clear();
+        // (queue, ids for RPUSH, ids for LPUSH); batches rarely span more than a few queues.
+        let mut pushes: Vec<(&str, Vec<usize>, Vec<usize>)> = Vec::new();
+        for (i, (job, id)) in jobs.iter().zip(&ids).enumerate() {
+            let job_key = self.keys.job(id);
+            // The same id twice in one batch: the later job replaces the earlier one's hash.
+            if job.options.job_id.is_some() && !cleared.insert(id.as_str()) {
+                pipe.del(&job_key).ignore();
+            }
+            pipe.hset_multiple(&job_key, &job.hash_fields(now)?)
+                .ignore();
+            if let Some(ttl) = job.options.ttl {
+                pipe.expire(&job_key, ttl).ignore();
+            }
+            let slot = match pushes.iter().position(|(q, _, _)| *q == job.queue) {
+                Some(slot) => slot,
+                None => {
+                    pushes.push((&job.queue, Vec::new(), Vec::new()));
+                    pushes.len() - 1
+                }
+            };
+            let (_, back, front) = &mut pushes[slot];
+            if job.options.at_front {
+                front.push(i);
+            } else {
+                back.push(i);
+            }
+        }
+        for (queue, back, front) in &pushes {
+            let key = self.keys.queue(queue);
+            if !back.is_empty() {
+                pipe.rpush(&key, back.iter().map(|&i| &ids[i]).collect::<Vec<_>>())
+                    .ignore();
+            }
+            if !front.is_empty() {
+                pipe.lpush(&key, front.iter().map(|&i| &ids[i]).collect::<Vec<_>>())
+                    .ignore();
+            }
+            // Registered once per queue in the batch, inside the same transaction.
+            pipe.sadd(self.keys.queues(), key).ignore();
         }
         if !ids.is_empty() {
             pipe.query_async::<()>(&mut self.conn()).await?;
         }
         Ok(ids)
-    }
-}
-
-fn push_job(pipe: &mut Pipeline, keys: &Keys, job: &NewJob, id: &str, fields: &[(&str, Vec<u8>)]) {
-    let queue_key = keys.queue(&job.queue);
-    let job_key = keys.job(id);
-    // A reused explicit id must not inherit fields (status, ended_at, results) of an earlier
-    // run; a fresh UUID cannot collide, so it skips the DEL.
-    if job.options.job_id.is_some() {
-        pipe.del(&job_key).ignore();
-    }
-    pipe.hset_multiple(&job_key, fields).ignore();
-    if let Some(ttl) = job.options.ttl {
-        pipe.expire(&job_key, ttl).ignore();
-    }
-    if job.options.at_front {
-        pipe.lpush(&queue_key, id).ignore();
-    } else {
-        pipe.rpush(&queue_key, id).ignore();
     }
 }

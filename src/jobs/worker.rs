@@ -122,14 +122,7 @@ pub struct Recovered {
 
 /// base64(zlib(text)): how RQ stores `exc_string` in the result stream.
 pub(crate) fn encode_exc_string(text: &str) -> String {
-    use std::io::Write;
-    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    // Writing to a Vec cannot fail; an empty payload is still a valid (if useless) entry.
-    let bytes = enc
-        .write_all(text.as_bytes())
-        .and_then(|()| enc.finish())
-        .unwrap_or_default();
-    BASE64.encode(bytes)
+    BASE64.encode(super::zlib::compress(text.as_bytes()))
 }
 
 fn now_secs() -> f64 {

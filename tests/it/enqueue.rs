@@ -158,6 +158,58 @@ async fn a_batch_is_all_or_nothing() {
 }
 
 #[tokio::test]
+async fn a_mixed_batch_leaves_the_lists_as_one_by_one_pushes_would() {
+    let t = db();
+    let store = t.store();
+    // (queue, at_front) per job, across two queues, fronts interleaved with backs.
+    let plan = [
+        ("a", false),
+        ("b", false),
+        ("a", true),
+        ("a", false),
+        ("b", true),
+        ("a", true),
+        ("b", false),
+    ];
+    let jobs = |prefix: &str| -> Vec<NewJob> {
+        plan.iter()
+            .enumerate()
+            .map(|(i, (q, front))| {
+                NewJob::new(*q, "t", kwargs(json!({}))).with_options(JobOptions {
+                    job_id: Some(format!("{prefix}{i}")),
+                    at_front: *front,
+                    ..Default::default()
+                })
+            })
+            .collect()
+    };
+    for job in jobs("one") {
+        store.enqueue(job).await.unwrap();
+    }
+    let mut c = t.connection();
+    let one_by_one: Vec<Vec<String>> = ["a", "b"]
+        .iter()
+        .map(|q| c.lrange(format!("rq:queue:{q}"), 0, -1).unwrap())
+        .collect();
+    let _: () = c.del(&["rq:queue:a", "rq:queue:b"]).unwrap();
+    store.enqueue_many(&jobs("batch")).await.unwrap();
+    for (q, expected) in ["a", "b"].iter().zip(one_by_one) {
+        let got: Vec<String> = c.lrange(format!("rq:queue:{q}"), 0, -1).unwrap();
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|id| id.replace("one", "batch"))
+            .collect();
+        assert_eq!(got, expected, "queue {q}");
+    }
+    assert_eq!(
+        c.lrange::<_, Vec<String>>("rq:queue:a", 0, -1).unwrap(),
+        ["batch5", "batch2", "batch0", "batch3"]
+    );
+    let queues: Vec<String> = c.smembers("rq:queues").unwrap();
+    assert_eq!(queues.len(), 2, "{queues:?}");
+}
+
+#[tokio::test]
 async fn invalid_jobs_are_refused_before_redis() {
     let t = db();
     let store = t.store();

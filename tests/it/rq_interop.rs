@@ -647,7 +647,9 @@ async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
         (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
     })
     .await;
-    // Simulate a long stall: the job's deadline lies in the past when rq info cleans up.
+    // A real stall (SIGSTOP): no heartbeat can renew the deadline we then move into the past,
+    // however slowly `rq info` starts on a loaded machine.
+    w.signal("STOP");
     let mut c = t.connection();
     let members: Vec<String> = c.zrange("rq:wip:default", 0, -1).unwrap();
     assert_eq!(members.len(), 1);
@@ -659,6 +661,7 @@ async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
         )
         .unwrap();
     let (numbers, _) = rq_info("3.0.0", m.path(), &url);
+    w.signal("CONT");
     assert_eq!(numbers[3], 1, "rq info failed the stalled job: {numbers:?}");
     w.wait_for_log("outcome not recorded", Duration::from_secs(10));
     let job = store.job_detail(&id).await.unwrap().unwrap();
