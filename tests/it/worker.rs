@@ -372,3 +372,118 @@ async fn failed_jobs_page_and_requeue_in_batches() {
         "nothing left to requeue"
     );
 }
+
+/// One claim and one settle over two queues, with a job taken away in between (as recovery or
+/// `rq info` would): the claim enters every job in its queue's started registry, and the settle
+/// applies exactly the outcomes whose entries it still finds, leaving the taken job alone.
+#[tokio::test]
+async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
+    use prosaas::jobs::{Outcome, Settled, Settlement, WorkerInfo};
+    let t = db();
+    let store = t.store();
+    let w = WorkerInfo {
+        name: "batch-w".into(),
+        queues: vec!["high".into(), "low".into()],
+        pid: 1,
+        hostname: "h".into(),
+    };
+    store
+        .register_worker(&w, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = ["high", "low", "high", "low"]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            NewJob::new(*q, "t", kwargs(json!({}))).with_options(JobOptions {
+                job_id: Some(format!("j{i}")),
+                ..Default::default()
+            })
+        })
+        .collect();
+    store.enqueue_many(&jobs).await.unwrap();
+    let claimed = store
+        .claim(&w, 10, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    let order: Vec<&str> = claimed.iter().map(|c| c.execution.id.as_str()).collect();
+    assert_eq!(order, ["j0", "j2", "j1", "j3"], "queues in priority order");
+    let mut c = t.connection();
+    for q in ["high", "low"] {
+        let n: usize = c.zcard(format!("rq:wip:{q}")).unwrap();
+        assert_eq!(n, 2, "both {q} jobs are in its started registry");
+    }
+    // j2 is taken away before its outcome arrives.
+    let taken = &claimed[1].execution;
+    let removed: usize = c
+        .zrem(
+            "rq:wip:high",
+            format!("{}:{}", taken.id, taken.execution_id),
+        )
+        .unwrap();
+    assert_eq!(removed, 1);
+    let outcomes = [
+        Outcome::Finished {
+            result: None,
+            result_ttl: 100,
+        },
+        Outcome::Finished {
+            result: Some(json!(2)),
+            result_ttl: 100,
+        },
+        Outcome::Failed {
+            error: "boom".into(),
+            failure_ttl: -1,
+        },
+        Outcome::Finished {
+            result: None,
+            result_ttl: -1,
+        },
+    ];
+    let batch: Vec<Settlement> = claimed
+        .iter()
+        .zip(outcomes)
+        .map(|(cj, outcome)| Settlement {
+            execution: cj.execution.clone(),
+            started_at: 1.0,
+            ended_at: 1.5,
+            outcome,
+        })
+        .collect();
+    let settled = store.settle(&w, &batch, None).await.unwrap();
+    assert_eq!(
+        settled,
+        [
+            Settled::Applied,
+            Settled::Conflict,
+            Settled::Applied,
+            Settled::Applied
+        ]
+    );
+    let status = |c: &mut redis::Connection, id: &str| -> String {
+        c.hget(format!("rq:job:{id}"), "status").unwrap()
+    };
+    assert_eq!(status(&mut c, "j0"), "finished");
+    assert_eq!(status(&mut c, "j2"), "started", "the taken job is left alone");
+    assert_eq!(status(&mut c, "j1"), "failed");
+    assert_eq!(status(&mut c, "j3"), "finished");
+    let finished_high: Vec<String> = c.zrange("rq:finished:high", 0, -1).unwrap();
+    assert_eq!(finished_high, ["j0"]);
+    let finished_low: Vec<(String, f64)> = c.zrange_withscores("rq:finished:low", 0, -1).unwrap();
+    assert_eq!(finished_low, [("j3".to_owned(), f64::INFINITY)]);
+    let failed_low: Vec<(String, f64)> = c.zrange_withscores("rq:failed:low", 0, -1).unwrap();
+    assert_eq!(failed_low, [("j1".to_owned(), -1.0)]);
+    let ttl: i64 = c.ttl("rq:job:j0").unwrap();
+    assert!((95..=100).contains(&ttl), "ttl {ttl}");
+    for q in ["high", "low"] {
+        let n: usize = c.zcard(format!("rq:wip:{q}")).unwrap();
+        assert_eq!(n, 0, "{q}: settled entries left the started registry");
+    }
+    let done: (u64, u64) = redis::cmd("HMGET")
+        .arg("rq:worker:batch-w")
+        .arg("successful_job_count")
+        .arg("failed_job_count")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(done, (2, 1), "the conflict is counted nowhere");
+}

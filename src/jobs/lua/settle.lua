@@ -1,5 +1,5 @@
 -- Record the outcomes of a batch of executions, each as RQ records it. An outcome applies only
--- if its started-registry entry is still there (ZREM returns 1): if recovery or `rq info`
+-- if its started-registry entry is still there (ZMSCORE finds it): if recovery or `rq info`
 -- already took the job away, its new state is not overwritten and the outcome is reported as
 -- a conflict.
 --
@@ -24,15 +24,63 @@ local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
 local ok_count, fail_count, working = 0, 0, 0
 
+-- Registry writes are grouped per key and sent as one variadic call each: a redis.call from Lua
+-- costs microseconds of Redis CPU, so per-batch calls instead of per-job ones are most of what
+-- a drained job costs. The script is atomic, so grouping changes no observable order.
+local groups, group_order = {}, {}
+local function group(key)
+  local g = groups[key]
+  if not g then
+    g = {}
+    groups[key] = g
+    group_order[#group_order + 1] = key
+  end
+  return g
+end
+local function each_slice(list, f)
+  -- unpack() is bounded by Lua's C stack; settle batches are small, but stay safe.
+  for i = 1, #list, 2000 do f(unpack(list, i, math.min(i + 1999, #list))) end
+end
+
+-- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
+local by_queue, queue_order = {}, {}
+for i = 7, #ARGV, 10 do
+  local q = ARGV[i + 3]
+  local list = by_queue[q]
+  if not list then
+    list = {}
+    by_queue[q] = list
+    queue_order[#queue_order + 1] = q
+  end
+  list[#list + 1] = i
+end
+for _, q in ipairs(queue_order) do
+  local wip = p .. 'wip:' .. q
+  local members, owned = {}, {}
+  for k, i in ipairs(by_queue[q]) do members[k] = ARGV[i + 1] .. ':' .. ARGV[i + 2] end
+  local scores = {}
+  each_slice(members, function(...)
+    for _, v in ipairs(redis.call('ZMSCORE', wip, ...)) do scores[#scores + 1] = v end
+  end)
+  for k, i in ipairs(by_queue[q]) do
+    if scores[k] then
+      applied[(i - 7) / 10 + 1] = 1
+      owned[#owned + 1] = members[k]
+    else
+      applied[(i - 7) / 10 + 1] = 0
+    end
+  end
+  if #owned > 0 then
+    each_slice(owned, function(...) redis.call('ZREM', wip, ...) end)
+  end
+end
+
 for i = 7, #ARGV, 10 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, payload = tonumber(ARGV[i + 4]), ARGV[i + 5]
   local started, ended = ARGV[i + 6], ARGV[i + 7]
   local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
-  if redis.call('ZREM', p .. 'wip:' .. q, id .. ':' .. eid) == 0 then
-    applied[#applied + 1] = 0
-  else
-    applied[#applied + 1] = 1
+  if applied[(i - 7) / 10 + 1] == 1 then
     if kind ~= 'requeue' then
       working = working + (tonumber(ended) - tonumber(started))
     end
@@ -50,15 +98,17 @@ for i = 7, #ARGV, 10 do
           redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', w,
             'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
         end
+        local finished = group(p .. 'finished:' .. q)
         if ttl == -1 then
           redis.call('PERSIST', jkey)
           redis.call('PERSIST', rkey)
-          redis.call('ZADD', p .. 'finished:' .. q, '+inf', id)
+          finished[#finished + 1] = '+inf'
         else
           redis.call('EXPIRE', jkey, ttl)
           redis.call('EXPIRE', rkey, ttl)
-          redis.call('ZADD', p .. 'finished:' .. q, now + ttl, id)
+          finished[#finished + 1] = now + ttl
         end
+        finished[#finished + 1] = id
       end
     elseif kind == 'fail' then
       fail_count = fail_count + 1
@@ -66,14 +116,16 @@ for i = 7, #ARGV, 10 do
       redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', w,
         'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
+      local failed = group(p .. 'failed:' .. q)
       if ttl == -1 then
         redis.call('PERSIST', jkey)
-        redis.call('ZADD', p .. 'failed:' .. q, -1, id)
+        failed[#failed + 1] = -1
       else
         redis.call('EXPIRE', jkey, ttl)
         redis.call('EXPIRE', rkey, ttl)
-        redis.call('ZADD', p .. 'failed:' .. q, now + ttl, id)
+        failed[#failed + 1] = now + ttl
       end
+      failed[#failed + 1] = id
     elseif kind == 'retry' then
       fail_count = fail_count + 1
       local left, err = ARGV[i + 8], ARGV[i + 9]
@@ -90,6 +142,10 @@ for i = 7, #ARGV, 10 do
       redis.call('LPUSH', p .. 'queue:' .. q, id)
     end
   end
+end
+
+for _, key in ipairs(group_order) do
+  each_slice(groups[key], function(...) redis.call('ZADD', key, ...) end)
 end
 
 if worker_alive then
