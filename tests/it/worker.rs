@@ -464,7 +464,11 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
         c.hget(format!("rq:job:{id}"), "status").unwrap()
     };
     assert_eq!(status(&mut c, "j0"), "finished");
-    assert_eq!(status(&mut c, "j2"), "started", "the taken job is left alone");
+    assert_eq!(
+        status(&mut c, "j2"),
+        "started",
+        "the taken job is left alone"
+    );
     assert_eq!(status(&mut c, "j1"), "failed");
     assert_eq!(status(&mut c, "j3"), "finished");
     let finished_high: Vec<String> = c.zrange("rq:finished:high", 0, -1).unwrap();
