@@ -85,8 +85,9 @@ pub(crate) fn decompress(input: &[u8]) -> Option<Vec<u8>> {
             match d.decompress_vec(rest, &mut out, FlushDecompress::None) {
                 Ok(Status::StreamEnd) => return Some(out),
                 Ok(Status::Ok | Status::BufError) => {
-                    // `None`, not `Finish`: miniz treats a first `Finish` call as "the output fits" and fails
-                    // instead of asking for more room. No progress with room to spare: the input ended early.
+                    // `None`, not `Finish`: miniz treats a first `Finish` call as "the output
+                    // fits" and fails instead of asking for more room. No progress with room to
+                    // spare: the input ended early.
                     if before == (d.total_in(), d.total_out()) && out.len() < out.capacity() {
                         return None;
                     }
