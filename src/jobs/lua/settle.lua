@@ -27,16 +27,18 @@ local ok_count, fail_count, working = 0, 0, 0
 -- Registry writes are grouped per key and sent as one variadic call each: a redis.call from Lua
 -- costs microseconds of Redis CPU, so per-batch calls instead of per-job ones are most of what
 -- a drained job costs. The script is atomic, so grouping changes no observable order.
-local groups, group_order = {}, {}
-local function group(key)
-  local g = groups[key]
-  if not g then
-    g = {}
-    groups[key] = g
-    group_order[#group_order + 1] = key
+-- The list under `key` in `map`, created on first use; `order` keeps keys in first-use order.
+local function bucket(map, order, key)
+  local b = map[key]
+  if not b then
+    b = {}
+    map[key] = b
+    order[#order + 1] = key
   end
-  return g
+  return b
 end
+local groups, group_order = {}, {}
+local function group(key) return bucket(groups, group_order, key) end
 local function each_slice(list, f)
   -- unpack() is bounded by Lua's C stack; settle batches are small, but stay safe.
   for i = 1, #list, 2000 do f(unpack(list, i, math.min(i + 1999, #list))) end
@@ -45,13 +47,7 @@ end
 -- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
 local by_queue, queue_order = {}, {}
 for i = 7, #ARGV, 10 do
-  local q = ARGV[i + 3]
-  local list = by_queue[q]
-  if not list then
-    list = {}
-    by_queue[q] = list
-    queue_order[#queue_order + 1] = q
-  end
+  local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
 end
 for _, q in ipairs(queue_order) do
