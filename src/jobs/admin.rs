@@ -64,10 +64,8 @@ fn decode_result(fields: &HashMap<String, Vec<u8>>) -> Option<JobResult> {
             let raw = text("exc_string")
                 .and_then(|b| BASE64.decode(b).ok())
                 .unwrap_or_default();
-            let error = match super::zlib::decompress(&raw) {
-                Some(text) => String::from_utf8_lossy(&text).into_owned(),
-                None => String::from_utf8_lossy(&raw).into_owned(),
-            };
+            let inflated = super::zlib::decompress(&raw);
+            let error = String::from_utf8_lossy(inflated.as_deref().unwrap_or(&raw)).into_owned();
             JobResult::Failed { error }
         }
         code => JobResult::Other {

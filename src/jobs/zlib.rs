@@ -17,6 +17,7 @@ thread_local! {
 
 /// Below this size a payload is stored, not deflated (see the module comment).
 const STORE_BELOW: usize = 512;
+const _: () = assert!(STORE_BELOW <= u16::MAX as usize);
 
 /// zlib-wraps `input` into a new buffer: stored when small, else deflated at level 1.
 pub(crate) fn compress(input: &[u8]) -> Vec<u8> {
@@ -49,11 +50,10 @@ pub(crate) fn compress(input: &[u8]) -> Vec<u8> {
 /// RFC 1950/1951: header `78 01` (deflate, 32 KB window, fastest), one final stored block
 /// (`01`, LEN, !LEN, bytes), then the Adler-32 of the data, big-endian.
 fn stored(input: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(input.len()).unwrap_or(u16::MAX);
-    debug_assert!(
-        input.len() <= usize::from(u16::MAX),
-        "one stored block holds 64 KiB at most"
-    );
+    // One stored block holds at most 64 KiB; callers pass less than STORE_BELOW.
+    let Ok(len) = u16::try_from(input.len()) else {
+        return one_shot(input);
+    };
     let mut out = Vec::with_capacity(input.len() + 11);
     out.extend_from_slice(&[0x78, 0x01, 0x01]);
     out.extend_from_slice(&len.to_le_bytes());
