@@ -313,37 +313,67 @@ impl JobStore {
         state: Option<(WorkerState, u64)>,
     ) -> Result<Vec<Settled>, JobError> {
         let now = Utc::now();
+        let now_secs = now.timestamp();
+        let now_exact = now.timestamp_millis() as f64 / 1000.0;
+        // Registry scores and the working time are computed here and sent as strings: the
+        // script passes them on untouched (see settle.lua on Lua's number conversions).
+        let working: f64 = batch
+            .iter()
+            .filter(|s| !matches!(s.outcome, Outcome::Requeue))
+            .map(|s| s.ended_at - s.started_at)
+            .sum();
         let mut inv = scripts::SETTLE.prepare_invoke();
         inv.arg(self.keys.rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
-            .arg(format!("{:.3}", now.timestamp_millis() as f64 / 1000.0))
+            .arg(if working > 0.0 {
+                format!("{working:.6}")
+            } else {
+                String::new()
+            })
             .arg(state.map_or("", |(s, _)| s.as_str()))
             .arg(state.map_or(0, |(_, seq)| seq));
+        let registry_score = |ttl: i64, forever: &str| match ttl {
+            -1 => forever.to_owned(),
+            ttl => (now_secs + ttl).to_string(),
+        };
         for s in batch {
-            let (kind, ttl, payload, left, err) = match &s.outcome {
+            let (kind, ttl, score, payload, left, err) = match &s.outcome {
                 Outcome::Finished { result, result_ttl } => {
                     let payload = match result {
                         Some(v) => BASE64.encode(serde_json::to_vec(v).unwrap_or_default()),
                         None => String::new(),
                     };
-                    ("ok", *result_ttl, payload, 0, "")
+                    let score = registry_score(*result_ttl, "+inf");
+                    ("ok", *result_ttl, score, payload, 0, "")
                 }
                 Outcome::Failed { error, failure_ttl } => {
-                    ("fail", *failure_ttl, encode_exc_string(error), 0, "")
+                    let score = registry_score(*failure_ttl, "-1");
+                    ("fail", *failure_ttl, score, encode_exc_string(error), 0, "")
                 }
                 Outcome::Retry {
                     error,
                     delay_secs,
                     retries_left,
-                } => (
-                    "retry",
-                    i64::try_from(*delay_secs).unwrap_or(i64::MAX),
-                    String::new(),
-                    *retries_left,
-                    error.as_str(),
-                ),
-                Outcome::Requeue => ("requeue", 0, String::new(), 0, ""),
+                } => {
+                    let delay = i64::try_from(*delay_secs).unwrap_or(i64::MAX);
+                    // No score: back on the queue now; otherwise due `delay` from now, with
+                    // the milliseconds kept so a short backoff is neither cut nor stretched.
+                    let due = if delay > 0 {
+                        format!("{:.3}", now_exact + delay as f64)
+                    } else {
+                        String::new()
+                    };
+                    (
+                        "retry",
+                        delay,
+                        due,
+                        String::new(),
+                        *retries_left,
+                        error.as_str(),
+                    )
+                }
+                Outcome::Requeue => ("requeue", 0, String::new(), String::new(), 0, ""),
             };
             let e = &s.execution;
             inv.arg(kind)
@@ -351,6 +381,7 @@ impl JobStore {
                 .arg(&e.execution_id)
                 .arg(&e.queue)
                 .arg(ttl)
+                .arg(score)
                 .arg(payload)
                 .arg(format!("{:.6}", s.started_at))
                 .arg(format!("{:.6}", s.ended_at))

@@ -115,6 +115,11 @@ async fn a_finished_job_is_recorded_as_rq_records_it() {
     );
     let count: String = c.hget(&workers[0], "successful_job_count").unwrap();
     assert_eq!(count, "1");
+    let worked: f64 = c.hget(&workers[0], "total_working_time").unwrap();
+    assert!(
+        worked > 0.0 && worked < 5.0,
+        "the job's working time is counted: {worked}"
+    );
     w.stop().await;
     let workers: Vec<String> = c.smembers("rq:workers").unwrap();
     assert!(workers.is_empty(), "unregistered on stop");
@@ -490,4 +495,18 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
         .query(&mut c)
         .unwrap();
     assert_eq!(done, (2, 1), "the conflict is counted nowhere");
+    let worked: f64 = c.hget("rq:worker:batch-w", "total_working_time").unwrap();
+    assert!(
+        (worked - 1.5).abs() < 1e-9,
+        "three applied outcomes of 0.5 s each; the conflict's time is not counted: {worked}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let score: f64 = c.zscore("rq:finished:high", "j0").unwrap();
+    assert!(
+        (now + 95.0..=now + 100.0).contains(&score),
+        "finished score is now + result_ttl: {score} at {now}"
+    );
 }

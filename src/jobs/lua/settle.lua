@@ -4,25 +4,27 @@
 -- a conflict.
 --
 -- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
--- ARGV[4] now (Unix s, with milliseconds)
+-- ARGV[4] the batch's working time in seconds (every outcome but requeues; '' for none)
 -- ARGV[5] the worker's state afterwards ('idle', 'busy' or '' for no decision), with
 -- ARGV[6] its sequence number: state decisions are numbered in the worker process, and Redis keeps
 -- the newest, whatever order concurrent calls arrive in (a claim's 'busy' and a settle's 'idle')
--- then 10 fields per outcome:
+-- then 11 fields per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
+--   score (ok, fail: the finished/failed registry score; retry with a delay: its due time),
 --   payload (ok: base64 JSON return value or ''; fail: base64 zlib error text),
 --   started (Unix s, float), ended (Unix s, float),
 --   retries_left (retry: the new value), error (retry: the attempt's error text)
+-- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
+-- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
 -- Returns one integer per outcome: 1 applied, 0 conflict.
-local p, w, now_ts, now_exact = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
--- Finished and failed registries get whole seconds, as RQ writes them; a retry's due time keeps
--- its fraction so a short backoff is neither cut short nor stretched by rounding.
-local now = math.floor(now_exact)
+local p, w, now_ts = ARGV[1], ARGV[2], ARGV[3]
 local wkey = p .. 'worker:' .. w
 local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
-local ok_count, fail_count, working = 0, 0, 0
+local ok_count, fail_count = 0, 0
+-- Working time of outcomes that did not apply, taken off ARGV[4] (rare: conflicts only).
+local not_worked = 0
 
 -- Registry writes are grouped per key and sent as one variadic call each: a redis.call from Lua
 -- costs microseconds of Redis CPU, so per-batch calls instead of per-job ones are most of what
@@ -46,7 +48,7 @@ end
 
 -- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
 local by_queue, queue_order = {}, {}
-for i = 7, #ARGV, 10 do
+for i = 7, #ARGV, 11 do
   local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
 end
@@ -60,10 +62,10 @@ for _, q in ipairs(queue_order) do
   end)
   for k, i in ipairs(by_queue[q]) do
     if scores[k] then
-      applied[(i - 7) / 10 + 1] = 1
+      applied[(i - 7) / 11 + 1] = 1
       owned[#owned + 1] = members[k]
     else
-      applied[(i - 7) / 10 + 1] = 0
+      applied[(i - 7) / 11 + 1] = 0
     end
   end
   if #owned > 0 then
@@ -71,67 +73,66 @@ for _, q in ipairs(queue_order) do
   end
 end
 
-for i = 7, #ARGV, 10 do
+for i = 7, #ARGV, 11 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local ttl, payload = tonumber(ARGV[i + 4]), ARGV[i + 5]
-  local started, ended = ARGV[i + 6], ARGV[i + 7]
+  local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local started, ended = ARGV[i + 7], ARGV[i + 8]
   local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
-  if applied[(i - 7) / 10 + 1] == 1 then
+  if applied[(i - 7) / 11 + 1] ~= 1 then
     if kind ~= 'requeue' then
-      working = working + (tonumber(ended) - tonumber(started))
+      not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
+  else
     if kind == 'ok' then
       ok_count = ok_count + 1
-      if ttl == 0 then
+      if ttl == '0' then
         redis.call('DEL', jkey, rkey)
       else
         redis.call('HSET', jkey, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
         if payload ~= '' then
-          redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', w,
+          redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
             'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
             'execution_ended_at', ended)
         else
-          redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 1, 'worker_name', w,
+          redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
             'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
         end
-        local finished = group(p .. 'finished:' .. q)
-        if ttl == -1 then
+        if ttl == '-1' then
           redis.call('PERSIST', jkey)
           redis.call('PERSIST', rkey)
-          finished[#finished + 1] = '+inf'
         else
           redis.call('EXPIRE', jkey, ttl)
           redis.call('EXPIRE', rkey, ttl)
-          finished[#finished + 1] = now + ttl
         end
+        local finished = group(p .. 'finished:' .. q)
+        finished[#finished + 1] = score
         finished[#finished + 1] = id
       end
     elseif kind == 'fail' then
       fail_count = fail_count + 1
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts, 'last_heartbeat', now_ts)
-      redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', w,
+      redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', w,
         'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
-      local failed = group(p .. 'failed:' .. q)
-      if ttl == -1 then
+      if ttl == '-1' then
         redis.call('PERSIST', jkey)
-        failed[#failed + 1] = -1
       else
         redis.call('EXPIRE', jkey, ttl)
         redis.call('EXPIRE', rkey, ttl)
-        failed[#failed + 1] = now + ttl
       end
+      local failed = group(p .. 'failed:' .. q)
+      failed[#failed + 1] = score
       failed[#failed + 1] = id
     elseif kind == 'retry' then
       fail_count = fail_count + 1
-      local left, err = ARGV[i + 8], ARGV[i + 9]
-      if ttl <= 0 then
+      local left, err = ARGV[i + 9], ARGV[i + 10]
+      if score == '' then
         redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts, 'retries_left', left,
           'last_error', err)
         redis.call('RPUSH', p .. 'queue:' .. q, id)
       else
         redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left, 'last_error', err)
-        redis.call('ZADD', p .. 'scheduled:' .. q, now_exact + ttl, id)
+        redis.call('ZADD', p .. 'scheduled:' .. q, score, id)
       end
     else -- requeue: put back, untouched, at the head of its queue (shutdown)
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
@@ -147,7 +148,11 @@ end
 if worker_alive then
   if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
   if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
-  if working > 0 then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', working) end
+  if not_worked == 0 then
+    if ARGV[4] ~= '' then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', ARGV[4]) end
+  elseif ARGV[4] ~= '' and tonumber(ARGV[4]) - not_worked > 0 then
+    redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tonumber(ARGV[4]) - not_worked)
+  end
   if ARGV[5] ~= '' and tonumber(ARGV[6]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
     redis.call('HSET', wkey, 'state', ARGV[5], 'state_seq', ARGV[6])
   end
