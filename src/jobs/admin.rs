@@ -64,8 +64,13 @@ fn decode_result(fields: &HashMap<String, Vec<u8>>) -> Option<JobResult> {
             let raw = text("exc_string")
                 .and_then(|b| BASE64.decode(b).ok())
                 .unwrap_or_default();
-            let inflated = super::zlib::decompress(&raw);
-            let error = String::from_utf8_lossy(inflated.as_deref().unwrap_or(&raw)).into_owned();
+            let error = match super::zlib::decompress(&raw).or_raw(&raw) {
+                Some(text) => String::from_utf8_lossy(&text).into_owned(),
+                None => format!(
+                    "(error text inflates past {} MiB; not shown)",
+                    super::zlib::MAX_INFLATED >> 20
+                ),
+            };
             JobResult::Failed { error }
         }
         code => JobResult::Other {

@@ -248,14 +248,18 @@ pub struct JobCall {
 
 /// Decodes `data` as RQ does: zlib if it inflates, else the raw bytes; then the JSON 4-array.
 pub(crate) fn decode_data(id: &str, raw: &[u8]) -> Result<JobCall, JobError> {
-    let inflated = super::zlib::decompress(raw);
-    let json: &[u8] = inflated.as_deref().unwrap_or(raw);
     let corrupt = |reason: String| JobError::Corrupt {
         id: id.to_owned(),
         reason,
     };
+    let json = super::zlib::decompress(raw).or_raw(raw).ok_or_else(|| {
+        corrupt(format!(
+            "data inflates past {} MiB",
+            super::zlib::MAX_INFLATED >> 20
+        ))
+    })?;
     let (func, instance, args, kwargs): (String, Value, Vec<Value>, Map<String, Value>) =
-        serde_json::from_slice(json).map_err(|e| corrupt(format!("data is not RQ JSON: {e}")))?;
+        serde_json::from_slice(&json).map_err(|e| corrupt(format!("data is not RQ JSON: {e}")))?;
     if !instance.is_null() {
         return Err(corrupt(
             "bound-method jobs (non-null instance) cannot be run outside Python".into(),
@@ -365,6 +369,22 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         }
+    }
+
+    #[test]
+    fn data_that_inflates_past_the_limit_is_corrupt_not_allocated() {
+        use std::io::Write;
+        // A JSON array opening followed by zeros, as a crafted job hash could hold.
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![b' '; 1 << 20];
+        enc.write_all(b"[\"t\", null, [], {}").unwrap();
+        for _ in 0..=(crate::jobs::zlib::MAX_INFLATED >> 20) {
+            enc.write_all(&chunk).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 200_000, "{}", bomb.len());
+        let err = decode_data("j", &bomb).unwrap_err();
+        assert!(err.to_string().contains("inflates past 64 MiB"), "{err}");
     }
 
     #[test]

@@ -72,28 +72,66 @@ fn one_shot(input: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Inflates a zlib stream, or `None` when `input` is not one (RQ then treats it as raw bytes).
-pub(crate) fn decompress(input: &[u8]) -> Option<Vec<u8>> {
+/// The most a job's `data` or an error text may inflate to. RQ sets no limit, but a worker
+/// that inflates whatever a queue holds should not let a few crafted bytes (deflate reaches
+/// about 1,000:1) take all its memory; 64 MiB is far above any real job.
+pub(crate) const MAX_INFLATED: usize = 64 << 20;
+
+/// What [`decompress`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inflated {
+    Data(Vec<u8>),
+    /// Not a zlib stream (RQ then treats the bytes as they are).
+    NotZlib,
+    /// A zlib stream that inflates past [`MAX_INFLATED`].
+    TooLarge,
+}
+
+impl Inflated {
+    /// The inflated bytes, or `raw` itself when it is not zlib; `None` when too large.
+    pub(crate) fn or_raw(self, raw: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Self::Data(v) => Some(std::borrow::Cow::Owned(v)),
+            Self::NotZlib => Some(std::borrow::Cow::Borrowed(raw)),
+            Self::TooLarge => None,
+        }
+    }
+}
+
+/// Inflates a zlib stream of at most [`MAX_INFLATED`] bytes.
+pub(crate) fn decompress(input: &[u8]) -> Inflated {
+    decompress_at_most(input, MAX_INFLATED)
+}
+
+fn decompress_at_most(input: &[u8], limit: usize) -> Inflated {
     DECOMPRESS.with(|cell| {
         let mut d = cell.borrow_mut();
         d.reset(true);
-        let mut out = Vec::with_capacity(input.len().saturating_mul(4).max(256));
+        // Room for one byte past the limit, so that reaching it shows as too large.
+        let room = limit.saturating_add(1);
+        let mut out = Vec::with_capacity(input.len().saturating_mul(4).max(256).min(room));
         loop {
-            let consumed = usize::try_from(d.total_in()).ok()?;
-            let rest = input.get(consumed..)?;
+            let Some(rest) = usize::try_from(d.total_in())
+                .ok()
+                .and_then(|consumed| input.get(consumed..))
+            else {
+                return Inflated::NotZlib;
+            };
             let before = (d.total_in(), d.total_out());
             match d.decompress_vec(rest, &mut out, FlushDecompress::None) {
-                Ok(Status::StreamEnd) => return Some(out),
+                Err(_) => return Inflated::NotZlib,
+                Ok(_) if out.len() > limit => return Inflated::TooLarge,
+                Ok(Status::StreamEnd) => return Inflated::Data(out),
                 Ok(Status::Ok | Status::BufError) => {
                     // `None`, not `Finish`: miniz treats a first `Finish` call as "the output
                     // fits" and fails instead of asking for more room. No progress with room to
                     // spare: the input ended early.
                     if before == (d.total_in(), d.total_out()) && out.len() < out.capacity() {
-                        return None;
+                        return Inflated::NotZlib;
                     }
-                    out.reserve(out.capacity().max(256));
+                    let grow = out.capacity().max(256).min(room - out.len());
+                    out.reserve_exact(grow);
                 }
-                Err(_) => return None,
             }
         }
     })
@@ -113,7 +151,7 @@ mod tests {
         let mid: Vec<u8> = (0..STORE_BELOW as u32).map(|i| (i % 7) as u8).collect();
         for input in [&b""[..], b"hello", &mid[..STORE_BELOW - 1], &mid, &big] {
             let z = compress(input);
-            assert_eq!(decompress(&z).as_deref(), Some(input));
+            assert_eq!(decompress(&z), Inflated::Data(input.to_vec()));
             // The reused state must still produce a stream any zlib reader accepts.
             let mut via_reader = Vec::new();
             flate2::read::ZlibDecoder::new(z.as_slice())
@@ -146,14 +184,34 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_zlib_and_truncated_streams() {
-        assert_eq!(decompress(b"[\"f\", null, [], {}]"), None);
+        assert_eq!(decompress(b"[\"f\", null, [], {}]"), Inflated::NotZlib);
         let z = compress(b"some text that is long enough to matter, some text");
-        assert_eq!(decompress(&z[..z.len() - 3]), None);
-        assert_eq!(decompress(&[]), None);
+        assert_eq!(decompress(&z[..z.len() - 3]), Inflated::NotZlib);
+        assert_eq!(decompress(&[]), Inflated::NotZlib);
         // A failure leaves no state behind for the next call on this thread.
         assert_eq!(
-            decompress(&z).as_deref(),
-            Some(&b"some text that is long enough to matter, some text"[..])
+            decompress(&z),
+            Inflated::Data(b"some text that is long enough to matter, some text".to_vec())
+        );
+    }
+
+    #[test]
+    fn stops_inflating_at_the_limit() {
+        // 1 MiB of zeros deflates to a few KiB: the shape of a decompression bomb.
+        let zeros = vec![0u8; 1 << 20];
+        let z = compress(&zeros);
+        assert!(z.len() < 8192, "{}", z.len());
+        assert_eq!(decompress_at_most(&z, (1 << 20) - 1), Inflated::TooLarge);
+        assert_eq!(decompress_at_most(&z, 1000), Inflated::TooLarge);
+        assert_eq!(decompress_at_most(&z, 1 << 20), Inflated::Data(zeros));
+        // Stored blocks too, and the state is clean for the next call.
+        assert_eq!(
+            decompress_at_most(&compress(b"abcd"), 3),
+            Inflated::TooLarge
+        );
+        assert_eq!(
+            decompress_at_most(&compress(b"abcd"), 4),
+            Inflated::Data(b"abcd".to_vec())
         );
     }
 }
