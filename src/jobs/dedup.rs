@@ -10,7 +10,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::error::JobError;
-use super::job::NewJob;
+use super::job::{NewJob, rq_timestamp};
 use super::keys::Keys;
 use super::{JobStore, scripts};
 
@@ -174,7 +174,8 @@ impl JobStore {
             .get_or_insert_with(|| job_id_for_dedupe_key(dedupe_key))
             .clone();
         job.validate()?;
-        let fields = job.hash_fields(Utc::now())?;
+        let ts = rq_timestamp(Utc::now());
+        let fields = job.hash_fields(&ts)?;
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(scripts::ENQUEUE_DEDUPE.get_hash())
@@ -195,7 +196,7 @@ impl JobStore {
             None => cmd.arg("").arg("").arg(0),
         };
         for (field, value) in &fields {
-            cmd.arg(*field).arg(value.as_slice());
+            cmd.arg(*field).arg(value.as_bytes());
         }
         Ok(cmd)
     }

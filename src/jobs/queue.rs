@@ -5,7 +5,24 @@ use chrono::Utc;
 
 use super::JobStore;
 use super::error::JobError;
-use super::job::{JobInfo, NewJob};
+use super::job::{Field, JobInfo, NewJob, rq_timestamp};
+
+/// `HSET key field value ...`, sized up front: built per job, so growing its buffers
+/// argument by argument showed in profiles of enqueue.
+fn hset(key: &str, fields: &[(&'static str, Field<'_>)]) -> redis::Cmd {
+    let size = 4
+        + key.len()
+        + fields
+            .iter()
+            .map(|(f, v)| f.len() + v.as_bytes().len())
+            .sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(2 + 2 * fields.len(), size);
+    cmd.arg("HSET").arg(key);
+    for (field, value) in fields {
+        cmd.arg(*field).arg(value.as_bytes());
+    }
+    cmd
+}
 
 impl JobStore {
     /// Writes the job hash and pushes its id, atomically; returns the job id.
@@ -34,7 +51,7 @@ impl JobStore {
     /// `RPUSH` (and one `LPUSH` for `at_front`) per queue in batch order, which leaves each list
     /// exactly as job-by-job pushes would.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>, JobError> {
-        let now = Utc::now();
+        let ts = rq_timestamp(Utc::now());
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {
             job.validate()?;
@@ -45,33 +62,39 @@ impl JobStore {
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             );
         }
+        let job_keys: Vec<String> = ids.iter().map(|id| self.keys.job(id)).collect();
         let mut pipe = redis::pipe();
         pipe.atomic();
         // A reused explicit id must not inherit fields (status, ended_at, results) of an earlier
-        // run; a fresh UUID cannot collide, so it needs no DEL.
-        let mut cleared = std::collections::HashSet::new();
-        let explicit: Vec<String> = jobs
+        // run; a fresh UUID cannot collide, so it needs no DEL. A key named twice in one DEL is
+        // harmless.
+        let explicit: Vec<&String> = jobs
             .iter()
-            .zip(&ids)
-            .filter(|(job, id)| job.options.job_id.is_some() && cleared.insert(id.as_str()))
-            .map(|(_, id)| self.keys.job(id))
+            .zip(&job_keys)
+            .filter(|(job, _)| job.options.job_id.is_some())
+            .map(|(_, key)| key)
             .collect();
         if !explicit.is_empty() {
-            pipe.del(explicit).ignore();
+            pipe.del(&explicit).ignore();
         }
-        cleared.clear();
+        // Only a batch with two or more explicit ids can hold one twice.
+        let mut seen =
+            (explicit.len() > 1).then(|| std::collections::HashSet::with_capacity(explicit.len()));
         // (queue, ids for RPUSH, ids for LPUSH); batches rarely span more than a few queues.
         let mut pushes: Vec<(&str, Vec<usize>, Vec<usize>)> = Vec::new();
-        for (i, (job, id)) in jobs.iter().zip(&ids).enumerate() {
-            let job_key = self.keys.job(id);
+        for (i, (job, job_key)) in jobs.iter().zip(&job_keys).enumerate() {
             // The same id twice in one batch: the later job replaces the earlier one's hash.
-            if job.options.job_id.is_some() && !cleared.insert(id.as_str()) {
-                pipe.del(&job_key).ignore();
+            if job.options.job_id.is_some()
+                && seen
+                    .as_mut()
+                    .is_some_and(|seen| !seen.insert(ids[i].as_str()))
+            {
+                pipe.del(job_key).ignore();
             }
-            pipe.hset_multiple(&job_key, &job.hash_fields(now)?)
+            pipe.add_command(hset(job_key, &job.hash_fields(&ts)?))
                 .ignore();
             if let Some(ttl) = job.options.ttl {
-                pipe.expire(&job_key, ttl).ignore();
+                pipe.expire(job_key, ttl).ignore();
             }
             let slot = match pushes.iter().position(|(q, _, _)| *q == job.queue) {
                 Some(slot) => slot,
