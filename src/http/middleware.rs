@@ -1,7 +1,8 @@
 //! Per-request protection and measurement: a cap on requests in flight (more are answered 503
 //! at once rather than queued), a request timeout, and request metrics by route and status.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -20,11 +21,8 @@ pub(super) struct Limits {
 }
 
 pub(super) async fn protect(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let response = match limits.in_flight.clone().try_acquire_owned() {
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -42,8 +40,33 @@ pub(super) async fn protect(State(limits): State<Limits>, req: Request, next: Ne
             .into_response(),
         },
     };
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!(m::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, duration) = request_metrics(route, response.status().as_u16());
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     response
+}
+
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The request counter and duration histogram of one route and status, registered once.
+/// Registering per request (`counter!` with owned labels) cost about ten allocations and a
+/// registry lookup for every request; the routes and statuses seen are few.
+fn request_metrics(route: &str, status: u16) -> RequestMetrics {
+    static SEEN: LazyLock<Mutex<HashMap<u16, HashMap<String, RequestMetrics>>>> =
+        LazyLock::new(Default::default);
+    // A poisoned lock only means another request panicked mid-insert; the map is still whole.
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = seen.get(&status).and_then(|by_route| by_route.get(route)) {
+        return found.clone();
+    }
+    m::handle();
+    let made = (
+        metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string()),
+        metrics::histogram!(m::HTTP_DURATION, "route" => route.to_owned()),
+    );
+    seen.entry(status)
+        .or_default()
+        .insert(route.to_owned(), made.clone());
+    made
 }

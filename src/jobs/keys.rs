@@ -24,14 +24,15 @@
 /// Key builder for one key prefix. Cheap to clone; built once per [`super::JobStore`].
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
-    /// RQ's prefix including its trailing colon, e.g. `rq:`.
-    rq: String,
+    /// RQ's prefix including its trailing colon, e.g. `rq:`. Shared: the store, and with it
+    /// this, is cloned per request and per job.
+    rq: std::sync::Arc<str>,
 }
 
 impl Keys {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
-            rq: format!("{prefix}:"),
+            rq: format!("{prefix}:").into(),
         }
     }
 

@@ -26,6 +26,7 @@ mod stats;
 mod worker;
 mod zlib;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -62,9 +63,11 @@ pub struct StoreConfig {
 pub struct JobStore {
     conn: ConnectionManager,
     /// For dedicated connections (blocking pops); the manager above serves everything else.
-    client: redis::Client,
+    /// Behind `Arc`s, like the rest: the store is cloned per HTTP request (the app state) and
+    /// per job, and a cloned `Client` copies its connection info's strings.
+    client: Arc<redis::Client>,
     keys: Keys,
-    redacted_url: String,
+    redacted_url: Arc<str>,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -92,9 +95,9 @@ impl JobStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(Self {
             conn,
-            client,
+            client: Arc::new(client),
             keys: Keys::new(&config.key_prefix),
-            redacted_url: redact_url(&config.url),
+            redacted_url: redact_url(&config.url).into(),
         })
     }
 
