@@ -36,6 +36,8 @@ impl Enqueued {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// A stable job id for an external event: `<namespace slug>-<32 hex digits>`.
 ///
 /// The hex digits are the first 128 bits of SHA-256 over the namespace's length (8 bytes, little
@@ -43,8 +45,6 @@ impl Enqueued {
 /// `("a", "b:c")` apart. The slug (the namespace with every character outside `[A-Za-z0-9_-]`
 /// replaced by `-`, at most 40 characters) is only there for humans reading `rq info`. The
 /// result always matches RQ's id alphabet `[A-Za-z0-9_-]+`.
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 pub fn generate_deterministic_job_id(namespace: &str, external_id: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update((namespace.len() as u64).to_le_bytes());

@@ -163,9 +163,8 @@ impl NewJob {
         Ok(())
     }
 
-    /// The job hash fields as RQ's `Job.to_dict` writes them for a freshly queued job.
-    /// The job hash as RQ writes it; `ts` is [`rq_timestamp`] of now, formatted once by the
-    /// caller (a batch shares it).
+    /// The job hash fields as RQ's `Job.to_dict` writes them for a freshly queued job. `ts` is
+    /// [`rq_timestamp`] of now, formatted once by the caller (a batch shares it).
     pub(crate) fn hash_fields<'a>(
         &'a self,
         ts: &'a str,
