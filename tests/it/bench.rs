@@ -81,3 +81,44 @@ fn the_bench_refuses_a_database_with_data() {
         .unwrap();
     assert_eq!(value, "precious");
 }
+
+/// `scripts/drain-floor.py` (docs/BENCHMARKS.md, "The floor") runs, deletes exactly what it
+/// wrote, and refuses a database that holds someone's data.
+#[test]
+fn the_drain_floor_script_runs_and_cleans_up() {
+    let floor = |url: &str| {
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/drain-floor.py"
+            ))
+            .args(["--url", url, "--jobs", "300", "--batch", "16"])
+            .output()
+            .expect("python3 runs")
+    };
+    let t = db();
+    let out = floor(&t.url());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("300 jobs, batch 16: redis_cpu_us_per_job="),
+        "{stdout}"
+    );
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut t.connection()).unwrap();
+    assert_eq!(keys, 0, "the floor script left keys behind");
+
+    let _: () = redis::cmd("SET")
+        .arg("customer:1")
+        .arg("precious")
+        .query(&mut t.connection())
+        .unwrap();
+    let out = floor(&t.url());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut t.connection()).unwrap();
+    assert_eq!(keys, 1);
+}
