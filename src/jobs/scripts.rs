@@ -18,6 +18,8 @@ pub(crate) static CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 pub(crate) static SETTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+pub(crate) static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 pub(crate) static RECOVER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/recover.lua")));
 pub(crate) static PROMOTE: LazyLock<Script> =

@@ -168,45 +168,31 @@ impl JobStore {
         Ok(())
     }
 
-    /// Refreshes the registration (TTL `ttl`) and pushes the deadline of every running
-    /// execution to `now + ttl`, in one transaction. `ZADD XX` never re-adds an entry that
-    /// recovery or `rq info` removed meanwhile.
+    /// Refreshes the registration (TTL `ttl`) and, for every running execution still in its
+    /// started registry, pushes the deadline to `now + ttl` and writes the job's
+    /// `last_heartbeat`, as RQ's heartbeat does, in one script (heartbeat.lua): an entry that
+    /// recovery or `rq info` removed meanwhile is neither re-added nor its job touched.
+    /// Returns how many executions were refreshed.
     pub async fn heartbeat(
         &self,
         w: &WorkerInfo,
         running: &[Execution],
         ttl: Duration,
-    ) -> Result<(), JobError> {
-        let k = &self.keys;
-        let wkey = k.worker(&w.name);
-        let deadline = Utc::now().timestamp() + ttl_secs(ttl);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            // The state is left to claims and settles, which know when it changes.
-            .hset(&wkey, "last_heartbeat", rq_timestamp(Utc::now()))
-            .expire(&wkey, ttl_secs(ttl))
-            // Re-adding is cheap and heals a registration that a cleanup removed.
-            .sadd(k.workers(), &wkey)
-            .sadd(INBOXES, &w.name);
-        for q in &w.queues {
-            pipe.sadd(k.workers_of(q), &wkey);
-        }
-        let mut by_queue: BTreeMap<&str, Vec<(i64, String)>> = BTreeMap::new();
+    ) -> Result<u64, JobError> {
+        let now = Utc::now();
+        let mut inv = scripts::HEARTBEAT.prepare_invoke();
+        inv.arg(self.keys.rq_prefix())
+            .arg(&w.name)
+            .arg(rq_timestamp(now))
+            .arg(ttl_secs(ttl))
+            .arg(now.timestamp() + ttl_secs(ttl))
+            .arg(INBOXES)
+            .arg(w.queues.len())
+            .arg(&w.queues);
         for e in running {
-            by_queue
-                .entry(&e.queue)
-                .or_default()
-                .push((deadline, format!("{}:{}", e.id, e.execution_id)));
+            inv.arg(&e.queue).arg(&e.id).arg(&e.execution_id);
         }
-        for (q, members) in by_queue {
-            pipe.cmd("ZADD")
-                .arg(k.started(q))
-                .arg("XX")
-                .arg(members)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn()).await?;
-        Ok(())
+        Ok(inv.invoke_async(&mut self.conn()).await?)
     }
 
     /// Removes the worker from RQ's sets and marks its hash dead, as RQ's `register_death`.

@@ -378,16 +378,16 @@ async fn failed_jobs_page_and_requeue_in_batches() {
     );
 }
 
-/// One claim and one settle over two queues, with a job taken away in between (as recovery or
-/// `rq info` would): the claim enters every job in its queue's started registry, and the settle
-/// applies exactly the outcomes whose entries it still finds, leaving the taken job alone.
-#[tokio::test]
-async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
-    use prosaas::jobs::{Outcome, Settled, Settlement, WorkerInfo};
-    let t = db();
-    let store = t.store();
-    let w = WorkerInfo {
-        name: "batch-w".into(),
+/// A worker named `name` registered on `high` and `low` (not running), and one job per entry
+/// of `queues`, with ids `{prefix}0`, `{prefix}1`, ...
+async fn worker_with_jobs(
+    store: &JobStore,
+    name: &str,
+    prefix: &str,
+    queues: &[&str],
+) -> prosaas::jobs::WorkerInfo {
+    let w = prosaas::jobs::WorkerInfo {
+        name: name.into(),
         queues: vec!["high".into(), "low".into()],
         pid: 1,
         hostname: "h".into(),
@@ -396,17 +396,29 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
         .register_worker(&w, Duration::from_secs(60))
         .await
         .unwrap();
-    let jobs: Vec<NewJob> = ["high", "low", "high", "low"]
+    let jobs: Vec<NewJob> = queues
         .iter()
         .enumerate()
         .map(|(i, q)| {
             NewJob::new(*q, "t", kwargs(json!({}))).with_options(JobOptions {
-                job_id: Some(format!("j{i}")),
+                job_id: Some(format!("{prefix}{i}")),
                 ..Default::default()
             })
         })
         .collect();
     store.enqueue_many(&jobs).await.unwrap();
+    w
+}
+
+/// One claim and one settle over two queues, with a job taken away in between (as recovery or
+/// `rq info` would): the claim enters every job in its queue's started registry, and the settle
+/// applies exactly the outcomes whose entries it still finds, leaving the taken job alone.
+#[tokio::test]
+async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
+    use prosaas::jobs::{Outcome, Settled, Settlement};
+    let t = db();
+    let store = t.store();
+    let w = worker_with_jobs(&store, "batch-w", "j", &["high", "low", "high", "low"]).await;
     let claimed = store
         .claim(&w, 10, Duration::from_secs(60), 1)
         .await
@@ -509,4 +521,80 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
         (now + 95.0..=now + 100.0).contains(&score),
         "finished score is now + result_ttl: {score} at {now}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
+    let t = db();
+    let store = t.store();
+    let w = worker_with_jobs(&store, "beat-w", "b", &["high", "low", "high"]).await;
+    let claimed = store
+        .claim(&w, 10, Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let member = |i: usize| {
+        let e = &claimed[i].execution;
+        (
+            format!("rq:wip:{}", e.queue),
+            format!("{}:{}", e.id, e.execution_id),
+        )
+    };
+    let mut c = t.connection();
+    let old = "2000-01-01T00:00:00.000000Z";
+    for id in ["b0", "b1", "b2"] {
+        let _: () = c
+            .hset(format!("rq:job:{id}"), "last_heartbeat", old)
+            .unwrap();
+    }
+    // b1 was taken away (recovered); b2 was settled with result_ttl 0, which deletes its hash.
+    let (wip1, m1) = member(1);
+    let _: () = c.zrem(&wip1, &m1).unwrap();
+    let (wip2, m2) = member(2);
+    let _: () = c.zrem(&wip2, &m2).unwrap();
+    let _: () = c.del("rq:job:b2").unwrap();
+    let _: () = c.srem("rq:workers", "rq:worker:beat-w").unwrap();
+
+    let executions: Vec<_> = claimed.iter().map(|j| j.execution.clone()).collect();
+    let refreshed = store
+        .heartbeat(&w, &executions, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(refreshed, 1);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (wip0, m0) = member(0);
+    let deadline: f64 = c.zscore(&wip0, &m0).unwrap();
+    assert!(
+        (now + 290.0..=now + 301.0).contains(&deadline),
+        "the held job's deadline moved to now + ttl: {deadline} at {now}"
+    );
+    let beat: String = c.hget("rq:job:b0", "last_heartbeat").unwrap();
+    assert_ne!(
+        beat, old,
+        "the held job's last_heartbeat is written, as RQ does"
+    );
+    assert_eq!(beat.len(), old.len(), "an RQ timestamp: {beat}");
+    let beat1: String = c.hget("rq:job:b1", "last_heartbeat").unwrap();
+    assert_eq!(beat1, old, "a job taken away is not touched");
+    let back: Option<f64> = c.zscore(&wip1, &m1).unwrap();
+    assert_eq!(back, None, "nor re-entered in the started registry");
+    let exists: bool = c.exists("rq:job:b2").unwrap();
+    assert!(!exists, "a deleted job's hash is not re-created");
+
+    let ttl: i64 = c.ttl("rq:worker:beat-w").unwrap();
+    assert!((290..=300).contains(&ttl), "registration TTL {ttl}");
+    let listed: bool = c.sismember("rq:workers", "rq:worker:beat-w").unwrap();
+    assert!(listed, "a registration a cleanup removed is healed");
+    for q in ["high", "low"] {
+        let listed: bool = c
+            .sismember(format!("rq:workers:{q}"), "rq:worker:beat-w")
+            .unwrap();
+        assert!(listed, "{q}");
+    }
+    let inbox: bool = c.sismember("prosaas:inboxes", "beat-w").unwrap();
+    assert!(inbox);
 }

@@ -1,0 +1,33 @@
+-- A worker's heartbeat, as RQ's: refresh its registration and, for each job it runs, push the
+-- started-registry deadline forward and write the job's `last_heartbeat`.
+-- A job is touched only while its started-registry entry is still there: recovery or `rq info`
+-- may have taken it away, or a settle with result_ttl 0 deleted its hash, which a bare HSET
+-- would re-create as a stub (RQ's own heartbeat does that, then DELs it again).
+--
+-- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)   ARGV[4] TTL (s)
+-- ARGV[5] deadline (integer Unix seconds)   ARGV[6] inboxes set key   ARGV[7] number of queues Q
+-- ARGV[8 .. 7+Q] the worker's queues, then 3 fields per running execution: queue, id, eid
+-- Returns how many executions were still registered (and so refreshed).
+local p, w, now, ttl, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local wkey = p .. 'worker:' .. w
+-- The state is left to claims and settles, which know when it changes.
+redis.call('HSET', wkey, 'last_heartbeat', now)
+redis.call('EXPIRE', wkey, ttl)
+-- Re-adding is cheap and heals a registration that a cleanup removed.
+redis.call('SADD', p .. 'workers', wkey)
+redis.call('SADD', ARGV[6], w)
+local nq = tonumber(ARGV[7])
+for i = 8, 7 + nq do
+  redis.call('SADD', p .. 'workers:' .. ARGV[i], wkey)
+end
+local refreshed = 0
+for i = 8 + nq, #ARGV, 3 do
+  local wip, id = p .. 'wip:' .. ARGV[i], ARGV[i + 1]
+  local member = id .. ':' .. ARGV[i + 2]
+  if redis.call('ZSCORE', wip, member) then
+    redis.call('ZADD', wip, deadline, member)
+    redis.call('HSET', p .. 'job:' .. id, 'last_heartbeat', now)
+    refreshed = refreshed + 1
+  end
+end
+return refreshed
