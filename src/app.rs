@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use tokio::net::TcpListener;
@@ -16,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::calls_stream::registry::CallRegistry;
-use crate::jobs::JobStore;
+use crate::jobs::{Advice, JobError, JobStore};
 use crate::roles::{self, Role, Subsystem};
 use crate::settings::Settings;
 
@@ -83,9 +84,49 @@ impl App {
             let fut = roles::run_subsystem(s, self.ctx.clone(), stop.clone());
             tasks.push((s.name(), Box::pin(fut)));
         }
+        // Advisory only, so not supervised: it ends on its own.
+        tokio::spawn(report_redis_config(self.ctx.jobs.clone(), stop.clone()));
         supervise(tasks, &shutdown, &stop, self.ctx.settings.shutdown_grace()).await?;
         tracing::info!(role = %role, "stopped cleanly");
         Ok(())
+    }
+}
+
+/// Logs the Redis settings that jobs depend on ([`crate::jobs::RedisConfig`]) once Redis
+/// answers, warning about each one to change. A Redis that is not up yet is asked again for
+/// about a minute; one that refuses `CONFIG GET` (managed services may) is only noted.
+async fn report_redis_config(jobs: JobStore, stop: CancellationToken) {
+    for _ in 0..30 {
+        match jobs.redis_config().await {
+            Ok(config) => {
+                for advice in config.advice() {
+                    match advice {
+                        Advice::Risk(text) => tracing::warn!("{text}"),
+                        Advice::Cost(text) => tracing::info!("{text}"),
+                    }
+                }
+                tracing::info!(
+                    maxmemory_policy = config.maxmemory_policy.as_deref().unwrap_or("?"),
+                    stream_node_max_bytes = ?config.stream_node_max_bytes,
+                    "Redis configuration checked"
+                );
+                return;
+            }
+            Err(JobError::Redis(e))
+                if !(e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()) =>
+            {
+                tracing::info!(error = %e, "cannot read the Redis configuration; not checked");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "Redis configuration not readable yet"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod job;
 mod keys;
 mod leader_lock;
 mod queue;
+mod redis_config;
 mod scripts;
 mod stats;
 mod worker;
@@ -41,6 +42,7 @@ pub use job::{
     is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
 };
 pub use leader_lock::{Fired, Leadership};
+pub use redis_config::{Advice, RedisConfig};
 pub use stats::{QueueStats, SchedulerHealth};
 pub use worker::{
     ClaimedJob, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,

@@ -1,4 +1,5 @@
-//! `/api/jobs/health` tells the truth through a Redis outage and recovers without a restart.
+//! `/api/jobs/health` tells the truth through a Redis outage and recovers without a restart;
+//! at startup every role checks the Redis settings that jobs depend on.
 
 use std::time::Duration;
 
@@ -200,4 +201,42 @@ async fn deep_or_stale_queues_make_health_degraded() {
             .starts_with("the oldest job on low has waited 9")),
         "{reasons}"
     );
+}
+
+/// An evicting `maxmemory-policy` can lose jobs: every role warns about it at startup, and
+/// names the per-result stream reservation as a cost. A safe, lean Redis gets neither.
+#[test]
+fn startup_names_an_evicting_redis_and_a_costly_stream_setting() {
+    let redis = TestRedis::start();
+    let url = redis.url();
+    let set = |name: &str, value: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut redis.connection(0))
+            .unwrap();
+    };
+    set("maxmemory-policy", "allkeys-lru");
+    set("stream-node-max-bytes", "4096");
+    let mut p = ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
+    p.wait_for_log("Redis configuration checked", Duration::from_secs(20));
+    let logs = p.logs();
+    let line = |needle: &str| logs.lines().find(|l| l.contains(needle)).map(str::to_owned);
+    let eviction = line("maxmemory-policy is allkeys-lru").expect("an eviction warning");
+    assert!(eviction.contains("WARN"), "{eviction}");
+    let stream = line("stream-node-max-bytes is 4096").expect("a stream cost note");
+    assert!(stream.contains("INFO"), "{stream}");
+    assert!(p.stop().success());
+
+    set("maxmemory-policy", "noeviction");
+    set("stream-node-max-bytes", "512");
+    let mut p = ProsaasProcess::start("api", &[("REDIS_URL", &url)]);
+    p.wait_for_log("Redis configuration checked", Duration::from_secs(20));
+    let logs = p.logs();
+    assert!(
+        !logs.contains("maxmemory-policy is") && !logs.contains("stream-node-max-bytes is"),
+        "{logs}"
+    );
+    assert!(p.stop().success());
 }
