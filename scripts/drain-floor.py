@@ -5,7 +5,7 @@
 
 Against an empty database of a private redis-server (`--url`, or REDIS_URL; it refuses a
 database that holds keys, and deletes exactly what it wrote), this enqueues N jobs shaped
-like `prosaas bench drain`'s, then sends, pipelined through `redis-cli --pipe`, exactly the
+like `prosaas bench drain`'s, then sends, pipelined through `redis-cli --pipe`, the same
 commands that claim.lua and settle.lua issue for them (per job: HMGET, HSET, HSET, XADD, EXPIRE,
 EXPIRE; per batch of B: LPOP, ZADD, ZMSCORE, ZREM, ZADD and the worker-hash bookkeeping). It
 prints Redis's CPU per job for that phase alone, from INFO cpu.

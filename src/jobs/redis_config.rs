@@ -4,9 +4,10 @@
 //! - An evicting `maxmemory-policy` lets Redis drop queued jobs, registries and de-duplication
 //!   keys once it reaches `maxmemory`; a provider's retry would then run twice. Sidekiq and
 //!   BullMQ warn about it the same way.
-//! - Redis 6.2 and later reserve `stream-node-max-bytes` (up to 4,096 bytes; 0 means that
-//!   too) for every new stream, and every finished job gets one for its RQ result: measured on
-//!   Redis 7.0, 4,736 bytes per result at the default against 1,152 at 512 (docs/BENCHMARKS.md).
+//! - Redis reserves `stream-node-max-bytes` (up to 4,096 bytes; 0 means that too) for every new
+//!   stream since redis/redis#6281, and every finished job gets one for its RQ result: measured
+//!   on Redis 7.0, 4,736 bytes per result at the default against 1,152 at 512
+//!   (docs/BENCHMARKS.md).
 
 use std::collections::HashMap;
 
