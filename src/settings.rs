@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::jobs::{StoreConfig, is_valid_queue_name, validate_url};
+use crate::jobs::{MAX_TTL_SECS, StoreConfig, is_valid_queue_name, validate_url};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -452,9 +452,10 @@ impl Settings {
         if !(0.0..=1.0).contains(&w.backoff_jitter) {
             bail!("worker.backoff_jitter must be between 0 and 1");
         }
-        if w.result_ttl_secs < -1 || w.failure_ttl_secs < -1 {
+        let ttl_ok = |v: i64| (-1..=MAX_TTL_SECS).contains(&v);
+        if !ttl_ok(w.result_ttl_secs) || !ttl_ok(w.failure_ttl_secs) {
             bail!(
-                "worker.result_ttl_secs and worker.failure_ttl_secs must be -1 (forever), 0 or positive"
+                "worker.result_ttl_secs and worker.failure_ttl_secs must be -1 (forever), 0 or positive up to {MAX_TTL_SECS}"
             );
         }
         for (name, t) in &w.types {

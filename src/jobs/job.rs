@@ -13,6 +13,17 @@ use super::error::JobError;
 
 /// RQ's default job timeout in seconds (`Queue.DEFAULT_TIMEOUT`).
 pub const DEFAULT_TIMEOUT_SECS: i64 = 180;
+
+/// The longest a TTL may be: 100 years. Redis refuses an `EXPIRE` whose deadline overflows its
+/// millisecond clock, and inside a settle or recovery script that refusal would fail the whole
+/// batch on every retry; no job system needs to keep anything longer.
+pub const MAX_TTL_SECS: i64 = 3_155_760_000;
+
+/// A TTL read back from a job hash (Python RQ, or anyone, may have written it): RQ treats any
+/// negative value as "no expiry", so it becomes `-1`; anything past [`MAX_TTL_SECS`] is cut to it.
+pub(crate) fn stored_ttl(v: i64) -> i64 {
+    if v < 0 { -1 } else { v.min(MAX_TTL_SECS) }
+}
 /// Longest id we accept; RQ has no limit, but ids land in log lines and keys.
 const MAX_ID_LEN: usize = 128;
 
@@ -139,18 +150,18 @@ impl NewJob {
         }
         for (name, v) in [("result_ttl", o.result_ttl), ("failure_ttl", o.failure_ttl)] {
             if let Some(v) = v
-                && v < -1
+                && !(-1..=MAX_TTL_SECS).contains(&v)
             {
                 return Err(JobError::Invalid(format!(
-                    "{name} {v} must be -1 (forever), 0 or positive seconds"
+                    "{name} {v} must be -1 (forever), 0 or positive seconds up to {MAX_TTL_SECS}"
                 )));
             }
         }
         if let Some(t) = o.ttl
-            && t <= 0
+            && !(1..=MAX_TTL_SECS).contains(&t)
         {
             return Err(JobError::Invalid(format!(
-                "ttl {t} must be positive seconds"
+                "ttl {t} must be positive seconds up to {MAX_TTL_SECS}"
             )));
         }
         if let Some(iv) = &o.retry_intervals
@@ -409,6 +420,60 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         }
+    }
+
+    #[test]
+    fn ttls_are_bounded_at_enqueue_and_when_read_back() {
+        let with = |o: JobOptions| NewJob::new("default", "t", Map::new()).with_options(o);
+        for o in [
+            JobOptions {
+                result_ttl: Some(MAX_TTL_SECS),
+                failure_ttl: Some(-1),
+                ttl: Some(MAX_TTL_SECS),
+                ..Default::default()
+            },
+            JobOptions {
+                result_ttl: Some(0),
+                failure_ttl: Some(MAX_TTL_SECS),
+                ..Default::default()
+            },
+        ] {
+            assert!(check_job(&with(o.clone())).is_ok(), "{o:?}");
+        }
+        for (o, name) in [
+            (
+                JobOptions {
+                    result_ttl: Some(MAX_TTL_SECS + 1),
+                    ..Default::default()
+                },
+                "result_ttl",
+            ),
+            (
+                JobOptions {
+                    failure_ttl: Some(i64::MAX),
+                    ..Default::default()
+                },
+                "failure_ttl",
+            ),
+            (
+                JobOptions {
+                    ttl: Some(MAX_TTL_SECS + 1),
+                    ..Default::default()
+                },
+                "ttl",
+            ),
+        ] {
+            let err = check_job(&with(o)).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("up to 3155760000"),
+                "{err}"
+            );
+        }
+        assert_eq!(stored_ttl(i64::MAX), MAX_TTL_SECS);
+        assert_eq!(stored_ttl(-5), -1);
+        assert_eq!(stored_ttl(-1), -1);
+        assert_eq!(stored_ttl(0), 0);
+        assert_eq!(stored_ttl(500), 500);
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub use calls::{CallState, CallUpdate};
 pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
 pub use error::JobError;
 pub use job::{
-    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, NewJob, check_job, is_valid_job_id,
-    is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
+    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, check_job,
+    is_valid_job_id, is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
 };
 pub use leader_lock::{Fired, Leadership};
 pub use redis_config::{Advice, RedisConfig};

@@ -16,7 +16,7 @@ use redis::{AsyncConnectionConfig, Value as RedisValue};
 use serde_json::Value;
 
 use super::error::JobError;
-use super::job::{JobCall, decode_data, rq_timestamp};
+use super::job::{JobCall, MAX_TTL_SECS, decode_data, rq_timestamp, stored_ttl};
 use super::{JobStore, bounded, scripts};
 
 /// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
@@ -276,8 +276,8 @@ impl JobStore {
                 timeout: opt(take()?)?.and_then(|v| v.parse().ok()),
                 retries_left: opt(take()?)?.and_then(|v| v.parse().ok()),
                 retry_intervals: opt(take()?)?.and_then(|v| serde_json::from_str(&v).ok()),
-                result_ttl: opt(take()?)?.and_then(|v| v.parse().ok()),
-                failure_ttl: opt(take()?)?.and_then(|v| v.parse().ok()),
+                result_ttl: opt(take()?)?.and_then(|v| v.parse().ok()).map(stored_ttl),
+                failure_ttl: opt(take()?)?.and_then(|v| v.parse().ok()).map(stored_ttl),
                 enqueued_at: opt(take()?)?,
                 attempts: text(take()?)?.parse().unwrap_or(1),
                 execution: Execution {
@@ -423,6 +423,7 @@ impl JobStore {
                         .unwrap_or(u64::MAX)
                         .max(1),
                 )
+                .arg(MAX_TTL_SECS)
                 .invoke_async(&mut self.conn())
                 .await?;
             if busy == 1 {

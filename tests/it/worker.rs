@@ -598,3 +598,74 @@ async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
     let inbox: bool = c.sismember("prosaas:inboxes", "beat-w").unwrap();
     assert!(inbox);
 }
+
+/// TTLs in a job hash come from anyone (Python RQ, a hand-made job). One Redis would refuse
+/// (`EXPIRE` past its clock) used to fail the whole settle or recovery script, on every retry,
+/// holding up every outcome behind it; it is now cut to `MAX_TTL_SECS`, and a negative one
+/// means "no expiry", as in RQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
+    use prosaas::jobs::{MAX_TTL_SECS, Outcome, Settled, Settlement};
+    let t = db();
+    let store = t.store();
+    let w = worker_with_jobs(&store, "ttl-w", "t", &["high", "high"]).await;
+    let mut c = t.connection();
+    let huge = i64::MAX.to_string();
+    let _: () = c
+        .hset_multiple(
+            "rq:job:t0",
+            &[("result_ttl", huge.as_str()), ("failure_ttl", "-5")],
+        )
+        .unwrap();
+    let _: () = c
+        .hset_multiple(
+            "rq:job:t1",
+            &[("failure_ttl", huge.as_str()), ("retries_left", "0")],
+        )
+        .unwrap();
+    // A deadline already past, so that recovery takes t1 below.
+    let claimed = store.claim(&w, 10, Duration::ZERO, 1).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let t0 = claimed.iter().find(|j| j.execution.id == "t0").unwrap();
+    assert_eq!(t0.result_ttl, Some(MAX_TTL_SECS));
+    assert_eq!(t0.failure_ttl, Some(-1));
+
+    let settled = store
+        .settle(
+            &w,
+            &[Settlement {
+                execution: t0.execution.clone(),
+                started_at: 1.0,
+                ended_at: 1.5,
+                outcome: Outcome::Finished {
+                    result: None,
+                    result_ttl: t0.result_ttl.unwrap(),
+                },
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled, [Settled::Applied]);
+    let status: String = c.hget("rq:job:t0", "status").unwrap();
+    assert_eq!(status, "finished");
+    let ttl: i64 = c.ttl("rq:job:t0").unwrap();
+    assert!(
+        (MAX_TTL_SECS - 60..=MAX_TTL_SECS).contains(&ttl),
+        "kept for the longest TTL: {ttl}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let recovered = store
+        .recover_abandoned("high", "ttl-test", Duration::from_secs(5), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(recovered.failed, 1, "{recovered:?}");
+    let status: String = c.hget("rq:job:t1", "status").unwrap();
+    assert_eq!(status, "failed");
+    let ttl: i64 = c.ttl("rq:job:t1").unwrap();
+    assert!(
+        (MAX_TTL_SECS - 60..=MAX_TTL_SECS).contains(&ttl),
+        "kept for the longest TTL: {ttl}"
+    );
+}

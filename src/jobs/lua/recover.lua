@@ -6,6 +6,7 @@
 -- ARGV[5] retries for jobs that carry no retries_left   ARGV[6] base64 zlib error text
 -- ARGV[7] failure TTL for jobs that carry none   ARGV[8] max entries this call
 -- ARGV[9] maintenance lock key   ARGV[10] lock owner   ARGV[11] lock TTL (ms)
+-- ARGV[12] the longest TTL (s) to set
 -- Returns {requeued, failed, skipped, busy}; busy = 1 when another worker holds the queue's
 -- maintenance lock (it is recovering this queue; nothing was done).
 local p, q, now, now_ts = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -15,6 +16,14 @@ if holder and holder ~= ARGV[10] then
 end
 redis.call('SET', ARGV[9], ARGV[10], 'PX', ARGV[11])
 local default_retries, exc, default_ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local max_ttl = tonumber(ARGV[12])
+-- A failure TTL from the job hash (anyone may have written it) as RQ means it: negative is no
+-- expiry. Whole seconds, at most max_ttl: Redis refuses an EXPIRE past its clock, and that error
+-- would fail this whole pass, again on every pass.
+local function stored_ttl(v)
+  if v < 0 then return -1 end
+  return math.min(math.floor(v), max_ttl)
+end
 local wip = p .. 'wip:' .. q
 local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
 local requeued, failed, skipped = 0, 0, 0
@@ -34,7 +43,7 @@ for _, member in ipairs(expired) do
       redis.call('LPUSH', p .. 'queue:' .. q, id)
       requeued = requeued + 1
     else
-      local ttl = tonumber(h[3]) or default_ttl
+      local ttl = stored_ttl(tonumber(h[3]) or default_ttl)
       local rkey = p .. 'results:' .. id
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts)
       redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', '',
