@@ -626,6 +626,16 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
     // A deadline already past, so that recovery takes t1 below.
     let claimed = store.claim(&w, 10, Duration::ZERO, 1).await.unwrap();
     assert_eq!(claimed.len(), 2);
+    let kept_longest = |c: &mut redis::Connection, id: &str, status: &str| {
+        let key = format!("rq:job:{id}");
+        let now: String = c.hget(&key, "status").unwrap();
+        assert_eq!(now, status, "{id}");
+        let ttl: i64 = c.ttl(&key).unwrap();
+        assert!(
+            (MAX_TTL_SECS - 60..=MAX_TTL_SECS).contains(&ttl),
+            "{id} kept for the longest TTL: {ttl}"
+        );
+    };
     let t0 = claimed.iter().find(|j| j.execution.id == "t0").unwrap();
     assert_eq!(t0.result_ttl, Some(MAX_TTL_SECS));
     assert_eq!(t0.failure_ttl, Some(-1));
@@ -647,13 +657,7 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
         .await
         .unwrap();
     assert_eq!(settled, [Settled::Applied]);
-    let status: String = c.hget("rq:job:t0", "status").unwrap();
-    assert_eq!(status, "finished");
-    let ttl: i64 = c.ttl("rq:job:t0").unwrap();
-    assert!(
-        (MAX_TTL_SECS - 60..=MAX_TTL_SECS).contains(&ttl),
-        "kept for the longest TTL: {ttl}"
-    );
+    kept_longest(&mut c, "t0", "finished");
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let recovered = store
@@ -661,11 +665,5 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
         .await
         .unwrap();
     assert_eq!(recovered.failed, 1, "{recovered:?}");
-    let status: String = c.hget("rq:job:t1", "status").unwrap();
-    assert_eq!(status, "failed");
-    let ttl: i64 = c.ttl("rq:job:t1").unwrap();
-    assert!(
-        (MAX_TTL_SECS - 60..=MAX_TTL_SECS).contains(&ttl),
-        "kept for the longest TTL: {ttl}"
-    );
+    kept_longest(&mut c, "t1", "failed");
 }
