@@ -29,22 +29,51 @@ pub struct AppContext {
     pub jobs: JobStore,
     /// This process's live calls (the calls subsystem; empty elsewhere).
     pub calls: Arc<CallRegistry>,
+    /// Memory that request bodies being read may hold together (`http.body_budget_bytes`).
+    pub body_budget: Arc<crate::http::BodyBudget>,
 }
 
 pub struct App {
     ctx: AppContext,
     listener: TcpListener,
+    /// The ops-only listener, when `http.ops_port` is set.
+    ops_listener: Option<TcpListener>,
 }
 
 type TaskResult = (&'static str, anyhow::Result<()>);
 
 impl App {
-    /// Binds the HTTP listener; nothing runs yet.
+    /// Checks the open-file limit and binds the HTTP listeners; nothing runs yet.
     pub async fn build(role: Role, settings: Settings, jobs: JobStore) -> anyhow::Result<Self> {
-        let addr = format!("{}:{}", settings.http.host, settings.http.port);
+        let h = &settings.http;
+        let calls = if role.runs(Subsystem::Calls) {
+            settings.calls.max_concurrent_calls
+        } else {
+            0
+        };
+        let ops = if h.ops_port == 0 {
+            0
+        } else {
+            h.ops_max_connections
+        };
+        crate::http::ensure_descriptors(crate::http::descriptors_needed(
+            h.max_connections + ops,
+            calls,
+        ))?;
+        let addr = format!("{}:{}", h.host, h.port);
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        let ops_listener = if h.ops_port == 0 {
+            None
+        } else {
+            let addr = format!("{}:{}", h.host, h.ops_port);
+            Some(
+                TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("http.ops_port: cannot listen on {addr}"))?,
+            )
+        };
         Ok(Self {
             ctx: AppContext {
                 role,
@@ -52,10 +81,12 @@ impl App {
                     settings.calls.max_concurrent_calls,
                     settings.calls.greeting()?,
                 )),
+                body_budget: Arc::new(crate::http::BodyBudget::new(h.body_budget_bytes)),
                 settings: Arc::new(settings),
                 jobs,
             },
             listener,
+            ops_listener,
         })
     }
 
@@ -76,10 +107,43 @@ impl App {
         crate::metrics::handle();
         let stop = shutdown.child_token();
         let router = crate::http::router(self.ctx.clone(), subsystems);
+        let h = &self.ctx.settings.http;
+        let limits = crate::http::ConnLimits {
+            max_connections: h.max_connections,
+            header_read: Duration::from_millis(h.header_read_timeout_ms),
+            idle: Duration::from_millis(h.idle_timeout_ms),
+        };
         let mut tasks: Vec<(&'static str, SubsystemFuture)> = vec![(
             "http",
-            Box::pin(crate::http::serve(self.listener, router, stop.clone())),
+            Box::pin(crate::http::serve(
+                "public",
+                self.listener,
+                router,
+                limits,
+                stop.clone(),
+            )),
         )];
+        if let Some(ops) = self.ops_listener {
+            let ops_addr = ops.local_addr()?;
+            tracing::info!(%ops_addr, "ops HTTP listening on {ops_addr}");
+            let ops_limits = crate::http::ConnLimits {
+                max_connections: h.ops_max_connections,
+                ..limits
+            };
+            tasks.push((
+                "ops_http",
+                Box::pin(crate::http::serve(
+                    "ops",
+                    ops,
+                    crate::http::ops_router(self.ctx.clone()),
+                    ops_limits,
+                    stop.clone(),
+                )),
+            ));
+        }
+        // Histogram samples wait in the recorder until drained; drain them whether or not
+        // anyone scrapes, so an unscraped process stays flat.
+        tokio::spawn(crate::metrics::upkeep(stop.clone()));
         for &s in subsystems.iter().filter(|s| s.has_task()) {
             let fut = roles::run_subsystem(s, self.ctx.clone(), stop.clone());
             tasks.push((s.name(), Box::pin(fut)));

@@ -16,6 +16,7 @@ use crate::jobs::{JobOptions, JobStore, NewJob, RedisCounters, WorkerInfo, parse
 use crate::settings::Settings;
 use crate::worker::executor::{Executor, ExecutorConfig};
 use crate::worker::handler::HandlerContext;
+use crate::worker::handler::RecordingAccess;
 use crate::worker::http_target::Delivery;
 
 pub const QUEUE: &str = "bench";
@@ -208,7 +209,7 @@ fn worker(
         context: HandlerContext {
             jobs: store.clone(),
             delivery: Arc::new(Delivery::new(&w.http_targets)?),
-            recordings_dir: Arc::new(std::env::temp_dir()),
+            recordings: Arc::new(RecordingAccess::local(std::env::temp_dir())),
         },
     };
     let stop = CancellationToken::new();

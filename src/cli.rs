@@ -27,6 +27,13 @@ pub enum Command {
     Serve,
     /// Check that the configuration is valid and Redis answers; exit 0 or 1.
     Check,
+    /// Ask this host's running prosaas whether it is ready (`/readyz` on the ops port when one is
+    /// set, else the main port); exit 0 or 1. For container healthchecks: the image has no curl.
+    Probe {
+        /// Ask `/healthz` (alive) instead of `/readyz` (alive and Redis answers).
+        #[arg(long)]
+        live: bool,
+    },
     /// Operator commands on queues and jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),

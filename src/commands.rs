@@ -89,6 +89,25 @@ pub async fn check(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /readyz` (or `/healthz`) of the process serving on this host's configured port.
+pub async fn probe(settings: &Settings, live: bool) -> anyhow::Result<()> {
+    let h = &settings.http;
+    let port = if h.ops_port == 0 { h.port } else { h.ops_port };
+    let path = if live { "/healthz" } else { "/readyz" };
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?;
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("ok: {url} answered {status}");
+    Ok(())
+}
+
 pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
     let jobs = JobStore::connect(&settings.store_config())?;
     match cmd {

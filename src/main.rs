@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         match cli.command {
             None | Some(Command::Serve) => commands::serve(role, settings).await,
             Some(Command::Check) => commands::check(&settings).await,
+            Some(Command::Probe { live }) => commands::probe(&settings, live).await,
             Some(Command::Jobs(cmd)) => commands::jobs(cmd, &settings).await,
             Some(Command::Bench(b)) => commands::bench(b, &settings).await,
         }

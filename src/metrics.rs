@@ -30,9 +30,11 @@ pub const REDIS_UP: &str = "prosaas_redis_up";
 pub const CALLS_ACTIVE: &str = "prosaas_calls_active";
 pub const CALLS_OLDEST_AGE: &str = "prosaas_calls_oldest_age_seconds";
 pub const CALL_FRAME_SECONDS: &str = "prosaas_call_frame_seconds";
+pub const HTTP_CONNECTIONS_OPEN: &str = "prosaas_http_connections_open";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "prosaas_http_connections_refused_total";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -50,7 +52,57 @@ pub const ALL: [&str; 17] = [
     CALLS_ACTIVE,
     CALLS_OLDEST_AGE,
     CALL_FRAME_SECONDS,
+    HTTP_CONNECTIONS_OPEN,
+    HTTP_CONNECTIONS_REFUSED,
 ];
+
+/// Each metric's `# HELP` text, in the order of [`ALL`].
+const HELP: [&str; 19] = [
+    "Jobs enqueued, by source and job type.",
+    "Events refused as duplicates of one already admitted, by source.",
+    "Jobs run to an outcome, by queue, job type and outcome.",
+    "Time a job's handler ran, in seconds.",
+    "Time from enqueue to a worker starting the job, in seconds.",
+    "HTTP requests answered, by route and status.",
+    "Time to answer an HTTP request, in seconds, by route.",
+    "Jobs in each queue's states, read from Redis at scrape time.",
+    "Age of each queue's oldest queued job, in seconds.",
+    "1 while this process leads the scheduler.",
+    "1 while some scheduler holds the leader lock.",
+    "Unix time of the scheduler's last tick, in seconds.",
+    "Schedule slots skipped (missed while no leader could fire them).",
+    "1 when Redis answered this scrape, else 0.",
+    "Live calls on this process.",
+    "Age of this process's oldest live call, in seconds.",
+    "Time to handle one Media Streams frame, in seconds.",
+    "HTTP connections open, by listener.",
+    "HTTP connections closed at accept because the listener's connection cap was reached.",
+];
+
+/// Distinct `job_type` label values a process exports; later ones are counted as `other`.
+/// Job types come from clients (the enqueue API, Python RQ): each new value would be a new
+/// series in memory and in Prometheus.
+const MAX_JOB_TYPE_LABELS: usize = 200;
+
+/// The `job_type` label for `job_type`: itself while the set of seen types is small, else
+/// `other`.
+pub fn job_type_label(job_type: &str) -> String {
+    static SEEN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    // A poisoned lock only means a panic mid-insert elsewhere; the set is still whole.
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.contains(job_type) {
+        return job_type.to_owned();
+    }
+    if seen.len() < MAX_JOB_TYPE_LABELS {
+        seen.insert(job_type.to_owned());
+        return job_type.to_owned();
+    }
+    "other".to_owned()
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0,
@@ -68,8 +120,41 @@ pub fn handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Only one recorder can be global; a second prosaas in one process (tests) shares it.
         let _ = metrics::set_global_recorder(recorder);
+        for (name, help) in ALL.into_iter().zip(HELP) {
+            describe(name, help);
+        }
         handle
     })
+}
+
+fn describe(name: &'static str, help: &'static str) {
+    let histogram = [
+        JOB_DURATION,
+        JOB_START_LATENCY,
+        HTTP_DURATION,
+        CALL_FRAME_SECONDS,
+    ];
+    if histogram.contains(&name) {
+        metrics::describe_histogram!(name, help);
+    } else if name.ends_with("_total") {
+        metrics::describe_counter!(name, help);
+    } else {
+        metrics::describe_gauge!(name, help);
+    }
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds until `stop`. The
+/// recorder keeps each sample until then: a process nobody scrapes would grow by every job.
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let handle = handle();
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 /// Refreshes the Redis-backed gauges and the live-call gauges, and renders the exposition text.
@@ -77,7 +162,11 @@ pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -
     let handle = handle();
     metrics::gauge!(CALLS_ACTIVE).set(calls.active as f64);
     metrics::gauge!(CALLS_OLDEST_AGE).set(calls.oldest_secs as f64);
-    match store.health_snapshot(queues, Duration::from_secs(2)).await {
+    // Bounded well inside a scrape timeout: a stalled Redis reports prosaas_redis_up 0 quickly.
+    match store
+        .health_snapshot(queues, Duration::from_millis(750))
+        .await
+    {
         Ok((stats, scheduler)) => {
             metrics::gauge!(REDIS_UP).set(1.0);
             for (q, s) in stats {

@@ -17,9 +17,14 @@ use crate::jobs::{MAX_TTL_SECS, StoreConfig, is_valid_queue_name, validate_url};
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Settings that are lists, and the variables that set them (comma-separated).
-const LIST_KEYS: [(&str, &str); 2] = [
+const LIST_KEYS: [(&str, &str); 4] = [
     ("PROSAAS__WORKER__QUEUES", "worker.queues"),
     ("PROSAAS__WORKER__BACKOFF_SECS", "worker.backoff_secs"),
+    ("PROSAAS__API__QUEUES", "api.queues"),
+    (
+        "PROSAAS__RECORDINGS__ALLOWED_HOSTS",
+        "recordings.allowed_hosts",
+    ),
 ];
 
 #[derive(Clone, Debug, Deserialize)]
@@ -69,6 +74,12 @@ pub struct HttpSettings {
     pub host: String,
     pub port: u16,
     pub body_limit_bytes: usize,
+    pub body_budget_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub ops_port: u16,
+    pub ops_max_connections: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -84,6 +95,7 @@ pub struct ApiSettings {
     pub push_dedupe_ttl_secs: u64,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
+    pub queues: Vec<String>,
     pub alerts: AlertSettings,
 }
 
@@ -224,6 +236,10 @@ impl CallSettings {
 #[serde(deny_unknown_fields)]
 pub struct RecordingSettings {
     pub dir: PathBuf,
+    pub allowed_hosts: Vec<String>,
+    pub max_download_bytes: u64,
+    pub allow_http: bool,
+    pub twilio_account_sid: String,
 }
 
 /// A job type name that runs another type's handler.
@@ -362,6 +378,7 @@ impl Settings {
             ("INTERNAL_SECRET", "api.internal_secret"),
             ("INTERNAL_API_TOKEN", "api.internal_api_token"),
             ("TWILIO_AUTH_TOKEN", "api.twilio_auth_token"),
+            ("TWILIO_ACCOUNT_SID", "recordings.twilio_account_sid"),
             ("PUBLIC_BASE_URL", "api.public_base_url"),
             // RQ 3.0's own variable: prosaas and Python RQ must agree on the prefix.
             ("RQ_KEY_PREFIX", "redis.key_prefix"),
@@ -535,18 +552,59 @@ impl Settings {
         if a.request_timeout_ms == 0 || a.max_concurrent_requests == 0 {
             bail!("api.request_timeout_ms and api.max_concurrent_requests must be positive");
         }
-        if a.webhook_dedupe_ttl_secs == 0
-            || a.twilio_dedupe_ttl_secs == 0
-            || a.push_dedupe_ttl_secs == 0
+        let max_ttl = crate::jobs::MAX_DEDUPE_TTL_SECS;
+        for (name, ttl) in [
+            ("webhook", a.webhook_dedupe_ttl_secs),
+            ("twilio", a.twilio_dedupe_ttl_secs),
+            ("push", a.push_dedupe_ttl_secs),
+        ] {
+            if !(1..=max_ttl).contains(&ttl) {
+                bail!("api.{name}_dedupe_ttl_secs must be 1 to {max_ttl} seconds (30 days)");
+            }
+        }
+        if let Some(q) = a
+            .queues
+            .iter()
+            .find(|q| !crate::jobs::is_valid_queue_name(q))
         {
-            bail!("api.*_dedupe_ttl_secs must be at least 1");
+            bail!("api.queues: {q:?} must be 1-128 characters of [A-Za-z0-9_.-]");
+        }
+        let r = &self.recordings;
+        if r.max_download_bytes == 0 {
+            bail!("recordings.max_download_bytes must be positive");
+        }
+        if let Some(h) = r.allowed_hosts.iter().find(|h| {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        }) {
+            bail!("recordings.allowed_hosts: {h:?} must be a host name, or *. and a domain");
         }
         let url = &a.public_base_url;
         if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             bail!("api.public_base_url (PUBLIC_BASE_URL) must start with https:// or http://");
         }
-        if self.http.body_limit_bytes == 0 {
-            bail!("http.body_limit_bytes must be positive");
+        let h = &self.http;
+        if h.body_limit_bytes == 0 || h.body_limit_bytes > 1 << 30 {
+            bail!("http.body_limit_bytes must be between 1 and 1073741824 (1 GiB)");
+        }
+        if h.body_budget_bytes < h.body_limit_bytes {
+            bail!(
+                "http.body_budget_bytes ({}) must be at least http.body_limit_bytes ({}), or no body of the largest size could ever be read",
+                h.body_budget_bytes,
+                h.body_limit_bytes
+            );
+        }
+        if h.max_connections < 4 || h.ops_max_connections == 0 {
+            bail!("http.max_connections must be at least 4 and http.ops_max_connections positive");
+        }
+        if h.header_read_timeout_ms == 0 || h.idle_timeout_ms == 0 {
+            bail!("http.header_read_timeout_ms and http.idle_timeout_ms must be positive");
+        }
+        if h.ops_port != 0 && h.ops_port == h.port {
+            bail!("http.ops_port must differ from http.port (0 turns the ops listener off)");
         }
         Ok(())
     }
@@ -566,6 +624,21 @@ impl Settings {
             (None, Some(q)) => Ok(q.to_owned()),
             (None, None) => Ok("default".to_owned()),
         }
+    }
+
+    /// The queues the enqueue API may push to: `api.queues`, or when that is empty the worker
+    /// queues and the external types' queues.
+    pub fn enqueue_queues(&self) -> Vec<&str> {
+        if !self.api.queues.is_empty() {
+            return self.api.queues.iter().map(String::as_str).collect();
+        }
+        let mut qs: Vec<&str> = self.worker.queues.iter().map(String::as_str).collect();
+        for e in &self.external {
+            if !qs.contains(&e.queue.as_str()) {
+                qs.push(&e.queue);
+            }
+        }
+        qs
     }
 
     /// The settings the public API cannot run without, by the variable that sets each.

@@ -1,5 +1,8 @@
 //! Shared-secret and bearer-token checks, in constant time. A secret that is not configured
 //! makes its endpoints answer 503 (the all role in development), never accept anything.
+//!
+//! Each check is an extractor over the request head: a handler takes it before its body
+//! extractor, so an unauthenticated request is refused before a byte of its body is read.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -8,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::app::AppContext;
+use crate::webhooks::twilio;
 
 /// A request that carried the internal API token: take it as a handler parameter to require it.
 pub(super) struct Bearer;
@@ -20,6 +24,78 @@ impl FromRequestParts<AppContext> for Bearer {
         ctx: &AppContext,
     ) -> Result<Self, Self::Rejection> {
         bearer(&parts.headers, &ctx.settings.api.internal_api_token).map(|()| Bearer)
+    }
+}
+
+/// A request that carried the bridge's `X-Internal-Secret`.
+pub(super) struct InternalSecret;
+
+impl FromRequestParts<AppContext> for InternalSecret {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &AppContext,
+    ) -> Result<Self, Self::Rejection> {
+        internal_secret(&parts.headers, &ctx.settings.api.internal_secret).map(|()| InternalSecret)
+    }
+}
+
+/// A request that may be Twilio's: Twilio is configured, the body is a form (or JSON whose hash
+/// the URL carries as `bodySHA256`) and it carries a signature. The signature covers the body,
+/// so it is checked once the body is read ([`super::ingress::twilio_form`]); this only keeps
+/// unsigned requests from being read at all.
+pub(super) struct TwilioSigned {
+    pub(super) signature: String,
+    pub(super) algorithm: twilio::Algorithm,
+    /// The body is JSON, signed through `bodySHA256`, not as form parameters.
+    pub(super) json: bool,
+}
+
+impl FromRequestParts<AppContext> for TwilioSigned {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &AppContext,
+    ) -> Result<Self, Self::Rejection> {
+        let api = &ctx.settings.api;
+        twilio_configured(&api.twilio_auth_token, &api.public_base_url)?;
+        let content_type = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let body_hashed = parts
+            .uri
+            .query()
+            .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "bodySHA256"));
+        let json = content_type.starts_with("application/json");
+        if !(content_type.starts_with("application/x-www-form-urlencoded") || json && body_hashed) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Twilio callbacks must be application/x-www-form-urlencoded, or JSON with bodySHA256 in the URL",
+            ));
+        }
+        let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
+        let signature = parts
+            .headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| forbidden("X-Twilio-Signature is missing"))?;
+        let settings = parts
+            .headers
+            .get("x-twilio-webhooks-signature-settings")
+            .and_then(|v| v.to_str().ok());
+        let algorithm = twilio::Algorithm::from_settings_header(settings).ok_or_else(|| {
+            forbidden("X-Twilio-Webhooks-Signature-Settings names an unknown algorithm")
+        })?;
+        Ok(TwilioSigned {
+            signature: signature.to_owned(),
+            algorithm,
+            json,
+        })
     }
 }
 
@@ -82,7 +158,7 @@ pub(super) fn bearer(headers: &HeaderMap, expected: &str) -> Result<(), ApiError
     }
 }
 
-pub(super) fn twilio_configured(token: &str, base: &str) -> Result<(), ApiError> {
+fn twilio_configured(token: &str, base: &str) -> Result<(), ApiError> {
     if token.is_empty() {
         return Err(not_configured("TWILIO_AUTH_TOKEN"));
     }

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
+use super::auth::TwilioSigned;
+use super::extract::RawBody;
 use super::ingress::{invalid, param, twilio_form};
 use crate::app::AppContext;
 use crate::calls_stream::registry::CallSlot;
@@ -43,10 +43,10 @@ fn xml_escape(s: &str) -> String {
 async fn voice(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    signed: TwilioSigned,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let params = twilio_form(&ctx, &uri, &headers, body)?;
+    let params = twilio_form(&ctx, &uri, &signed, &body)?;
     let call_sid = param(&params, "CallSid")?;
     let business_id = uri
         .0

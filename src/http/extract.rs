@@ -1,5 +1,7 @@
-//! A JSON body extractor whose rejections are the API's JSON errors: malformed JSON, a wrong
-//! content type or an oversized body each get a 4xx naming the problem.
+//! Body extractors whose rejections are the API's JSON errors: malformed JSON, a wrong content
+//! type or an oversized body each get a 4xx naming the problem. Both reserve the body's room in
+//! the body budget before reading it; take them as a handler's last parameter, after the
+//! extractor that authenticates the request, so nothing is read for an unauthenticated client.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -7,19 +9,53 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::ApiError;
+use super::budget::reservation;
+use crate::app::AppContext;
 
 pub(super) struct JsonBody<T>(pub(super) T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
+/// A body read within the budget, as bytes (the Twilio forms, whose signature covers them).
+pub(super) struct RawBody(pub(super) Bytes);
+
+/// The body, read within the budget; the room stays reserved while the permit lives.
+async fn read_bytes(
+    req: Request,
+    ctx: &AppContext,
+    malformed: &'static str,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+    let room = reservation(req.headers(), ctx.settings.http.body_limit_bytes);
+    let permit = ctx.body_budget.reserve(room)?;
+    let bytes = Bytes::from_request(req, ctx).await.map_err(|r| {
+        let error = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            malformed
+        };
+        ApiError::new(r.status(), error, r.body_text())
+    })?;
+    Ok((bytes, permit))
+}
+
+impl FromRequest<AppContext> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, ctx: &AppContext) -> Result<Self, Self::Rejection> {
+        read_bytes(req, ctx, "malformed_body")
+            .await
+            .map(|(bytes, _)| RawBody(bytes))
+    }
+}
+
+impl<T> FromRequest<AppContext> for JsonBody<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, ctx: &AppContext) -> Result<Self, Self::Rejection> {
         // The checks and messages are axum's `Json`, but a body is parsed directly first:
         // axum deserializes through serde_path_to_error, whose path tracking made about 30
         // allocations per webhook request. Only a body that fails goes through axum again, for
@@ -31,14 +67,8 @@ where
                 "Expected request with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            let error = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "body_too_large"
-            } else {
-                "malformed_json"
-            };
-            ApiError::new(r.status(), error, r.body_text())
-        })?;
+        // The room stays reserved while the body is parsed, when it briefly exists twice.
+        let (bytes, _permit) = read_bytes(req, ctx, "malformed_json").await?;
         match serde_json::from_slice(&bytes) {
             Ok(v) => Ok(JsonBody(v)),
             Err(_) => match Json::<T>::from_bytes(&bytes) {

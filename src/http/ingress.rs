@@ -2,22 +2,20 @@
 //! Each request is validated whole before anything is enqueued, and enqueueing (with de-dupe)
 //! is the only work done in the request.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::auth::{self, Bearer};
-use super::extract::JsonBody;
+use super::auth::{Bearer, InternalSecret, TwilioSigned};
+use super::extract::{JsonBody, RawBody};
 use super::{ApiError, internal_error};
 use crate::app::AppContext;
 use crate::handlers::push;
-use crate::jobs::{Enqueued, JobError, JobOptions, NewJob, is_valid_queue_name};
+use crate::jobs::{Enqueued, JobError, JobOptions, NewJob};
 use crate::metrics as m;
 use crate::webhooks::{twilio, whatsapp};
 
@@ -34,7 +32,7 @@ fn count(source: &'static str, job_type: &str, result: &Enqueued) {
     if result.is_duplicate() {
         metrics::counter!(m::JOBS_DEDUPLICATED, "source" => source).increment(1);
     } else {
-        metrics::counter!(m::JOBS_ENQUEUED, "source" => source, "job_type" => job_type.to_owned())
+        metrics::counter!(m::JOBS_ENQUEUED, "source" => source, "job_type" => m::job_type_label(job_type))
             .increment(1);
     }
 }
@@ -70,10 +68,9 @@ fn job_error(e: JobError) -> ApiError {
 
 async fn whatsapp_incoming(
     State(ctx): State<AppContext>,
-    headers: HeaderMap,
+    _auth: InternalSecret,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::internal_secret(&headers, &ctx.settings.api.internal_secret)?;
     let messages = whatsapp::parse(&body).map_err(invalid)?;
     let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
     let events = messages
@@ -91,7 +88,8 @@ async fn whatsapp_incoming(
         count("whatsapp", "webhook_process_job", r);
         if r.is_duplicate() {
             duplicates += 1;
-            tracing::info!("Skipped duplicate webhook for msg_id={id}");
+            // Escaped: a client's id must not be able to break or forge a text log line.
+            tracing::info!("Skipped duplicate webhook for msg_id={}", id.escape_debug());
         }
         jobs.push(json!({"message_id": id, "job_id": r.job_id(), "duplicate": r.is_duplicate()}));
     }
@@ -102,46 +100,50 @@ async fn whatsapp_incoming(
     })))
 }
 
-/// A verified Twilio form: its parameters, after checking the signature over the public URL.
+/// A verified Twilio request's parameters: the form's, or a JSON body's top-level scalars, after
+/// checking the signature over the public URL.
 pub(super) fn twilio_form(
     ctx: &AppContext,
     uri: &OriginalUri,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    signed: &TwilioSigned,
+    body: &[u8],
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), "body_too_large", r.body_text()))?;
     let api = &ctx.settings.api;
-    auth::twilio_configured(&api.twilio_auth_token, &api.public_base_url)?;
-    let form_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    if !form_type {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Twilio callbacks must be application/x-www-form-urlencoded",
-        ));
-    }
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let signature = headers
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok());
     let path = uri.0.path_and_query().map_or("/", |p| p.as_str());
     let url = twilio::public_url(&api.public_base_url, path);
-    match signature {
-        Some(sig) if twilio::verify(&api.twilio_auth_token, &url, &params, sig) => Ok(params),
-        Some(_) => Err(ApiError::new(
+    let forbidden = || {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "X-Twilio-Signature does not match",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "X-Twilio-Signature is missing",
-        )),
+        )
+    };
+    let token = &api.twilio_auth_token;
+    if !signed.json {
+        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let what = twilio::Signed::Form(&params);
+        return if twilio::verify_request(token, &url, what, &signed.signature, signed.algorithm) {
+            Ok(params)
+        } else {
+            Err(forbidden())
+        };
     }
+    let what = twilio::Signed::Body(body);
+    if !twilio::verify_request(token, &url, what, &signed.signature, signed.algorithm) {
+        return Err(forbidden());
+    }
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Err(invalid("the JSON body must be an object"));
+    };
+    Ok(fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) => Some((k, n.to_string())),
+            Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect())
 }
 
 pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
@@ -172,10 +174,10 @@ fn accepted() -> Response {
 async fn twilio_status(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    signed: TwilioSigned,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let params = twilio_form(&ctx, &uri, &headers, body)?;
+    let params = twilio_form(&ctx, &uri, &signed, &body)?;
     let call_sid = param(&params, "CallSid")?;
     let status = param(&params, "CallStatus")?.to_ascii_lowercase();
     let mut args = Map::new();
@@ -198,10 +200,10 @@ async fn twilio_status(
 async fn twilio_recording(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    signed: TwilioSigned,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let params = twilio_form(&ctx, &uri, &headers, body)?;
+    let params = twilio_form(&ctx, &uri, &signed, &body)?;
     let call_sid = param(&params, "CallSid")?;
     let url = params
         .iter()
@@ -280,9 +282,11 @@ async fn enqueue(
         .settings
         .route(&req.job_type, req.queue.as_deref())
         .map_err(invalid)?;
-    if !is_valid_queue_name(&queue) {
+    let allowed = ctx.settings.enqueue_queues();
+    if !allowed.contains(&queue.as_str()) {
         return Err(invalid(format!(
-            "queue {queue:?} must be 1-128 characters of [A-Za-z0-9_.-]"
+            "queue {queue:?} is not one of the queues this API serves ({}); see api.queues",
+            allowed.join(", ")
         )));
     }
     let job_type = req.job_type.clone();

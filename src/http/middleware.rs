@@ -1,5 +1,6 @@
-//! Per-request protection and measurement: a cap on requests in flight (more are answered 503
-//! at once rather than queued), a request timeout, and request metrics by route and status.
+//! Per-request protection and measurement: a body declared over the limit is refused before it
+//! is read, a cap on requests in flight (more are answered 503 at once rather than queued), a
+//! request timeout, and request metrics by route and status.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -18,6 +19,28 @@ use crate::metrics as m;
 pub(super) struct Limits {
     pub(super) in_flight: Arc<Semaphore>,
     pub(super) timeout: Duration,
+    pub(super) body_limit: usize,
+}
+
+/// A `Content-Length` over the body limit gets 413 at once, on every route: the body is never
+/// read and the request holds no slot.
+pub(super) async fn refuse_oversized(
+    State(limits): State<Limits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match super::budget::declared_length(req.headers()) {
+        Some(n) if n > limits.body_limit => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the body declares {n} bytes; http.body_limit_bytes is {}",
+                limits.body_limit
+            ),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 pub(super) async fn protect(State(limits): State<Limits>, req: Request, next: Next) -> Response {

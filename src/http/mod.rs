@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod budget;
 pub mod calls;
 mod error;
 mod extract;
@@ -11,33 +12,45 @@ mod health;
 mod ingress;
 mod middleware;
 mod ops;
+mod serve;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
 use crate::roles::{self, Subsystem};
 
+pub use budget::BodyBudget;
 pub use error::ApiError;
+pub use serve::{ConnLimits, descriptors_needed, ensure_descriptors, serve};
 
-/// The router for a set of subsystems; `/healthz` and `/readyz` are always there.
+/// The router for a set of subsystems. `/healthz`, `/readyz` and `/metrics` are always there,
+/// outside the in-flight cap, the request timeout and the body budget, so they answer while the
+/// other routes are saturated.
 pub fn router(ctx: AppContext, subsystems: &[Subsystem]) -> Router {
     let body_limit = ctx.settings.http.body_limit_bytes;
-    let mut router = ops::routes();
+    let mut public: Option<Router<AppContext>> = None;
     if subsystems.contains(&Subsystem::PublicApi) {
-        router = router.merge(roles::api::routes());
+        public = Some(roles::api::routes());
     }
     if subsystems.contains(&Subsystem::Calls) {
-        router = router.merge(calls::routes());
+        public = Some(public.unwrap_or_default().merge(calls::routes()));
     }
     let limits = middleware::Limits {
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
             ctx.settings.api.max_concurrent_requests,
         )),
         timeout: std::time::Duration::from_millis(ctx.settings.api.request_timeout_ms),
+        body_limit,
     };
+    let mut router = ops::routes();
+    if let Some(public) = public {
+        // route_layer: only matched public routes count against the cap (a 404 costs nothing).
+        router = router.merge(public.route_layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            middleware::protect,
+        )));
+    }
     router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -49,9 +62,18 @@ pub fn router(ctx: AppContext, subsystems: &[Subsystem]) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(
             limits,
-            middleware::protect,
+            middleware::refuse_oversized,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(ctx)
+}
+
+/// The router of the separate ops listener (`http.ops_port`): only the ops routes.
+pub fn ops_router(ctx: AppContext) -> Router {
+    ops::routes()
+        .fallback(|| async {
+            ApiError::not_found("the ops port serves /healthz, /readyz and /metrics")
+        })
         .with_state(ctx)
 }
 
@@ -69,18 +91,6 @@ pub(crate) fn internal_error(e: &dyn std::fmt::Display) -> ApiError {
 /// The OpenAPI document of the HTTP API, kept beside the handlers (a test checks that it lists
 /// exactly the routes the code serves).
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Serves until `shutdown`, then lets in-flight requests finish (the supervisor bounds that).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
-    Ok(())
-}
 
 /// The public API's routes: ingress, jobs health, admin and the OpenAPI document. Mounted by
 /// roles that run the `PublicApi` subsystem.

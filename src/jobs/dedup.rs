@@ -14,6 +14,10 @@ use super::job::{NewJob, rq_timestamp};
 use super::keys::Keys;
 use super::{JobStore, scripts};
 
+/// The longest a provider event id is remembered. Providers retry for hours, not weeks, and a
+/// bound keeps client input from overflowing Redis's integer arguments.
+pub const MAX_DEDUPE_TTL_SECS: u64 = 30 * 24 * 3600;
+
 /// What [`JobStore::enqueue_with_dedupe`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Enqueued {
@@ -167,10 +171,10 @@ impl JobStore {
                 "dedupe key must be 1-512 characters".into(),
             ));
         }
-        if ttl_secs == 0 {
-            return Err(JobError::Invalid(
-                "dedupe TTL must be at least 1 second".into(),
-            ));
+        if !(1..=MAX_DEDUPE_TTL_SECS).contains(&ttl_secs) {
+            return Err(JobError::Invalid(format!(
+                "dedupe TTL {ttl_secs} must be 1 to {MAX_DEDUPE_TTL_SECS} seconds (30 days)"
+            )));
         }
         let id = job
             .options

@@ -19,6 +19,13 @@ pub const DEFAULT_TIMEOUT_SECS: i64 = 180;
 /// batch on every retry; no job system needs to keep anything longer.
 pub const MAX_TTL_SECS: i64 = 3_155_760_000;
 
+/// The longest a job may run (a week): longer work belongs in smaller jobs, and a bound keeps the
+/// deadline arithmetic far from overflow.
+pub(crate) const MAX_TIMEOUT_SECS: i64 = 7 * 24 * 3600;
+
+/// The most retries a job may ask for.
+pub(crate) const MAX_RETRIES: u32 = 100;
+
 /// A TTL read back from a job hash (Python RQ, or anyone, may have written it): RQ treats any
 /// negative value as "no expiry", so it becomes `-1`; anything past [`MAX_TTL_SECS`] is cut to it.
 pub(crate) fn stored_ttl(v: i64) -> i64 {
@@ -142,10 +149,17 @@ impl NewJob {
         }
         if let Some(t) = o.timeout
             && t != -1
-            && t <= 0
+            && !(1..=MAX_TIMEOUT_SECS).contains(&t)
         {
             return Err(JobError::Invalid(format!(
-                "timeout {t} must be positive seconds, or -1 for no limit"
+                "timeout {t} must be 1 to {MAX_TIMEOUT_SECS} seconds, or -1 for no limit"
+            )));
+        }
+        if let Some(n) = o.max_retries
+            && n > MAX_RETRIES
+        {
+            return Err(JobError::Invalid(format!(
+                "max_retries {n} must be at most {MAX_RETRIES}"
             )));
         }
         for (name, v) in [("result_ttl", o.result_ttl), ("failure_ttl", o.failure_ttl)] {
@@ -165,11 +179,13 @@ impl NewJob {
             )));
         }
         if let Some(iv) = &o.retry_intervals
-            && iv.is_empty()
+            && (iv.is_empty()
+                || iv.len() > MAX_RETRIES as usize
+                || iv.iter().any(|&i| i > MAX_TTL_SECS as u64))
         {
-            return Err(JobError::Invalid(
-                "retry_intervals must list at least one interval".into(),
-            ));
+            return Err(JobError::Invalid(format!(
+                "retry_intervals must list 1 to {MAX_RETRIES} intervals of at most {MAX_TTL_SECS} seconds"
+            )));
         }
         Ok(())
     }

@@ -35,7 +35,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use admin::{Deleted, JobDetail, JobResult, Requeue};
 pub use bench::RedisCounters;
 pub use calls::{CallState, CallUpdate};
-pub use dedup::{Enqueued, generate_deterministic_job_id, job_id_for_dedupe_key};
+pub use dedup::{
+    Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
+};
 pub use error::JobError;
 pub use job::{
     DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, check_job,

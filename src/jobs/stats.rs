@@ -48,9 +48,13 @@ pub struct SchedulerHealth {
     pub entries: Vec<serde_json::Value>,
 }
 
+/// The most queues health and metrics list besides the configured ones.
+pub(crate) const MAX_LISTED_QUEUES: usize = 100;
+
 impl JobStore {
-    /// Numbers for every queue in `rq:queues` plus `also` (configured queues that may not exist
-    /// yet), in two round trips.
+    /// Numbers for `also` (configured queues that may not exist yet) and the queues in
+    /// `rq:queues`, at most [`MAX_LISTED_QUEUES`] in all unless `also` alone is longer, in two
+    /// round trips.
     pub async fn queue_stats(
         &self,
         also: &[String],
@@ -61,11 +65,19 @@ impl JobStore {
             .query_async(&mut conn)
             .await?;
         let prefix = self.keys.queue_key_prefix();
-        let names: BTreeSet<String> = members
+        // Configured queues always; others (made by Python RQ or older clients) in name order up
+        // to the bound, so an unauthenticated health call stays small whatever Redis holds.
+        let mut names: BTreeSet<String> = also.iter().cloned().collect();
+        let others: BTreeSet<&str> = members
             .iter()
-            .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
-            .chain(also.iter().cloned())
+            .filter_map(|m| m.strip_prefix(&prefix))
             .collect();
+        for q in others {
+            if names.len() >= MAX_LISTED_QUEUES.max(also.len()) {
+                break;
+            }
+            names.insert(q.to_owned());
+        }
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }

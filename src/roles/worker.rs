@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppContext;
 use crate::jobs::WorkerInfo;
 use crate::worker::executor::{Executor, ExecutorConfig};
-use crate::worker::handler::HandlerContext;
+use crate::worker::handler::{HandlerContext, RecordingAccess};
 use crate::worker::http_target::Delivery;
 use crate::worker::{hostname, maintenance, registry, worker_name};
 
@@ -26,10 +26,23 @@ pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyho
         context: HandlerContext {
             jobs: ctx.jobs.clone(),
             delivery: Arc::new(Delivery::new(&w.http_targets)?),
-            recordings_dir: Arc::new(ctx.settings.recordings.dir.clone()),
+            recordings: Arc::new(recording_access(&ctx.settings)),
         },
     };
     executor.run(shutdown).await
+}
+
+fn recording_access(s: &crate::settings::Settings) -> RecordingAccess {
+    let r = &s.recordings;
+    let token = &s.api.twilio_auth_token;
+    RecordingAccess {
+        dir: r.dir.clone(),
+        allowed_hosts: r.allowed_hosts.clone(),
+        max_download_bytes: r.max_download_bytes,
+        allow_http: r.allow_http,
+        basic_auth: (!r.twilio_account_sid.is_empty() && !token.is_empty())
+            .then(|| (r.twilio_account_sid.clone(), token.clone())),
+    }
 }
 
 pub async fn run_recovery(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -344,6 +344,7 @@ async fn run_job(
         Outcome::Retry { .. } => "retried",
         Outcome::Requeue => "requeued",
     };
+    let job_type = m::job_type_label(&job_type);
     metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
     metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
     let execution = job.execution;

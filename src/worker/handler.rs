@@ -62,8 +62,49 @@ pub struct HandlerContext {
     pub jobs: JobStore,
     /// HTTP targets, for types whose work (or its delivery) is done by the business app.
     pub delivery: Arc<Delivery>,
-    /// Where call recordings live.
-    pub recordings_dir: Arc<PathBuf>,
+    /// Where call recordings live and where they may be downloaded from.
+    pub recordings: Arc<RecordingAccess>,
+}
+
+/// The recordings directory and the rules for downloading a recording into it.
+#[derive(Clone)]
+pub struct RecordingAccess {
+    pub dir: PathBuf,
+    /// Hosts a `recording_url` may name (`*.example.com` matches subdomains), on every redirect.
+    pub allowed_hosts: Vec<String>,
+    pub max_download_bytes: u64,
+    /// Plain `http://` allowed (tests and local development only).
+    pub allow_http: bool,
+    /// HTTP basic auth (account SID, auth token) sent to the URL's own host, as Twilio requires.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl RecordingAccess {
+    /// A directory with no downloads allowed.
+    pub fn local(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            allowed_hosts: Vec::new(),
+            max_download_bytes: 0,
+            allow_http: false,
+            basic_auth: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RecordingAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The auth token never reaches a log line.
+        f.debug_struct("RecordingAccess")
+            .field("dir", &self.dir)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("max_download_bytes", &self.max_download_bytes)
+            .field(
+                "basic_auth",
+                &self.basic_auth.as_ref().map(|(user, _)| user),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// A job type. `Some(value)` is stored as the job's JSON result, as RQ stores return values.

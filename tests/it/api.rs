@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::process::{TEST_PUBLIC_URL, TEST_SECRET, TEST_TOKEN, TEST_TWILIO_TOKEN};
 use crate::support::redis_server::TestDb;
-use crate::support::{ProsaasProcess, db, process};
+use crate::support::{ProsaasProcess, db, process, promtext};
 
 fn api(t: &TestDb) -> ProsaasProcess {
     let p = ProsaasProcess::start("api", &[("REDIS_URL", &t.url())]);
@@ -236,6 +236,72 @@ async fn twilio_callbacks_are_verified_against_the_public_url() {
     assert_eq!(job_count(&t), 2, "one status job and one recording job");
 }
 
+/// What Twilio's own validator accepts gets through: the URL signed with its default port,
+/// a parameter repeated with the same value, and a JSON body signed through `bodySHA256`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_requests_pass_as_twilios_validator_passes_them() {
+    let t = db();
+    let p = api(&t);
+    let http = reqwest::Client::new();
+    let post = |path: &str, content_type: &str, sig: String, body: String| {
+        http.post(p.url(path))
+            .header("content-type", content_type)
+            .header("X-Twilio-Signature", sig)
+            .body(body)
+            .send()
+    };
+    let form = "application/x-www-form-urlencoded";
+    let params: Vec<(String, String)> = [
+        ("CallSid", "CA7"),
+        ("CallStatus", "ringing"),
+        ("CallSid", "CA7"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    let with_port = TEST_PUBLIC_URL.replace(".com", ".com:443");
+    let sig = twilio::signature(
+        TEST_TWILIO_TOKEN,
+        &format!("{with_port}/webhook/twilio/status"),
+        &params,
+    );
+    let r = post("/webhook/twilio/status", form, sig, body)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let json_body = r#"{"CallSid":"CA8","CallStatus":"completed"}"#.to_string();
+    let hash: String = sha256_hex(json_body.as_bytes());
+    let path = format!("/webhook/twilio/status?bodySHA256={hash}");
+    let sig = twilio::signature(TEST_TWILIO_TOKEN, &format!("{TEST_PUBLIC_URL}{path}"), &[]);
+    let r = post(&path, "application/json", sig.clone(), json_body.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let tampered = json_body.replace("completed", "failed");
+    let r = post(&path, "application/json", sig.clone(), tampered)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // JSON without the hash in the URL is not a Twilio form.
+    let r = post("/webhook/twilio/status", "application/json", sig, json_body)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(job_count(&t), 2);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_push_enqueue_and_admin_api() {
     let t = db();
@@ -416,6 +482,11 @@ async fn hostile_input_gets_a_json_4xx_and_changes_nothing() {
         ("enqueue unknown field", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "evil": true})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
         ("enqueue bad job id", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "options": {"job_id": "../x"}})), StatusCode::BAD_REQUEST, "invalid_request"),
         ("enqueue bad queue", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "queue": "a b"})), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("enqueue unserved queue", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "queue": "tenant-5000"})), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("enqueue huge dedupe ttl", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "dedupe_key": "k", "dedupe_ttl": 18446744073709551615u64})), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("enqueue zero dedupe ttl", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "dedupe_key": "k", "dedupe_ttl": 0})), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("enqueue huge timeout", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "options": {"timeout": 9223372036854775807i64}})), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("enqueue huge retries", http.post(p.url("/api/jobs/enqueue")).header("authorization", &auth).json(&json!({"job_type": "t", "options": {"max_retries": 4000000000u64}})), StatusCode::BAD_REQUEST, "invalid_request"),
         ("admin without token", http.get(p.url("/api/jobs/failed")), StatusCode::UNAUTHORIZED, "unauthorized"),
         ("wrong method", http.get(&hook), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ("unknown path", http.get(p.url("/admin.php")), StatusCode::NOT_FOUND, "not_found"),
@@ -504,18 +575,8 @@ async fn metrics_parse_and_move_as_jobs_flow() {
     let t = db();
     let p = api(&t);
     let http = reqwest::Client::new();
-    let scrape = || async {
-        parse_prometheus(
-            &http
-                .get(p.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-    };
+    let scrape =
+        || async { parse_prometheus(&promtext::scrape_clean(&http, p.url("/metrics")).await) };
     post_webhook(&http, &p, &webhook(&["M1", "M2"])).await;
     post_webhook(&http, &p, &webhook(&["M1"])).await;
     let s = scrape().await;
@@ -565,16 +626,7 @@ async fn metrics_parse_and_move_as_jobs_flow() {
             .then_some(())
     })
     .await;
-    let s = parse_prometheus(
-        &http
-            .get(w.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let s = parse_prometheus(&promtext::scrape_clean(&http, w.url("/metrics")).await);
     assert!(
         s.iter()
             .any(|(n, _, _)| n == "prosaas_job_duration_seconds_bucket"),

@@ -121,6 +121,28 @@ fn check_reports_redis_reachability() {
 }
 
 #[test]
+fn probe_asks_the_running_process_for_its_health() {
+    let mut redis = TestRedis::start();
+    let url = redis.url();
+    let worker = crate::support::ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
+    let port = worker.http_addr().port().to_string();
+    let env = [("REDIS_URL", url.as_str()), ("PORT", port.as_str())];
+    let ready = process::run(&["probe"], &env);
+    assert_eq!(ready.status.code(), Some(0), "{}", stdout(&ready));
+    assert!(stdout(&ready).contains("/readyz answered 200"));
+    redis.kill();
+    let unready = process::run(&["probe"], &env);
+    assert_eq!(unready.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&unready.stderr);
+    assert!(err.contains("503"), "{err}");
+    let live = process::run(&["probe", "--live"], &env);
+    assert_eq!(live.status.code(), Some(0), "alive while Redis is down");
+    drop(worker);
+    let gone = process::run(&["probe", "--live"], &env);
+    assert_eq!(gone.status.code(), Some(1));
+}
+
+#[test]
 fn secrets_in_the_redis_url_are_never_printed() {
     let mut redis = TestRedis::start();
     let url = format!("redis://:hunter2@127.0.0.1:{}", redis.port());

@@ -1,5 +1,6 @@
 //! No Docker engine runs here, so `docker-compose.yml` is kept right by this test: every
-//! prosaas service runs a valid role from the one image against the one Redis.
+//! prosaas service runs a valid role from the one image against the one Redis, has a
+//! healthcheck, and cannot start with a default secret.
 
 use std::collections::BTreeSet;
 
@@ -63,6 +64,30 @@ fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
             Some("service_healthy"),
             "{name} must wait for a healthy Redis"
         );
+        let check: Vec<&str> = svc["healthcheck"]["test"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("{name}: no healthcheck"))
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert_eq!(check, ["CMD", "prosaas", "probe"], "{name}");
+        // A secret must be given, never defaulted: a default defeats the api role's guard.
+        for (var, value) in svc["environment"].as_hash().unwrap() {
+            let (var, value) = (var.as_str().unwrap(), value.as_str().unwrap_or_default());
+            if [
+                "INTERNAL_SECRET",
+                "INTERNAL_API_TOKEN",
+                "TWILIO_AUTH_TOKEN",
+                "PUBLIC_BASE_URL",
+            ]
+            .contains(&var)
+            {
+                assert!(
+                    value.starts_with(&format!("${{{var}:?")),
+                    "{name}: {var} must be required with ${{{var}:?...}}, not {value}"
+                );
+            }
+        }
     }
     assert_eq!(images.len(), 1, "one image for every role: {images:?}");
     assert_eq!(urls.len(), 1, "one Redis for every role: {urls:?}");

@@ -416,6 +416,123 @@ async fn recording_job_turns_mulaw_into_pcm_with_the_right_duration() {
     w.stop().await;
 }
 
+/// A recording host: `/rec.wav` serves a WAV to basic auth `AC1:twilio-token` only, `/big`
+/// declares 2 MB, `/stream` streams 2 MB without declaring it, `/away` redirects off the list.
+async fn recording_host(wav: Vec<u8>, seen: Seen) -> String {
+    use axum::body::Body;
+    use axum::routing::get;
+    let app = Router::new()
+        .route(
+            "/rec.wav",
+            get(move |State(s): State<Seen>, h: HeaderMap| async move {
+                s.0.lock()
+                    .unwrap()
+                    .push(("/rec.wav".into(), h.clone(), Bytes::new()));
+                // base64("AC1:twilio-token")
+                let ok = h.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some("Basic QUMxOnR3aWxpby10b2tlbg==");
+                if ok {
+                    (StatusCode::OK, wav.clone())
+                } else {
+                    (StatusCode::UNAUTHORIZED, Vec::new())
+                }
+            }),
+        )
+        .route("/big", get(|| async { vec![0u8; 2_000_000] }))
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = (0..200).map(|_| Ok::<_, std::io::Error>(vec![0u8; 10_000]));
+                Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route(
+            "/away",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "http://localhost:1/elsewhere")],
+                )
+            }),
+        )
+        .with_state(seen);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_downloads_are_confined_capped_and_authenticated() {
+    let t = db();
+    let store = t.store();
+    let dir = tempfile::tempdir().unwrap();
+    let samples: Vec<u8> = (0..8_000u32).map(|i| (i % 251) as u8).collect();
+    let mut wav = Vec::new();
+    audio::write_wav(&mut wav, WavFormat::MULAW_8K_MONO, &samples).unwrap();
+    let seen = Seen::default();
+    let host = recording_host(wav, seen.clone()).await;
+    let rec = dir.path().display().to_string();
+    let w = InProcWorker::start(
+        &t,
+        &[
+            ("PROSAAS__RECORDINGS__DIR", &rec),
+            ("PROSAAS__RECORDINGS__ALLOWED_HOSTS", "127.0.0.1"),
+            ("PROSAAS__RECORDINGS__ALLOW_HTTP", "true"),
+            ("PROSAAS__RECORDINGS__MAX_DOWNLOAD_BYTES", "1000000"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "twilio-token"),
+        ],
+    );
+    let run = |url: String| {
+        let store = store.clone();
+        async move {
+            let job = NewJob::new(
+                "default",
+                "recording_job",
+                kwargs(json!({"call_sid": "CA9", "recording_url": url})),
+            )
+            .with_options(JobOptions {
+                max_retries: Some(0),
+                ..Default::default()
+            });
+            let id = store.enqueue(job).await.unwrap();
+            wait_final(&store, &id).await
+        }
+    };
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let port = host.rsplit(':').next().unwrap().to_owned();
+    for (url, needle) in [
+        (
+            format!("http://localhost:{port}/rec.wav"),
+            "outside recordings.allowed_hosts",
+        ),
+        (format!("{host}/big"), "over recordings.max_download_bytes"),
+        (
+            format!("{host}/stream"),
+            "over recordings.max_download_bytes",
+        ),
+        (format!("{host}/away"), "outside recordings.allowed_hosts"),
+        ("ftp://127.0.0.1/x".to_owned(), "is not https"),
+    ] {
+        let e = error_of(&run(url.clone()).await);
+        assert!(e.contains(needle), "{url}: {e}");
+        assert_eq!(files(), Vec::<String>::new(), "{url} left a file behind");
+    }
+    let d = run(format!("{host}/rec.wav")).await;
+    assert_eq!(d.info.status, "finished", "{d:?}");
+    assert_eq!(files(), ["CA9.twilio.pcm.wav", "CA9.twilio.wav"]);
+    assert_eq!(seen.count("/rec.wav"), 1, "one authenticated fetch");
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_notifications_are_validated_and_delivered_to_the_gateway() {
     let t = db();

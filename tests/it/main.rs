@@ -10,6 +10,7 @@
 //! - `cli`: the operator commands (`jobs stats|enqueue`, `check`);
 //! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
 //! - `dedup`: atomic de-duplication under concurrency, TTL expiry and lapsed locks;
+//! - `edge`: the public edge under hostile clients: auth before body, budgets, caps, timeouts;
 //! - `enqueue`: the RQ job layout byte by byte, batches, queue stats, scheduler health;
 //! - `fleet`: several real worker processes: exactly-once draining, kill -9 recovery, SIGTERM;
 //! - `health`: `/api/jobs/health` through a Redis outage, without restarting prosaas;
@@ -39,6 +40,7 @@ mod calls;
 mod cli;
 mod compose;
 mod dedup;
+mod edge;
 mod enqueue;
 mod fleet;
 mod health;

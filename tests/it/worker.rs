@@ -39,6 +39,7 @@ impl InProcWorker {
             calls: Arc::new(prosaas::calls_stream::registry::CallRegistry::new(1)),
             role: Role::Worker,
             jobs: JobStore::connect(&settings.store_config()).unwrap(),
+            body_budget: Arc::new(prosaas::http::BodyBudget::new(1 << 20)),
             settings: Arc::new(settings),
         };
         let stop = CancellationToken::new();

@@ -1,6 +1,7 @@
 //! Shared test helpers: private Redis servers and the real binary as a process.
 
 pub mod process;
+pub mod promtext;
 pub mod redis_server;
 
 use std::time::{Duration, Instant};

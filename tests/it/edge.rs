@@ -1,0 +1,422 @@
+//! The public edge under hostile and overloaded clients, with the real binary: bodies are not
+//! read before authentication, a declared oversize is refused at once, the body budget holds,
+//! health answers while the request cap is saturated, slow and idle connections are closed, and
+//! the connection cap leaves the ops port answerable.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::process::{TEST_SECRET, TEST_TOKEN};
+use crate::support::redis_server::TestDb;
+use crate::support::{ProsaasProcess, db};
+
+fn api(t: &TestDb, extra: &[(&str, &str)]) -> ProsaasProcess {
+    let url = t.url();
+    let mut env = vec![("REDIS_URL", url.as_str())];
+    env.extend_from_slice(extra);
+    let p = ProsaasProcess::start("api", &env);
+    p.wait_for_log("API mode", Duration::from_secs(20));
+    p
+}
+
+/// Resident memory of a process, in KiB, from `/proc`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A request head for `path` with these extra header lines.
+fn head(path: &str, headers: &[&str], content_length: usize) -> String {
+    let mut h = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n"
+    );
+    for line in headers {
+        h.push_str(line);
+        h.push_str("\r\n");
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// Reads a response's status line, or `None` when the connection closes first.
+async fn status_of(conn: &mut TcpStream, within: Duration) -> Option<u16> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(line) = buf
+                .split(|&b| b == b'\n')
+                .next()
+                .filter(|_| buf.contains(&b'\n'))
+            {
+                let line = String::from_utf8_lossy(line);
+                return line.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok().flatten()
+}
+
+/// Whether the server has closed `conn` (a read sees the end or an error) within `within`.
+async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, conn.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn get_status(http: &reqwest::Client, url: String) -> u16 {
+    http.get(url).send().await.unwrap().status().as_u16()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_bodies_are_refused_unread_and_cost_no_memory() {
+    let t = db();
+    let p = api(&t, &[]);
+    let addr = p.http_addr();
+
+    // The head alone gets the answer: the body is never waited for.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head("/webhook/whatsapp/incoming", &[], 1_000_000).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut conn, Duration::from_secs(2)).await,
+        Some(401)
+    );
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let form_head = head("/webhook/twilio/status", &[], 1_000)
+        .replace("application/json", "application/x-www-form-urlencoded");
+    conn.write_all(form_head.as_bytes()).await.unwrap();
+    assert_eq!(
+        status_of(&mut conn, Duration::from_secs(2)).await,
+        Some(403)
+    );
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head("/api/jobs/enqueue", &["Authorization: Bearer wrong"], 1_000).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut conn, Duration::from_secs(2)).await,
+        Some(401)
+    );
+
+    // 300 anonymous clients each pushing a whole 1 MB body at once (the attack took the api past
+    // 600 MB before the check moved ahead of the read).
+    let before = rss_kib(p.pid());
+    let body = vec![b'x'; 1_000_000];
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            let h = head("/webhook/whatsapp/incoming", &[], body.len());
+            let _ = conn.write_all(h.as_bytes()).await;
+            // The server answers and closes mid-body; a failed write is the expected end.
+            let _ = conn.write_all(&body).await;
+            status_of(&mut conn, Duration::from_secs(10)).await
+        }));
+    }
+    let mut answered_401 = 0;
+    for task in tasks {
+        if task.await.unwrap() == Some(401) {
+            answered_401 += 1;
+        }
+    }
+    let after = rss_kib(p.pid());
+    assert!(
+        answered_401 >= 250,
+        "{answered_401} of 300 were answered 401"
+    );
+    assert!(
+        after < before + 60 * 1024,
+        "RSS grew from {before} KiB to {after} KiB under unauthenticated bodies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_oversize_is_refused_at_once_and_the_body_budget_holds() {
+    let t = db();
+    // Room for two 1 MB bodies in flight.
+    let p = api(
+        &t,
+        &[
+            ("PROSAAS__HTTP__BODY_LIMIT_BYTES", "1048576"),
+            ("PROSAAS__HTTP__BODY_BUDGET_BYTES", "2097152"),
+        ],
+    );
+    let addr = p.http_addr();
+    let secret = format!("X-Internal-Secret: {TEST_SECRET}");
+
+    let started = Instant::now();
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head("/webhook/whatsapp/incoming", &[&secret], 1_048_577).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut conn, Duration::from_secs(2)).await,
+        Some(413)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Two authenticated slow bodies hold the whole budget...
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(head("/webhook/whatsapp/incoming", &[&secret], 1_048_576).as_bytes())
+            .await
+            .unwrap();
+        c.write_all(b"{\"tenantId\":").await.unwrap();
+        slow.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so a third is answered 503 at once, a small one too, while health is untouched.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(head("/webhook/whatsapp/incoming", &[&secret], 100).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut third, Duration::from_secs(2)).await,
+        Some(503)
+    );
+    let http = client();
+    assert_eq!(get_status(&http, p.url("/healthz")).await, 200);
+    assert_eq!(get_status(&http, p.url("/readyz")).await, 200);
+
+    // Once they are gone, the budget is whole again.
+    drop(slow);
+    let ok = crate::support::eventually("the budget to come back", Duration::from_secs(15), || {
+        let http = http.clone();
+        let url = p.url("/webhook/whatsapp/incoming");
+        async move {
+            let r = http
+                .post(url)
+                .header("X-Internal-Secret", TEST_SECRET)
+                .json(&serde_json::json!({"tenantId": "1", "payload": {"messages": []}}))
+                .send()
+                .await
+                .ok()?;
+            (r.status() != 503).then_some(r.status().as_u16())
+        }
+    })
+    .await;
+    assert_eq!(ok, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_the_request_cap_is_saturated() {
+    let t = db();
+    let p = api(
+        &t,
+        &[
+            ("PROSAAS__API__MAX_CONCURRENT_REQUESTS", "20"),
+            ("PROSAAS__API__REQUEST_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let addr = p.http_addr();
+    let auth = format!("Authorization: Bearer {TEST_TOKEN}");
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(head("/api/jobs/enqueue", &[&auth], 1_000).as_bytes())
+            .await
+            .unwrap();
+        c.write_all(b"{").await.unwrap();
+        slow.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    over.write_all(head("/api/jobs/enqueue", &[&auth], 2).as_bytes())
+        .await
+        .unwrap();
+    over.write_all(b"{}").await.unwrap();
+    assert_eq!(
+        status_of(&mut over, Duration::from_secs(2)).await,
+        Some(503),
+        "the cap is saturated"
+    );
+    let http = client();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let started = Instant::now();
+        assert_eq!(get_status(&http, p.url(path)).await, 200, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_and_idle_connections_are_closed() {
+    let t = db();
+    let p = api(
+        &t,
+        &[
+            ("PROSAAS__HTTP__HEADER_READ_TIMEOUT_MS", "500"),
+            ("PROSAAS__HTTP__IDLE_TIMEOUT_MS", "1500"),
+        ],
+    );
+    let addr = p.http_addr();
+    let mut half_line = Vec::new();
+    let mut half_headers = Vec::new();
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /heal").await.unwrap();
+        half_line.push(c);
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        half_headers.push(c);
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // A keep-alive client that finished a request is idle, not slow.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut kept, Duration::from_secs(2)).await,
+        Some(200)
+    );
+
+    for c in half_line.iter_mut().chain(half_headers.iter_mut()) {
+        assert!(
+            closed_within(c, Duration::from_secs(3)).await,
+            "a half-sent head outlived the header timeout"
+        );
+    }
+    // Past the header timeout but inside the idle one: the idle connections are still open.
+    let mut probe = TcpStream::connect(addr).await.unwrap();
+    assert!(!closed_within(&mut probe, Duration::from_millis(700)).await);
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&mut probe, Duration::from_secs(2)).await,
+        Some(200)
+    );
+    for c in silent.iter_mut() {
+        assert!(
+            closed_within(c, Duration::from_secs(3)).await,
+            "a silent connection outlived the idle timeout"
+        );
+    }
+    assert!(closed_within(&mut kept, Duration::from_secs(3)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_holds_and_the_ops_port_still_answers() {
+    let t = db();
+    let ops_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ops = ops_port.to_string();
+    let p = api(
+        &t,
+        &[
+            ("PROSAAS__HTTP__MAX_CONNECTIONS", "16"),
+            ("PROSAAS__HTTP__OPS_PORT", &ops),
+        ],
+    );
+    let addr = p.http_addr();
+    p.wait_for_log("ops HTTP listening on", Duration::from_secs(5));
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The 17th is accepted by the kernel and closed by the server at once.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(status_of(&mut extra, Duration::from_secs(2)).await, None);
+
+    let ops_addr = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let http = client();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            get_status(&http, format!("http://{ops_addr}{path}")).await,
+            200,
+            "{path} on the ops port"
+        );
+    }
+    assert_eq!(
+        get_status(&http, format!("http://{ops_addr}/api/jobs/health")).await,
+        404,
+        "the ops port serves only the ops routes"
+    );
+    let metrics =
+        crate::support::promtext::scrape_clean(&http, format!("http://{ops_addr}/metrics")).await;
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("prosaas_http_connections_refused_total")
+                && l.contains("listener=\"public\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1.0), "{metrics}");
+    // Freed slots are usable again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get_status(&http, p.url("/healthz")).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_cannot_forge_a_text_log_line() {
+    let t = db();
+    let p = api(&t, &[("PROSAAS__LOG__FORMAT", "pretty")]);
+    let http = client();
+    let body = serde_json::json!({"tenantId": "1", "payload": {"messages": [
+        {"key": {"id": "M1\nFORGED level=ERROR admin logged in", "remoteJid": "972500000000@s.whatsapp.net"},
+         "message": {"conversation": "hi"}}]}});
+    for _ in 0..2 {
+        let r = http
+            .post(p.url("/webhook/whatsapp/incoming"))
+            .header("X-Internal-Secret", TEST_SECRET)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let line = p.wait_for_log("Skipped duplicate webhook", Duration::from_secs(5));
+    assert!(line.contains("msg_id=M1\\nFORGED"), "{line}");
+    assert!(
+        !p.logs().lines().any(|l| l.starts_with("FORGED")),
+        "{}",
+        p.logs()
+    );
+}
