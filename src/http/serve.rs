@@ -6,8 +6,9 @@
 //! hyper's own header timeout starts when the connection waits for the next request, so it would
 //! also be the keep-alive timeout. Load balancers want the backend's keep-alive longer than their
 //! own (60 s on the common ones) while a request head must arrive in seconds, so the two are
-//! watched here separately: a connection with no request in progress is idle until its first
-//! byte arrives, and from that byte its head must be complete within the header timeout.
+//! watched here separately: after a response, a connection is idle until the next request's
+//! first byte arrives, and from that byte its head must be complete within the header timeout.
+//! A new connection gets the header timeout from its accept.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -111,6 +112,8 @@ struct ConnState {
     idle_since: AtomicU64,
     /// Milliseconds after `started` + 1 when a request head's first byte arrived; 0 for none.
     head_since: AtomicU64,
+    /// A request has been answered on this connection.
+    served: std::sync::atomic::AtomicBool,
 }
 
 impl ConnState {
@@ -139,6 +142,14 @@ fn judge(state: &ConnState, limits: &ConnLimits, open: usize) -> Verdict {
         }
         return Verdict::Fine(tick);
     }
+    // A connection that has never sent a request gets the header timeout from its accept:
+    // keep-alive is earned by a request, not by opening a socket.
+    if !state.served.load(Ordering::Acquire) {
+        if now >= limits.header_read.as_millis() as u64 {
+            return Verdict::SlowHead;
+        }
+        return Verdict::Fine(tick);
+    }
     let idle = if open > limits.pressure_mark() {
         limits.idle.min(limits.header_read)
     } else {
@@ -163,6 +174,7 @@ async fn serve_connection(
         busy: AtomicUsize::new(0),
         idle_since: AtomicU64::new(0),
         head_since: AtomicU64::new(0),
+        served: std::sync::atomic::AtomicBool::new(false),
     });
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -236,6 +248,7 @@ impl Drop for Answered {
     fn drop(&mut self) {
         let state = &self.0;
         state.idle_since.store(state.now_ms(), Ordering::Release);
+        state.served.store(true, Ordering::Release);
         state.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
