@@ -424,3 +424,58 @@ async fn a_client_id_cannot_forge_a_text_log_line() {
         p.logs()
     );
 }
+
+#[test]
+fn too_low_an_open_file_limit_refuses_to_start_with_one_line() {
+    let t = db();
+    let url = t.url();
+    // `ulimit -n` in sh sets the soft and the hard limit: nothing can be raised.
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 256 && exec \"$0\" --role api",
+            crate::support::process::BIN,
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([
+            ("REDIS_URL", url.as_str()),
+            ("PORT", "0"),
+            ("PROSAAS__HTTP__HOST", "127.0.0.1"),
+            ("PROSAAS__API__ALLOW_MISSING_SECRETS", "true"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("open-file limit (256") && last.contains("http.max_connections"),
+        "{err}"
+    );
+    // Sized to fit the limit, the same process starts and serves.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 256 && exec \"$0\" --role api",
+            crate::support::process::BIN,
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([
+            ("REDIS_URL", url.as_str()),
+            ("PORT", "0"),
+            ("PROSAAS__HTTP__HOST", "127.0.0.1"),
+            ("PROSAAS__API__ALLOW_MISSING_SECRETS", "true"),
+            ("PROSAAS__HTTP__MAX_CONNECTIONS", "64"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running, "an api sized to the limit must keep running");
+}
