@@ -150,6 +150,7 @@ impl App {
         }
         // Advisory only, so not supervised: it ends on its own.
         tokio::spawn(report_redis_config(self.ctx.jobs.clone(), stop.clone()));
+        tokio::spawn(follow_redis_clock(self.ctx.jobs.clone(), stop.clone()));
         supervise(tasks, &shutdown, &stop, self.ctx.settings.shutdown_grace()).await?;
         tracing::info!(role = %role, "stopped cleanly");
         Ok(())
@@ -190,6 +191,30 @@ async fn report_redis_config(jobs: JobStore, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Keeps this process's offset from Redis's clock current (timestamps it writes, such as
+/// `enqueued_at`, are read by other hosts), and warns when this host's clock is far off.
+async fn follow_redis_clock(jobs: JobStore, stop: CancellationToken) {
+    let mut warned = false;
+    loop {
+        match jobs.sync_clock().await {
+            Ok(offset_ms) if offset_ms.abs() > 1000 && !warned => {
+                warned = true;
+                tracing::warn!(
+                    offset_ms,
+                    "this host's clock differs from Redis's; prosaas uses Redis's for every deadline, but check NTP"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read Redis's clock yet"),
+        }
+        let pause = if jobs.clock_synced() { 30 } else { 2 };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(pause)) => {}
         }
     }
 }

@@ -96,7 +96,18 @@ pub struct ApiSettings {
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
     pub queues: Vec<String>,
+    pub ingress_queues: IngressQueues,
     pub alerts: AlertSettings,
+}
+
+/// The queue each ingress source enqueues to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressQueues {
+    pub whatsapp: String,
+    pub twilio: String,
+    pub push: String,
+    pub calls: String,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -117,6 +128,7 @@ impl std::fmt::Debug for ApiSettings {
 pub struct AlertSettings {
     pub queue_depth: u64,
     pub oldest_job_age_secs: u64,
+    pub unserved_secs: u64,
     #[serde(default)]
     pub queues: HashMap<String, QueueAlert>,
 }
@@ -151,6 +163,7 @@ pub struct WorkerSettings {
     pub promote_interval_ms: u64,
     pub shutdown_grace_ms: u64,
     pub max_retries: u32,
+    pub retry_rq_jobs: bool,
     pub backoff_secs: Vec<u64>,
     pub backoff_jitter: f64,
     pub timeout_secs: i64,
@@ -257,6 +270,7 @@ pub struct JobTypeSettings {
     pub timeout_secs: Option<i64>,
     pub max_retries: Option<u32>,
     pub backoff_secs: Option<Vec<u64>>,
+    pub retry_rq_jobs: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -344,17 +358,30 @@ impl Settings {
         }
         // List settings are split here: the config crate turns a one-element list from the
         // environment (`PROSAAS__WORKER__QUEUES=default`) into a scalar.
+        // A value that starts with `[` or `{` is JSON, for list and table settings a flat variable
+        // cannot express (`PROSAAS__EXTERNAL='[{"job_type": "x", "queue": "python"}]'`).
         let mut prosaas_env: HashMap<String, String> = HashMap::new();
-        let mut lists: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut lists: Vec<(String, config::Value)> = Vec::new();
         for (k, v) in env.iter().filter(|(k, _)| k.starts_with("PROSAAS__")) {
+            let trimmed = v.trim_start();
+            if trimmed.starts_with('[') || trimmed.starts_with('{') {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(v).with_context(|| format!("{k} is not valid JSON"))?;
+                let key = k["PROSAAS__".len()..]
+                    .to_ascii_lowercase()
+                    .replace("__", ".");
+                lists.push((key, json_to_config(parsed)));
+                continue;
+            }
             match LIST_KEYS.iter().find(|(var, _)| var == k) {
                 Some((_, key)) => lists.push((
-                    key,
+                    (*key).to_owned(),
                     v.split(',')
                         .map(str::trim)
                         .filter(|s| !s.is_empty())
                         .map(str::to_owned)
-                        .collect(),
+                        .collect::<Vec<String>>()
+                        .into(),
                 )),
                 None => {
                     prosaas_env.insert(k.clone(), v.clone());
@@ -368,8 +395,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(prosaas_env)),
         );
-        for (key, items) in lists {
-            builder = builder.set_override(key, items)?;
+        for (key, value) in lists {
+            builder = builder.set_override(key, value)?;
         }
         if let Some(url) = env.get("REDIS_URL").filter(|u| !u.is_empty()) {
             builder = builder.set_override("redis.url", url.as_str())?;
@@ -562,6 +589,19 @@ impl Settings {
                 bail!("api.{name}_dedupe_ttl_secs must be 1 to {max_ttl} seconds (30 days)");
             }
         }
+        let iq = &a.ingress_queues;
+        for (source, q) in [
+            ("whatsapp", &iq.whatsapp),
+            ("twilio", &iq.twilio),
+            ("push", &iq.push),
+            ("calls", &iq.calls),
+        ] {
+            if !crate::jobs::is_valid_queue_name(q) {
+                bail!(
+                    "api.ingress_queues.{source}: {q:?} must be 1-128 characters of [A-Za-z0-9_.-]"
+                );
+            }
+        }
         if let Some(q) = a
             .queues
             .iter()
@@ -683,6 +723,32 @@ impl Settings {
     }
 }
 
+/// A JSON value as the config crate's, for settings given as JSON in the environment.
+fn json_to_config(v: serde_json::Value) -> config::Value {
+    use config::ValueKind;
+    let kind = match v {
+        serde_json::Value::Null => ValueKind::Nil,
+        serde_json::Value::Bool(b) => ValueKind::Boolean(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => ValueKind::I64(i),
+            None => n.as_u64().map_or_else(
+                || ValueKind::Float(n.as_f64().unwrap_or_default()),
+                ValueKind::U64,
+            ),
+        },
+        serde_json::Value::String(s) => ValueKind::String(s),
+        serde_json::Value::Array(items) => {
+            ValueKind::Array(items.into_iter().map(json_to_config).collect())
+        }
+        serde_json::Value::Object(map) => ValueKind::Table(
+            map.into_iter()
+                .map(|(k, v)| (k, json_to_config(v)))
+                .collect(),
+        ),
+    };
+    config::Value::new(None, kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,6 +811,36 @@ mod tests {
                 RedisUrlSource::Explicit
             )
         );
+    }
+
+    #[test]
+    fn lists_and_tables_come_from_json_in_the_environment() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "PROSAAS__EXTERNAL",
+                    r#"[{"job_type": "server.jobs.report", "queue": "python"}]"#,
+                ),
+                ("PROSAAS__WORKER__QUEUES", r#"["default"]"#),
+                (
+                    "PROSAAS__WORKER__TYPES",
+                    r#"{"recording_job": {"max_retries": 5, "backoff_secs": [30, 120]}}"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.external.len(), 1);
+        assert_eq!(s.external[0].queue, "python");
+        assert_eq!(s.worker.queues, ["default"]);
+        let t = &s.worker.types["recording_job"];
+        assert_eq!(t.max_retries, Some(5));
+        assert_eq!(t.backoff_secs.as_deref(), Some(&[30, 120][..]));
+        let err = format!(
+            "{:#}",
+            Settings::load(None, &env(&[("PROSAAS__EXTERNAL", "[{oops")])).unwrap_err()
+        );
+        assert!(err.contains("PROSAAS__EXTERNAL is not valid JSON"), "{err}");
     }
 
     #[test]

@@ -195,14 +195,15 @@ async fn enqueue_post_call(ctx: &AppContext, r: &Recording) {
         json!({"CallSid": r.call_sid, "CallStatus": "completed",
                "CallDuration": (r.duration_secs.round() as u64).to_string(), "Source": "media_stream"}),
     );
+    let queue = &ctx.settings.api.ingress_queues.calls;
     let events = || {
         vec![
             (
-                NewJob::new("default", "recording_job", rec.clone()),
+                NewJob::new(queue.clone(), "recording_job", rec.clone()),
                 format!("recording:{}", r.call_sid),
             ),
             (
-                NewJob::new("default", "twilio_callback", ended.clone()),
+                NewJob::new(queue.clone(), "twilio_callback", ended.clone()),
                 format!("twilio:{}:completed", r.call_sid),
             ),
         ]

@@ -40,6 +40,14 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
                         "the oldest job on {q} has waited {age}s (alert threshold {max_age}s)"
                     ));
                 }
+                let unserved = ctx.settings.api.alerts.unserved_secs;
+                if let Some(age) = stats.oldest_queued_secs.filter(|a| *a > unserved)
+                    && stats.workers == 0
+                {
+                    reasons.push(format!(
+                        "queue {q} has jobs waiting {age}s and no registered worker listens on it"
+                    ));
+                }
             }
             // A tick older than three tick intervals means no leader is evaluating the schedule.
             let stale_after = chrono::Duration::milliseconds(

@@ -73,9 +73,13 @@ async fn whatsapp_incoming(
 ) -> Result<Json<Value>, ApiError> {
     let messages = whatsapp::parse(&body).map_err(invalid)?;
     let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+    let queue = &ctx.settings.api.ingress_queues.whatsapp;
     let events = messages
         .into_iter()
-        .map(|m| (m.job, m.dedupe_key))
+        .map(|mut m| {
+            m.job.queue.clone_from(queue);
+            (m.job, m.dedupe_key)
+        })
         .collect();
     let results = ctx
         .jobs
@@ -184,7 +188,11 @@ async fn twilio_status(
     args.insert("call_sid".into(), call_sid.into());
     args.insert("event_type".into(), status.clone().into());
     args.insert("params".into(), Value::Object(as_object(&params)));
-    let job = NewJob::new("default", "twilio_callback", args);
+    let job = NewJob::new(
+        ctx.settings.api.ingress_queues.twilio.clone(),
+        "twilio_callback",
+        args,
+    );
     let key = format!("twilio:{call_sid}:{status}");
     admit(
         &ctx,
@@ -215,7 +223,11 @@ async fn twilio_recording(
     args.insert("call_sid".into(), call_sid.into());
     args.insert("recording_url".into(), url.into());
     args.insert("params".into(), Value::Object(as_object(&params)));
-    let job = NewJob::new("default", "recording_job", args);
+    let job = NewJob::new(
+        ctx.settings.api.ingress_queues.twilio.clone(),
+        "recording_job",
+        args,
+    );
     let key = format!("recording:{call_sid}");
     admit(
         &ctx,
@@ -238,7 +250,11 @@ async fn push_notification(
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let mut job = NewJob::new("default", "push_send_job", body);
+    let mut job = NewJob::new(
+        ctx.settings.api.ingress_queues.push.clone(),
+        "push_send_job",
+        body,
+    );
     job.options.meta.insert("source".into(), "push_api".into());
     let key = format!("push:notification:{id}");
     let r = admit(
@@ -297,6 +313,19 @@ async fn enqueue(
                 .enqueue_with_dedupe(job, &key, req.dedupe_ttl)
                 .await
         }
+        // An explicit id that is waiting or running must not be pushed again: it would run
+        // twice at once.
+        None if job.options.job_id.is_some() => match ctx.jobs.enqueue_unique(job).await {
+            Ok(Ok(id)) => Ok(Enqueued::New(id)),
+            Ok(Err(status)) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("a job with this job_id is already {status}"),
+                ));
+            }
+            Err(e) => Err(e),
+        },
         None => ctx.jobs.enqueue(job).await.map(Enqueued::New),
     }
     .map_err(job_error)?;

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::Utc;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -158,7 +157,7 @@ impl JobStore {
         let mut inv = scripts::REQUEUE_FAILED.prepare_invoke();
         inv.arg(self.keys.rq_prefix())
             .arg(queue)
-            .arg(rq_timestamp(Utc::now()));
+            .arg(rq_timestamp(self.now()));
         for id in ids {
             inv.arg(id);
         }

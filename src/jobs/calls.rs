@@ -42,7 +42,10 @@ impl JobStore {
             .key(Keys::call(call_sid))
             .arg(status)
             .arg(rank)
-            .arg(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .arg(
+                self.now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
             .arg(CALL_TTL_SECS)
             .arg(details.to_string())
             .invoke_async(&mut self.conn())

@@ -6,7 +6,6 @@
 //! `job_lock:<key>` with `SET NX EX` and creates the job only if it got the lock. The job id is
 //! derived from the key, so the same event always maps to the same job.
 
-use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::error::JobError;
@@ -99,7 +98,9 @@ impl JobStore {
     ) -> Result<Enqueued, JobError> {
         match self.admit(job, dedupe_key, ttl_secs, None).await? {
             Admitted::Done(e) => Ok(e),
-            Admitted::Fenced(_) => Err(JobError::Invalid("unfenced enqueue was fenced".into())),
+            Admitted::Fenced(_) | Admitted::Busy(_) => Err(JobError::Invalid(
+                "an unfenced, locked enqueue was refused".into(),
+            )),
         }
     }
 
@@ -154,8 +155,27 @@ impl JobStore {
         Ok(match code {
             1 => Admitted::Done(Enqueued::New(value)),
             0 => Admitted::Done(Enqueued::Duplicate(value)),
+            -2 => Admitted::Busy(value),
             _ => Admitted::Fenced(value),
         })
+    }
+
+    /// Enqueues a job with an explicit id unless a job of that id is queued, scheduled, started
+    /// or deferred: `Ok(Err(status))` then, and nothing is written. A finished or failed job of
+    /// that id is replaced. One script, so two concurrent calls cannot both push it.
+    pub async fn enqueue_unique(&self, job: NewJob) -> Result<Result<String, String>, JobError> {
+        if job.options.job_id.is_none() {
+            return Err(JobError::Invalid(
+                "enqueue_unique needs an explicit job id".into(),
+            ));
+        }
+        match self.admit(job, "", 0, None).await? {
+            Admitted::Done(Enqueued::New(id)) => Ok(Ok(id)),
+            Admitted::Busy(status) => Ok(Err(status)),
+            Admitted::Done(Enqueued::Duplicate(_)) | Admitted::Fenced(_) => Err(JobError::Invalid(
+                "the unique enqueue answered as a de-dupe".into(),
+            )),
+        }
     }
 
     /// One `EVALSHA` of the de-dupe script for `job`.
@@ -166,12 +186,14 @@ impl JobStore {
         ttl_secs: u64,
         fence: Option<&Fence<'_>>,
     ) -> Result<redis::Cmd, JobError> {
-        if dedupe_key.is_empty() || dedupe_key.len() > 512 {
+        // An empty key with TTL 0 is the lock-less mode of `enqueue_unique`.
+        let unique = dedupe_key.is_empty() && ttl_secs == 0;
+        if !unique && (dedupe_key.is_empty() || dedupe_key.len() > 512) {
             return Err(JobError::Invalid(
                 "dedupe key must be 1-512 characters".into(),
             ));
         }
-        if !(1..=MAX_DEDUPE_TTL_SECS).contains(&ttl_secs) {
+        if !unique && !(1..=MAX_DEDUPE_TTL_SECS).contains(&ttl_secs) {
             return Err(JobError::Invalid(format!(
                 "dedupe TTL {ttl_secs} must be 1 to {MAX_DEDUPE_TTL_SECS} seconds (30 days)"
             )));
@@ -182,18 +204,20 @@ impl JobStore {
             .get_or_insert_with(|| job_id_for_dedupe_key(dedupe_key))
             .clone();
         job.validate()?;
-        let ts = rq_timestamp(Utc::now());
+        let ts = rq_timestamp(self.now());
         let fields = job.hash_fields(&ts)?;
         let keys = &self.keys;
+        let lock = Keys::dedupe_lock(dedupe_key);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(scripts::ENQUEUE_DEDUPE.get_hash())
-            .arg(6)
-            .arg(Keys::dedupe_lock(dedupe_key))
+            .arg(7)
+            .arg(&lock)
             .arg(keys.job(&id))
             .arg(keys.queue(&job.queue))
             .arg(keys.queues())
             .arg(Keys::scheduler_lock())
             .arg(Keys::scheduler_entries())
+            .arg(Keys::unstarted(&id))
             .arg(&id)
             .arg(ttl_secs)
             .arg(if job.options.at_front { "L" } else { "R" })
@@ -205,6 +229,9 @@ impl JobStore {
         };
         for (field, value) in &fields {
             cmd.arg(*field).arg(value.as_bytes());
+        }
+        if ttl_secs > 0 {
+            cmd.arg("dedupe_lock").arg(&lock);
         }
         Ok(cmd)
     }
@@ -223,6 +250,8 @@ pub(crate) enum Admitted {
     /// The leader lock is not (or no longer) the fence's: nothing was written. Holds the
     /// current holder, empty when nobody holds it.
     Fenced(String),
+    /// Without a lock: a job of that id is active (its status); nothing was written.
+    Busy(String),
 }
 
 #[cfg(test)]

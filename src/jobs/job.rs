@@ -23,6 +23,9 @@ pub const MAX_TTL_SECS: i64 = 3_155_760_000;
 /// deadline arithmetic far from overflow.
 pub(crate) const MAX_TIMEOUT_SECS: i64 = 7 * 24 * 3600;
 
+/// The `enqueued_by` hash field of the jobs prosaas enqueues (RQ has no such field).
+pub(crate) const ENQUEUED_BY_PROSAAS: &str = "prosaas";
+
 /// The most retries a job may ask for.
 pub(crate) const MAX_RETRIES: u32 = 100;
 
@@ -198,12 +201,18 @@ impl NewJob {
     ) -> Result<Vec<(&'static str, Field<'a>)>, JobError> {
         let o = &self.options;
         let num = |v: i64| Field::Owned(v.to_string().into_bytes());
-        let mut fields: Vec<(&'static str, Field<'a>)> = Vec::with_capacity(14);
+        let mut fields: Vec<(&'static str, Field<'a>)> = Vec::with_capacity(15);
         fields.push((
             "data",
             Field::Owned(encode_data(&self.job_type, &self.args)?),
         ));
         fields.push(("origin", Field::Borrowed(self.queue.as_bytes())));
+        // Marks a job whose missing `retries_left` means "the type's policy": a job Python RQ
+        // enqueued without `Retry` is run once, as RQ runs it.
+        fields.push((
+            "enqueued_by",
+            Field::Borrowed(ENQUEUED_BY_PROSAAS.as_bytes()),
+        ));
         fields.push(("status", Field::Borrowed(b"queued")));
         fields.push(("created_at", Field::Borrowed(ts.as_bytes())));
         fields.push(("enqueued_at", Field::Borrowed(ts.as_bytes())));

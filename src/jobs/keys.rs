@@ -17,9 +17,12 @@
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
 //! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
 //! | `prosaas:diag:executions` | hash | job id → executions, written only by the `diag.count` job type |
+//! | `prosaas:worker:<w>:running` | set | `<id>:<execution id>` of the jobs a worker runs (claim.lua adds, settle.lua removes, built in Lua); a dead worker's is swept for orphans |
+//! | `prosaas:unstarted:<job id>` | string | a de-duplicated job with a wait TTL has not started yet; TTL = its lock's (built in Lua too: claim.lua, delete_job.lua) |
 //!
-//! prosaas also writes two fields RQ ignores into job hashes: `attempts` (claims so far) and
-//! `last_error` (the error of the latest failed attempt that was retried).
+//! prosaas also writes fields RQ ignores into job hashes: `attempts` (claims so far),
+//! `last_error` (the error of the latest failed attempt that was retried), `enqueued_by`
+//! (`prosaas`) and `dedupe_lock` (the lock that admitted it).
 
 /// Key builder for one key prefix. Cheap to clone; built once per [`super::JobStore`].
 #[derive(Clone, Debug)]
@@ -118,6 +121,16 @@ impl Keys {
     /// Counts lock acquisitions: the `N` of "Lock acquired for cycle N".
     pub(crate) fn scheduler_cycle() -> &'static str {
         "prosaas:scheduler:cycle"
+    }
+
+    /// The executions a worker runs (claim.lua and settle.lua build the same name).
+    pub(crate) fn running(worker: &str) -> String {
+        format!("prosaas:worker:{worker}:running")
+    }
+
+    /// Marks a de-duplicated job with a wait TTL that has not started (see enqueue_dedupe.lua).
+    pub(crate) fn unstarted(job_id: &str) -> String {
+        format!("prosaas:unstarted:{job_id}")
     }
 
     /// Entry name → the newest slot (Unix ms) fired for it.

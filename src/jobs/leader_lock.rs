@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
 
 use super::dedup::{Admitted, Fence};
@@ -79,6 +78,11 @@ impl JobStore {
             match self.admit(job, &key, slot_ttl_secs, Some(&fence)).await? {
                 Admitted::Done(e) => Fired::Slot(e),
                 Admitted::Fenced(holder) => Fired::Fenced { holder },
+                Admitted::Busy(status) => {
+                    return Err(JobError::Invalid(format!(
+                        "a locked enqueue answered busy ({status})"
+                    )));
+                }
             },
         )
     }
@@ -98,7 +102,9 @@ impl JobStore {
         cycle: u64,
         entries: &Value,
     ) -> Result<(), JobError> {
-        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let now = self
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         redis::pipe()
             .atomic()
             .hset_multiple(

@@ -15,6 +15,7 @@
 mod admin;
 mod bench;
 mod calls;
+mod clock;
 mod dedup;
 mod error;
 mod job;
@@ -48,7 +49,7 @@ pub use redis_config::{Advice, RedisConfig};
 pub use stats::{QueueStats, SchedulerHealth};
 pub use worker::{
     ClaimedJob, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
-    WorkerInfo, WorkerState, unix_now,
+    WorkerInfo, WorkerState,
 };
 
 use keys::Keys;
@@ -72,6 +73,7 @@ pub struct JobStore {
     client: Arc<redis::Client>,
     keys: Keys,
     redacted_url: Arc<str>,
+    clock: Arc<clock::RedisClock>,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -102,7 +104,33 @@ impl JobStore {
             client: Arc::new(client),
             keys: Keys::new(&config.key_prefix),
             redacted_url: redact_url(&config.url).into(),
+            clock: Arc::new(clock::RedisClock::from_env()),
         })
+    }
+
+    /// Now on Redis's clock (see [`clock`]): what every deadline, due time and age is computed
+    /// from. This host's own clock until the first [`Self::sync_clock`].
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// [`Self::now`] as fractional Unix seconds.
+    pub fn unix_now(&self) -> f64 {
+        self.now().timestamp_micros() as f64 / 1e6
+    }
+
+    /// Whether the offset from Redis's clock has been measured.
+    pub fn clock_synced(&self) -> bool {
+        self.clock.is_synced()
+    }
+
+    /// Measures this process's offset from Redis's clock with one `TIME`; returns it in
+    /// milliseconds (positive: Redis is ahead).
+    pub async fn sync_clock(&self) -> Result<i64, JobError> {
+        let sent = self.clock.host_now();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;
+        let received = self.clock.host_now();
+        Ok(self.clock.record(secs, micros, sent, received) / 1000)
     }
 
     /// The Redis URL with any password replaced, safe to log.

@@ -1,8 +1,6 @@
 //! Enqueueing: one `MULTI` per call (or per batch), exactly the writes RQ's `Queue.enqueue`
 //! makes (`shared/rq-protocol.md` §3.1.1, §6.3 (b)), so a Python RQ worker can run the job.
 
-use chrono::Utc;
-
 use super::JobStore;
 use super::error::JobError;
 use super::job::{Field, JobInfo, NewJob, rq_timestamp};
@@ -51,7 +49,7 @@ impl JobStore {
     /// `RPUSH` (and one `LPUSH` for `at_front`) per queue in batch order, which leaves each list
     /// exactly as job-by-job pushes would.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>, JobError> {
-        let ts = rq_timestamp(Utc::now());
+        let ts = rq_timestamp(self.now());
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {
             job.validate()?;

@@ -32,9 +32,8 @@ pub(crate) static CALL_STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));
 pub(crate) static LEADER_LOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/leader_lock.lua")));
-pub(crate) const HEAD_ENQUEUED_AT_SRC: &str = include_str!("lua/head_enqueued_at.lua");
-pub(crate) static HEAD_ENQUEUED_AT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(HEAD_ENQUEUED_AT_SRC));
+pub(crate) const QUEUE_HEAD_SRC: &str = include_str!("lua/queue_head.lua");
+pub(crate) static QUEUE_HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(QUEUE_HEAD_SRC));
 pub(crate) static DELETE_JOB: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/delete_job.lua")));
 

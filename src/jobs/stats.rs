@@ -27,6 +27,8 @@ pub struct QueueStats {
     pub deferred: u64,
     /// Seconds the job at the head of the queue has waited since it was enqueued.
     pub oldest_queued_secs: Option<u64>,
+    /// Registered workers (prosaas's or Python RQ's) listening on the queue.
+    pub workers: u64,
 }
 
 /// The scheduler as seen from Redis. All fields are `None`/`false` until a scheduler has run.
@@ -81,7 +83,7 @@ impl JobStore {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let now = chrono::Utc::now().timestamp();
+        let now = self.now().timestamp();
         let mut pipe = redis::pipe();
         for q in &names {
             let k = &self.keys;
@@ -95,28 +97,30 @@ impl JobStore {
                 .zcard(k.deferred(q));
         }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-        // The head of each queue is its oldest job: one more round trip for their ages.
+        // The head of each queue is its oldest job: one more round trip for their ages, and for
+        // the workers listening.
         let mut heads = redis::pipe();
         for q in &names {
             heads
                 .cmd("EVALSHA")
-                .arg(scripts::HEAD_ENQUEUED_AT.get_hash())
-                .arg(1)
+                .arg(scripts::QUEUE_HEAD.get_hash())
+                .arg(2)
                 .arg(self.keys.queue(q))
+                .arg(self.keys.workers_of(q))
                 .arg(self.keys.rq_prefix());
         }
-        let enqueued_at: Vec<Option<String>> =
-            scripts::query_loading(&mut conn, scripts::HEAD_ENQUEUED_AT_SRC, &heads).await?;
-        let now_dt = chrono::Utc::now();
+        let heads: Vec<(String, u64)> =
+            scripts::query_loading(&mut conn, scripts::QUEUE_HEAD_SRC, &heads).await?;
+        let now_dt = self.now();
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
         // maintenance to prune them; RQ does not count them either.
         Ok(names
             .into_iter()
             .zip(counts.chunks_exact(8))
-            .zip(enqueued_at)
-            .map(|((q, c), head)| {
-                let oldest_queued_secs = head
-                    .as_deref()
+            .zip(heads)
+            .map(|((q, c), (head, workers))| {
+                let oldest_queued_secs = Some(head.as_str())
+                    .filter(|h| !h.is_empty())
                     .and_then(super::job::parse_rq_timestamp)
                     .map(|t| u64::try_from((now_dt - t).num_seconds()).unwrap_or(0));
                 let stats = QueueStats {
@@ -127,6 +131,7 @@ impl JobStore {
                     scheduled: c[6],
                     deferred: c[7],
                     oldest_queued_secs,
+                    workers,
                 };
                 (q, stats)
             })

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::Utc;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value as RedisValue};
 use serde_json::Value;
 
 use super::error::JobError;
-use super::job::{JobCall, MAX_TTL_SECS, decode_data, rq_timestamp, stored_ttl};
+use super::job::{
+    ENQUEUED_BY_PROSAAS, JobCall, MAX_TTL_SECS, decode_data, rq_timestamp, stored_ttl,
+};
+use super::keys::Keys;
 use super::{JobStore, bounded, scripts};
 
 /// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
@@ -57,6 +59,9 @@ pub struct ClaimedJob {
     pub enqueued_at: Option<String>,
     /// How many times the job has been claimed, this time included.
     pub attempts: u32,
+    /// prosaas enqueued it (else Python RQ or another client): a missing `retries_left` then
+    /// means the type's policy rather than RQ's "run once".
+    pub enqueued_by_prosaas: bool,
 }
 
 /// A worker's state as `rq info` shows it.
@@ -125,16 +130,14 @@ pub(crate) fn encode_exc_string(text: &str) -> String {
     BASE64.encode(super::zlib::compress(text.as_bytes()))
 }
 
-fn now_secs() -> f64 {
-    Utc::now().timestamp_micros() as f64 / 1e6
-}
-
 impl JobStore {
     /// Registers the worker as RQ does (`rq:worker:<w>`, `rq:workers`, `rq:workers:<q>`).
     pub async fn register_worker(&self, w: &WorkerInfo, ttl: Duration) -> Result<(), JobError> {
+        // Deadlines are about to be written: on Redis's clock, not this host's.
+        self.sync_clock().await?;
         let k = &self.keys;
         let wkey = k.worker(&w.name);
-        let now = rq_timestamp(Utc::now());
+        let now = rq_timestamp(self.now());
         let mut pipe = redis::pipe();
         pipe.atomic()
             .del(&wkey)
@@ -172,14 +175,16 @@ impl JobStore {
     /// started registry, pushes the deadline to `now + ttl` and writes the job's
     /// `last_heartbeat`, as RQ's heartbeat does, in one script (heartbeat.lua): an entry that
     /// recovery or `rq info` removed meanwhile is neither re-added nor its job touched.
-    /// Returns how many executions were refreshed.
+    /// Returns how many executions were refreshed, or `None` without touching anything when the
+    /// worker's registration has expired (register again, then heartbeat).
     pub async fn heartbeat(
         &self,
         w: &WorkerInfo,
         running: &[Execution],
         ttl: Duration,
-    ) -> Result<u64, JobError> {
-        let now = Utc::now();
+    ) -> Result<Option<u64>, JobError> {
+        self.sync_clock().await?;
+        let now = self.now();
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
         inv.arg(self.keys.rq_prefix())
             .arg(&w.name)
@@ -192,7 +197,8 @@ impl JobStore {
         for e in running {
             inv.arg(&e.queue).arg(&e.id).arg(&e.execution_id);
         }
-        Ok(inv.invoke_async(&mut self.conn()).await?)
+        let refreshed: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok(u64::try_from(refreshed).ok())
     }
 
     /// Removes the worker from RQ's sets and marks its hash dead, as RQ's `register_death`.
@@ -201,11 +207,12 @@ impl JobStore {
         let wkey = k.worker(&w.name);
         let mut pipe = redis::pipe();
         pipe.atomic()
+            .del(Keys::running(&w.name))
             .srem(k.workers(), &wkey)
             .hset_multiple(
                 &wkey,
                 &[
-                    ("death", rq_timestamp(Utc::now())),
+                    ("death", rq_timestamp(self.now())),
                     ("state", "dead".to_owned()),
                 ],
             )
@@ -227,7 +234,7 @@ impl JobStore {
         job_ttl: Duration,
         state_seq: u64,
     ) -> Result<Vec<ClaimedJob>, JobError> {
-        let now = Utc::now();
+        let now = self.now();
         let base = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = scripts::CLAIM.prepare_invoke();
         inv.arg(self.keys.rq_prefix())
@@ -259,9 +266,9 @@ impl JobStore {
         let opt = |v: RedisValue| -> Result<Option<String>, JobError> {
             Ok(Some(text(v)?).filter(|s| !s.is_empty()))
         };
-        let mut jobs = Vec::with_capacity(fields.len() / 11);
-        while fields.len() >= 11 {
-            let mut row = fields.by_ref().take(11);
+        let mut jobs = Vec::with_capacity(fields.len() / 12);
+        while fields.len() >= 12 {
+            let mut row = fields.by_ref().take(12);
             let mut take = || {
                 row.next().ok_or_else(|| {
                     JobError::Invalid("the claim script returned a short row".into())
@@ -280,6 +287,7 @@ impl JobStore {
                 failure_ttl: opt(take()?)?.and_then(|v| v.parse().ok()).map(stored_ttl),
                 enqueued_at: opt(take()?)?,
                 attempts: text(take()?)?.parse().unwrap_or(1),
+                enqueued_by_prosaas: text(take()?)? == ENQUEUED_BY_PROSAAS,
                 execution: Execution {
                     id,
                     execution_id,
@@ -298,7 +306,7 @@ impl JobStore {
         batch: &[Settlement],
         state: Option<(WorkerState, u64)>,
     ) -> Result<Vec<Settled>, JobError> {
-        let now = Utc::now();
+        let now = self.now();
         let now_secs = now.timestamp();
         let now_exact = now.timestamp_millis() as f64 / 1000.0;
         // Registry scores and the working time are computed here and sent as strings: the
@@ -387,7 +395,9 @@ impl JobStore {
             .collect())
     }
 
-    /// Re-queues or fails the jobs of `queue` whose heartbeat deadline has passed.
+    /// Recovers `queue`'s jobs whose deadline passed and whose worker is not renewing them
+    /// (recover.lua), in batches. A job without its own `retries_left` gets
+    /// `retries_for(job type, enqueued by prosaas)`, the rule a failed attempt follows.
     ///
     /// A short per-queue maintenance lock (`prosaas:maintenance:<queue>`, held by `owner` for
     /// `lock_ttl`) keeps several workers from doing the same pass; the script itself is atomic,
@@ -397,22 +407,25 @@ impl JobStore {
         queue: &str,
         owner: &str,
         lock_ttl: Duration,
-        default_retries: u32,
+        retries_for: &(dyn Fn(&str, bool) -> u32 + Sync),
         default_failure_ttl: i64,
     ) -> Result<Recovered, JobError> {
-        let now = Utc::now();
+        let now = self.now();
         let exc = encode_exc_string(&format!(
             "AbandonedJobError: moved to FailedJobRegistry at {} because its worker stopped heartbeating",
             rq_timestamp(now)
         ));
         let mut total = Recovered::default();
+        // Expired entries left in place (a live worker's) are passed over by later batches.
+        let mut passed_over: u64 = 0;
+        let mut decided: Vec<(String, u32)> = Vec::new();
         loop {
-            let (requeued, failed, skipped, busy): (u64, u64, u64, u64) = scripts::RECOVER
-                .arg(self.keys.rq_prefix())
+            let mut inv = scripts::RECOVER.prepare_invoke();
+            inv.arg(self.keys.rq_prefix())
                 .arg(queue)
                 .arg(now.timestamp())
                 .arg(rq_timestamp(now))
-                .arg(default_retries)
+                .arg(passed_over)
                 .arg(&exc)
                 .arg(default_failure_ttl)
                 .arg(RECOVER_BATCH)
@@ -423,16 +436,46 @@ impl JobStore {
                         .unwrap_or(u64::MAX)
                         .max(1),
                 )
-                .arg(MAX_TTL_SECS)
-                .invoke_async(&mut self.conn())
-                .await?;
+                .arg(MAX_TTL_SECS);
+            for (id, n) in &decided {
+                inv.arg(id).arg(n);
+            }
+            let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn()).await?;
+            let mut fields = reply.into_iter();
+            let mut int = || -> Result<u64, JobError> {
+                Ok(fields
+                    .next()
+                    .map(redis::from_redis_value::<u64>)
+                    .transpose()?
+                    .unwrap_or(0))
+            };
+            let (requeued, failed, removed, busy, kept) = (int()?, int()?, int()?, int()?, int()?);
             if busy == 1 {
                 return Ok(total);
             }
             total.requeued += requeued;
             total.failed += failed;
+            let mut undecided = Vec::new();
+            while fields.len() >= 3 {
+                let id: String = redis::from_redis_value(fields.next().unwrap_or(RedisValue::Nil))?;
+                let data: Vec<u8> =
+                    redis::from_redis_value(fields.next().unwrap_or(RedisValue::Nil))?;
+                let by: String = redis::from_redis_value(fields.next().unwrap_or(RedisValue::Nil))?;
+                // Undecodable data: the attempt would fail permanently too, so no retries.
+                let retries = decode_data(&id, &data)
+                    .map(|call| retries_for(&call.job_type, by == ENQUEUED_BY_PROSAAS))
+                    .unwrap_or(0);
+                undecided.push((id, retries));
+            }
+            if !undecided.is_empty() && decided.is_empty() {
+                // Same batch again, now with the decisions.
+                decided = undecided;
+                continue;
+            }
+            decided.clear();
+            passed_over += kept;
             // Small batches keep each script short, so Redis never stalls on a big backlog.
-            if requeued + failed + skipped < RECOVER_BATCH {
+            if requeued + failed + removed + kept < RECOVER_BATCH {
                 return Ok(total);
             }
         }
@@ -449,7 +492,7 @@ impl JobStore {
         lock_ttl: Duration,
     ) -> Result<Option<u64>, JobError> {
         let owner = std::process::id().to_string();
-        let now = Utc::now();
+        let now = self.now();
         let mut total = 0;
         loop {
             let moved: i64 = scripts::PROMOTE
@@ -582,11 +625,6 @@ impl QueueWaker {
         .await?;
         Ok(moved.is_some())
     }
-}
-
-/// Unix seconds with microseconds, as RQ writes execution times.
-pub fn unix_now() -> f64 {
-    now_secs()
 }
 
 #[cfg(test)]

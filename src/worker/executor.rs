@@ -19,7 +19,6 @@ use super::policy::Policies;
 use crate::jobs::parse_rq_timestamp;
 use crate::jobs::{
     ClaimedJob, Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo, WorkerState,
-    unix_now,
 };
 use crate::metrics as m;
 use crate::settings::WorkerSettings;
@@ -326,7 +325,8 @@ async fn run_job(
     abort: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) {
-    let started_at = unix_now();
+    let store = ctx.jobs.clone();
+    let started_at = store.unix_now();
     if let Some(enqueued) = job.enqueued_at.as_deref().and_then(parse_rq_timestamp) {
         let waited = started_at - enqueued.timestamp_micros() as f64 / 1e6;
         metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
@@ -337,7 +337,7 @@ async fn run_job(
         () = abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
         done = execute(&job, ctx, &registry, &policies) => done,
     };
-    let ended_at = unix_now();
+    let ended_at = store.unix_now();
     let label = match &outcome {
         Outcome::Finished { .. } => "finished",
         Outcome::Failed { .. } => "failed",
@@ -537,20 +537,40 @@ async fn heartbeat_loop(
     config: ExecutorConfig,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(config.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After a failure the next try comes soon, not a whole interval later: once Redis is back,
+    // the jobs' deadlines must be renewed before any worker's recovery looks at them (it waits a
+    // whole heartbeat TTL of reachability first).
+    let retry =
+        (config.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut wait = config.heartbeat_interval;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let executions: Vec<Execution> = lock(&running).executions.values().cloned().collect();
-        if let Err(e) = store
+        wait = match store
             .heartbeat(&info, &executions, config.heartbeat_ttl)
             .await
         {
-            tracing::warn!(error = %e, "heartbeat failed");
-        }
+            Ok(Some(_)) => config.heartbeat_interval,
+            Ok(None) => {
+                // The registration expired (an outage longer than its TTL): register whole
+                // again, as at startup, then renew the jobs right away.
+                tracing::warn!("the worker's registration had expired; registering again");
+                match store.register_worker(&info, config.heartbeat_ttl).await {
+                    Ok(()) => Duration::ZERO,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register the worker again yet");
+                        retry
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                retry
+            }
+        };
     }
 }
 

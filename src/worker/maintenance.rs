@@ -3,6 +3,13 @@
 //!
 //! Bound: a job of a killed worker is recovered within `heartbeat_ttl + maintenance_interval`
 //! of its last heartbeat (plus one script call), by whichever live worker runs the pass.
+//!
+//! Recovery runs only once this process has reached Redis without a failure for a whole
+//! `heartbeat_ttl`. After an outage every worker reconnects at about the same time; a live one
+//! renews its jobs' deadlines at its next heartbeat (within `heartbeat_interval`, shorter than
+//! the TTL), so no worker's recovery takes the jobs of a worker that is alive but was cut off
+//! from Redis with everyone else. A job whose worker died during the outage is recovered one
+//! TTL after Redis returns.
 
 use std::time::Duration;
 
@@ -10,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobStore;
 use crate::settings::WorkerSettings;
+use crate::worker::policy::Policies;
 
 pub async fn run(
     store: JobStore,
@@ -22,6 +30,18 @@ pub async fn run(
     let recover_every = Duration::from_millis(settings.maintenance_interval_ms);
     // Held a little longer than a pass is apart, so that one worker keeps a queue while alive.
     let promote_lock = (promote_every * 5).max(Duration::from_secs(5));
+    // Policies are looked up by handler name, as the executor looks them up for a failure.
+    let policies = Policies::from_settings(&settings);
+    let registry = super::registry(&settings);
+    let retries_for = |job_type: &str, by_prosaas: bool| {
+        let name = registry
+            .resolve(job_type)
+            .map_or(job_type, |(name, _)| name);
+        policies.retries_for(name, by_prosaas)
+    };
+    let settle_for = Duration::from_millis(settings.heartbeat_ttl_ms);
+    // Since when every Redis call of this loop has succeeded (None: the last one failed).
+    let mut reachable_since: Option<tokio::time::Instant> = None;
     let mut promote = tokio::time::interval(promote_every);
     let mut recover = tokio::time::interval(recover_every);
     for t in [&mut promote, &mut recover] {
@@ -31,18 +51,40 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             _ = promote.tick() => {
+                let mut ok = true;
                 for q in &settings.queues {
                     match store.promote_due(q, &hostname, promote_lock).await {
                         Ok(Some(n)) if n > 0 => tracing::debug!(queue = %q, promoted = n, "due jobs moved to the queue"),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(queue = %q, error = %e, "promotion of due jobs failed"),
+                        Err(e) => {
+                            ok = false;
+                            tracing::warn!(queue = %q, error = %e, "promotion of due jobs failed");
+                        }
                     }
                 }
+                note_reachability(&mut reachable_since, ok);
             }
             _ = recover.tick() => {
+                // Deadlines are on Redis's clock: measure it before comparing.
+                let synced = store.sync_clock().await.is_ok();
+                note_reachability(&mut reachable_since, synced);
+                if reachable_since.is_none_or(|t| t.elapsed() < settle_for) {
+                    continue;
+                }
+                // First: dead workers' inboxes go back to their queues, and their orphaned jobs
+                // (started, but dropped from the started registry by RQ 1.x tooling) get an
+                // expired entry again, so the recovery below takes them.
+                match store.release_dead_inboxes(&settings.queues[0]).await {
+                    Ok(n) if n > 0 => tracing::warn!(
+                        returned = n,
+                        "returned ids from dead workers' inboxes and orphaned jobs to recovery"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "inbox recovery failed"),
+                }
                 for q in &settings.queues {
                     match store
-                        .recover_abandoned(q, &owner, recover_every, settings.max_retries, settings.failure_ttl_secs)
+                        .recover_abandoned(q, &owner, recover_every, &retries_for, settings.failure_ttl_secs)
                         .await
                     {
                         Ok(r) if r.requeued + r.failed > 0 => tracing::warn!(
@@ -50,15 +92,21 @@ pub async fn run(
                             "recovered jobs of a dead worker"
                         ),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(queue = %q, error = %e, "recovery pass failed"),
+                        Err(e) => {
+                            note_reachability(&mut reachable_since, false);
+                            tracing::warn!(queue = %q, error = %e, "recovery pass failed");
+                        }
                     }
-                }
-                match store.release_dead_inboxes(&settings.queues[0]).await {
-                    Ok(n) if n > 0 => tracing::warn!(returned = n, "returned ids from dead workers' inboxes"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "inbox recovery failed"),
                 }
             }
         }
+    }
+}
+
+fn note_reachability(since: &mut Option<tokio::time::Instant>, ok: bool) {
+    if !ok {
+        *since = None;
+    } else if since.is_none() {
+        *since = Some(tokio::time::Instant::now());
     }
 }

@@ -13,6 +13,8 @@ pub struct Policy {
     pub timeout: Option<Duration>,
     pub max_retries: u32,
     pub backoff_secs: Vec<u64>,
+    /// Jobs Python RQ enqueued without `Retry` get `max_retries` too (else none, as RQ).
+    pub retry_rq_jobs: bool,
 }
 
 /// The worker-wide defaults plus per-type overrides.
@@ -35,6 +37,7 @@ impl Policies {
             timeout: timeout_of(w.timeout_secs),
             max_retries: w.max_retries,
             backoff_secs: w.backoff_secs.clone(),
+            retry_rq_jobs: w.retry_rq_jobs,
         };
         let by_type = w
             .types
@@ -47,6 +50,7 @@ impl Policies {
                         .backoff_secs
                         .clone()
                         .unwrap_or_else(|| default.backoff_secs.clone()),
+                    retry_rq_jobs: t.retry_rq_jobs.unwrap_or(default.retry_rq_jobs),
                 };
                 (name.clone(), p)
             })
@@ -72,6 +76,18 @@ impl Policies {
         }
     }
 
+    /// The retries a job without its own `retries_left` has: its type's, for a job prosaas
+    /// enqueued; none for one Python RQ enqueued without `Retry` (RQ runs it once), unless the
+    /// type opts in with `retry_rq_jobs`. Recovery of an abandoned job counts the same way.
+    pub fn retries_for(&self, job_type: &str, enqueued_by_prosaas: bool) -> u32 {
+        let policy = self.for_type(job_type);
+        if enqueued_by_prosaas || policy.retry_rq_jobs {
+            policy.max_retries
+        } else {
+            0
+        }
+    }
+
     /// After a retryable failure: `Some((delay, retries left after this retry))`, or `None`
     /// when the job has used up its retries.
     ///
@@ -80,7 +96,9 @@ impl Policies {
     /// its delays varied by the jitter so that a burst of failures does not retry in lockstep.
     pub fn retry(&self, job: &ClaimedJob, job_type: &str) -> Option<(Duration, u32)> {
         let policy = self.for_type(job_type);
-        let left = job.retries_left.unwrap_or(policy.max_retries);
+        let left = job
+            .retries_left
+            .unwrap_or_else(|| self.retries_for(job_type, job.enqueued_by_prosaas));
         if left == 0 {
             return None;
         }
@@ -120,6 +138,7 @@ mod tests {
             failure_ttl: None,
             enqueued_at: None,
             attempts: 1,
+            enqueued_by_prosaas: true,
         }
     }
 
@@ -134,6 +153,7 @@ mod tests {
                 timeout_secs: Some(-1),
                 max_retries: Some(1),
                 backoff_secs: None,
+                retry_rq_jobs: None,
             },
         );
         Policies::from_settings(&w)

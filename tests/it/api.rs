@@ -711,3 +711,48 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
         "src/http/openapi.json is out of step with the routes"
     );
 }
+
+/// An explicit `job_id` that is waiting or running is not pushed again (409 naming its state);
+/// once it is gone, the id can be enqueued again. A de-duplicated webhook whose job was deleted
+/// is admitted again on the provider's next retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_ids_and_deleted_jobs() {
+    let t = db();
+    let p = api(&t);
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {TEST_TOKEN}");
+    let enqueue = || {
+        http.post(p.url("/api/jobs/enqueue"))
+            .header("authorization", &auth)
+            .json(&json!({"job_type": "crm_sync", "options": {"job_id": "crm-sync-7"}}))
+            .send()
+    };
+    assert_eq!(enqueue().await.unwrap().status(), StatusCode::ACCEPTED);
+    let r = enqueue().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"], "conflict");
+    assert!(err["detail"].as_str().unwrap().contains("queued"), "{err}");
+    assert_eq!(job_count(&t), 1);
+    let del = http
+        .delete(p.url("/api/jobs/crm-sync-7"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success(), "{}", del.status());
+    assert_eq!(enqueue().await.unwrap().status(), StatusCode::ACCEPTED);
+
+    let (_, first) = post_webhook(&http, &p, &webhook(&["DEL-ME"])).await;
+    let id = first["jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    let del = http
+        .delete(p.url(&format!("/api/jobs/{id}")))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success());
+    let (_, retry) = post_webhook(&http, &p, &webhook(&["DEL-ME"])).await;
+    assert_eq!(retry["duplicates"], 0, "{retry}");
+    assert_eq!(retry["enqueued"], 1);
+}

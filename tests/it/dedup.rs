@@ -131,3 +131,86 @@ async fn distinct_events_and_bad_keys() {
     let len: usize = t.connection().llen("rq:queue:default").unwrap();
     assert_eq!(len, 2);
 }
+
+/// A de-dupe lock ends with its job: deleting the job releases it, and a job whose wait TTL ran
+/// out before it started leaves the event admissible again (it was never processed); a job
+/// that did start stays a duplicate even once its hash is gone (it was processed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_ends_with_its_job() {
+    use prosaas::jobs::{Deleted, JobOptions, WorkerInfo};
+    let t = db();
+    let store = t.store();
+    let mut c = t.connection();
+
+    let first = store
+        .enqueue_with_dedupe(job(), "webhook:baileys:DEL-1", 600)
+        .await
+        .unwrap();
+    assert!(!first.is_duplicate());
+    assert_eq!(
+        store.delete_job(first.job_id()).await.unwrap(),
+        Deleted::Deleted
+    );
+    let again = store
+        .enqueue_with_dedupe(job(), "webhook:baileys:DEL-1", 600)
+        .await
+        .unwrap();
+    assert!(!again.is_duplicate(), "deleting the job released its lock");
+
+    let waits_1s = || {
+        job().with_options(JobOptions {
+            ttl: Some(1),
+            ..Default::default()
+        })
+    };
+    let expiring = store
+        .enqueue_with_dedupe(waits_1s(), "webhook:baileys:TTL-1", 600)
+        .await
+        .unwrap();
+    assert!(!expiring.is_duplicate());
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let exists: bool = c.exists(format!("rq:job:{}", expiring.job_id())).unwrap();
+    assert!(
+        !exists,
+        "the wait TTL expired the job before any worker took it"
+    );
+    let readmitted = store
+        .enqueue_with_dedupe(waits_1s(), "webhook:baileys:TTL-1", 600)
+        .await
+        .unwrap();
+    assert!(
+        !readmitted.is_duplicate(),
+        "an event never processed is admitted again"
+    );
+    let queued: Vec<String> = c.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(
+        queued.iter().filter(|id| *id == expiring.job_id()).count(),
+        1,
+        "the expired id is not left in the queue beside the new one"
+    );
+
+    // Started, then its hash gone (result_ttl 0 deletes it on success): still a duplicate.
+    let w = WorkerInfo {
+        name: "dedupe-w".into(),
+        queues: vec!["default".into()],
+        pid: 1,
+        hostname: "h".into(),
+    };
+    store
+        .register_worker(&w, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _: () = c.del("rq:queue:default").unwrap();
+    let _: () = c.rpush("rq:queue:default", readmitted.job_id()).unwrap();
+    let claimed = store
+        .claim(&w, 1, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let _: () = c.del(format!("rq:job:{}", readmitted.job_id())).unwrap();
+    let later = store
+        .enqueue_with_dedupe(waits_1s(), "webhook:baileys:TTL-1", 600)
+        .await
+        .unwrap();
+    assert!(later.is_duplicate(), "a started event stays processed");
+}

@@ -302,6 +302,7 @@ async fn queue_stats_count_what_is_in_the_registries() {
             scheduled: 1,
             deferred: 1,
             oldest_queued_secs: Some(age),
+            workers: 0,
         }
     );
     assert_eq!(stats["low"].queued, 1);

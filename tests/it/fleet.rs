@@ -108,6 +108,13 @@ async fn a_killed_workers_jobs_are_recovered_within_the_bound() {
         },
     )
     .await;
+    // Claimed is not yet run: wait until the handlers have counted their start.
+    eventually(
+        "the victim to run 4 jobs",
+        Duration::from_secs(10),
+        || async { (store.execution_counts().await.ok()?.len() == 4).then_some(()) },
+    )
+    .await;
     victim.signal("KILL");
     let killed_at = Instant::now();
     let mut rescuer = worker(&t, &fast);

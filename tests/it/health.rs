@@ -240,3 +240,72 @@ fn startup_names_an_evicting_redis_and_a_costly_stream_setting() {
     );
     assert!(p.stop().success());
 }
+
+/// Ingress queues are settings, and a queue whose jobs wait with no worker listening turns the
+/// health `degraded`, naming it, until a worker registers on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_nobody_will_run_are_reported() {
+    let t = crate::support::db();
+    let url = t.url();
+    let p = ProsaasProcess::start(
+        "api",
+        &[
+            ("REDIS_URL", &url),
+            ("PROSAAS__API__INGRESS_QUEUES__WHATSAPP", "high"),
+            ("PROSAAS__API__ALERTS__UNSERVED_SECS", "1"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(p.url("/webhook/whatsapp/incoming"))
+        .header("X-Internal-Secret", crate::support::process::TEST_SECRET)
+        .json(&json!({"tenantId": "1", "payload": {"messages": [
+            {"key": {"id": "UNSERVED-1", "remoteJid": "972500000000@s.whatsapp.net"},
+             "message": {"conversation": "hi"}}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut c = t.connection();
+    let high: usize = redis::Commands::llen(&mut c, "rq:queue:high").unwrap();
+    assert_eq!(
+        high, 1,
+        "the WhatsApp job went to the configured ingress queue"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let body: Value = http
+        .get(p.url("/api/jobs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["queues"]["high"]["workers"], 0);
+    let reasons = body["reasons"].to_string();
+    assert!(
+        reasons.contains("queue high has jobs waiting") && reasons.contains("no registered worker"),
+        "{reasons}"
+    );
+
+    // A worker on another queue does not serve it; one on `high` does (and runs the job).
+    let w = ProsaasProcess::start(
+        "worker",
+        &[("REDIS_URL", &url), ("PROSAAS__WORKER__QUEUES", "high")],
+    );
+    w.wait_for_log("worker registered", Duration::from_secs(20));
+    crate::support::eventually("the reason to clear", Duration::from_secs(10), || async {
+        let body: Value = http
+            .get(p.url("/api/jobs/health"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (!body["reasons"].to_string().contains("no registered worker")).then_some(())
+    })
+    .await;
+}

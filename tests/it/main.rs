@@ -12,6 +12,7 @@
 //! - `dedup`: atomic de-duplication under concurrency, TTL expiry and lapsed locks;
 //! - `edge`: the public edge under hostile clients: auth before body, budgets, caps, timeouts;
 //! - `enqueue`: the RQ job layout byte by byte, batches, queue stats, scheduler health;
+//! - `failure`: Redis outages of several TTLs, skewed clocks, retry policies in recovery;
 //! - `fleet`: several real worker processes: exactly-once draining, kill -9 recovery, SIGTERM;
 //! - `health`: `/api/jobs/health` through a Redis outage, without restarting prosaas;
 //! - `job_types`: built-in job types and HTTP targets against a real HTTP server;
@@ -42,6 +43,7 @@ mod compose;
 mod dedup;
 mod edge;
 mod enqueue;
+mod failure;
 mod fleet;
 mod health;
 mod job_types;

@@ -674,3 +674,69 @@ async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
     assert_eq!(finished, 0, "not listed as finished as well");
     assert!(w.stop().success());
 }
+
+/// RQ 1.x cannot parse prosaas's `<id>:<execution id>` started-registry entries: its cleanup
+/// (`rq info`) drops a dead prosaas worker's entry without touching the job, which used to stay
+/// `started` forever. The dead worker's own running set still names it, so recovery finds the
+/// orphan and runs it again; with RQ 2.x and 3.0 (which parse the entries) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
+    let m = python_modules();
+    let fast = [
+        ("PROSAAS__WORKER__HEARTBEAT_INTERVAL_MS", "500"),
+        ("PROSAAS__WORKER__HEARTBEAT_TTL_MS", "2000"),
+        ("PROSAAS__WORKER__MAINTENANCE_INTERVAL_MS", "300"),
+    ];
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let store = t.store();
+        let id = store
+            .enqueue(NewJob::new(
+                "default",
+                "diag.count",
+                kwargs(json!({"ms": 60_000})),
+            ))
+            .await
+            .unwrap();
+        let mut env = vec![("REDIS_URL", url.as_str())];
+        env.extend_from_slice(&fast);
+        let victim = ProsaasProcess::start("worker", &env);
+        eventually("the job to start", Duration::from_secs(10), || async {
+            (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
+        })
+        .await;
+        victim.signal("KILL");
+        // Past the deadline and the registration's TTL, RQ's cleanup runs first.
+        tokio::time::sleep(Duration::from_millis(3200)).await;
+        let _ = rq_info(version, m.path(), &url);
+        let mut c = t.connection();
+        let left: usize = c.zcard("rq:wip:default").unwrap();
+        let status = store.fetch_job(&id).await.unwrap().unwrap().status;
+        eprintln!("rq {version}: after rq info, {left} started entries, job {status}");
+
+        // RQ 2.x and 3.0 parse the entry and fail the abandoned job themselves (it has no
+        // retries); RQ 1.x drops the entry and leaves the job `started`: prosaas recovers it and
+        // a live worker runs it again.
+        let rescuer = ProsaasProcess::start("worker", &env);
+        if version.starts_with('1') {
+            assert_eq!(left, 0, "RQ 1.x dropped the entry it could not parse");
+            assert_eq!(status, "started", "and left the job as it was");
+            eventually(
+                &format!("rq {version}: the orphan to run again"),
+                Duration::from_secs(20),
+                || async {
+                    (store.execution_counts().await.ok()?.get(&id) == Some(&2)).then_some(())
+                },
+            )
+            .await;
+            rescuer.wait_for_log("orphaned jobs to recovery", Duration::from_secs(5));
+        } else {
+            assert_eq!(
+                status, "failed",
+                "RQ {version} failed the abandoned job itself"
+            );
+        }
+        drop(rescuer);
+    }
+}

@@ -9,7 +9,7 @@
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
 -- ARGV[9..] queue names, highest priority first
 -- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
---          failure_ttl, enqueued_at, attempts, ...} (11 fields per job).
+--          failure_ttl, enqueued_at, attempts, enqueued_by, ...} (12 fields per job).
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local out = {0}
@@ -27,7 +27,7 @@ local NEXT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', [
 local function take(id, queue)
   local jkey = p .. 'job:' .. id
   local h = redis.call('HMGET', jkey, 'data', 'origin', 'timeout', 'retries_left',
-    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl')
+    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl', 'enqueued_by')
   if not h[1] then
     -- The hash is gone (its wait TTL lapsed, or it was deleted): RQ drops such ids too.
     out[1] = out[1] + 1
@@ -39,9 +39,11 @@ local function take(id, queue)
   local attempts = NEXT[h[9] or '0'] or tostring((tonumber(h[9]) or 0) + 1)
   redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now,
     'worker_name', w, 'attempts', attempts)
-  -- Only a job with a wait TTL has an expiry to drop (RQ PERSISTs on start for the same reason).
+  -- Only a job with a wait TTL has an expiry to drop (RQ PERSISTs on start for the same reason),
+  -- and only such a job can have an unstarted marker (see enqueue_dedupe.lua): it has started.
   if h[10] then
     redis.call('PERSIST', jkey)
+    redis.call('DEL', 'prosaas:unstarted:' .. id)
   end
   local members = wip[q]
   if not members then
@@ -53,8 +55,8 @@ local function take(id, queue)
   members[#members + 1] = id .. ':' .. eid
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, eid, q, h[1]
   out[o + 5], out[o + 6], out[o + 7], out[o + 8] = h[3] or '', h[4] or '', h[5] or '', h[6] or ''
-  out[o + 9], out[o + 10], out[o + 11] = h[7] or '', h[8] or '', attempts
-  o = o + 11
+  out[o + 9], out[o + 10], out[o + 11], out[o + 12] = h[7] or '', h[8] or '', attempts, h[11] or ''
+  o = o + 12
 end
 
 local function drain(list, queue)
@@ -71,11 +73,20 @@ for i = 9, #ARGV do
   drain(p .. 'queue:' .. ARGV[i], ARGV[i])
 end
 -- Still inside the one script: no moment exists where a popped id is in neither place.
+-- The worker's own set of what it runs (prosaas:worker:<w>:running) gets the same members: if a
+-- tool that cannot read them (RQ 1.x's cleanup) drops a dead worker's entries, recovery still
+-- finds its jobs there (release_inbox.lua).
+local running = 'prosaas:worker:' .. w .. ':running'
 for _, q in ipairs(wip_order) do
   local members = wip[q]
   -- unpack() is bounded by Lua's C stack; claims are at most a few hundred jobs, but stay safe.
   for i = 1, #members, 2000 do
     redis.call('ZADD', p .. 'wip:' .. q, unpack(members, i, math.min(i + 1999, #members)))
+  end
+  local names = {}
+  for i = 2, #members, 2 do names[#names + 1] = members[i] end
+  for i = 1, #names, 2000 do
+    redis.call('SADD', running, unpack(names, i, math.min(i + 1999, #names)))
   end
 end
 local wkey = p .. 'worker:' .. w

@@ -5,12 +5,22 @@
 -- holds that token, and records the fired slot: a leader that lost its lock (paused past its TTL)
 -- can enqueue nothing, whatever it believes.
 --
+-- The lock ends with its job: the job hash names its lock (`dedupe_lock`, so deleting the job
+-- releases it), and a job with a wait TTL shorter than the lock's has an "unstarted" marker for
+-- as long as the lock lives, which its claim deletes. A lock whose job is gone is a duplicate
+-- only if the job started (it ran; its result may have expired since); if it expired unstarted,
+-- the event was never processed and is admitted again.
+--
+-- With ARGV[2] = 0 there is no lock at all: an explicit job id is enqueued unless a job of that id
+-- is queued, scheduled, started or deferred ({-2, status}).
+--
 -- KEYS[1] job_lock:<dedupe key>   KEYS[2] rq:job:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:queues
--- KEYS[5] leader lock key   KEYS[6] scheduler entry-state hash
+-- KEYS[5] leader lock key   KEYS[6] scheduler entry-state hash   KEYS[7] the job's unstarted marker
 -- ARGV[1] job id   ARGV[2] lock TTL (s)   ARGV[3] 'L' | 'R' push side   ARGV[4] job wait TTL (s, 0 = none)
 -- ARGV[5] RQ key prefix with colon (rq:)   ARGV[6] fence token ('' = no fence)
 -- ARGV[7] entry name   ARGV[8] slot (ms)   ARGV[9..] job hash field/value pairs
--- Returns {1, id} when enqueued, {0, existing id} for a duplicate, {-1, holder} when fenced out.
+-- Returns {1, id} when enqueued, {0, existing id} for a duplicate, {-1, holder} when fenced out,
+-- {-2, status} when (without a lock) the id is busy.
 if ARGV[6] ~= '' then
   local holder = redis.call('GET', KEYS[5])
   if holder ~= ARGV[6] then
@@ -24,15 +34,26 @@ if ARGV[6] ~= '' then
   end
 end
 
-local existing = redis.call('GET', KEYS[1])
+local locked = ARGV[2] ~= '0'
+local existing = locked and redis.call('GET', KEYS[1])
 if existing then
-  return {0, existing}
+  if existing ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1
+      or redis.call('DEL', KEYS[7]) == 0 then
+    return {0, existing}
+  end
+  -- Its job expired before it started: the event was never processed. Admit it again, without
+  -- the expired job's id left in the queue (a worker would drop it, but not before the new one
+  -- is pushed under the same id).
+  redis.call('LREM', KEYS[3], 0, ARGV[1])
 end
 
 -- The lock can lapse while the job it admitted still waits or runs (a long queue, a short TTL).
 -- A provider retry in that window must not create a second execution: re-arm and report it.
 local status = redis.call('HGET', KEYS[2], 'status')
 if status == 'queued' or status == 'started' or status == 'scheduled' or status == 'deferred' then
+  if not locked then
+    return {-2, status}
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
   return {0, ARGV[1]}
 end
@@ -47,11 +68,16 @@ if status then
   redis.call('DEL', KEYS[2])
 end
 
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if locked then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
 redis.call('SADD', KEYS[4], KEYS[3])
 redis.call('HSET', KEYS[2], unpack(ARGV, 9))
 if tonumber(ARGV[4]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
+  if locked and tonumber(ARGV[4]) < tonumber(ARGV[2]) then
+    redis.call('SET', KEYS[7], '1', 'EX', ARGV[2])
+  end
 end
 if ARGV[3] == 'L' then
   redis.call('LPUSH', KEYS[3], ARGV[1])

@@ -7,11 +7,19 @@
 -- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (RQ timestamp)   ARGV[4] TTL (s)
 -- ARGV[5] deadline (integer Unix seconds)   ARGV[6] inboxes set key   ARGV[7] number of queues Q
 -- ARGV[8 .. 7+Q] the worker's queues, then 3 fields per running execution: queue, id, eid
--- Returns how many executions were still registered (and so refreshed).
+-- (ARGV[5], the deadline, is also written to the registration as `prosaas_deadline`: recovery
+-- takes a job of a registered worker only if the worker heartbeated past the job's deadline
+-- without renewing it.)
+-- Returns how many executions were still registered (and so refreshed), or -1 without touching
+-- anything when the worker's registration has expired (an outage longer than its TTL): the
+-- worker registers itself again, whole, rather than this re-creating a stub RQ cannot read.
 local p, w, now, ttl, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local wkey = p .. 'worker:' .. w
+if redis.call('EXISTS', wkey) == 0 then
+  return -1
+end
 -- The state is left to claims and settles, which know when it changes.
-redis.call('HSET', wkey, 'last_heartbeat', now)
+redis.call('HSET', wkey, 'last_heartbeat', now, 'prosaas_deadline', deadline)
 redis.call('EXPIRE', wkey, ttl)
 -- Re-adding is cheap and heals a registration that a cleanup removed.
 redis.call('SADD', p .. 'workers', wkey)

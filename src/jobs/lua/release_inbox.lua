@@ -2,9 +2,16 @@
 -- to the head of their queues. Used by the worker itself on shutdown (force = '1') and by
 -- recovery for a worker whose registration has expired (force = '0').
 --
+-- For a dead worker, also sweep the jobs it was running (prosaas:worker:<w>:running): one whose
+-- hash still says it is started by that worker but whose started-registry entry is gone (RQ 1.x's
+-- cleanup drops entries it cannot parse, without touching the job) is an orphan that nothing
+-- would ever recover. Its entry is put back with a deadline in the past, so the recovery pass
+-- that follows treats it as abandoned, with the job's retry policy.
+--
 -- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] inbox key   ARGV[4] inboxes set key
 -- ARGV[5] force   ARGV[6] fallback queue for ids whose job has no origin
--- Returns the number of ids returned, or -1 when the worker is alive and force is not set.
+-- Returns the number of ids returned (and orphans put back), or -1 when the worker is alive and
+-- force is not set.
 local p, w, inbox, inboxes = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wkey = p .. 'worker:' .. w
 -- A worker is alive while its registration exists without a `death` mark (RQ keeps a dead
@@ -24,6 +31,19 @@ end
 -- The worker's own release at shutdown keeps its name listed, so that an id its closing
 -- wake-up connection moved in at the last moment is still found by recovery later.
 if ARGV[5] ~= '1' then
+  local running = 'prosaas:worker:' .. w .. ':running'
+  for _, member in ipairs(redis.call('SMEMBERS', running)) do
+    local id = string.match(member, '^[^:]+')
+    local h = redis.call('HMGET', p .. 'job:' .. id, 'status', 'worker_name', 'origin')
+    if h[1] == 'started' and h[2] == w and h[3] then
+      local wip = p .. 'wip:' .. h[3]
+      if not redis.call('ZSCORE', wip, member) then
+        redis.call('ZADD', wip, 0, member)
+        returned = returned + 1
+      end
+    end
+  end
+  redis.call('DEL', running)
   redis.call('SREM', inboxes, w)
 end
 return returned

@@ -71,6 +71,8 @@ for _, q in ipairs(queue_order) do
   if #owned > 0 then
     each_slice(owned, function(...) redis.call('ZREM', wip, ...) end)
   end
+  -- Settled or not (a conflict: recovery took it), this worker no longer runs it.
+  each_slice(members, function(...) redis.call('SREM', 'prosaas:worker:' .. w .. ':running', ...) end)
 end
 
 for i = 7, #ARGV, 11 do

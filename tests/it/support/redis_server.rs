@@ -40,15 +40,23 @@ pub struct TestRedis {
     port: u16,
     dir: TempDir,
     lifeline: bool,
+    /// Append-only file, fsynced on every write: a kill loses nothing acknowledged.
+    durable: bool,
 }
 
 impl TestRedis {
     /// Starts a server on a free port, retrying with another port if it loses the port race.
     pub fn start() -> Self {
-        Self::start_inner(false)
+        Self::start_inner(false, false)
     }
 
-    fn start_inner(lifeline: bool) -> Self {
+    /// Like [`Self::start`], with an append-only file, so [`Self::up`] after [`Self::kill`]
+    /// finds every acknowledged write again.
+    pub fn start_durable() -> Self {
+        Self::start_inner(false, true)
+    }
+
+    fn start_inner(lifeline: bool, durable: bool) -> Self {
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut server = TestRedis {
@@ -56,6 +64,7 @@ impl TestRedis {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("tempdir for redis-server"),
                 lifeline,
+                durable,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -66,7 +75,12 @@ impl TestRedis {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let args = server_args(self.port, self.dir.path());
+        let mut args = server_args(self.port, self.dir.path());
+        if self.durable {
+            let at = args.iter().position(|a| a == "--appendonly").unwrap_or(0);
+            args[at + 1] = "yes".into();
+            args.extend(["--appendfsync".into(), "always".into()]);
+        }
         let child = if self.lifeline {
             Command::new("sh")
                 .arg("-c")
@@ -145,6 +159,11 @@ impl TestRedis {
     /// Starts the server again on the same port (empty: nothing is persisted).
     pub fn restart(&mut self) {
         self.kill();
+        self.up();
+    }
+
+    /// Starts a killed server again on its port, with its data if it is durable.
+    pub fn up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.spawn() {
@@ -217,7 +236,7 @@ fn tail(s: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-static SHARED: LazyLock<TestRedis> = LazyLock::new(|| TestRedis::start_inner(true));
+static SHARED: LazyLock<TestRedis> = LazyLock::new(|| TestRedis::start_inner(true, false));
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// A logical database of the shared server, private to one test.
