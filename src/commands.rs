@@ -110,6 +110,9 @@ pub async fn probe(settings: &Settings, live: bool) -> anyhow::Result<()> {
 
 pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
     let jobs = JobStore::connect(&settings.store_config())?;
+    // Timestamps it writes (enqueued_at) and ages it shows are on Redis's clock; an
+    // unreachable Redis is reported by the command itself.
+    let _ = jobs.sync_clock().await;
     match cmd {
         JobsCommand::Stats { json } => {
             let stats = jobs.queue_stats(&settings.worker.queues).await?;

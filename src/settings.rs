@@ -164,6 +164,7 @@ pub struct WorkerSettings {
     pub shutdown_grace_ms: u64,
     pub max_retries: u32,
     pub retry_rq_jobs: bool,
+    pub started_entries: String,
     pub backoff_secs: Vec<u64>,
     pub backoff_jitter: f64,
     pub timeout_secs: i64,
@@ -608,6 +609,12 @@ impl Settings {
             .find(|q| !crate::jobs::is_valid_queue_name(q))
         {
             bail!("api.queues: {q:?} must be 1-128 characters of [A-Za-z0-9_.-]");
+        }
+        if !["auto", "rq1", "rq2"].contains(&self.worker.started_entries.as_str()) {
+            bail!(
+                "worker.started_entries must be auto, rq1 or rq2, not {:?}",
+                self.worker.started_entries
+            );
         }
         let r = &self.recordings;
         if r.max_download_bytes == 0 {

@@ -230,7 +230,8 @@ impl JobStore {
         for (field, value) in &fields {
             cmd.arg(*field).arg(value.as_bytes());
         }
-        if ttl_secs > 0 {
+        // A scheduler slot's lock is not released by deleting its job: slots fire forward only.
+        if ttl_secs > 0 && fence.is_none() {
             cmd.arg("dedupe_lock").arg(&lock);
         }
         Ok(cmd)

@@ -74,6 +74,8 @@ pub struct JobStore {
     keys: Keys,
     redacted_url: Arc<str>,
     clock: Arc<clock::RedisClock>,
+    /// Claims write started-registry members as plain ids, RQ 1.x's format (see claim.lua).
+    rq1_entries: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -105,7 +107,20 @@ impl JobStore {
             keys: Keys::new(&config.key_prefix),
             redacted_url: redact_url(&config.url).into(),
             clock: Arc::new(clock::RedisClock::from_env()),
+            rq1_entries: Arc::default(),
         })
+    }
+
+    /// Whether claims write RQ 1.x's plain-id started-registry entries.
+    pub fn rq1_entries(&self) -> bool {
+        self.rq1_entries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches the started-registry entry format of later claims (running executions keep
+    /// theirs): plain ids, which RQ 1.x tooling reads, or RQ 2's `<id>:<execution id>`.
+    pub fn set_rq1_entries(&self, plain: bool) {
+        self.rq1_entries
+            .store(plain, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Now on Redis's clock (see [`clock`]): what every deadline, due time and age is computed

@@ -37,12 +37,25 @@ pub struct WorkerInfo {
     pub hostname: String,
 }
 
-/// One execution of a job: the id, the execution id of this attempt, and the queue.
+/// One execution of a job: the id, the execution id of this attempt (empty when it was claimed
+/// in RQ 1.x's plain-id entry format), and the queue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Execution {
     pub id: String,
     pub execution_id: String,
     pub queue: String,
+}
+
+impl Execution {
+    /// Its started-registry member: `<id>:<execution id>`, or the plain id in RQ 1.x's format.
+    /// Unique among a worker's running executions either way.
+    pub fn member(&self) -> String {
+        if self.execution_id.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{}:{}", self.id, self.execution_id)
+        }
+    }
 }
 
 /// A job this worker now holds (in `rq:wip:<queue>` with a heartbeat deadline).
@@ -201,6 +214,24 @@ impl JobStore {
         Ok(u64::try_from(refreshed).ok())
     }
 
+    /// Whether a registered worker reports an RQ 1.x version (RQ writes `version` on its
+    /// registration; prosaas writes `prosaas <version>`).
+    pub async fn rq1_workers_registered(&self) -> Result<bool, JobError> {
+        let workers: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.workers())
+            .query_async(&mut self.conn())
+            .await?;
+        if workers.is_empty() {
+            return Ok(false);
+        }
+        let mut pipe = redis::pipe();
+        for w in &workers {
+            pipe.hget(w, "version");
+        }
+        let versions: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(versions.iter().flatten().any(|v| v.starts_with("1.")))
+    }
+
     /// Removes the worker from RQ's sets and marks its hash dead, as RQ's `register_death`.
     pub async fn unregister_worker(&self, w: &WorkerInfo) -> Result<(), JobError> {
         let k = &self.keys;
@@ -235,14 +266,19 @@ impl JobStore {
         state_seq: u64,
     ) -> Result<Vec<ClaimedJob>, JobError> {
         let now = self.now();
-        let base = uuid::Uuid::new_v4().simple().to_string();
+        // No execution ids in RQ 1.x's format (see claim.lua).
+        let base = if self.rq1_entries() {
+            String::new()
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()[..24].to_owned()
+        };
         let mut inv = scripts::CLAIM.prepare_invoke();
         inv.arg(self.keys.rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
             .arg(now.timestamp() + ttl_secs(job_ttl))
             .arg(max)
-            .arg(&base[..24])
+            .arg(&base)
             .arg(inbox_key(&w.name))
             .arg(state_seq);
         for q in &w.queues {

@@ -39,6 +39,44 @@ pub struct ExecutorConfig {
     pub heartbeat_ttl: Duration,
     pub shutdown_grace: Duration,
     pub policies: Arc<Policies>,
+    /// `worker.started_entries`: "auto", "rq2" or "rq1".
+    pub started_entries: StartedEntries,
+}
+
+/// The started-registry entry format claims write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartedEntries {
+    /// RQ 1.x's plain ids while a registered Python worker reports RQ 1.x, else RQ 2's.
+    Auto,
+    /// `<id>:<execution id>` (RQ 2 and 3).
+    Rq2,
+    /// Plain ids (RQ 1.x reads them; executions cannot be told apart, see settle.lua).
+    Rq1,
+}
+
+/// Sets the store's entry format; in `Auto`, from the registered workers' RQ versions.
+async fn choose_entry_format(store: &JobStore, format: StartedEntries) {
+    let plain = match format {
+        StartedEntries::Rq1 => true,
+        StartedEntries::Rq2 => false,
+        StartedEntries::Auto => match store.rq1_workers_registered().await {
+            Ok(found) => found,
+            // Keep the current choice until Redis answers.
+            Err(_) => return,
+        },
+    };
+    if plain != store.rq1_entries() {
+        tracing::info!(
+            plain_ids = plain,
+            "started-registry entries: {}",
+            if plain {
+                "plain job ids, as RQ 1.x reads them (a Python RQ 1.x worker is registered)"
+            } else {
+                "<id>:<execution id>, as RQ 2 and 3 write them"
+            }
+        );
+        store.set_rq1_entries(plain);
+    }
 }
 
 impl ExecutorConfig {
@@ -49,6 +87,11 @@ impl ExecutorConfig {
             heartbeat_ttl: Duration::from_millis(w.heartbeat_ttl_ms),
             shutdown_grace: Duration::from_millis(w.shutdown_grace_ms),
             policies: Arc::new(Policies::from_settings(w)),
+            started_entries: match w.started_entries.as_str() {
+                "rq1" => StartedEntries::Rq1,
+                "rq2" => StartedEntries::Rq2,
+                _ => StartedEntries::Auto,
+            },
         }
     }
 }
@@ -87,7 +130,7 @@ impl Inflight {
         self.claiming = false;
         for job in claimed {
             self.executions
-                .insert(job.execution.execution_id.clone(), job.execution.clone());
+                .insert(job.execution.member(), job.execution.clone());
         }
         claimed.is_empty() && self.executions.is_empty() && self.last != Some(WorkerState::Idle)
     }
@@ -140,6 +183,7 @@ impl Executor {
             return Ok(());
         }
         tracing::info!(worker = %info.name, queues = ?info.queues, concurrency = config.concurrency, "worker registered");
+        choose_entry_format(&store, config.started_entries).await;
 
         let running: Running = Arc::default();
         let slots = Arc::new(Semaphore::new(config.concurrency));
@@ -348,7 +392,7 @@ async fn run_job(
     metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
     metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
     let execution = job.execution;
-    lock(&running).executions.remove(&execution.execution_id);
+    lock(&running).executions.remove(&execution.member());
     match &outcome {
         Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
             tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
@@ -553,7 +597,10 @@ async fn heartbeat_loop(
             .heartbeat(&info, &executions, config.heartbeat_ttl)
             .await
         {
-            Ok(Some(_)) => config.heartbeat_interval,
+            Ok(Some(_)) => {
+                choose_entry_format(&store, config.started_entries).await;
+                config.heartbeat_interval
+            }
             Ok(None) => {
                 // The registration expired (an outage longer than its TTL): register whole
                 // again, as at startup, then renew the jobs right away.

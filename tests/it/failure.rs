@@ -70,6 +70,12 @@ async fn a_redis_outage_of_several_ttls_reruns_nothing() {
     let a = worker_on(&url, &[]);
     let b = worker_on(&url, &[]);
     wait_started(&store, 8).await;
+    // Claimed is not yet running: diag.count's own Redis call at its start would fail in the
+    // outage (a retryable failure, run again by design). Wait until every handler has counted.
+    eventually("8 handlers running", Duration::from_secs(10), || async {
+        (store.execution_counts().await.ok()?.len() == 8).then_some(())
+    })
+    .await;
 
     redis.kill();
     std::thread::sleep(Duration::from_secs(6));

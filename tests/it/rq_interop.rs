@@ -740,3 +740,110 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
         drop(rescuer);
     }
 }
+
+/// With a Python RQ 1.16 worker registered, prosaas writes started-registry entries as plain job
+/// ids ("auto"), so RQ 1.x lists the jobs prosaas runs, prosaas still records their outcomes, and
+/// RQ 1.x's own cleanup handles a killed prosaas worker's job instead of dropping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_rq_1_worker_registered_entries_are_plain_ids() {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let store = t.store();
+    // An RQ 1.16 worker on a queue of its own: it only has to be registered.
+    let mut py = Command::new(venv("1.16.2").join("bin/rq"))
+        .args([
+            "worker",
+            "-w",
+            "rq.worker.SimpleWorker",
+            "-S",
+            "rq.serializers.JSONSerializer",
+            "-u",
+            &url,
+            "python",
+        ])
+        .env("PYTHONPATH", m.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut c = t.connection();
+    eventually(
+        "the RQ 1.16 worker to register",
+        Duration::from_secs(20),
+        || async {
+            let workers: Vec<String> = t.connection().smembers("rq:workers").ok()?;
+            (!workers.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let fast = [
+        ("REDIS_URL", url.as_str()),
+        ("PROSAAS__WORKER__HEARTBEAT_INTERVAL_MS", "500"),
+        ("PROSAAS__WORKER__HEARTBEAT_TTL_MS", "2000"),
+    ];
+    let w = ProsaasProcess::start("worker", &fast);
+    w.wait_for_log("plain job ids", Duration::from_secs(20));
+    let id = store
+        .enqueue(NewJob::new(
+            "default",
+            "diag.sleep",
+            kwargs(json!({"ms": 2500})),
+        ))
+        .await
+        .unwrap();
+    eventually("the job to start", Duration::from_secs(10), || async {
+        (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
+    })
+    .await;
+    let members: Vec<String> = c.zrange("rq:wip:default", 0, -1).unwrap();
+    assert_eq!(
+        members,
+        std::slice::from_ref(&id),
+        "a plain id, as RQ 1.x writes it"
+    );
+    let listed = python(
+        "1.16.2",
+        m.path(),
+        r#"
+import json, sys
+from redis import Redis
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+reg = StartedJobRegistry("default", connection=r, serializer=JSONSerializer)
+print(json.dumps({i: Job.fetch(i, connection=r, serializer=JSONSerializer).get_status() for i in reg.get_job_ids()}))
+"#,
+        &[&url],
+    );
+    assert_eq!(
+        listed[&id], "started",
+        "RQ 1.16 lists the running prosaas job: {listed}"
+    );
+    eventually("the job to finish", Duration::from_secs(15), || async {
+        (store.fetch_job(&id).await.ok()??.status == "finished").then_some(())
+    })
+    .await;
+
+    // A killed prosaas worker's job: RQ 1.16's cleanup now parses the entry and fails it.
+    let long = store
+        .enqueue(NewJob::new(
+            "default",
+            "diag.sleep",
+            kwargs(json!({"ms": 60_000})),
+        ))
+        .await
+        .unwrap();
+    eventually("the long job to start", Duration::from_secs(10), || async {
+        (store.fetch_job(&long).await.ok()??.status == "started").then_some(())
+    })
+    .await;
+    w.signal("KILL");
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let _ = rq_info("1.16.2", m.path(), &url);
+    let status = store.fetch_job(&long).await.unwrap().unwrap().status;
+    assert_eq!(status, "failed", "RQ 1.16 handled the abandoned job");
+    let _ = py.kill();
+    let _ = py.wait();
+}

@@ -679,3 +679,44 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
     assert_eq!(recovered.failed, 1, "{recovered:?}");
     kept_longest(&mut c, "t1", "failed");
 }
+
+/// In RQ 1.x's plain-id entry format, executions cannot be told apart by their entry: an
+/// outcome applies only while the job still names the worker (a recovered job re-claimed by
+/// another worker is not overwritten by the stalled first one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
+    use prosaas::jobs::{Outcome, Settled, Settlement};
+    let t = db();
+    let store = t.store();
+    store.set_rq1_entries(true);
+    let w = worker_with_jobs(&store, "plain-w", "p", &["high", "high"]).await;
+    let claimed = store
+        .claim(&w, 10, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let mut c = t.connection();
+    let members: Vec<String> = c.zrange("rq:wip:high", 0, -1).unwrap();
+    assert_eq!(members, ["p0", "p1"]);
+    assert!(claimed.iter().all(|j| j.execution.execution_id.is_empty()));
+    // p1 was recovered and claimed by another worker meanwhile.
+    let _: () = c.hset("rq:job:p1", "worker_name", "other-w").unwrap();
+    let ok = |j: &prosaas::jobs::ClaimedJob| Settlement {
+        execution: j.execution.clone(),
+        started_at: 1.0,
+        ended_at: 2.0,
+        outcome: Outcome::Finished {
+            result: None,
+            result_ttl: 60,
+        },
+    };
+    let settled = store
+        .settle(&w, &[ok(&claimed[0]), ok(&claimed[1])], None)
+        .await
+        .unwrap();
+    assert_eq!(settled, [Settled::Applied, Settled::Conflict]);
+    let p1: String = c.hget("rq:job:p1", "status").unwrap();
+    assert_eq!(p1, "started", "the other worker's execution is untouched");
+    let left: Vec<String> = c.zrange("rq:wip:high", 0, -1).unwrap();
+    assert_eq!(left, ["p1"]);
+}

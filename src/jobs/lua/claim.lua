@@ -5,7 +5,9 @@
 --
 -- Standalone Redis only: keys are derived from the prefix inside the script.
 -- ARGV[1] RQ prefix with colon   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
--- ARGV[4] deadline (integer Unix seconds)   ARGV[5] max jobs   ARGV[6] execution id base (24 hex)
+-- ARGV[4] deadline (integer Unix seconds)   ARGV[5] max jobs   ARGV[6] execution id base (24 hex),
+-- or '' for RQ 1.x's entry format: started-registry members are plain job ids (RQ 1.x cannot
+-- parse `<id>:<execution id>`) and the executions have no id ('')
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
 -- ARGV[9..] queue names, highest priority first
 -- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
@@ -35,7 +37,7 @@ local function take(id, queue)
   end
   local q = h[2] or queue
   n = n + 1
-  local eid = base .. string.format('%08x', n)
+  local eid = base == '' and '' or base .. string.format('%08x', n)
   local attempts = NEXT[h[9] or '0'] or tostring((tonumber(h[9]) or 0) + 1)
   redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now,
     'worker_name', w, 'attempts', attempts)
@@ -52,7 +54,7 @@ local function take(id, queue)
     wip_order[#wip_order + 1] = q
   end
   members[#members + 1] = deadline
-  members[#members + 1] = id .. ':' .. eid
+  members[#members + 1] = eid == '' and id or id .. ':' .. eid
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, eid, q, h[1]
   out[o + 5], out[o + 6], out[o + 7], out[o + 8] = h[3] or '', h[4] or '', h[5] or '', h[6] or ''
   out[o + 9], out[o + 10], out[o + 11], out[o + 12] = h[7] or '', h[8] or '', attempts, h[11] or ''

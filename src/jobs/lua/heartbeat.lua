@@ -31,7 +31,8 @@ end
 local refreshed = 0
 for i = 8 + nq, #ARGV, 3 do
   local wip, id = p .. 'wip:' .. ARGV[i], ARGV[i + 1]
-  local member = id .. ':' .. ARGV[i + 2]
+  -- An execution without an id was claimed in RQ 1.x's format: its member is the plain id.
+  local member = ARGV[i + 2] == '' and id or id .. ':' .. ARGV[i + 2]
   if redis.call('ZSCORE', wip, member) then
     redis.call('ZADD', wip, deadline, member)
     redis.call('HSET', p .. 'job:' .. id, 'last_heartbeat', now)

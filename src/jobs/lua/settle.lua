@@ -55,12 +55,22 @@ end
 for _, q in ipairs(queue_order) do
   local wip = p .. 'wip:' .. q
   local members, owned = {}, {}
-  for k, i in ipairs(by_queue[q]) do members[k] = ARGV[i + 1] .. ':' .. ARGV[i + 2] end
+  for k, i in ipairs(by_queue[q]) do
+    -- An execution without an id was claimed in RQ 1.x's format: its member is the plain id.
+    local eid = ARGV[i + 2]
+    members[k] = eid == '' and ARGV[i + 1] or ARGV[i + 1] .. ':' .. eid
+  end
   local scores = {}
   each_slice(members, function(...)
     for _, v in ipairs(redis.call('ZMSCORE', wip, ...)) do scores[#scores + 1] = v end
   end)
   for k, i in ipairs(by_queue[q]) do
+    -- A plain-id entry does not tell executions apart: it is ours only while the job still
+    -- names this worker (recovery and another worker's claim would have changed that).
+    if scores[k] and ARGV[i + 2] == '' and
+        redis.call('HGET', p .. 'job:' .. ARGV[i + 1], 'worker_name') ~= w then
+      scores[k] = false
+    end
     if scores[k] then
       applied[(i - 7) / 11 + 1] = 1
       owned[#owned + 1] = members[k]
