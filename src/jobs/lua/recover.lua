@@ -54,7 +54,8 @@ local function owned(name, deadline)
   local seen = alive[name]
   if seen == nil then
     local wkey = p .. 'worker:' .. name
-    if redis.call('EXISTS', wkey) == 1 then
+    -- RQ keeps a dead worker's hash a while after register_death, with a `death` mark.
+    if redis.call('EXISTS', wkey) == 1 and redis.call('HEXISTS', wkey, 'death') == 0 then
       seen = tonumber(redis.call('HGET', wkey, 'prosaas_deadline') or '0') or 0
     else
       seen = false
