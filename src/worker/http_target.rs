@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::handler::{HandlerError, HandlerResult, JobInput};
+use super::input::{HandlerError, HandlerResult, JobInput};
 use crate::settings::HttpTargetSettings;
 
 /// One configured target.

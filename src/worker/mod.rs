@@ -5,6 +5,7 @@
 pub mod executor;
 pub mod handler;
 pub mod http_target;
+pub mod input;
 pub mod maintenance;
 pub mod policy;
 

@@ -695,7 +695,7 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
             .enqueue(NewJob::new(
                 "default",
                 "diag.count",
-                kwargs(json!({"ms": 60_000})),
+                kwargs(json!({"ms": 4000})),
             ))
             .await
             .unwrap();
@@ -731,6 +731,12 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
             )
             .await;
             rescuer.wait_for_log("orphaned jobs to recovery", Duration::from_secs(5));
+            eventually(
+                &format!("rq {version}: the recovered job to finish"),
+                Duration::from_secs(20),
+                || async { (store.fetch_job(&id).await.ok()??.status == "finished").then_some(()) },
+            )
+            .await;
         } else {
             assert_eq!(
                 status, "failed",

@@ -720,3 +720,48 @@ async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
     let left: Vec<String> = c.zrange("rq:wip:high", 0, -1).unwrap();
     assert_eq!(left, ["p1"]);
 }
+
+/// A failure kept forever keeps its result stream forever too, even a stream an earlier failure
+/// gave an expiry (the job was failed, requeued, and failed again): before, only the hash was
+/// made permanent and the error vanished with the old expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_kept_forever_keeps_its_result_forever() {
+    use prosaas::jobs::{Outcome, Settled, Settlement};
+    let t = db();
+    let store = t.store();
+    let w = worker_with_jobs(&store, "forever-w", "f", &["high"]).await;
+    let mut c = t.connection();
+    // The first failure's stream, with the expiry that failure gave it.
+    let _: String = c
+        .xadd(
+            "rq:results:f0",
+            "*",
+            &[("type", "2"), ("exc_string", "old")],
+        )
+        .unwrap();
+    let _: () = c.expire("rq:results:f0", 300).unwrap();
+    let claimed = store
+        .claim(&w, 1, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    let settled = store
+        .settle(
+            &w,
+            &[Settlement {
+                execution: claimed[0].execution.clone(),
+                started_at: 1.0,
+                ended_at: 2.0,
+                outcome: Outcome::Failed {
+                    error: "boom".into(),
+                    failure_ttl: -1,
+                },
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled, [Settled::Applied]);
+    let job_ttl: i64 = c.ttl("rq:job:f0").unwrap();
+    let result_ttl: i64 = c.ttl("rq:results:f0").unwrap();
+    assert_eq!((job_ttl, result_ttl), (-1, -1), "both kept forever");
+}

@@ -85,6 +85,26 @@ for _, q in ipairs(queue_order) do
   each_slice(members, function(...) redis.call('SREM', 'prosaas:worker:' .. w .. ':running', ...) end)
 end
 
+-- A settled job's hash and its result stream are kept alike: for `ttl` seconds, or forever
+-- ('-1'). The stream may predate this outcome (an earlier failure's, before a requeue), so
+-- "forever" has to remove its old expiry too.
+local function keep(jkey, rkey, ttl)
+  if ttl == '-1' then
+    redis.call('PERSIST', jkey)
+    redis.call('PERSIST', rkey)
+  else
+    redis.call('EXPIRE', jkey, ttl)
+    redis.call('EXPIRE', rkey, ttl)
+  end
+end
+
+-- Enters `id` in a final registry (finished or failed) with `score`, grouped per key.
+local function enter(registry, q, score, id)
+  local list = group(p .. registry .. ':' .. q)
+  list[#list + 1] = score
+  list[#list + 1] = id
+end
+
 for i = 7, #ARGV, 11 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
@@ -109,16 +129,8 @@ for i = 7, #ARGV, 11 do
           redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
             'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
         end
-        if ttl == '-1' then
-          redis.call('PERSIST', jkey)
-          redis.call('PERSIST', rkey)
-        else
-          redis.call('EXPIRE', jkey, ttl)
-          redis.call('EXPIRE', rkey, ttl)
-        end
-        local finished = group(p .. 'finished:' .. q)
-        finished[#finished + 1] = score
-        finished[#finished + 1] = id
+        keep(jkey, rkey, ttl)
+        enter('finished', q, score, id)
       end
     elseif kind == 'fail' then
       fail_count = fail_count + 1
@@ -126,15 +138,8 @@ for i = 7, #ARGV, 11 do
       redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', w,
         'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
-      if ttl == '-1' then
-        redis.call('PERSIST', jkey)
-      else
-        redis.call('EXPIRE', jkey, ttl)
-        redis.call('EXPIRE', rkey, ttl)
-      end
-      local failed = group(p .. 'failed:' .. q)
-      failed[#failed + 1] = score
-      failed[#failed + 1] = id
+      keep(jkey, rkey, ttl)
+      enter('failed', q, score, id)
     elseif kind == 'retry' then
       fail_count = fail_count + 1
       local left, err = ARGV[i + 9], ARGV[i + 10]
