@@ -17,21 +17,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::calls_stream::registry::CallRegistry;
+use crate::context::AppContext;
 use crate::jobs::{Advice, JobError, JobStore};
 use crate::roles::{self, Role, Subsystem};
 use crate::settings::Settings;
-
-/// What every subsystem and HTTP handler shares. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppContext {
-    pub role: Role,
-    pub settings: Arc<Settings>,
-    pub jobs: JobStore,
-    /// This process's live calls (the calls subsystem; empty elsewhere).
-    pub calls: Arc<CallRegistry>,
-    /// Memory that request bodies being read may hold together (`http.body_budget_bytes`).
-    pub body_budget: Arc<crate::http::BodyBudget>,
-}
 
 pub struct App {
     ctx: AppContext,
@@ -81,7 +70,7 @@ impl App {
                     settings.calls.max_concurrent_calls,
                     settings.calls.greeting()?,
                 )),
-                body_budget: Arc::new(crate::http::BodyBudget::new(h.body_budget_bytes)),
+                body_budget: Arc::new(crate::context::BodyBudget::new(h.body_budget_bytes)),
                 settings: Arc::new(settings),
                 jobs,
             },
@@ -106,7 +95,7 @@ impl App {
         // Install the recorder before anything records, so early counts are not lost.
         crate::metrics::handle();
         let stop = shutdown.child_token();
-        let router = crate::http::router(self.ctx.clone(), subsystems);
+        let router = roles::router(self.ctx.clone(), subsystems);
         let h = &self.ctx.settings.http;
         let limits = crate::http::ConnLimits {
             max_connections: h.max_connections,
@@ -308,14 +297,6 @@ fn describe_exit(
             }
         }
     }
-}
-
-/// The subsystems the supervisor will start for `role`, for logs and health output.
-pub fn subsystem_names(role: Role) -> Vec<&'static str> {
-    role.subsystems()
-        .iter()
-        .map(|s: &Subsystem| s.name())
-        .collect()
 }
 
 #[cfg(test)]

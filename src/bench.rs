@@ -204,7 +204,7 @@ fn worker(
             pid: std::process::id(),
             hostname: crate::worker::hostname(),
         },
-        registry: Arc::new(crate::worker::registry(&w)),
+        registry: Arc::new(crate::handlers::registry(&w)),
         config: ExecutorConfig::from_settings(&w),
         context: HandlerContext {
             jobs: store.clone(),

@@ -26,6 +26,11 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_CONFIG, &format!("invalid configuration: {e:#}")),
     };
+    // The scheduler owns its entry types and their rules; an invalid entry stops every role, as
+    // any other invalid setting does, before anything connects.
+    if let Err(e) = prosaas::scheduler::entries(&settings.scheduler) {
+        return fail(EXIT_CONFIG, &format!("invalid configuration: {e:#}"));
+    }
     if role == Role::Api && !settings.api.allow_missing_secrets {
         let missing = settings.missing_api_secrets();
         if !missing.is_empty() {

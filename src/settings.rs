@@ -575,7 +575,6 @@ impl Settings {
                 s.renew_interval_ms
             );
         }
-        crate::scheduler::entries(s)?;
         let a = &self.api;
         if a.request_timeout_ms == 0 || a.max_concurrent_requests == 0 {
             bail!("api.request_timeout_ms and api.max_concurrent_requests must be positive");
@@ -918,69 +917,6 @@ mod tests {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("crm.example.com"));
-    }
-
-    #[test]
-    fn scheduler_entries_are_checked_at_startup() {
-        let dir = tempfile::tempdir().unwrap();
-        let cases = [
-            (
-                "name = \"a\"\ncron = \"61 * * * *\"\njob_type = \"t\"",
-                "scheduler.entries.a: cron",
-            ),
-            (
-                "name = \"a\"\nevery = \"10 minutes\"\njob_type = \"t\"",
-                "unknown unit",
-            ),
-            (
-                "name = \"a\"\njob_type = \"t\"",
-                "exactly one of every or cron",
-            ),
-            (
-                "name = \"a\"\nevery = \"1s\"\ncron = \"* * * * *\"\njob_type = \"t\"",
-                "exactly one",
-            ),
-            (
-                "name = \"a\"\ncron = \"0 9 * * *\"\ntimezone = \"Moon/Base\"\njob_type = \"t\"",
-                "unknown time zone",
-            ),
-            (
-                "name = \"a b\"\nevery = \"1s\"\njob_type = \"t\"",
-                "name \"a b\"",
-            ),
-            (
-                "name = \"a\"\nevery = \"1s\"\njob_type = \"t\"\nqueue = \"x y\"",
-                "queue",
-            ),
-            (
-                "name = \"a\"\nevery = \"1s\"\njob_type = \"t\"\noptions = { timeout = 0 }",
-                "timeout",
-            ),
-        ];
-        for (i, (entry, needle)) in cases.iter().enumerate() {
-            let path = dir.path().join(format!("e{i}.toml"));
-            std::fs::write(&path, format!("[[scheduler.entries]]\n{entry}\n")).unwrap();
-            let err = format!("{:#}", Settings::load(Some(&path), &env(&[])).unwrap_err());
-            assert!(err.contains(needle), "{entry}: {err}");
-            assert!(!err.contains('\n'), "{err}");
-        }
-        let path = dir.path().join("dup.toml");
-        std::fs::write(
-            &path,
-            "[[scheduler.entries]]\nname = \"a\"\nevery = \"1s\"\njob_type = \"t\"\n[[scheduler.entries]]\nname = \"a\"\nevery = \"2s\"\njob_type = \"t\"\n",
-        )
-        .unwrap();
-        let err = format!("{:#}", Settings::load(Some(&path), &env(&[])).unwrap_err());
-        assert!(err.contains("\"a\" is used twice"), "{err}");
-        // The shipped defaults are valid and name the guide's periodic work.
-        let s = Settings::load(None, &env(&[])).unwrap();
-        let names: Vec<&str> = s
-            .scheduler
-            .entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        assert_eq!(names, ["send-due-reminders", "process-sessions"]);
     }
 
     #[test]

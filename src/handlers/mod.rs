@@ -17,7 +17,27 @@ pub mod whatsapp;
 
 use serde_json::Value;
 
+use crate::settings::WorkerSettings;
 use crate::worker::handler::{HandlerContext, HandlerError, HandlerResult, JobInput, Registry};
+
+/// The registry for a worker: every built-in job type, a generic HTTP handler for each
+/// configured target without a built-in one, the diagnostic types if enabled, and the aliases.
+pub fn registry(settings: &WorkerSettings) -> Registry {
+    let mut r = Registry::new(settings.resolve_dotted_names);
+    register_builtin(&mut r);
+    for name in settings.http_targets.keys() {
+        if r.resolve(name).is_none_or(|(found, _)| found != name) {
+            r.register(name.clone(), http_forward);
+        }
+    }
+    if settings.diagnostic_handlers {
+        diag::register(&mut r);
+    }
+    for a in &settings.aliases {
+        r.alias(&a.from, &a.to);
+    }
+    r
+}
 
 pub fn register_builtin(r: &mut Registry) {
     r.register("webhook_process_job", whatsapp::webhook_process_job);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::auth::Bearer;
 use super::{ApiError, internal_error};
-use crate::app::AppContext;
+use crate::context::AppContext;
 use crate::jobs::{Deleted, Requeue, is_valid_job_id, is_valid_queue_name};
 
 pub(super) fn routes() -> Router<AppContext> {

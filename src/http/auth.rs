@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::app::AppContext;
+use crate::context::AppContext;
 use crate::webhooks::twilio;
 
 /// A request that carried the internal API token: take it as a handler parameter to require it.

@@ -16,15 +16,15 @@ use super::ApiError;
 use super::auth::TwilioSigned;
 use super::extract::RawBody;
 use super::ingress::{invalid, param, twilio_form};
-use crate::app::AppContext;
 use crate::calls_stream::registry::CallSlot;
 use crate::calls_stream::session::{Recording, Session, Step};
+use crate::context::AppContext;
 use crate::jobs::NewJob;
 use crate::metrics as m;
 
 pub const STREAM_PATH: &str = "/ws/twilio/media";
 
-pub(super) fn routes() -> Router<AppContext> {
+pub fn routes() -> Router<AppContext> {
     Router::new()
         .route("/twilio/voice", post(voice))
         .route("/ws/twilio/media", get(media_stream))

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ApiError;
-use super::budget::reservation;
-use crate::app::AppContext;
+use super::budget::{reservation, reserve};
+use crate::context::AppContext;
 
 pub(super) struct JsonBody<T>(pub(super) T);
 
@@ -27,7 +27,7 @@ async fn read_bytes(
     malformed: &'static str,
 ) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let room = reservation(req.headers(), ctx.settings.http.body_limit_bytes);
-    let permit = ctx.body_budget.reserve(room)?;
+    let permit = reserve(&ctx.body_budget, room)?;
     let bytes = Bytes::from_request(req, ctx).await.map_err(|r| {
         let error = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::app::{AppContext, subsystem_names};
+use crate::context::AppContext;
 
 /// The whole report must come back promptly even while Redis is unreachable.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,7 +19,7 @@ pub(super) fn routes() -> Router<AppContext> {
 
 async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>) {
     let role = ctx.role.name();
-    let subsystems = subsystem_names(ctx.role);
+    let subsystems = ctx.role.subsystem_names();
     match ctx
         .jobs
         .health_snapshot(&ctx.settings.worker.queues, HEALTH_TIMEOUT)

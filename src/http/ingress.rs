@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::auth::{Bearer, InternalSecret, TwilioSigned};
 use super::extract::{JsonBody, RawBody};
 use super::{ApiError, internal_error};
-use crate::app::AppContext;
+use crate::context::AppContext;
 use crate::handlers::push;
 use crate::jobs::{Enqueued, JobError, JobOptions, NewJob};
 use crate::metrics as m;

@@ -17,25 +17,17 @@ mod serve;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 
-use crate::app::AppContext;
-use crate::roles::{self, Subsystem};
+use crate::context::AppContext;
 
-pub use budget::BodyBudget;
 pub use error::ApiError;
 pub use serve::{ConnLimits, descriptors_needed, ensure_descriptors, serve};
 
-/// The router for a set of subsystems. `/healthz`, `/readyz` and `/metrics` are always there,
-/// outside the in-flight cap, the request timeout and the body budget, so they answer while the
-/// other routes are saturated.
-pub fn router(ctx: AppContext, subsystems: &[Subsystem]) -> Router {
+/// The listener's router: the ops routes, and `public` (the routes of the role's subsystems,
+/// chosen by `roles::router`) behind the in-flight cap and the request timeout. `/healthz`,
+/// `/readyz` and `/metrics` stay outside the cap, the timeout and the body budget, so they answer
+/// while the other routes are saturated.
+pub fn router(ctx: AppContext, public: Option<Router<AppContext>>) -> Router {
     let body_limit = ctx.settings.http.body_limit_bytes;
-    let mut public: Option<Router<AppContext>> = None;
-    if subsystems.contains(&Subsystem::PublicApi) {
-        public = Some(roles::api::routes());
-    }
-    if subsystems.contains(&Subsystem::Calls) {
-        public = Some(public.unwrap_or_default().merge(calls::routes()));
-    }
     let limits = middleware::Limits {
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
             ctx.settings.api.max_concurrent_requests,
@@ -93,7 +85,7 @@ pub(crate) fn internal_error(e: &dyn std::fmt::Display) -> ApiError {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The public API's routes: ingress, jobs health, admin and the OpenAPI document. Mounted by
-/// roles that run the `PublicApi` subsystem.
+/// `roles::router` for roles that run the `PublicApi` subsystem.
 pub fn public_api_routes() -> Router<AppContext> {
     health::routes()
         .merge(ingress::routes())

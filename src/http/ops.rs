@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::app::AppContext;
+use crate::context::AppContext;
 
 /// How long a readiness probe waits for Redis before calling it down: well inside an
 /// orchestrator's probe timeout (1 s by default on Kubernetes).

@@ -4,7 +4,7 @@
 
 use axum::Router;
 
-use crate::app::AppContext;
+use crate::context::AppContext;
 
 /// Routes of the `PublicApi` subsystem.
 pub fn routes() -> Router<AppContext> {

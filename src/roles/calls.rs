@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppContext;
+use axum::Router;
+
+use crate::context::AppContext;
 
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(
@@ -21,4 +23,9 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     )
     .await;
     Ok(())
+}
+
+/// Routes of the `Calls` subsystem: Twilio's voice webhook and the Media Streams WebSocket.
+pub fn routes() -> Router<AppContext> {
+    crate::http::calls::routes()
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppContext;
+use crate::context::AppContext;
 use crate::scheduler::{Scheduler, entries};
 use crate::worker::worker_name;
 

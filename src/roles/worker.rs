@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppContext;
+use crate::context::AppContext;
 use crate::jobs::WorkerInfo;
 use crate::worker::executor::{Executor, ExecutorConfig};
 use crate::worker::handler::{HandlerContext, RecordingAccess};
 use crate::worker::http_target::Delivery;
-use crate::worker::{hostname, maintenance, registry, worker_name};
+use crate::worker::{hostname, maintenance, worker_name};
 
 pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     let w = &ctx.settings.worker;
@@ -21,7 +21,7 @@ pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyho
             pid: std::process::id(),
             hostname: hostname(),
         },
-        registry: Arc::new(registry(w)),
+        registry: Arc::new(crate::handlers::registry(w)),
         config: ExecutorConfig::from_settings(w),
         context: HandlerContext {
             jobs: ctx.jobs.clone(),
@@ -51,6 +51,7 @@ pub async fn run_recovery(ctx: AppContext, shutdown: CancellationToken) -> anyho
         ctx.jobs.clone(),
         owner,
         ctx.settings.worker.clone(),
+        Arc::new(crate::handlers::registry(&ctx.settings.worker)),
         shutdown,
     )
     .await

@@ -23,6 +23,7 @@ pub async fn run(
     store: JobStore,
     owner: String,
     settings: WorkerSettings,
+    registry: std::sync::Arc<super::handler::Registry>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let hostname = super::hostname();
@@ -32,7 +33,6 @@ pub async fn run(
     let promote_lock = (promote_every * 5).max(Duration::from_secs(5));
     // Policies are looked up by handler name, as the executor looks them up for a failure.
     let policies = Policies::from_settings(&settings);
-    let registry = super::registry(&settings);
     let retries_for = |job_type: &str, by_prosaas: bool| {
         let name = registry
             .resolve(job_type)

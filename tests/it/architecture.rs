@@ -107,3 +107,191 @@ fn periodic_enqueuing_lives_only_in_the_scheduler() {
     }
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
+
+/// The modules under `dir` (a crate's `src/`) and the modules each one names through `crate::`
+/// or `super::` paths (outside its `#[cfg(test)]` part), file by file. A `mod` declaration is
+/// not an import: a parent lists its children, and they may name what it re-exports.
+fn import_graph(
+    dir: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let module_of = |file: &Path| -> Vec<String> {
+        let rel = file.strip_prefix(dir).unwrap().with_extension("");
+        let mut parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if parts
+            .last()
+            .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+        {
+            parts.pop();
+        }
+        parts
+    };
+    let files = rust_files(dir);
+    let known: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f)).collect();
+    // The deepest module a path names: `crate::jobs::keys::Keys` is `jobs::keys`.
+    let resolve = |path: &[String]| -> Option<Vec<String>> {
+        (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| known.contains(p))
+    };
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let me = module_of(file);
+        if me.is_empty() {
+            continue;
+        }
+        let is_mod_rs = file.file_name().is_some_and(|n| n == "mod.rs");
+        let text = std::fs::read_to_string(file).unwrap();
+        let before_tests = text.split("#[cfg(test)]").next().unwrap_or("");
+        // Comments name modules without importing them (doc links): drop them.
+        let code: String = before_tests
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .map(|l| l.split(" //").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let code = code.as_str();
+        let mut targets: BTreeSet<String> = BTreeSet::new();
+        for (anchor, base) in [
+            ("crate::", Vec::new()),
+            ("super::", {
+                // `super` of `a/b.rs` is `a`; of `a/b/mod.rs` it is `a` too.
+                let mut parent = me.clone();
+                if !is_mod_rs || parent.len() > 1 {
+                    parent.pop();
+                }
+                if is_mod_rs {
+                    parent = me[..me.len().saturating_sub(1)].to_vec();
+                }
+                parent
+            }),
+        ] {
+            for (i, _) in code.match_indices(anchor) {
+                if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+                    continue;
+                }
+                let rest = &code[i + anchor.len()..];
+                let mut paths: Vec<Vec<String>> = Vec::new();
+                let mut prefix = base.clone();
+                let mut tail = rest;
+                loop {
+                    let seg = ident(tail);
+                    if seg.is_empty() {
+                        break;
+                    }
+                    prefix.push(seg.clone());
+                    tail = &tail[seg.len()..];
+                    if let Some(t) = tail.strip_prefix("::") {
+                        tail = t;
+                        if let Some(group) = tail.strip_prefix('{') {
+                            // `use crate::a::{b, c::d}`: each item starts a path of its own.
+                            let inside = group.split('}').next().unwrap_or("");
+                            for item in inside.split(',') {
+                                let mut p = prefix.clone();
+                                p.extend(
+                                    item.trim()
+                                        .split("::")
+                                        .map(ident)
+                                        .filter(|s| !s.is_empty() && s != "self"),
+                                );
+                                paths.push(p);
+                            }
+                            break;
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                paths.push(prefix);
+                for p in paths {
+                    if let Some(m) = resolve(&p).filter(|m| *m != me && !me.starts_with(m)) {
+                        targets.insert(m.join("::"));
+                    }
+                }
+            }
+        }
+        graph.insert(me.join("::"), targets);
+    }
+    graph
+}
+
+/// The first import loop in `graph`, as the modules around it.
+fn find_loop(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == node) {
+            let mut ring = path[at..].to_vec();
+            ring.push(node.to_owned());
+            return Some(ring);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(ring) = visit(next, graph, path, done) {
+                return Some(ring);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(ring) = visit(node, graph, &mut Vec::new(), &mut done) {
+            return Some(ring);
+        }
+    }
+    None
+}
+
+/// The dependency rule (ARCHITECTURE.md): modules import each other one way, so the code reads
+/// as a stack. A new import loop fails here, naming its modules.
+#[test]
+fn modules_import_each_other_one_way() {
+    // The check itself can fail: two files naming each other are a loop.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("a")).unwrap();
+    std::fs::write(tmp.path().join("a/mod.rs"), "use crate::b::Thing;\n").unwrap();
+    std::fs::write(tmp.path().join("b.rs"), "use crate::a::Other;\n").unwrap();
+    std::fs::write(tmp.path().join("a/c.rs"), "use super::Other;\n").unwrap();
+    let ring = find_loop(&import_graph(tmp.path())).expect("a loop in the sample");
+    assert!(
+        ring.contains(&"a".to_owned()) && ring.contains(&"b".to_owned()),
+        "{ring:?}"
+    );
+
+    let graph = import_graph(&root().join("src"));
+    assert!(
+        graph.len() > 40,
+        "the graph covers the tree: {}",
+        graph.len()
+    );
+    assert!(
+        graph["http::ingress"].contains("jobs"),
+        "imports are read: {:?}",
+        graph["http::ingress"]
+    );
+    if let Some(ring) = find_loop(&graph) {
+        panic!(
+            "an import loop: {} (see ARCHITECTURE.md, the dependency rule)",
+            ring.join(" -> ")
+        );
+    }
+}

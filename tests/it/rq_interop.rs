@@ -80,6 +80,37 @@ fn rq_cli(version: &str, modules: &Path, args: &[&str]) -> Output {
         .expect("run rq")
 }
 
+/// A Python RQ worker (non-forking, JSON serializer) on `queue`; `burst` stops it when the
+/// queue is empty.
+fn rq_worker(
+    version: &str,
+    modules: &Path,
+    url: &str,
+    queue: &str,
+    burst: bool,
+) -> std::process::Child {
+    let mut args = vec!["worker"];
+    if burst {
+        args.push("-b");
+    }
+    args.extend([
+        "-w",
+        "rq.worker.SimpleWorker",
+        "-S",
+        "rq.serializers.JSONSerializer",
+        "-u",
+        url,
+        queue,
+    ]);
+    Command::new(venv(version).join("bin/rq"))
+        .args(args)
+        .env("PYTHONPATH", modules)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 const STATUS_OF: &str = r#"
 import json, sys
 from redis import Redis
@@ -456,25 +487,7 @@ async fn a_mixed_fleet_drains_two_thousand_jobs_once_each() {
     }
     // Two Python RQ workers (non-forking, as fast as RQ gets) start first; prosaas joins.
     let py: Vec<std::process::Child> = (0..2)
-        .map(|_| {
-            Command::new(venv("3.0.0").join("bin/rq"))
-                .args([
-                    "worker",
-                    "-b",
-                    "-w",
-                    "rq.worker.SimpleWorker",
-                    "-S",
-                    "rq.serializers.JSONSerializer",
-                    "-u",
-                    &url,
-                    "default",
-                ])
-                .env("PYTHONPATH", m.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| rq_worker("3.0.0", m.path(), &url, "default", true))
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut w = ProsaasProcess::start(
@@ -757,22 +770,7 @@ async fn with_an_rq_1_worker_registered_entries_are_plain_ids() {
     let url = t.url();
     let store = t.store();
     // An RQ 1.16 worker on a queue of its own: it only has to be registered.
-    let mut py = Command::new(venv("1.16.2").join("bin/rq"))
-        .args([
-            "worker",
-            "-w",
-            "rq.worker.SimpleWorker",
-            "-S",
-            "rq.serializers.JSONSerializer",
-            "-u",
-            &url,
-            "python",
-        ])
-        .env("PYTHONPATH", m.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut py = rq_worker("1.16.2", m.path(), &url, "python", false);
     let mut c = t.connection();
     eventually(
         "the RQ 1.16 worker to register",

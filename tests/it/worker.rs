@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prosaas::app::AppContext;
+use prosaas::context::AppContext;
 use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob};
 use prosaas::roles::{Role, worker};
 use prosaas::settings::Settings;
@@ -39,7 +39,7 @@ impl InProcWorker {
             calls: Arc::new(prosaas::calls_stream::registry::CallRegistry::new(1)),
             role: Role::Worker,
             jobs: JobStore::connect(&settings.store_config()).unwrap(),
-            body_budget: Arc::new(prosaas::http::BodyBudget::new(1 << 20)),
+            body_budget: Arc::new(prosaas::context::BodyBudget::new(1 << 20)),
             settings: Arc::new(settings),
         };
         let stop = CancellationToken::new();
