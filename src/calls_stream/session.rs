@@ -124,10 +124,7 @@ impl Session {
         if self.call_sid.is_some() {
             return Step::Fail("a second start on one stream".into());
         }
-        if s.call_sid.is_empty()
-            || s.call_sid.len() > 64
-            || !s.call_sid.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if !crate::webhooks::twilio::is_valid_call_sid(&s.call_sid) {
             return Step::Fail(format!("invalid callSid {:?}", s.call_sid));
         }
         if let Some(f) = &s.media_format

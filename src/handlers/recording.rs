@@ -24,7 +24,7 @@ const MAX_REDIRECTS: usize = 5;
 
 pub async fn recording_job(ctx: HandlerContext, input: JobInput) -> HandlerResult {
     let call_sid = input.str_arg("call_sid")?.to_owned();
-    if call_sid.is_empty() || !call_sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !crate::webhooks::twilio::is_valid_call_sid(&call_sid) {
         return Err(HandlerError::Permanent(format!(
             "invalid call_sid {call_sid:?}"
         )));

@@ -22,10 +22,7 @@ pub fn status_rank(status: &str) -> Option<u8> {
 
 pub async fn twilio_callback(ctx: HandlerContext, input: JobInput) -> HandlerResult {
     let call_sid = input.str_arg("call_sid")?;
-    if call_sid.is_empty()
-        || call_sid.len() > 64
-        || !call_sid.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
+    if !crate::webhooks::twilio::is_valid_call_sid(call_sid) {
         return Err(HandlerError::Permanent(format!(
             "invalid call_sid {call_sid:?}"
         )));

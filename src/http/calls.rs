@@ -15,12 +15,13 @@ use serde_json::{Map, Value, json};
 use super::ApiError;
 use super::auth::TwilioSigned;
 use super::extract::RawBody;
-use super::ingress::{invalid, param, twilio_form};
+use super::ingress::{invalid, twilio_form};
 use crate::calls_stream::registry::CallSlot;
 use crate::calls_stream::session::{Recording, Session, Step};
 use crate::context::AppContext;
 use crate::jobs::NewJob;
 use crate::metrics as m;
+use crate::webhooks::twilio;
 
 pub const STREAM_PATH: &str = "/ws/twilio/media";
 
@@ -47,7 +48,7 @@ async fn voice(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let call_sid = param(&params, "CallSid")?;
+    let call_sid = twilio::call_sid(&params).map_err(invalid)?;
     let business_id = uri
         .0
         .query()
@@ -200,11 +201,11 @@ async fn enqueue_post_call(ctx: &AppContext, r: &Recording) {
         vec![
             (
                 NewJob::new(queue.clone(), "recording_job", rec.clone()),
-                format!("recording:{}", r.call_sid),
+                twilio::recording_key(&r.call_sid),
             ),
             (
                 NewJob::new(queue.clone(), "twilio_callback", ended.clone()),
-                format!("twilio:{}:completed", r.call_sid),
+                twilio::status_key(&r.call_sid, "completed"),
             ),
         ]
     };

@@ -104,8 +104,8 @@ async fn whatsapp_incoming(
     })))
 }
 
-/// A verified Twilio request's parameters: the form's, or a JSON body's top-level scalars, after
-/// checking the signature over the public URL.
+/// A verified Twilio request's parameters (`webhooks::twilio::verified_params`), or the 403 or
+/// 400 that refuses it.
 pub(super) fn twilio_form(
     ctx: &AppContext,
     uri: &OriginalUri,
@@ -115,59 +115,20 @@ pub(super) fn twilio_form(
     let api = &ctx.settings.api;
     let path = uri.0.path_and_query().map_or("/", |p| p.as_str());
     let url = twilio::public_url(&api.public_base_url, path);
-    let forbidden = || {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "X-Twilio-Signature does not match",
-        )
+    let signature = twilio::Signature {
+        header: &signed.signature,
+        algorithm: signed.algorithm,
     };
-    let token = &api.twilio_auth_token;
-    if !signed.json {
-        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        let what = twilio::Signed::Form(&params);
-        return if twilio::verify_request(token, &url, what, &signed.signature, signed.algorithm) {
-            Ok(params)
-        } else {
-            Err(forbidden())
-        };
-    }
-    let what = twilio::Signed::Body(body);
-    if !twilio::verify_request(token, &url, what, &signed.signature, signed.algorithm) {
-        return Err(forbidden());
-    }
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-        return Err(invalid("the JSON body must be an object"));
-    };
-    Ok(fields
-        .into_iter()
-        .filter_map(|(k, v)| match v {
-            Value::String(s) => Some((k, s)),
-            Value::Number(n) => Some((k, n.to_string())),
-            Value::Bool(b) => Some((k, b.to_string())),
-            _ => None,
-        })
-        .collect())
-}
-
-pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .ok_or_else(|| invalid(format!("form field {name} is missing or malformed")))
-}
-
-pub(super) fn as_object(params: &[(String, String)]) -> Map<String, Value> {
-    params
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect()
+    twilio::verified_params(&api.twilio_auth_token, &url, signature, signed.json, body).map_err(
+        |refused| match refused {
+            twilio::Refused::Signature => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "X-Twilio-Signature does not match",
+            ),
+            twilio::Refused::Body(why) => invalid(why),
+        },
+    )
 }
 
 /// What Twilio expects back from a status callback: an empty 204, quickly.
@@ -182,26 +143,10 @@ async fn twilio_status(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let call_sid = param(&params, "CallSid")?;
-    let status = param(&params, "CallStatus")?.to_ascii_lowercase();
-    let mut args = Map::new();
-    args.insert("call_sid".into(), call_sid.into());
-    args.insert("event_type".into(), status.clone().into());
-    args.insert("params".into(), Value::Object(as_object(&params)));
-    let job = NewJob::new(
-        ctx.settings.api.ingress_queues.twilio.clone(),
-        "twilio_callback",
-        args,
-    );
-    let key = format!("twilio:{call_sid}:{status}");
-    admit(
-        &ctx,
-        "twilio",
-        job,
-        &key,
-        ctx.settings.api.twilio_dedupe_ttl_secs,
-    )
-    .await?;
+    let e =
+        twilio::status_event(&params, &ctx.settings.api.ingress_queues.twilio).map_err(invalid)?;
+    let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
+    admit(&ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
     Ok(accepted())
 }
 
@@ -212,31 +157,10 @@ async fn twilio_recording(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let call_sid = param(&params, "CallSid")?;
-    let url = params
-        .iter()
-        .find(|(k, _)| k == "RecordingUrl")
-        .map(|(_, v)| v.clone())
-        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-        .ok_or_else(|| invalid("form field RecordingUrl is missing or not an HTTP URL"))?;
-    let mut args = Map::new();
-    args.insert("call_sid".into(), call_sid.into());
-    args.insert("recording_url".into(), url.into());
-    args.insert("params".into(), Value::Object(as_object(&params)));
-    let job = NewJob::new(
-        ctx.settings.api.ingress_queues.twilio.clone(),
-        "recording_job",
-        args,
-    );
-    let key = format!("recording:{call_sid}");
-    admit(
-        &ctx,
-        "twilio",
-        job,
-        &key,
-        ctx.settings.api.twilio_dedupe_ttl_secs,
-    )
-    .await?;
+    let e = twilio::recording_event(&params, &ctx.settings.api.ingress_queues.twilio)
+        .map_err(invalid)?;
+    let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
+    admit(&ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
     Ok(accepted())
 }
 

@@ -9,15 +9,103 @@
 //!
 //! `tests/fixtures/twilio_signatures.json` holds cases computed with twilio-python
 //! (`scripts/twilio-fixtures.py`); a test holds this module to them.
+//!
+//! This module is Twilio's one home: verification, the call SID rule, the de-dupe keys and the
+//! jobs its callbacks become. The HTTP layer only extracts the request and answers.
 
 use std::collections::BTreeSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use serde_json::{Map, Value};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::jobs::NewJob;
+
+/// Whether `sid` is a call SID: 1-64 ASCII letters and digits (Twilio's are `CA` and 32 hex
+/// digits). The one rule for every place a call SID arrives: callbacks, media streams, jobs.
+pub fn is_valid_call_sid(sid: &str) -> bool {
+    !sid.is_empty() && sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The de-dupe key of a call's status callback: one job per call and status.
+pub fn status_key(call_sid: &str, status: &str) -> String {
+    format!("twilio:{call_sid}:{status}")
+}
+
+/// The de-dupe key of a call's recording: Twilio's recording callback and the calls role's own
+/// recording of the same call are one event.
+pub fn recording_key(call_sid: &str) -> String {
+    format!("recording:{call_sid}")
+}
+
+/// A verified Twilio callback as the job it becomes, under its de-dupe key.
+#[derive(Debug)]
+pub struct Event {
+    pub job: NewJob,
+    pub dedupe_key: String,
+}
+
+fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The call SID of a callback's parameters, or why not.
+pub fn call_sid(params: &[(String, String)]) -> Result<&str, String> {
+    field(params, "CallSid")
+        .filter(|s| is_valid_call_sid(s))
+        .ok_or_else(|| "form field CallSid is missing or malformed".to_owned())
+}
+
+fn as_object(params: &[(String, String)]) -> Map<String, Value> {
+    params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+/// A status callback (`CallSid`, `CallStatus`) as a `twilio_callback` job on `queue`.
+pub fn status_event(params: &[(String, String)], queue: &str) -> Result<Event, String> {
+    let sid = call_sid(params)?;
+    let status = field(params, "CallStatus")
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .ok_or("form field CallStatus is missing or malformed")?
+        .to_ascii_lowercase();
+    let mut args = Map::new();
+    args.insert("call_sid".into(), sid.into());
+    args.insert("event_type".into(), status.clone().into());
+    args.insert("params".into(), Value::Object(as_object(params)));
+    Ok(Event {
+        job: NewJob::new(queue, "twilio_callback", args),
+        dedupe_key: status_key(sid, &status),
+    })
+}
+
+/// A recording callback (`CallSid`, `RecordingUrl`) as a `recording_job` on `queue`.
+pub fn recording_event(params: &[(String, String)], queue: &str) -> Result<Event, String> {
+    let sid = call_sid(params)?;
+    let url = field(params, "RecordingUrl")
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .ok_or("form field RecordingUrl is missing or not an HTTP URL")?;
+    let mut args = Map::new();
+    args.insert("call_sid".into(), sid.into());
+    args.insert("recording_url".into(), url.into());
+    args.insert("params".into(), Value::Object(as_object(params)));
+    Ok(Event {
+        job: NewJob::new(queue, "recording_job", args),
+        dedupe_key: recording_key(sid),
+    })
+}
 
 /// The HMAC a request was signed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +220,66 @@ pub fn verify_request(
     let without = matches(&without_port(url));
     let with = matches(&with_port(url));
     without | with
+}
+
+/// The signature a request carries: `X-Twilio-Signature` and the algorithm its settings header
+/// names.
+#[derive(Clone, Copy, Debug)]
+pub struct Signature<'a> {
+    pub header: &'a str,
+    pub algorithm: Algorithm,
+}
+
+/// Why a Twilio request is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The signature does not match: not Twilio's (403).
+    Signature,
+    /// Signed, but not a body a callback can have (400).
+    Body(&'static str),
+}
+
+/// The parameters of a request to `url` whose signature checks out: the form's, or for a JSON
+/// body (`json`, signed through `bodySHA256`) its top-level scalars as strings.
+pub fn verified_params(
+    auth_token: &str,
+    url: &str,
+    signature: Signature<'_>,
+    json: bool,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Refused> {
+    let check = |signed| {
+        verify_request(
+            auth_token,
+            url,
+            signed,
+            signature.header,
+            signature.algorithm,
+        )
+    };
+    if !json {
+        let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        return if check(Signed::Form(&params)) {
+            Ok(params)
+        } else {
+            Err(Refused::Signature)
+        };
+    }
+    if !check(Signed::Body(body)) {
+        return Err(Refused::Signature);
+    }
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Err(Refused::Body("the JSON body must be an object"));
+    };
+    Ok(fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) => Some((k, n.to_string())),
+            Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The URL Twilio signed: the configured public base URL plus the path and query it called.
@@ -328,6 +476,74 @@ mod tests {
             "sig",
             Algorithm::Sha1
         ));
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn callbacks_become_jobs_under_one_call_sid_rule() {
+        let e = status_event(
+            &pairs(&[("CallSid", "CA1"), ("CallStatus", "In-Progress")]),
+            "q",
+        )
+        .unwrap();
+        assert_eq!(e.dedupe_key, "twilio:CA1:in-progress");
+        assert_eq!(e.job.queue, "q");
+        assert_eq!(e.job.job_type, "twilio_callback");
+        assert_eq!(e.job.args["event_type"], "in-progress");
+        let r = recording_event(
+            &pairs(&[
+                ("CallSid", "CA1"),
+                ("RecordingUrl", "https://api.twilio.com/RE1"),
+            ]),
+            "q",
+        )
+        .unwrap();
+        assert_eq!(r.dedupe_key, recording_key("CA1"));
+        assert!(
+            recording_event(
+                &pairs(&[("CallSid", "CA1"), ("RecordingUrl", "ftp://x")]),
+                "q"
+            )
+            .is_err()
+        );
+        for bad in ["", "CA-1", "CA 1", &"C".repeat(65)] {
+            assert!(!is_valid_call_sid(bad), "{bad:?}");
+            assert!(
+                status_event(&pairs(&[("CallSid", bad), ("CallStatus", "ringing")]), "q").is_err()
+            );
+        }
+        assert!(is_valid_call_sid("CA0123456789abcdef0123456789abcdef"));
+    }
+
+    #[test]
+    fn verified_params_refuse_what_twilio_did_not_sign() {
+        let params = pairs(&[("CallSid", "CA1")]);
+        let url = "https://h/webhook/twilio/status";
+        let sig = signature("t", url, &params);
+        let body = b"CallSid=CA1";
+        let s = |header| Signature {
+            header,
+            algorithm: Algorithm::Sha1,
+        };
+        assert_eq!(
+            verified_params("t", url, s(&sig), false, body).unwrap(),
+            params
+        );
+        assert_eq!(
+            verified_params("t", url, s(&sig), false, b"CallSid=CA2"),
+            Err(Refused::Signature)
+        );
+        let json_url = format!("{url}?bodySHA256={}", hex(&Sha256::digest(b"[1]")));
+        let json_sig = signature("t", &json_url, &[]);
+        assert_eq!(
+            verified_params("t", &json_url, s(&json_sig), true, b"[1]"),
+            Err(Refused::Body("the JSON body must be an object"))
+        );
     }
 
     #[test]
