@@ -429,7 +429,21 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Every rule, section by section; the first broken one is the error.
     fn validate(&self) -> anyhow::Result<()> {
+        self.validate_redis()?;
+        self.validate_worker()?;
+        self.validate_worker_types()?;
+        self.validate_external()?;
+        self.validate_calls()?;
+        self.validate_scheduler()?;
+        self.validate_api()?;
+        self.validate_recordings()?;
+        self.validate_http()
+    }
+
+    /// `[redis]`: the URL, the key prefix RQ shares, timeouts.
+    fn validate_redis(&self) -> anyhow::Result<()> {
         if !self.redis.url.is_empty() {
             validate_url(&self.redis.url).context("redis.url")?;
         }
@@ -447,6 +461,11 @@ impl Settings {
         if self.redis.connect_timeout_ms == 0 || self.redis.response_timeout_ms == 0 {
             bail!("redis.connect_timeout_ms and redis.response_timeout_ms must be positive");
         }
+        Ok(())
+    }
+
+    /// `[worker]`: queues, timings that keep live jobs from being recovered, retries, TTLs, types and HTTP targets, the started-registry format.
+    fn validate_worker(&self) -> anyhow::Result<()> {
         if self.worker.concurrency == 0 {
             bail!("worker.concurrency must be at least 1");
         }
@@ -481,15 +500,6 @@ impl Settings {
                 self.shutdown.grace_ms
             );
         }
-        let check_timeout = |name: &str, t: i64| {
-            if t == -1 || t > 0 {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!(
-                    "{name} must be positive seconds, or -1 for no limit"
-                ))
-            }
-        };
         check_timeout("worker.timeout_secs", w.timeout_secs)?;
         if w.backoff_secs.is_empty() {
             bail!("worker.backoff_secs must list at least one delay");
@@ -503,6 +513,19 @@ impl Settings {
                 "worker.result_ttl_secs and worker.failure_ttl_secs must be -1 (forever), 0 or positive up to {MAX_TTL_SECS}"
             );
         }
+        if !["auto", "rq1", "rq2"].contains(&self.worker.started_entries.as_str()) {
+            bail!(
+                "worker.started_entries must be auto, rq1 or rq2, not {:?}",
+                self.worker.started_entries
+            );
+        }
+        Ok(())
+    }
+
+    /// `[worker.types]` and `[worker.http_targets]`: per-type timeouts and backoffs, each
+    /// target's URL, secret and timeout.
+    fn validate_worker_types(&self) -> anyhow::Result<()> {
+        let w = &self.worker;
         for (name, t) in &w.types {
             if let Some(timeout) = t.timeout_secs {
                 check_timeout(&format!("worker.types.{name}.timeout_secs"), timeout)?;
@@ -524,11 +547,16 @@ impl Settings {
                 bail!("worker.http_targets.{name}.timeout_ms must be positive");
             }
         }
+        Ok(())
+    }
+
+    /// `external`: each type's queue is its own, and scheduler entries for it use that queue.
+    fn validate_external(&self) -> anyhow::Result<()> {
         for e in &self.external {
             if !is_valid_queue_name(&e.queue) {
                 bail!("external: {:?} is not a valid queue name", e.queue);
             }
-            if w.queues.contains(&e.queue) {
+            if self.worker.queues.contains(&e.queue) {
                 bail!(
                     "worker.queues includes {}, the queue of the external job type {}: prosaas workers would take jobs only Python RQ can run",
                     e.queue,
@@ -552,6 +580,11 @@ impl Settings {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// `[calls]`: limits, the greeting file, the shutdown grace.
+    fn validate_calls(&self) -> anyhow::Result<()> {
         let c = &self.calls;
         if c.max_concurrent_calls == 0 || c.idle_timeout_ms == 0 {
             bail!("calls.max_concurrent_calls and calls.idle_timeout_ms must be positive");
@@ -564,6 +597,11 @@ impl Settings {
                 self.shutdown.grace_ms
             );
         }
+        Ok(())
+    }
+
+    /// `[scheduler]`: timings (the entries themselves are the scheduler's, checked by `scheduler::entries`).
+    fn validate_scheduler(&self) -> anyhow::Result<()> {
         let s = &self.scheduler;
         if s.renew_interval_ms == 0 || s.tick_interval_ms == 0 {
             bail!("scheduler.renew_interval_ms and scheduler.tick_interval_ms must be positive");
@@ -575,6 +613,11 @@ impl Settings {
                 s.renew_interval_ms
             );
         }
+        Ok(())
+    }
+
+    /// `[api]`: limits, de-dupe TTLs, queues, the public base URL.
+    fn validate_api(&self) -> anyhow::Result<()> {
         let a = &self.api;
         if a.request_timeout_ms == 0 || a.max_concurrent_requests == 0 {
             bail!("api.request_timeout_ms and api.max_concurrent_requests must be positive");
@@ -609,12 +652,15 @@ impl Settings {
         {
             bail!("api.queues: {q:?} must be 1-128 characters of [A-Za-z0-9_.-]");
         }
-        if !["auto", "rq1", "rq2"].contains(&self.worker.started_entries.as_str()) {
-            bail!(
-                "worker.started_entries must be auto, rq1 or rq2, not {:?}",
-                self.worker.started_entries
-            );
+        let url = &a.public_base_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            bail!("api.public_base_url (PUBLIC_BASE_URL) must start with https:// or http://");
         }
+        Ok(())
+    }
+
+    /// `[recordings]`: the download cap and the host allow-list.
+    fn validate_recordings(&self) -> anyhow::Result<()> {
         let r = &self.recordings;
         if r.max_download_bytes == 0 {
             bail!("recordings.max_download_bytes must be positive");
@@ -628,10 +674,11 @@ impl Settings {
         }) {
             bail!("recordings.allowed_hosts: {h:?} must be a host name, or *. and a domain");
         }
-        let url = &a.public_base_url;
-        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
-            bail!("api.public_base_url (PUBLIC_BASE_URL) must start with https:// or http://");
-        }
+        Ok(())
+    }
+
+    /// `[http]`: body limits and budget, connection limits and timeouts, the ops port.
+    fn validate_http(&self) -> anyhow::Result<()> {
         let h = &self.http;
         if h.body_limit_bytes == 0 || h.body_limit_bytes > 1 << 30 {
             bail!("http.body_limit_bytes must be between 1 and 1073741824 (1 GiB)");
@@ -726,6 +773,15 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown.grace_ms)
+    }
+}
+
+/// A timeout setting: positive seconds, or -1 for no limit.
+fn check_timeout(name: &str, t: i64) -> anyhow::Result<()> {
+    if t == -1 || t > 0 {
+        Ok(())
+    } else {
+        bail!("{name} must be positive seconds, or -1 for no limit")
     }
 }
 

@@ -8,6 +8,7 @@ use redis::Commands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::client::TestApi;
 use crate::support::process::{TEST_PUBLIC_URL, TEST_SECRET, TEST_TOKEN, TEST_TWILIO_TOKEN};
 use crate::support::redis_server::TestDb;
 use crate::support::{ProsaasProcess, db, process, promtext};
@@ -32,28 +33,13 @@ fn webhook(ids: &[&str]) -> Value {
     json!({"tenantId": "1", "payload": {"messages": messages}})
 }
 
-async fn post_webhook(
-    http: &reqwest::Client,
-    p: &ProsaasProcess,
-    body: &Value,
-) -> (StatusCode, Value) {
-    let r = http
-        .post(p.url("/webhook/whatsapp/incoming"))
-        .header("X-Internal-Secret", TEST_SECRET)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_webhook_twice_makes_one_job() {
     let t = db();
     let p = api(&t);
-    let http = reqwest::Client::new();
-    let (s1, b1) = post_webhook(&http, &p, &webhook(&["TEST123"])).await;
-    let (s2, b2) = post_webhook(&http, &p, &webhook(&["TEST123"])).await;
+    let client = TestApi::new(&p);
+    let (s1, b1) = client.webhook(&webhook(&["TEST123"])).await;
+    let (s2, b2) = client.webhook(&webhook(&["TEST123"])).await;
     assert_eq!(
         (s1, s2),
         (StatusCode::OK, StatusCode::OK),
@@ -74,7 +60,9 @@ async fn the_same_webhook_twice_makes_one_job() {
     );
 
     // A batch with 3 new and 2 already seen ids makes 3 jobs.
-    let (s, b) = post_webhook(&http, &p, &webhook(&["TEST123", "N1", "N2", "N3", "N1"])).await;
+    let (s, b) = client
+        .webhook(&webhook(&["TEST123", "N1", "N2", "N3", "N1"]))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         (b["enqueued"].as_u64(), b["duplicates"].as_u64()),
@@ -306,29 +294,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 async fn internal_push_enqueue_and_admin_api() {
     let t = db();
     let p = api(&t);
-    let http = reqwest::Client::new();
-    let auth = format!("Bearer {TEST_TOKEN}");
+    let api = TestApi::new(&p);
     let push = json!({"notification_id": 9, "user_id": "u1", "title": "Hi", "body": "New lead"});
-    let r1: Value = http
-        .post(p.url("/api/notifications/push"))
-        .header("authorization", &auth)
-        .json(&push)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r2: Value = http
-        .post(p.url("/api/notifications/push"))
-        .header("authorization", &auth)
-        .json(&push)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r1) = api.post("/api/notifications/push", Some(&push)).await;
+    let (_, r2) = api.post("/api/notifications/push", Some(&push)).await;
     assert_eq!(
         (r1["duplicate"].as_bool(), r2["duplicate"].as_bool()),
         (Some(false), Some(true))
@@ -336,39 +305,14 @@ async fn internal_push_enqueue_and_admin_api() {
     assert_eq!(r1["job_id"], r2["job_id"]);
 
     let req = json!({"queue": "high", "job_type": "diag.fail", "args": {"permanent": true}, "options": {"max_retries": 0}});
-    let r = http
-        .post(p.url("/api/jobs/enqueue"))
-        .header("authorization", &auth)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (status, r) = api.post("/api/jobs/enqueue", Some(&req)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = r["job_id"].as_str().unwrap().to_owned();
 
-    let job: Value = http
-        .get(p.url(&format!("/api/jobs/{id}")))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, job) = api.get(&format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "queued");
     assert_eq!(job["origin"], "high");
-    assert_eq!(
-        http.get(p.url("/api/jobs/nope"))
-            .header("authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(api.get("/api/jobs/nope").await.0, StatusCode::NOT_FOUND);
 
     // Fail it (as a worker would), list, requeue, delete.
     let w = crate::worker::InProcWorker::start(&t, &[]);
@@ -378,15 +322,7 @@ async fn internal_push_enqueue_and_admin_api() {
     })
     .await;
     w.stop().await;
-    let failed: Value = http
-        .get(p.url("/api/jobs/failed?queue=high&limit=10"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, failed) = api.get("/api/jobs/failed?queue=high&limit=10").await;
     assert_eq!(failed["jobs"][0]["id"], id.as_str());
     assert!(
         failed["jobs"][0]["result"]["error"]
@@ -394,27 +330,17 @@ async fn internal_push_enqueue_and_admin_api() {
             .unwrap()
             .contains("PermanentJobError")
     );
-    let r = http
-        .post(p.url(&format!("/api/jobs/failed/{id}/requeue")))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = http
-        .post(p.url(&format!("/api/jobs/failed/{id}/requeue")))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT, "no longer failed");
-    let r = http
-        .delete(p.url(&format!("/api/jobs/{id}")))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let requeue = format!("/api/jobs/failed/{id}/requeue");
+    assert_eq!(api.post(&requeue, None).await.0, StatusCode::OK);
+    assert_eq!(
+        api.post(&requeue, None).await.0,
+        StatusCode::CONFLICT,
+        "no longer failed"
+    );
+    assert_eq!(
+        api.delete(&format!("/api/jobs/{id}")).await.0,
+        StatusCode::OK
+    );
     let len: usize = t.connection().llen("rq:queue:high").unwrap();
     assert_eq!(len, 0, "deleted from its queue too");
     // The push notification failed too (no push gateway is configured here): requeue-all
@@ -424,15 +350,7 @@ async fn internal_push_enqueue_and_admin_api() {
         t.store().fetch_job(push_id).await.unwrap().unwrap().status,
         "failed"
     );
-    let all: Value = http
-        .post(p.url("/api/jobs/failed/requeue-all"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, all) = api.post("/api/jobs/failed/requeue-all", None).await;
     assert_eq!(all["requeued"], 1);
     assert_eq!(
         t.store().fetch_job(push_id).await.unwrap().unwrap().status,
@@ -577,8 +495,9 @@ async fn metrics_parse_and_move_as_jobs_flow() {
     let http = reqwest::Client::new();
     let scrape =
         || async { parse_prometheus(&promtext::scrape_clean(&http, p.url("/metrics")).await) };
-    post_webhook(&http, &p, &webhook(&["M1", "M2"])).await;
-    post_webhook(&http, &p, &webhook(&["M1"])).await;
+    let client = TestApi::new(&p);
+    client.webhook(&webhook(&["M1", "M2"])).await;
+    client.webhook(&webhook(&["M1"])).await;
     let s = scrape().await;
     assert_eq!(
         sample(&s, "prosaas_jobs_enqueued_total", "source=\"whatsapp\""),
@@ -719,40 +638,22 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
 async fn explicit_ids_and_deleted_jobs() {
     let t = db();
     let p = api(&t);
-    let http = reqwest::Client::new();
-    let auth = format!("Bearer {TEST_TOKEN}");
-    let enqueue = || {
-        http.post(p.url("/api/jobs/enqueue"))
-            .header("authorization", &auth)
-            .json(&json!({"job_type": "crm_sync", "options": {"job_id": "crm-sync-7"}}))
-            .send()
-    };
-    assert_eq!(enqueue().await.unwrap().status(), StatusCode::ACCEPTED);
-    let r = enqueue().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
-    let err: Value = r.json().await.unwrap();
+    let api = TestApi::new(&p);
+    let req = json!({"job_type": "crm_sync", "options": {"job_id": "crm-sync-7"}});
+    let enqueue = || api.post("/api/jobs/enqueue", Some(&req));
+    assert_eq!(enqueue().await.0, StatusCode::ACCEPTED);
+    let (status, err) = enqueue().await;
+    assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["error"], "conflict");
     assert!(err["detail"].as_str().unwrap().contains("queued"), "{err}");
     assert_eq!(job_count(&t), 1);
-    let del = http
-        .delete(p.url("/api/jobs/crm-sync-7"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert!(del.status().is_success(), "{}", del.status());
-    assert_eq!(enqueue().await.unwrap().status(), StatusCode::ACCEPTED);
+    assert!(api.delete("/api/jobs/crm-sync-7").await.0.is_success());
+    assert_eq!(enqueue().await.0, StatusCode::ACCEPTED);
 
-    let (_, first) = post_webhook(&http, &p, &webhook(&["DEL-ME"])).await;
+    let (_, first) = api.webhook(&webhook(&["DEL-ME"])).await;
     let id = first["jobs"][0]["job_id"].as_str().unwrap().to_owned();
-    let del = http
-        .delete(p.url(&format!("/api/jobs/{id}")))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert!(del.status().is_success());
-    let (_, retry) = post_webhook(&http, &p, &webhook(&["DEL-ME"])).await;
+    assert!(api.delete(&format!("/api/jobs/{id}")).await.0.is_success());
+    let (_, retry) = api.webhook(&webhook(&["DEL-ME"])).await;
     assert_eq!(retry["duplicates"], 0, "{retry}");
     assert_eq!(retry["enqueued"], 1);
 }

@@ -1,5 +1,6 @@
 //! Shared test helpers: private Redis servers and the real binary as a process.
 
+pub mod client;
 pub mod process;
 pub mod promtext;
 pub mod redis_server;
