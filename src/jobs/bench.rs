@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::JobStore;
 use super::error::JobError;
+use super::keys::Keys;
 
 /// Counters read by [`JobStore::command_totals`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -110,7 +111,7 @@ impl JobStore {
             format!("{p}worker:bench-*"),
             format!("{p}scheduler:{}", std::process::id()),
             "job_lock:bench:*".to_owned(),
-            format!("prosaas:maintenance:{queue}"),
+            Keys::maintenance_lock(queue),
             "prosaas:worker:bench-*".to_owned(),
         ];
         let n = self.delete_matching(&patterns).await?;
@@ -121,13 +122,13 @@ impl JobStore {
             .await?;
         // Bench workers stay listed for recovery after they stop; they had nothing left over.
         let listed: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(super::worker::INBOXES)
+            .arg(Keys::inboxes())
             .query_async(&mut self.conn())
             .await?;
         let ours: Vec<&String> = listed.iter().filter(|w| w.starts_with("bench-")).collect();
         if !ours.is_empty() {
             redis::cmd("SREM")
-                .arg(super::worker::INBOXES)
+                .arg(Keys::inboxes())
                 .arg(&ours)
                 .query_async::<()>(&mut self.conn())
                 .await?;

@@ -123,6 +123,26 @@ impl Keys {
         "prosaas:scheduler:cycle"
     }
 
+    /// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
+    pub(crate) fn inboxes() -> &'static str {
+        "prosaas:inboxes"
+    }
+
+    /// The ids a worker's blocking wake-up moved off a queue, not yet claimed.
+    pub(crate) fn inbox(worker: &str) -> String {
+        format!("prosaas:worker:{worker}:inbox")
+    }
+
+    /// Which worker runs recovery for `queue` now.
+    pub(crate) fn maintenance_lock(queue: &str) -> String {
+        format!("prosaas:maintenance:{queue}")
+    }
+
+    /// Job id → executions, written only by the `diag.count` job type.
+    pub(crate) fn diag_executions() -> &'static str {
+        "prosaas:diag:executions"
+    }
+
     /// The executions a worker runs (claim.lua and settle.lua build the same name).
     pub(crate) fn running(worker: &str) -> String {
         format!("prosaas:worker:{worker}:running")

@@ -21,13 +21,6 @@ use super::job::{
 use super::keys::Keys;
 use super::{JobStore, bounded, scripts};
 
-/// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
-pub(crate) const INBOXES: &str = "prosaas:inboxes";
-
-fn inbox_key(worker: &str) -> String {
-    format!("prosaas:worker:{worker}:inbox")
-}
-
 /// Who a worker is, as registered in `rq:worker:<name>`.
 #[derive(Clone, Debug)]
 pub struct WorkerInfo {
@@ -176,7 +169,7 @@ impl JobStore {
             )
             .expire(&wkey, ttl_secs(ttl))
             .sadd(k.workers(), &wkey)
-            .sadd(INBOXES, &w.name);
+            .sadd(Keys::inboxes(), &w.name);
         for q in &w.queues {
             pipe.sadd(k.workers_of(q), &wkey);
         }
@@ -204,7 +197,7 @@ impl JobStore {
             .arg(rq_timestamp(now))
             .arg(ttl_secs(ttl))
             .arg(now.timestamp() + ttl_secs(ttl))
-            .arg(INBOXES)
+            .arg(Keys::inboxes())
             .arg(w.queues.len())
             .arg(&w.queues);
         for e in running {
@@ -279,7 +272,7 @@ impl JobStore {
             .arg(now.timestamp() + ttl_secs(job_ttl))
             .arg(max)
             .arg(&base)
-            .arg(inbox_key(&w.name))
+            .arg(Keys::inbox(&w.name))
             .arg(state_seq);
         for q in &w.queues {
             inv.arg(q);
@@ -465,7 +458,7 @@ impl JobStore {
                 .arg(&exc)
                 .arg(default_failure_ttl)
                 .arg(RECOVER_BATCH)
-                .arg(format!("prosaas:maintenance:{queue}"))
+                .arg(Keys::maintenance_lock(queue))
                 .arg(owner)
                 .arg(
                     u64::try_from(lock_ttl.as_millis())
@@ -563,8 +556,8 @@ impl JobStore {
         let n: i64 = scripts::RELEASE_INBOX
             .arg(self.keys.rq_prefix())
             .arg(worker)
-            .arg(inbox_key(worker))
-            .arg(INBOXES)
+            .arg(Keys::inbox(worker))
+            .arg(Keys::inboxes())
             .arg(if force { "1" } else { "0" })
             .arg(fallback_queue)
             .invoke_async(&mut self.conn())
@@ -575,7 +568,7 @@ impl JobStore {
     /// Releases the inboxes of every dead worker; returns how many ids went back.
     pub async fn release_dead_inboxes(&self, fallback_queue: &str) -> Result<u64, JobError> {
         let workers: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(INBOXES)
+            .arg(Keys::inboxes())
             .query_async(&mut self.conn())
             .await?;
         let mut total = 0;
@@ -601,7 +594,7 @@ impl JobStore {
         Ok(QueueWaker {
             conn,
             queue_key: self.keys.queue(queue),
-            inbox: inbox_key(&w.name),
+            inbox: Keys::inbox(&w.name),
         })
     }
 
@@ -609,7 +602,7 @@ impl JobStore {
     /// exactly-once execution in tests and benchmarks).
     pub async fn count_execution(&self, job_id: &str) -> Result<u64, JobError> {
         Ok(redis::cmd("HINCRBY")
-            .arg(DIAG_EXECUTIONS)
+            .arg(Keys::diag_executions())
             .arg(job_id)
             .arg(1)
             .query_async(&mut self.conn())
@@ -619,13 +612,12 @@ impl JobStore {
     /// Every execution counted by [`JobStore::count_execution`], by job id.
     pub async fn execution_counts(&self) -> Result<BTreeMap<String, u64>, JobError> {
         Ok(redis::cmd("HGETALL")
-            .arg(DIAG_EXECUTIONS)
+            .arg(Keys::diag_executions())
             .query_async(&mut self.conn())
             .await?)
     }
 }
 
-const DIAG_EXECUTIONS: &str = "prosaas:diag:executions";
 const RECOVER_BATCH: u64 = 200;
 const PROMOTE_BATCH: u64 = 500;
 /// How long one blocking pop waits before the waker re-checks whether it is still wanted.
