@@ -103,7 +103,7 @@ impl<'a> Meter<'a> {
     async fn start(store: &'a JobStore) -> anyhow::Result<Self> {
         Ok(Self {
             store,
-            redis: store.command_totals().await?,
+            redis: store.bench().command_totals().await?,
             cpu: cpu_secs("self"),
             started: Instant::now(),
         })
@@ -113,7 +113,7 @@ impl<'a> Meter<'a> {
     async fn figure(self, name: &str, jobs: usize, overhead: u64) -> anyhow::Result<Figure> {
         let seconds = self.started.elapsed().as_secs_f64();
         let cpu = cpu_secs("self") - self.cpu;
-        let r = self.store.command_totals().await?;
+        let r = self.store.bench().command_totals().await?;
         let n = jobs.max(1) as f64;
         let mut extra = Map::new();
         // Where the time went: the CPU both sides spent per job tells whether Redis or this
@@ -223,13 +223,13 @@ async fn until_finished(store: &JobStore, target: u64, within: Duration) -> anyh
     let mut polls = 0;
     loop {
         polls += 1;
-        if store.finished_count(QUEUE).await? >= target {
+        if store.bench().finished_count(QUEUE).await? >= target {
             return Ok(polls);
         }
         if Instant::now() > deadline {
             bail!(
                 "only {} of {target} jobs finished within {within:?}",
-                store.finished_count(QUEUE).await?
+                store.bench().finished_count(QUEUE).await?
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -239,6 +239,7 @@ async fn until_finished(store: &JobStore, target: u64, within: Duration) -> anyh
 pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<Report> {
     let store = JobStore::connect(&settings.store_config())?;
     let keys = store
+        .bench()
         .key_count()
         .await
         .with_context(|| format!("Redis at {} does not answer", store.redacted_url()))?;
@@ -248,9 +249,9 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<Report>
             store.redacted_url()
         );
     }
-    store.delete_bench_keys(QUEUE).await?;
+    store.bench().delete_bench_keys(QUEUE).await?;
     let result = scenario(&args, settings, &store).await;
-    store.delete_bench_keys(QUEUE).await?;
+    store.bench().delete_bench_keys(QUEUE).await?;
     let figures = result?;
     Ok(Report {
         scenario: args.scenario.clone(),
@@ -280,7 +281,7 @@ async fn scenario(
                 m.figure(&format!("single calls, {c} in flight"), n, 0)
                     .await?,
             );
-            store.delete_bench_keys(QUEUE).await?;
+            store.bench().delete_bench_keys(QUEUE).await?;
             let m = Meter::start(store).await?;
             fill(store, n, 1, a.batch).await?;
             figures.push(
@@ -324,7 +325,7 @@ async fn scenario(
                 .concurrency
                 .map_or_else(|| vec![1, 16, 64, 256], |c| vec![c]);
             for (run, c) in sweep.into_iter().enumerate() {
-                store.delete_bench_keys(QUEUE).await?;
+                store.bench().delete_bench_keys(QUEUE).await?;
                 fill(store, n, run, 1000).await?;
                 let m = Meter::start(store).await?;
                 let (stop, handle) = worker(store, settings, c)?;
@@ -391,7 +392,7 @@ async fn scenario(
             stop.cancel();
             handle.await??;
             let ids: Vec<String> = (0..total).map(|i| format!("bench-0-{i}")).collect();
-            let stamps = store.job_timestamps(&ids).await?;
+            let stamps = store.bench().job_timestamps(&ids).await?;
             let mut lat: Vec<f64> = stamps
                 .values()
                 .filter_map(|(e, s)| {
@@ -445,7 +446,7 @@ async fn webhook(
     store: &JobStore,
 ) -> anyhow::Result<Vec<Figure>> {
     let c = a.concurrency.unwrap_or(64);
-    let default_was_listed = store.queue_registered("default").await?;
+    let default_was_listed = store.bench().queue_registered("default").await?;
     let mut s = settings.clone();
     s.http.host = "127.0.0.1".into();
     s.http.port = 0;
@@ -518,15 +519,16 @@ async fn webhook(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain()
             .collect();
-        store.delete_jobs("default", &ids).await?;
+        store.bench().delete_jobs("default", &ids).await?;
         store
+            .bench()
             .delete_matching(&["job_lock:webhook:baileys:bench-*".to_owned()])
             .await?;
     }
     stop.cancel();
     server.await??;
     if !default_was_listed {
-        store.forget_queue_if_empty("default").await?;
+        store.bench().forget_queue_if_empty("default").await?;
     }
     Ok(figures)
 }
@@ -598,7 +600,7 @@ impl HttpConn {
 async fn calls(a: &BenchArgs, settings: &Settings, store: &JobStore) -> anyhow::Result<Figure> {
     use futures_util::SinkExt;
     let n = a.concurrency.unwrap_or(100);
-    let default_was_listed = store.queue_registered("default").await?;
+    let default_was_listed = store.bench().queue_registered("default").await?;
     let dir = std::env::temp_dir().join(format!("prosaas-bench-calls-{}", std::process::id()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -679,15 +681,16 @@ async fn calls(a: &BenchArgs, settings: &Settings, store: &JobStore) -> anyhow::
             ]
         })
         .collect();
-    store.delete_jobs("default", &ids).await?;
+    store.bench().delete_jobs("default", &ids).await?;
     store
+        .bench()
         .delete_matching(&[
             "job_lock:recording:CABENCH*".to_owned(),
             "job_lock:twilio:CABENCH*".to_owned(),
         ])
         .await?;
     if !default_was_listed {
-        store.forget_queue_if_empty("default").await?;
+        store.bench().forget_queue_if_empty("default").await?;
     }
     let (p99, count) = histogram_quantile(&metrics, "prosaas_call_frame_seconds", 0.99);
     let mut figure = Figure {

@@ -7,7 +7,7 @@ use super::JobStore;
 use super::error::JobError;
 use super::keys::Keys;
 
-/// Counters read by [`JobStore::command_totals`].
+/// Counters read by [`Bench::command_totals`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RedisCounters {
     pub commands: u64,
@@ -15,7 +15,24 @@ pub struct RedisCounters {
     pub cpu_secs: f64,
 }
 
+/// The bench's view of the store: `JobStore::bench()`. Kept apart from the handle the roles
+/// use, so that bulk deletes by pattern and counters are reachable only from `prosaas bench`.
+pub struct Bench<'a> {
+    store: &'a JobStore,
+}
+
 impl JobStore {
+    /// The bench's helpers (see [`Bench`]).
+    pub fn bench(&self) -> Bench<'_> {
+        Bench { store: self }
+    }
+}
+
+impl Bench<'_> {
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        self.store.conn()
+    }
+
     /// Keys in the current database (the bench refuses to run on a database that holds any,
     /// unless forced, so it cannot pollute production data).
     pub async fn key_count(&self) -> Result<u64, JobError> {
@@ -95,7 +112,7 @@ impl JobStore {
     /// Finished jobs of one queue, in one command (the bench polls it while a drain runs).
     pub async fn finished_count(&self, queue: &str) -> Result<u64, JobError> {
         Ok(redis::cmd("ZCARD")
-            .arg(self.keys.finished(queue))
+            .arg(self.store.keys.finished(queue))
             .query_async(&mut self.conn())
             .await?)
     }
@@ -103,7 +120,7 @@ impl JobStore {
     /// The bench's keys: its queue and registries, its jobs and results (ids `bench-*`), its
     /// de-dupe locks and workers. Everything else is left alone.
     pub async fn delete_bench_keys(&self, queue: &str) -> Result<u64, JobError> {
-        let p = self.keys.rq_prefix();
+        let p = self.store.keys.rq_prefix();
         let patterns = vec![
             format!("{p}*:{queue}"),
             format!("{p}job:bench-*"),
@@ -116,8 +133,8 @@ impl JobStore {
         ];
         let n = self.delete_matching(&patterns).await?;
         redis::cmd("SREM")
-            .arg(self.keys.queues())
-            .arg(self.keys.queue(queue))
+            .arg(self.store.keys.queues())
+            .arg(self.store.keys.queue(queue))
             .query_async::<()>(&mut self.conn())
             .await?;
         // Bench workers stay listed for recovery after they stop; they had nothing left over.
@@ -139,8 +156,8 @@ impl JobStore {
     /// Whether `queue` is listed in `rq:queues`.
     pub async fn queue_registered(&self, queue: &str) -> Result<bool, JobError> {
         Ok(redis::cmd("SISMEMBER")
-            .arg(self.keys.queues())
-            .arg(self.keys.queue(queue))
+            .arg(self.store.keys.queues())
+            .arg(self.store.keys.queue(queue))
             .query_async(&mut self.conn())
             .await?)
     }
@@ -148,13 +165,13 @@ impl JobStore {
     /// Unlists `queue` from `rq:queues` if it holds no jobs (after a bench listed it).
     pub async fn forget_queue_if_empty(&self, queue: &str) -> Result<(), JobError> {
         let len: u64 = redis::cmd("LLEN")
-            .arg(self.keys.queue(queue))
+            .arg(self.store.keys.queue(queue))
             .query_async(&mut self.conn())
             .await?;
         if len == 0 {
             redis::cmd("SREM")
-                .arg(self.keys.queues())
-                .arg(self.keys.queue(queue))
+                .arg(self.store.keys.queues())
+                .arg(self.store.keys.queue(queue))
                 .query_async::<()>(&mut self.conn())
                 .await?;
         }
@@ -167,11 +184,11 @@ impl JobStore {
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.lrem(self.keys.queue(queue), 0, id)
+                pipe.lrem(self.store.keys.queue(queue), 0, id)
                     .ignore()
-                    .del(self.keys.job(id))
+                    .del(self.store.keys.job(id))
                     .ignore()
-                    .del(self.keys.results(id))
+                    .del(self.store.keys.results(id))
                     .ignore();
             }
             pipe.query_async::<()>(&mut self.conn()).await?;
@@ -190,7 +207,7 @@ impl JobStore {
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.cmd("HMGET")
-                    .arg(self.keys.job(id))
+                    .arg(self.store.keys.job(id))
                     .arg("enqueued_at")
                     .arg("started_at");
             }

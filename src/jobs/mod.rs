@@ -34,7 +34,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use admin::{Deleted, JobDetail, JobResult, Requeue};
-pub use bench::RedisCounters;
+pub use bench::{Bench, RedisCounters};
 pub use calls::{CallState, CallUpdate};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
