@@ -12,6 +12,7 @@
 //! - [`app`]: the supervisor that runs a role's subsystems and shuts them down;
 //! - [`worker`]: the worker runtime (executor, handlers registry, retries, recovery);
 //! - [`handlers`]: the built-in job types;
+//! - [`hex`]: lower-case hex, one encoder for ids and signatures;
 //! - [`audio`]: μ-law and WAV, for call recordings;
 //! - [`calls_stream`]: Twilio Media Streams sessions, their recordings, the live-call registry;
 //! - [`scheduler`]: periodic entries and the leader-elected loop that fires them;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod handlers;
+pub mod hex;
 pub mod http;
 pub mod jobs;
 pub mod local_redis;

@@ -70,7 +70,7 @@ impl FromRequestParts<AppContext> for TwilioSigned {
             .uri
             .query()
             .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "bodySHA256"));
-        let json = content_type.starts_with("application/json");
+        let json = super::extract::json_content_type(&parts.headers);
         if !(content_type.starts_with("application/x-www-form-urlencoded") || json && body_hashed) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

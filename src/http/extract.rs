@@ -80,7 +80,7 @@ where
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed: what axum accepts.
-fn json_content_type(headers: &HeaderMap) -> bool {
+pub(super) fn json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -39,8 +39,6 @@ impl Enqueued {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// A stable job id for an external event: `<namespace slug>-<32 hex digits>`.
 ///
 /// The hex digits are the first 128 bits of SHA-256 over the namespace's length (8 bytes, little
@@ -69,11 +67,8 @@ pub fn generate_deterministic_job_id(namespace: &str, external_id: &str) -> Stri
         id.push_str("event");
     }
     id.push('-');
-    for b in &digest[..16] {
-        // Not `format!` per byte: that was 16 allocations for every webhook event.
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    // Not `format!` per byte: that was 16 allocations for every webhook event.
+    crate::hex::push_hex(&mut id, &digest[..16]);
     id
 }
 
@@ -96,7 +91,7 @@ impl JobStore {
         dedupe_key: &str,
         ttl_secs: u64,
     ) -> Result<Enqueued, JobError> {
-        match self.admit(job, dedupe_key, ttl_secs, None).await? {
+        match self.admit(job, Some((dedupe_key, ttl_secs)), None).await? {
             Admitted::Done(e) => Ok(e),
             Admitted::Fenced(_) | Admitted::Busy(_) => Err(JobError::Invalid(
                 "an unfenced, locked enqueue was refused".into(),
@@ -117,7 +112,7 @@ impl JobStore {
         }
         let mut pipe = redis::pipe();
         for (job, key) in events {
-            pipe.add_command(self.dedupe_cmd(job, &key, ttl_secs, None)?);
+            pipe.add_command(self.dedupe_cmd(job, Some((&key, ttl_secs)), None)?);
         }
         let replies: Vec<(i64, String)> =
             scripts::query_loading(&mut self.conn(), scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?;
@@ -133,17 +128,16 @@ impl JobStore {
             .collect())
     }
 
-    /// The de-dupe script, optionally fenced by the scheduler leader lock (see
-    /// `lua/enqueue_dedupe.lua`).
+    /// The de-dupe script (see `lua/enqueue_dedupe.lua`) under `lock` (de-dupe key, TTL), or
+    /// without one for an explicit id (`None`), optionally fenced by the scheduler leader lock.
     pub(crate) async fn admit(
         &self,
         job: NewJob,
-        dedupe_key: &str,
-        ttl_secs: u64,
+        lock: Option<(&str, u64)>,
         fence: Option<&Fence<'_>>,
     ) -> Result<Admitted, JobError> {
         let mut pipe = redis::pipe();
-        pipe.add_command(self.dedupe_cmd(job, dedupe_key, ttl_secs, fence)?);
+        pipe.add_command(self.dedupe_cmd(job, lock, fence)?);
         let (code, value): (i64, String) = scripts::query_loading::<Vec<(i64, String)>>(
             &mut self.conn(),
             scripts::ENQUEUE_DEDUPE_SRC,
@@ -164,12 +158,7 @@ impl JobStore {
     /// or deferred: `Ok(Err(status))` then, and nothing is written. A finished or failed job of
     /// that id is replaced. One script, so two concurrent calls cannot both push it.
     pub async fn enqueue_unique(&self, job: NewJob) -> Result<Result<String, String>, JobError> {
-        if job.options.job_id.is_none() {
-            return Err(JobError::Invalid(
-                "enqueue_unique needs an explicit job id".into(),
-            ));
-        }
-        match self.admit(job, "", 0, None).await? {
+        match self.admit(job, None, None).await? {
             Admitted::Done(Enqueued::New(id)) => Ok(Ok(id)),
             Admitted::Busy(status) => Ok(Err(status)),
             Admitted::Done(Enqueued::Duplicate(_)) | Admitted::Fenced(_) => Err(JobError::Invalid(
@@ -182,36 +171,41 @@ impl JobStore {
     fn dedupe_cmd(
         &self,
         mut job: NewJob,
-        dedupe_key: &str,
-        ttl_secs: u64,
+        lock: Option<(&str, u64)>,
         fence: Option<&Fence<'_>>,
     ) -> Result<redis::Cmd, JobError> {
-        // An empty key with TTL 0 is the lock-less mode of `enqueue_unique`.
-        let unique = dedupe_key.is_empty() && ttl_secs == 0;
-        if !unique && (dedupe_key.is_empty() || dedupe_key.len() > 512) {
-            return Err(JobError::Invalid(
-                "dedupe key must be 1-512 characters".into(),
-            ));
-        }
-        if !unique && !(1..=MAX_DEDUPE_TTL_SECS).contains(&ttl_secs) {
-            return Err(JobError::Invalid(format!(
-                "dedupe TTL {ttl_secs} must be 1 to {MAX_DEDUPE_TTL_SECS} seconds (30 days)"
-            )));
-        }
-        let id = job
-            .options
-            .job_id
-            .get_or_insert_with(|| job_id_for_dedupe_key(dedupe_key))
-            .clone();
+        // Without a lock (`enqueue_unique`) the job names its own id and nothing is locked.
+        let (lock_key, ttl_secs, id) = match (lock, &job.options.job_id) {
+            (Some((key, ttl_secs)), given) => {
+                if key.is_empty() || key.len() > 512 {
+                    return Err(JobError::Invalid(
+                        "dedupe key must be 1-512 characters".into(),
+                    ));
+                }
+                if !(1..=MAX_DEDUPE_TTL_SECS).contains(&ttl_secs) {
+                    return Err(JobError::Invalid(format!(
+                        "dedupe TTL {ttl_secs} must be 1 to {MAX_DEDUPE_TTL_SECS} seconds (30 days)"
+                    )));
+                }
+                let id = given.clone().unwrap_or_else(|| job_id_for_dedupe_key(key));
+                (Keys::dedupe_lock(key), ttl_secs, id)
+            }
+            (None, Some(id)) => (String::new(), 0, id.clone()),
+            (None, None) => {
+                return Err(JobError::Invalid(
+                    "an enqueue without a de-dupe key needs an explicit job id".into(),
+                ));
+            }
+        };
+        job.options.job_id = Some(id.clone());
         job.validate()?;
         let ts = rq_timestamp(self.now());
         let fields = job.hash_fields(&ts)?;
         let keys = &self.keys;
-        let lock = Keys::dedupe_lock(dedupe_key);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(scripts::ENQUEUE_DEDUPE.get_hash())
             .arg(7)
-            .arg(&lock)
+            .arg(&lock_key)
             .arg(keys.job(&id))
             .arg(keys.queue(&job.queue))
             .arg(keys.queues())
@@ -231,8 +225,8 @@ impl JobStore {
             cmd.arg(*field).arg(value.as_bytes());
         }
         // A scheduler slot's lock is not released by deleting its job: slots fire forward only.
-        if ttl_secs > 0 && fence.is_none() {
-            cmd.arg("dedupe_lock").arg(&lock);
+        if lock.is_some() && fence.is_none() {
+            cmd.arg("dedupe_lock").arg(&lock_key);
         }
         Ok(cmd)
     }

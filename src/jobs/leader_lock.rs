@@ -75,7 +75,10 @@ impl JobStore {
         };
         let key = format!("schedule:{entry}:{slot_ms}");
         Ok(
-            match self.admit(job, &key, slot_ttl_secs, Some(&fence)).await? {
+            match self
+                .admit(job, Some((&key, slot_ttl_secs)), Some(&fence))
+                .await?
+            {
                 Admitted::Done(e) => Fired::Slot(e),
                 Admitted::Fenced(holder) => Fired::Fenced { holder },
                 Admitted::Busy(status) => {

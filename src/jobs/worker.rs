@@ -189,7 +189,6 @@ impl JobStore {
         running: &[Execution],
         ttl: Duration,
     ) -> Result<Option<u64>, JobError> {
-        self.sync_clock().await?;
         let now = self.now();
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
         inv.arg(self.keys.rq_prefix())

@@ -23,6 +23,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::hex::hex;
 use crate::jobs::NewJob;
 
 /// Whether `sid` is a call SID: 1-64 ASCII letters and digits (Twilio's are `CA` and 32 hex
@@ -335,16 +336,6 @@ pub fn query_value(url: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, v)| k == name && !v.is_empty())
         .map(|(_, v)| v.into_owned())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ use crate::settings::WorkerSettings;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long a worker must have had nothing to do before `rq info` is told it is idle.
 const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
+/// How often `started_entries = "auto"` looks again at the registered workers' RQ versions.
+const ENTRY_FORMAT_CHECK: Duration = Duration::from_secs(60);
 /// Most outcomes recorded in one script call.
 const SETTLE_BATCH: usize = 256;
 
@@ -587,6 +589,8 @@ async fn heartbeat_loop(
     let retry =
         (config.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut wait = config.heartbeat_interval;
+    // The claim loop chose the format at registration.
+    let mut format_checked = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -598,7 +602,11 @@ async fn heartbeat_loop(
             .await
         {
             Ok(Some(_)) => {
-                choose_entry_format(&store, config.started_entries).await;
+                // Reading every registration is O(workers); once a minute is soon enough.
+                if format_checked.elapsed() >= ENTRY_FORMAT_CHECK {
+                    format_checked = tokio::time::Instant::now();
+                    choose_entry_format(&store, config.started_entries).await;
+                }
                 config.heartbeat_interval
             }
             Ok(None) => {

@@ -33,7 +33,10 @@ pub struct Delivery {
 
 /// `t=<unix>,v1=<hex>` for `body` signed at `timestamp`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("t={timestamp},v1={}", hex(&mac(secret, timestamp, body)))
+    format!(
+        "t={timestamp},v1={}",
+        crate::hex::hex(&mac(secret, timestamp, body))
+    )
 }
 
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
@@ -44,10 +47,6 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     m.update(b".");
     m.update(body);
     m.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks a signature header as the receiving application should: the MAC in constant time, and

@@ -7,6 +7,7 @@ use prosaas::webhooks::twilio;
 use redis::Commands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::support::client::TestApi;
 use crate::support::process::{TEST_PUBLIC_URL, TEST_SECRET, TEST_TOKEN, TEST_TWILIO_TOKEN};
@@ -262,7 +263,7 @@ async fn twilio_requests_pass_as_twilios_validator_passes_them() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     let json_body = r#"{"CallSid":"CA8","CallStatus":"completed"}"#.to_string();
-    let hash: String = sha256_hex(json_body.as_bytes());
+    let hash = prosaas::hex::hex(&sha2::Sha256::digest(json_body.as_bytes()));
     let path = format!("/webhook/twilio/status?bodySHA256={hash}");
     let sig = twilio::signature(TEST_TWILIO_TOKEN, &format!("{TEST_PUBLIC_URL}{path}"), &[]);
     let r = post(&path, "application/json", sig.clone(), json_body.clone())
@@ -280,14 +281,6 @@ async fn twilio_requests_pass_as_twilios_validator_passes_them() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(job_count(&t), 2);
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

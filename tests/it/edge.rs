@@ -45,6 +45,22 @@ fn head(path: &str, headers: &[&str], content_length: usize) -> String {
     h
 }
 
+/// A connection that has sent a request head (and `then`, the start of its body).
+async fn sent_head(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+    content_length: usize,
+    then: &[u8],
+) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(head(path, headers, content_length).as_bytes())
+        .await
+        .unwrap();
+    c.write_all(then).await.unwrap();
+    c
+}
+
 /// Reads a response's status line, or `None` when the connection closes first.
 async fn status_of(conn: &mut TcpStream, within: Duration) -> Option<u16> {
     let mut buf = Vec::new();
@@ -100,10 +116,7 @@ async fn unauthenticated_bodies_are_refused_unread_and_cost_no_memory() {
     let addr = p.http_addr();
 
     // The head alone gets the answer: the body is never waited for.
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(head("/webhook/whatsapp/incoming", &[], 1_000_000).as_bytes())
-        .await
-        .unwrap();
+    let mut conn = sent_head(addr, "/webhook/whatsapp/incoming", &[], 1_000_000, b"").await;
     assert_eq!(
         status_of(&mut conn, Duration::from_secs(2)).await,
         Some(401)
@@ -116,10 +129,14 @@ async fn unauthenticated_bodies_are_refused_unread_and_cost_no_memory() {
         status_of(&mut conn, Duration::from_secs(2)).await,
         Some(403)
     );
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(head("/api/jobs/enqueue", &["Authorization: Bearer wrong"], 1_000).as_bytes())
-        .await
-        .unwrap();
+    let mut conn = sent_head(
+        addr,
+        "/api/jobs/enqueue",
+        &["Authorization: Bearer wrong"],
+        1_000,
+        b"",
+    )
+    .await;
     assert_eq!(
         status_of(&mut conn, Duration::from_secs(2)).await,
         Some(401)
@@ -173,10 +190,14 @@ async fn a_declared_oversize_is_refused_at_once_and_the_body_budget_holds() {
     let secret = format!("X-Internal-Secret: {TEST_SECRET}");
 
     let started = Instant::now();
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(head("/webhook/whatsapp/incoming", &[&secret], 1_048_577).as_bytes())
-        .await
-        .unwrap();
+    let mut conn = sent_head(
+        addr,
+        "/webhook/whatsapp/incoming",
+        &[&secret],
+        1_048_577,
+        b"",
+    )
+    .await;
     assert_eq!(
         status_of(&mut conn, Duration::from_secs(2)).await,
         Some(413)
@@ -186,20 +207,19 @@ async fn a_declared_oversize_is_refused_at_once_and_the_body_budget_holds() {
     // Two authenticated slow bodies hold the whole budget...
     let mut slow = Vec::new();
     for _ in 0..2 {
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(head("/webhook/whatsapp/incoming", &[&secret], 1_048_576).as_bytes())
-            .await
-            .unwrap();
-        c.write_all(b"{\"tenantId\":").await.unwrap();
+        let c = sent_head(
+            addr,
+            "/webhook/whatsapp/incoming",
+            &[&secret],
+            1_048_576,
+            br#"{"tenantId":"#,
+        )
+        .await;
         slow.push(c);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...so a third is answered 503 at once, a small one too, while health is untouched.
-    let mut third = TcpStream::connect(addr).await.unwrap();
-    third
-        .write_all(head("/webhook/whatsapp/incoming", &[&secret], 100).as_bytes())
-        .await
-        .unwrap();
+    let mut third = sent_head(addr, "/webhook/whatsapp/incoming", &[&secret], 100, b"").await;
     assert_eq!(
         status_of(&mut third, Duration::from_secs(2)).await,
         Some(503)
@@ -242,19 +262,11 @@ async fn health_answers_while_the_request_cap_is_saturated() {
     let auth = format!("Authorization: Bearer {TEST_TOKEN}");
     let mut slow = Vec::new();
     for _ in 0..20 {
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(head("/api/jobs/enqueue", &[&auth], 1_000).as_bytes())
-            .await
-            .unwrap();
-        c.write_all(b"{").await.unwrap();
+        let c = sent_head(addr, "/api/jobs/enqueue", &[&auth], 1_000, b"{").await;
         slow.push(c);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut over = TcpStream::connect(addr).await.unwrap();
-    over.write_all(head("/api/jobs/enqueue", &[&auth], 2).as_bytes())
-        .await
-        .unwrap();
-    over.write_all(b"{}").await.unwrap();
+    let mut over = sent_head(addr, "/api/jobs/enqueue", &[&auth], 2, b"{}").await;
     assert_eq!(
         status_of(&mut over, Duration::from_secs(2)).await,
         Some(503),

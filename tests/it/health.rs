@@ -255,17 +255,13 @@ async fn jobs_nobody_will_run_are_reported() {
             ("PROSAAS__API__ALERTS__UNSERVED_SECS", "1"),
         ],
     );
-    let http = reqwest::Client::new();
-    let r = http
-        .post(p.url("/webhook/whatsapp/incoming"))
-        .header("X-Internal-Secret", crate::support::process::TEST_SECRET)
-        .json(&json!({"tenantId": "1", "payload": {"messages": [
+    let api = crate::support::client::TestApi::new(&p);
+    let (status, _) = api
+        .webhook(&json!({"tenantId": "1", "payload": {"messages": [
             {"key": {"id": "UNSERVED-1", "remoteJid": "972500000000@s.whatsapp.net"},
              "message": {"conversation": "hi"}}]}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .await;
+    assert_eq!(status, 200);
     let mut c = t.connection();
     let high: usize = redis::Commands::llen(&mut c, "rq:queue:high").unwrap();
     assert_eq!(
@@ -274,14 +270,7 @@ async fn jobs_nobody_will_run_are_reported() {
     );
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let body: Value = http
-        .get(p.url("/api/jobs/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = api.get("/api/jobs/health").await;
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["queues"]["high"]["workers"], 0);
     let reasons = body["reasons"].to_string();
@@ -290,21 +279,14 @@ async fn jobs_nobody_will_run_are_reported() {
         "{reasons}"
     );
 
-    // A worker on another queue does not serve it; one on `high` does (and runs the job).
+    // A worker listening on `high` serves it (and runs the job): the reason goes.
     let w = ProsaasProcess::start(
         "worker",
         &[("REDIS_URL", &url), ("PROSAAS__WORKER__QUEUES", "high")],
     );
     w.wait_for_log("worker registered", Duration::from_secs(20));
     crate::support::eventually("the reason to clear", Duration::from_secs(10), || async {
-        let body: Value = http
-            .get(p.url("/api/jobs/health"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let (_, body) = api.get("/api/jobs/health").await;
         (!body["reasons"].to_string().contains("no registered worker")).then_some(())
     })
     .await;
