@@ -115,7 +115,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
     let _ = jobs.sync_clock().await;
     match cmd {
         JobsCommand::Stats { json } => {
-            let stats = jobs.queue_stats(&settings.worker.queues).await?;
+            let stats = jobs.stats().queue_stats(&settings.worker.queues).await?;
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
@@ -140,7 +140,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             let queues = queue.map_or_else(|| settings.worker.queues.clone(), |q| vec![q]);
             let mut all = Vec::new();
             for q in &queues {
-                all.extend(jobs.failed_jobs(q, 0, limit).await?);
+                all.extend(jobs.admin().failed_jobs(q, 0, limit).await?);
             }
             let mut out = std::io::stdout().lock();
             if json {
@@ -171,7 +171,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
                 let queues = queue.map_or_else(|| settings.worker.queues.clone(), |q| vec![q]);
                 let mut n = 0;
                 for q in &queues {
-                    n += jobs.requeue_all_failed(q).await?;
+                    n += jobs.admin().requeue_all_failed(q).await?;
                 }
                 println!("requeued {n} failed jobs");
                 return Ok(());
@@ -180,7 +180,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             let Some(job) = jobs.fetch_job(&id).await? else {
                 bail!("no job {id}");
             };
-            match jobs.requeue_failed(&job.origin, &id).await? {
+            match jobs.admin().requeue_failed(&job.origin, &id).await? {
                 Requeue::Requeued => println!("requeued {id} on {}", job.origin),
                 Requeue::NotFailed => bail!(
                     "job {id} is {}, not in the failed registry of {}",
@@ -192,7 +192,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Show { id, json } => {
-            let Some(d) = jobs.job_detail(&id).await? else {
+            let Some(d) = jobs.admin().job_detail(&id).await? else {
                 bail!("no job {id}");
             };
             let mut out = std::io::stdout().lock();

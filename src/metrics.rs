@@ -164,6 +164,7 @@ pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -
     metrics::gauge!(CALLS_OLDEST_AGE).set(calls.oldest_secs as f64);
     // Bounded well inside a scrape timeout: a stalled Redis reports prosaas_redis_up 0 quickly.
     match store
+        .stats()
         .health_snapshot(queues, Duration::from_millis(750))
         .await
     {

@@ -52,6 +52,7 @@ async fn count(ctx: HandlerContext, input: JobInput) -> HandlerResult {
     let ms = input.kwargs.get("ms").and_then(Value::as_u64).unwrap_or(0);
     let n = ctx
         .jobs
+        .diag()
         .count_execution(&input.id)
         .await
         .map_err(|e| HandlerError::Retryable(e.to_string()))?;

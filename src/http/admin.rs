@@ -40,6 +40,7 @@ async fn show(
     check_id(&id)?;
     match ctx
         .jobs
+        .admin()
         .job_detail(&id)
         .await
         .map_err(|e| internal_error(&e))?
@@ -73,6 +74,7 @@ async fn failed(
     let cursor = q.cursor.unwrap_or(0);
     let jobs = ctx
         .jobs
+        .admin()
         .failed_jobs(&queue, cursor, limit)
         .await
         .map_err(|e| internal_error(&e))?;
@@ -98,6 +100,7 @@ async fn requeue(
     };
     match ctx
         .jobs
+        .admin()
         .requeue_failed(&job.origin, &id)
         .await
         .map_err(|e| internal_error(&e))?
@@ -137,6 +140,7 @@ async fn requeue_all(
     for queue in &queues {
         n += ctx
             .jobs
+            .admin()
             .requeue_all_failed(queue)
             .await
             .map_err(|e| internal_error(&e))?;
@@ -152,6 +156,7 @@ async fn delete(
     check_id(&id)?;
     match ctx
         .jobs
+        .admin()
         .delete_job(&id)
         .await
         .map_err(|e| internal_error(&e))?

@@ -22,6 +22,7 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
     let subsystems = ctx.role.subsystem_names();
     match ctx
         .jobs
+        .stats()
         .health_snapshot(&ctx.settings.worker.queues, HEALTH_TIMEOUT)
         .await
     {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::JobError;
 use super::job::{JobInfo, rq_timestamp};
-use super::{JobStore, scripts};
+use super::scripts;
 
 /// The latest entry of a job's RQ result stream, decoded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -80,7 +80,12 @@ fn decode_result(fields: &HashMap<String, Vec<u8>>) -> Option<JobResult> {
 
 type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
 
-impl JobStore {
+super::capability! {
+    /// Operator views and actions: failed jobs, requeue, delete, one job in full.
+    Admin via admin
+}
+
+impl Admin<'_> {
     /// One job with its attempts, last retried error and latest result; `None` if absent.
     pub async fn job_detail(&self, id: &str) -> Result<Option<JobDetail>, JobError> {
         Ok(self.job_details(&[id.to_owned()]).await?.pop().flatten())
@@ -93,9 +98,9 @@ impl JobStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hgetall(self.keys.job(id))
+            pipe.hgetall(self.keys().job(id))
                 .cmd("XREVRANGE")
-                .arg(self.keys.results(id))
+                .arg(self.keys().results(id))
                 .arg("+")
                 .arg("-")
                 .arg("COUNT")
@@ -139,7 +144,7 @@ impl JobStore {
         let stop = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
         let start = isize::try_from(offset).unwrap_or(isize::MAX);
         let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.failed(queue))
+            .arg(self.keys().failed(queue))
             .arg(start)
             .arg(stop)
             .query_async(&mut self.conn())
@@ -155,7 +160,7 @@ impl JobStore {
     /// Puts failed jobs of `queue` back on it, in one script call; one outcome per id.
     async fn requeue_many(&self, queue: &str, ids: &[String]) -> Result<Vec<Requeue>, JobError> {
         let mut inv = scripts::REQUEUE_FAILED.prepare_invoke();
-        inv.arg(self.keys.rq_prefix())
+        inv.arg(self.keys().rq_prefix())
             .arg(queue)
             .arg(rq_timestamp(self.now()));
         for id in ids {
@@ -182,7 +187,7 @@ impl JobStore {
     /// Deletes a job from its queue, its registries, its hash and its results.
     pub async fn delete_job(&self, id: &str) -> Result<Deleted, JobError> {
         let r: i64 = scripts::DELETE_JOB
-            .arg(self.keys.rq_prefix())
+            .arg(self.keys().rq_prefix())
             .arg(id)
             .invoke_async(&mut self.conn())
             .await?;
@@ -196,7 +201,7 @@ impl JobStore {
     /// Puts every failed job of `queue` back, 500 per script call; returns how many went back.
     pub async fn requeue_all_failed(&self, queue: &str) -> Result<u64, JobError> {
         let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.failed(queue))
+            .arg(self.keys().failed(queue))
             .arg(0)
             .arg(-1)
             .query_async(&mut self.conn())

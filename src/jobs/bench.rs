@@ -120,17 +120,7 @@ impl Bench<'_> {
     /// The bench's keys: its queue and registries, its jobs and results (ids `bench-*`), its
     /// de-dupe locks and workers. Everything else is left alone.
     pub async fn delete_bench_keys(&self, queue: &str) -> Result<u64, JobError> {
-        let p = self.store.keys.rq_prefix();
-        let patterns = vec![
-            format!("{p}*:{queue}"),
-            format!("{p}job:bench-*"),
-            format!("{p}results:bench-*"),
-            format!("{p}worker:bench-*"),
-            format!("{p}scheduler:{}", std::process::id()),
-            "job_lock:bench:*".to_owned(),
-            Keys::maintenance_lock(queue),
-            "prosaas:worker:bench-*".to_owned(),
-        ];
+        let patterns = self.store.keys.bench_patterns(queue, std::process::id());
         let n = self.delete_matching(&patterns).await?;
         redis::cmd("SREM")
             .arg(self.store.keys.queues())

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::error::JobError;
 use super::keys::Keys;
-use super::{JobStore, scripts};
+use super::scripts;
 
 /// How long a call's state is kept after its last change.
 const CALL_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -29,7 +29,12 @@ pub enum CallUpdate {
     Unchanged(Option<String>),
 }
 
-impl JobStore {
+super::capability! {
+    /// Call status records written by Twilio status callbacks.
+    Calls via calls
+}
+
+impl Calls<'_> {
     /// Records `status` (of rank `rank`) for `call_sid` if it is further along than the current.
     pub async fn record_call_status(
         &self,

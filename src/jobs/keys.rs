@@ -102,6 +102,28 @@ impl Keys {
         format!("{}workers:{queue}", self.rq)
     }
 
+    /// The de-dupe key of one schedule slot (its lock is [`Self::dedupe_lock`] of it): every
+    /// leader, old or new, names a slot the same way, so a slot is admitted once.
+    pub(crate) fn schedule_slot(entry: &str, slot_ms: i64) -> String {
+        format!("schedule:{entry}:{slot_ms}")
+    }
+
+    /// What `prosaas bench` may delete: its queue and registries, its jobs and results (ids
+    /// `bench-*`), its de-dupe locks, workers and their inboxes, and this process's scheduler.
+    pub(crate) fn bench_patterns(&self, queue: &str, pid: u32) -> Vec<String> {
+        let p = &self.rq;
+        vec![
+            format!("{p}*:{queue}"),
+            format!("{p}job:bench-*"),
+            format!("{p}results:bench-*"),
+            format!("{p}worker:bench-*"),
+            format!("{p}scheduler:{pid}"),
+            Self::dedupe_lock("bench:*"),
+            Self::maintenance_lock(queue),
+            "prosaas:worker:bench-*".to_owned(),
+        ]
+    }
+
     pub(crate) fn dedupe_lock(dedupe_key: &str) -> String {
         format!("job_lock:{dedupe_key}")
     }

@@ -10,7 +10,7 @@ use super::dedup::{Admitted, Fence};
 use super::error::JobError;
 use super::job::NewJob;
 use super::keys::Keys;
-use super::{Enqueued, JobStore, scripts};
+use super::{Enqueued, scripts};
 
 /// Where this process stands after one lock attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +32,12 @@ pub enum Fired {
     Fenced { holder: String },
 }
 
-impl JobStore {
+super::capability! {
+    /// The scheduler's leader lock and fenced slot firing; only `src/scheduler/` uses it.
+    Schedule via schedule
+}
+
+impl Schedule<'_> {
     /// `SET NX PX` to take the lock, compare-and-extend to keep it.
     pub async fn acquire_or_renew_leadership(
         &self,
@@ -73,9 +78,10 @@ impl JobStore {
             entry,
             slot_ms,
         };
-        let key = format!("schedule:{entry}:{slot_ms}");
+        let key = Keys::schedule_slot(entry, slot_ms);
         Ok(
             match self
+                .store
                 .admit(job, Some((&key, slot_ttl_secs)), Some(&fence))
                 .await?
             {

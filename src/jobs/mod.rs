@@ -33,9 +33,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use admin::{Deleted, JobDetail, JobResult, Requeue};
+pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
 pub use bench::{Bench, RedisCounters};
-pub use calls::{CallState, CallUpdate};
+pub use calls::{CallState, CallUpdate, Calls};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
 };
@@ -44,15 +44,49 @@ pub use job::{
     DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, check_job,
     is_valid_job_id, is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
 };
-pub use leader_lock::{Fired, Leadership};
+pub use leader_lock::{Fired, Leadership, Schedule};
 pub use redis_config::{Advice, RedisConfig};
-pub use stats::{QueueStats, SchedulerHealth};
+pub use stats::{QueueStats, SchedulerHealth, Stats};
 pub use worker::{
-    ClaimedJob, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
-    WorkerInfo, WorkerState,
+    ClaimedJob, Diag, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
+    WorkerInfo, WorkerState, Workers,
 };
 
 use keys::Keys;
+
+/// Declares a capability: a borrowed view of the store holding one caller's operations, so that
+/// a subsystem's calls say which part of the store they use and the handle stays small.
+macro_rules! capability {
+    ($(#[$doc:meta])* $name:ident via $accessor:ident) => {
+        $(#[$doc])*
+        pub struct $name<'a> {
+            store: &'a $crate::jobs::JobStore,
+        }
+
+        impl $crate::jobs::JobStore {
+            #[doc = concat!("The [`", stringify!($name), "`] capability.")]
+            pub fn $accessor(&self) -> $name<'_> {
+                $name { store: self }
+            }
+        }
+
+        #[allow(dead_code, reason = "not every capability reads the clock or the keys")]
+        impl $name<'_> {
+            fn conn(&self) -> redis::aio::ConnectionManager {
+                self.store.conn()
+            }
+
+            fn keys(&self) -> &$crate::jobs::keys::Keys {
+                &self.store.keys
+            }
+
+            fn now(&self) -> chrono::DateTime<chrono::Utc> {
+                self.store.now()
+            }
+        }
+    };
+}
+use capability;
 
 /// How to reach Redis. Built from the `[redis]` settings.
 #[derive(Clone, Debug)]
@@ -109,18 +143,6 @@ impl JobStore {
             clock: Arc::new(clock::RedisClock::from_env()),
             rq1_entries: Arc::default(),
         })
-    }
-
-    /// Whether claims write RQ 1.x's plain-id started-registry entries.
-    pub fn rq1_entries(&self) -> bool {
-        self.rq1_entries.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Switches the started-registry entry format of later claims (running executions keep
-    /// theirs): plain ids, which RQ 1.x tooling reads, or RQ 2's `<id>:<execution id>`.
-    pub fn set_rq1_entries(&self, plain: bool) {
-        self.rq1_entries
-            .store(plain, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Now on Redis's clock (see [`clock`]): what every deadline, due time and age is computed

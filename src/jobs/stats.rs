@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::error::JobError;
 use super::keys::Keys;
-use super::{JobStore, scripts};
+use super::scripts;
 
 /// One queue's numbers, read from RQ's list and registries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -53,7 +53,12 @@ pub struct SchedulerHealth {
 /// The most queues health and metrics list besides the configured ones.
 pub(crate) const MAX_LISTED_QUEUES: usize = 100;
 
-impl JobStore {
+super::capability! {
+    /// Read-only counts for health, metrics and `jobs stats`.
+    Stats via stats
+}
+
+impl Stats<'_> {
     /// Numbers for `also` (configured queues that may not exist yet) and the queues in
     /// `rq:queues`, at most [`MAX_LISTED_QUEUES`] in all unless `also` alone is longer, in two
     /// round trips.
@@ -63,10 +68,10 @@ impl JobStore {
     ) -> Result<BTreeMap<String, QueueStats>, JobError> {
         let mut conn = self.conn();
         let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.queues())
+            .arg(self.keys().queues())
             .query_async(&mut conn)
             .await?;
-        let prefix = self.keys.queue_key_prefix();
+        let prefix = self.keys().queue_key_prefix();
         // Configured queues always; others (made by Python RQ or older clients) in name order up
         // to the bound, so an unauthenticated health call stays small whatever Redis holds.
         let mut names: BTreeSet<String> = also.iter().cloned().collect();
@@ -86,7 +91,7 @@ impl JobStore {
         let now = self.now().timestamp();
         let mut pipe = redis::pipe();
         for q in &names {
-            let k = &self.keys;
+            let k = &self.keys();
             pipe.llen(k.queue(q))
                 .zcard(k.started(q))
                 .zcard(k.finished(q))
@@ -105,9 +110,9 @@ impl JobStore {
                 .cmd("EVALSHA")
                 .arg(scripts::QUEUE_HEAD.get_hash())
                 .arg(2)
-                .arg(self.keys.queue(q))
-                .arg(self.keys.workers_of(q))
-                .arg(self.keys.rq_prefix());
+                .arg(self.keys().queue(q))
+                .arg(self.keys().workers_of(q))
+                .arg(self.keys().rq_prefix());
         }
         let heads: Vec<(String, u64)> =
             scripts::query_loading(&mut conn, scripts::QUEUE_HEAD_SRC, &heads).await?;

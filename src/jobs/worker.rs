@@ -19,7 +19,7 @@ use super::job::{
     ENQUEUED_BY_PROSAAS, JobCall, MAX_TTL_SECS, decode_data, rq_timestamp, stored_ttl,
 };
 use super::keys::Keys;
-use super::{JobStore, bounded, scripts};
+use super::{bounded, scripts};
 
 /// Who a worker is, as registered in `rq:worker:<name>`.
 #[derive(Clone, Debug)]
@@ -136,12 +136,32 @@ pub(crate) fn encode_exc_string(text: &str) -> String {
     BASE64.encode(super::zlib::compress(text.as_bytes()))
 }
 
-impl JobStore {
+super::capability! {
+    /// A worker process's steps: register, claim, settle, heartbeat, recover, promote, wait.
+    Workers via workers
+}
+
+impl Workers<'_> {
+    /// Whether claims write RQ 1.x's plain-id started-registry entries.
+    pub fn rq1_entries(&self) -> bool {
+        self.store
+            .rq1_entries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches the started-registry entry format of later claims (running executions keep
+    /// theirs): plain ids, which RQ 1.x tooling reads, or RQ 2's `<id>:<execution id>`.
+    pub fn set_rq1_entries(&self, plain: bool) {
+        self.store
+            .rq1_entries
+            .store(plain, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Registers the worker as RQ does (`rq:worker:<w>`, `rq:workers`, `rq:workers:<q>`).
     pub async fn register_worker(&self, w: &WorkerInfo, ttl: Duration) -> Result<(), JobError> {
         // Deadlines are about to be written: on Redis's clock, not this host's.
-        self.sync_clock().await?;
-        let k = &self.keys;
+        self.store.sync_clock().await?;
+        let k = &self.keys();
         let wkey = k.worker(&w.name);
         let now = rq_timestamp(self.now());
         let mut pipe = redis::pipe();
@@ -191,7 +211,7 @@ impl JobStore {
     ) -> Result<Option<u64>, JobError> {
         let now = self.now();
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
-        inv.arg(self.keys.rq_prefix())
+        inv.arg(self.keys().rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
             .arg(ttl_secs(ttl))
@@ -210,7 +230,7 @@ impl JobStore {
     /// registration; prosaas writes `prosaas <version>`).
     pub async fn rq1_workers_registered(&self) -> Result<bool, JobError> {
         let workers: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.workers())
+            .arg(self.keys().workers())
             .query_async(&mut self.conn())
             .await?;
         if workers.is_empty() {
@@ -226,7 +246,7 @@ impl JobStore {
 
     /// Removes the worker from RQ's sets and marks its hash dead, as RQ's `register_death`.
     pub async fn unregister_worker(&self, w: &WorkerInfo) -> Result<(), JobError> {
-        let k = &self.keys;
+        let k = &self.keys();
         let wkey = k.worker(&w.name);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -265,7 +285,7 @@ impl JobStore {
             uuid::Uuid::new_v4().simple().to_string()[..24].to_owned()
         };
         let mut inv = scripts::CLAIM.prepare_invoke();
-        inv.arg(self.keys.rq_prefix())
+        inv.arg(self.keys().rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
             .arg(now.timestamp() + ttl_secs(job_ttl))
@@ -345,7 +365,7 @@ impl JobStore {
             .map(|s| s.ended_at - s.started_at)
             .sum();
         let mut inv = scripts::SETTLE.prepare_invoke();
-        inv.arg(self.keys.rq_prefix())
+        inv.arg(self.keys().rq_prefix())
             .arg(&w.name)
             .arg(rq_timestamp(now))
             .arg(if working > 0.0 {
@@ -449,7 +469,7 @@ impl JobStore {
         let mut decided: Vec<(String, u32)> = Vec::new();
         loop {
             let mut inv = scripts::RECOVER.prepare_invoke();
-            inv.arg(self.keys.rq_prefix())
+            inv.arg(self.keys().rq_prefix())
                 .arg(queue)
                 .arg(now.timestamp())
                 .arg(rq_timestamp(now))
@@ -524,7 +544,7 @@ impl JobStore {
         let mut total = 0;
         loop {
             let moved: i64 = scripts::PROMOTE
-                .arg(self.keys.rq_prefix())
+                .arg(self.keys().rq_prefix())
                 .arg(queue)
                 .arg(format!("{:.3}", now.timestamp_millis() as f64 / 1000.0))
                 .arg(rq_timestamp(now))
@@ -553,7 +573,7 @@ impl JobStore {
         force: bool,
     ) -> Result<Option<u64>, JobError> {
         let n: i64 = scripts::RELEASE_INBOX
-            .arg(self.keys.rq_prefix())
+            .arg(self.keys().rq_prefix())
             .arg(worker)
             .arg(Keys::inbox(worker))
             .arg(Keys::inboxes())
@@ -587,16 +607,25 @@ impl JobStore {
             // Blocking pops answer after their own timeout; only a dead link needs this.
             .set_response_timeout(Some(WAKER_BLOCK + Duration::from_secs(5)));
         let conn = self
+            .store
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         Ok(QueueWaker {
             conn,
-            queue_key: self.keys.queue(queue),
+            queue_key: self.keys().queue(queue),
             inbox: Keys::inbox(&w.name),
         })
     }
+}
 
+super::capability! {
+    /// The diagnostic job type's execution counter, which tests and the bench read to prove
+    /// exactly-once execution; nothing in production reads it.
+    Diag via diag
+}
+
+impl Diag<'_> {
     /// Counts an execution of `job_id` (the diagnostic `diag.count` job type uses it to prove
     /// exactly-once execution in tests and benchmarks).
     pub async fn count_execution(&self, job_id: &str) -> Result<u64, JobError> {
@@ -608,7 +637,7 @@ impl JobStore {
             .await?)
     }
 
-    /// Every execution counted by [`JobStore::count_execution`], by job id.
+    /// Every execution counted by [`Diag::count_execution`], by job id.
     pub async fn execution_counts(&self) -> Result<BTreeMap<String, u64>, JobError> {
         Ok(redis::cmd("HGETALL")
             .arg(Keys::diag_executions())

@@ -157,6 +157,7 @@ impl Scheduler {
                 let was_leading = leading.is_some();
                 match self
                     .store
+                    .schedule()
                     .acquire_or_renew_leadership(&self.token, self.lock_ttl)
                     .await
                 {
@@ -222,7 +223,7 @@ impl Scheduler {
     /// (stand by) if that state cannot be read.
     async fn gain(&self, cycle: u64, cursors: &mut HashMap<String, i64>) -> Option<u64> {
         tracing::info!(token = %self.token, cycle, "Lock acquired for cycle {cycle}");
-        match self.store.schedule_state().await {
+        match self.store.schedule().schedule_state().await {
             Ok(state) => {
                 // Keep what we fired ourselves if Redis lost its record of it.
                 for (entry, slot) in state {
@@ -293,6 +294,7 @@ impl Scheduler {
         }
         if let Err(err) = self
             .store
+            .schedule()
             .record_tick(&self.token, cycle, &Value::Array(report))
             .await
         {
@@ -311,6 +313,7 @@ impl Scheduler {
             .insert("scheduled_for".into(), Value::String(slot.to_rfc3339()));
         let job = NewJob::new(&e.queue, &e.job_type, e.args.clone()).with_options(options);
         self.store
+            .schedule()
             .fire_slot(
                 &self.token,
                 &e.name,

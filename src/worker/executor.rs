@@ -61,13 +61,13 @@ async fn choose_entry_format(store: &JobStore, format: StartedEntries) {
     let plain = match format {
         StartedEntries::Rq1 => true,
         StartedEntries::Rq2 => false,
-        StartedEntries::Auto => match store.rq1_workers_registered().await {
+        StartedEntries::Auto => match store.workers().rq1_workers_registered().await {
             Ok(found) => found,
             // Keep the current choice until Redis answers.
             Err(_) => return,
         },
     };
-    if plain != store.rq1_entries() {
+    if plain != store.workers().rq1_entries() {
         tracing::info!(
             plain_ids = plain,
             "started-registry entries: {}",
@@ -77,7 +77,7 @@ async fn choose_entry_format(store: &JobStore, format: StartedEntries) {
                 "<id>:<execution id>, as RQ 2 and 3 write them"
             }
         );
-        store.set_rq1_entries(plain);
+        store.workers().set_rq1_entries(plain);
     }
 }
 
@@ -229,7 +229,11 @@ impl Executor {
             };
             let want = 1 + slots.available_permits();
             let seq = lock(&running).begin_claim();
-            let claimed = match store.claim(&info, want, config.heartbeat_ttl, seq).await {
+            let claimed = match store
+                .workers()
+                .claim(&info, want, config.heartbeat_ttl, seq)
+                .await
+            {
                 Ok(c) => {
                     claim_errors = 0;
                     c
@@ -271,7 +275,7 @@ impl Executor {
                     idle_pending = false;
                     let state = lock(&running).idle_now();
                     if let Some(state) = state
-                        && let Err(e) = store.settle(&info, &[], Some(state)).await
+                        && let Err(e) = store.workers().settle(&info, &[], Some(state)).await
                     {
                         tracing::debug!(error = %e, "cannot record the idle state");
                     }
@@ -322,14 +326,18 @@ impl Executor {
         let _ = settler.await;
         background.cancel();
         let _ = heartbeat.await;
-        match store.release_inbox(&info.name, &info.queues[0], true).await {
+        match store
+            .workers()
+            .release_inbox(&info.name, &info.queues[0], true)
+            .await
+        {
             Ok(Some(n)) if n > 0 => {
                 tracing::info!(returned = n, "returned unclaimed ids to their queues")
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not return the inbox; recovery will"),
         }
-        if let Err(e) = store.unregister_worker(&info).await {
+        if let Err(e) = store.workers().unregister_worker(&info).await {
             tracing::warn!(error = %e, "could not unregister; the registration expires by itself");
         }
         tracing::info!(worker = %info.name, "worker stopped");
@@ -346,7 +354,11 @@ async fn register(
 ) -> bool {
     let mut pause = Duration::from_millis(100);
     loop {
-        match store.register_worker(info, config.heartbeat_ttl).await {
+        match store
+            .workers()
+            .register_worker(info, config.heartbeat_ttl)
+            .await
+        {
             Ok(()) => return true,
             Err(e) => tracing::warn!(error = %e, "cannot register the worker yet; retrying"),
         }
@@ -553,7 +565,7 @@ async fn settle_loop(
         let state = lock(&running).after_settle();
         let mut pause = Duration::from_millis(50);
         loop {
-            match store.settle(&info, &batch, state).await {
+            match store.workers().settle(&info, &batch, state).await {
                 Ok(results) => {
                     for (s, r) in batch.iter().zip(results) {
                         if r == Settled::Conflict {
@@ -598,6 +610,7 @@ async fn heartbeat_loop(
         }
         let executions: Vec<Execution> = lock(&running).executions.values().cloned().collect();
         wait = match store
+            .workers()
             .heartbeat(&info, &executions, config.heartbeat_ttl)
             .await
         {
@@ -613,7 +626,11 @@ async fn heartbeat_loop(
                 // The registration expired (an outage longer than its TTL): register whole
                 // again, as at startup, then renew the jobs right away.
                 tracing::warn!("the worker's registration had expired; registering again");
-                match store.register_worker(&info, config.heartbeat_ttl).await {
+                match store
+                    .workers()
+                    .register_worker(&info, config.heartbeat_ttl)
+                    .await
+                {
                     Ok(()) => Duration::ZERO,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot register the worker again yet");
@@ -649,7 +666,7 @@ async fn waker_loop(
         }
         let w = match &mut waker {
             Some(w) => w,
-            None => match store.waker(&info, &queue).await {
+            None => match store.workers().waker(&info, &queue).await {
                 Ok(w) => waker.insert(w),
                 Err(e) => {
                     tracing::debug!(error = %e, queue, "waker cannot connect; retrying");

@@ -53,7 +53,7 @@ pub async fn run(
             _ = promote.tick() => {
                 let mut ok = true;
                 for q in &settings.queues {
-                    match store.promote_due(q, &hostname, promote_lock).await {
+                    match store.workers().promote_due(q, &hostname, promote_lock).await {
                         Ok(Some(n)) if n > 0 => tracing::debug!(queue = %q, promoted = n, "due jobs moved to the queue"),
                         Ok(_) => {}
                         Err(e) => {
@@ -74,7 +74,7 @@ pub async fn run(
                 // First: dead workers' inboxes go back to their queues, and their orphaned jobs
                 // (started, but dropped from the started registry by RQ 1.x tooling) get an
                 // expired entry again, so the recovery below takes them.
-                match store.release_dead_inboxes(&settings.queues[0]).await {
+                match store.workers().release_dead_inboxes(&settings.queues[0]).await {
                     Ok(n) if n > 0 => tracing::warn!(
                         returned = n,
                         "returned ids from dead workers' inboxes and orphaned jobs to recovery"
@@ -84,7 +84,7 @@ pub async fn run(
                 }
                 for q in &settings.queues {
                     match store
-                        .recover_abandoned(q, &owner, recover_every, &retries_for, settings.failure_ttl_secs)
+                        .workers().recover_abandoned(q, &owner, recover_every, &retries_for, settings.failure_ttl_secs)
                         .await
                     {
                         Ok(r) if r.requeued + r.failed > 0 => tracing::warn!(

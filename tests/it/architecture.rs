@@ -295,3 +295,83 @@ fn modules_import_each_other_one_way() {
         );
     }
 }
+
+/// The stack of ARCHITECTURE.md's dependency rule, top floor first: a module may name modules on
+/// floors below its own, never one above or beside it.
+const FLOORS: &[&[&str]] = &[
+    &["main"],
+    &["commands"],
+    &["bench"],
+    &["app"],
+    &["roles"],
+    &["http"],
+    &["handlers"],
+    &["scheduler", "worker"],
+    &["metrics", "context", "telemetry", "local_redis"],
+    &["calls_stream"],
+    &["settings", "webhooks"],
+    &["jobs"],
+    &["role", "hex", "audio", "cli", "shutdown"],
+];
+
+/// Every import between top-level modules runs down the stack: an upward or sideways arrow
+/// fails here, naming the file's module and what it names.
+#[test]
+fn imports_run_down_the_stack() {
+    let floor_of = |module: &str| -> Option<usize> {
+        let top = module.split("::").next().unwrap_or(module);
+        FLOORS.iter().position(|floor| floor.contains(&top))
+    };
+    let graph = import_graph(&root().join("src"));
+    let mut offenders = Vec::new();
+    for (from, tos) in &graph {
+        if from.is_empty() {
+            continue; // lib.rs lists the modules; that is not an import
+        }
+        let Some(own) = floor_of(from) else {
+            offenders.push(format!(
+                "{from}: not on any floor of the stack (add it to FLOORS and ARCHITECTURE.md)"
+            ));
+            continue;
+        };
+        let own_top = from.split("::").next().unwrap_or(from);
+        for to in tos {
+            let top = to.split("::").next().unwrap_or(to);
+            if top == own_top {
+                continue;
+            }
+            match floor_of(to) {
+                Some(floor) if floor > own => {}
+                Some(_) => offenders.push(format!("{from} names {to}, which is not below it")),
+                None => offenders.push(format!("{from} names {to}, which is on no floor")),
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
+
+/// The store's narrow capabilities stay with the one caller each is for: the leader lock with
+/// the scheduler, the bench's bulk deletes with the bench, the diagnostic counter with its job
+/// type.
+#[test]
+fn narrow_capabilities_stay_with_their_callers() {
+    let homes = [
+        (".schedule()", "src/scheduler/"),
+        (".bench()", "src/bench"),
+        (".diag()", "src/handlers/diag.rs"),
+    ];
+    let mut offenders = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let rel = file.strip_prefix(root()).unwrap().display().to_string();
+        if rel.starts_with("src/jobs/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (call, home) in homes {
+            if text.contains(call) && !rel.starts_with(home) {
+                offenders.push(format!("{rel} calls {call}, which belongs to {home}"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}

@@ -148,7 +148,7 @@ async fn a_lock_ends_with_its_job() {
         .unwrap();
     assert!(!first.is_duplicate());
     assert_eq!(
-        store.delete_job(first.job_id()).await.unwrap(),
+        store.admin().delete_job(first.job_id()).await.unwrap(),
         Deleted::Deleted
     );
     let again = store
@@ -197,12 +197,14 @@ async fn a_lock_ends_with_its_job() {
         hostname: "h".into(),
     };
     store
+        .workers()
         .register_worker(&w, Duration::from_secs(60))
         .await
         .unwrap();
     let _: () = c.del("rq:queue:default").unwrap();
     let _: () = c.rpush("rq:queue:default", readmitted.job_id()).unwrap();
     let claimed = store
+        .workers()
         .claim(&w, 1, Duration::from_secs(60), 1)
         .await
         .unwrap();

@@ -289,7 +289,11 @@ async fn queue_stats_count_what_is_in_the_registries() {
     let _: () = c
         .hset(format!("rq:job:{head}"), "enqueued_at", two_minutes_ago)
         .unwrap();
-    let stats = store.queue_stats(&["high".to_string()]).await.unwrap();
+    let stats = store
+        .stats()
+        .queue_stats(&["high".to_string()])
+        .await
+        .unwrap();
     let age = stats["default"].oldest_queued_secs.unwrap();
     assert!((119..=122).contains(&age), "oldest job age {age}");
     assert_eq!(
@@ -319,7 +323,7 @@ async fn queue_stats_count_what_is_in_the_registries() {
 async fn scheduler_health_reports_honestly() {
     let t = db();
     let store = t.store();
-    let h = store.scheduler_health().await.unwrap();
+    let h = store.stats().scheduler_health().await.unwrap();
     assert_eq!(
         h,
         Default::default(),
@@ -340,7 +344,7 @@ async fn scheduler_health_reports_honestly() {
             "2026-11-28T10:00:00Z",
         )
         .unwrap();
-    let h = store.scheduler_health().await.unwrap();
+    let h = store.stats().scheduler_health().await.unwrap();
     assert!(h.lock_held);
     assert_eq!(h.holder.as_deref(), Some("host-1:abc"));
     assert_eq!(h.lock_ttl, Some(13));

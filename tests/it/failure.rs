@@ -43,7 +43,7 @@ async fn wait_started(store: &prosaas::jobs::JobStore, n: u64) {
         &format!("{n} jobs started"),
         Duration::from_secs(15),
         || async {
-            let stats = store.queue_stats(&[]).await.ok()?;
+            let stats = store.stats().queue_stats(&[]).await.ok()?;
             (stats.get("default")?.started == n).then_some(())
         },
     )
@@ -52,7 +52,7 @@ async fn wait_started(store: &prosaas::jobs::JobStore, n: u64) {
 
 async fn wait_finished(store: &prosaas::jobs::JobStore, n: u64, within: Duration) {
     eventually(&format!("{n} jobs finished"), within, || async {
-        let stats = store.queue_stats(&[]).await.ok()?;
+        let stats = store.stats().queue_stats(&[]).await.ok()?;
         (stats.get("default")?.finished == n).then_some(())
     })
     .await;
@@ -73,7 +73,7 @@ async fn a_redis_outage_of_several_ttls_reruns_nothing() {
     // Claimed is not yet running: diag.count's own Redis call at its start would fail in the
     // outage (a retryable failure, run again by design). Wait until every handler has counted.
     eventually("8 handlers running", Duration::from_secs(10), || async {
-        (store.execution_counts().await.ok()?.len() == 8).then_some(())
+        (store.diag().execution_counts().await.ok()?.len() == 8).then_some(())
     })
     .await;
 
@@ -82,7 +82,7 @@ async fn a_redis_outage_of_several_ttls_reruns_nothing() {
     redis.up();
 
     wait_finished(&store, 8, Duration::from_secs(40)).await;
-    let counts = store.execution_counts().await.unwrap();
+    let counts = store.diag().execution_counts().await.unwrap();
     for id in &ids {
         assert_eq!(
             counts.get(id),
@@ -139,7 +139,7 @@ async fn workers_with_skewed_clocks_recover_nothing_healthy() {
         );
     }
     wait_finished(&store, 12, Duration::from_secs(40)).await;
-    let counts = store.execution_counts().await.unwrap();
+    let counts = store.diag().execution_counts().await.unwrap();
     for id in &ids {
         assert_eq!(counts.get(id), Some(&1), "{id} ran more than once");
     }
@@ -179,7 +179,7 @@ async fn recovery_applies_the_types_retry_policy() {
 
     let detail = |id: String| {
         let store = store.clone();
-        async move { store.job_detail(&id).await.unwrap().unwrap() }
+        async move { store.admin().job_detail(&id).await.unwrap().unwrap() }
     };
     eventually(
         "the no-retry type failed",
@@ -213,11 +213,11 @@ async fn jobs_python_enqueued_without_retry_are_not_retried() {
         .unwrap();
     let w = worker_on(&t.url(), &[]);
     eventually("the Python job failed", Duration::from_secs(15), || async {
-        let d = store.job_detail(&ids[0]).await.ok()??;
+        let d = store.admin().job_detail(&ids[0]).await.ok()??;
         (d.info.status == "failed").then_some(())
     })
     .await;
-    let d = store.job_detail(&ids[1]).await.unwrap().unwrap();
+    let d = store.admin().job_detail(&ids[1]).await.unwrap().unwrap();
     assert_eq!(
         d.info.status, "scheduled",
         "prosaas's own job waits for its retry"

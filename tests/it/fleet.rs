@@ -55,12 +55,12 @@ async fn three_workers_drain_ten_thousand_jobs_each_exactly_once() {
         .collect();
     let store = t.store();
     eventually("10,000 jobs finished", Duration::from_secs(120), || async {
-        let stats = store.queue_stats(&[]).await.ok()?;
+        let stats = store.stats().queue_stats(&[]).await.ok()?;
         (stats.get("default")?.finished == 10_000).then_some(())
     })
     .await;
     let took = started.elapsed();
-    let counts = store.execution_counts().await.unwrap();
+    let counts = store.diag().execution_counts().await.unwrap();
     assert_eq!(counts.len(), 10_000, "every job executed");
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "jobs executed more than once: {twice:?}");
@@ -103,7 +103,7 @@ async fn a_killed_workers_jobs_are_recovered_within_the_bound() {
         "the victim to hold 4 jobs",
         Duration::from_secs(10),
         || async {
-            let stats = store.queue_stats(&[]).await.ok()?;
+            let stats = store.stats().queue_stats(&[]).await.ok()?;
             (stats.get("default")?.started == 4).then_some(())
         },
     )
@@ -112,7 +112,7 @@ async fn a_killed_workers_jobs_are_recovered_within_the_bound() {
     eventually(
         "the victim to run 4 jobs",
         Duration::from_secs(10),
-        || async { (store.execution_counts().await.ok()?.len() == 4).then_some(()) },
+        || async { (store.diag().execution_counts().await.ok()?.len() == 4).then_some(()) },
     )
     .await;
     victim.signal("KILL");
@@ -128,11 +128,11 @@ async fn a_killed_workers_jobs_are_recovered_within_the_bound() {
     );
 
     eventually("all 8 jobs finished", Duration::from_secs(30), || async {
-        let stats = store.queue_stats(&[]).await.ok()?;
+        let stats = store.stats().queue_stats(&[]).await.ok()?;
         (stats.get("default")?.finished == 8).then_some(())
     })
     .await;
-    let counts = store.execution_counts().await.unwrap();
+    let counts = store.diag().execution_counts().await.unwrap();
     for id in &ids {
         let n = counts.get(id).copied().unwrap_or(0);
         assert!((1..=2).contains(&n), "{id} ran {n} times");
@@ -166,7 +166,7 @@ async fn sigterm_lets_jobs_finish_within_the_grace_period() {
         "finished"
     );
     assert_eq!(
-        store.execution_counts().await.unwrap().get(&ids[0]),
+        store.diag().execution_counts().await.unwrap().get(&ids[0]),
         Some(&1)
     );
     assert_eq!(registry_sizes(&t), (0, 0, 1, 0, 0));
@@ -187,7 +187,15 @@ async fn sigterm_past_the_grace_period_puts_jobs_back_at_the_front() {
     );
     let store = t.store();
     eventually("two jobs to start", Duration::from_secs(10), || async {
-        (store.queue_stats(&[]).await.ok()?.get("default")?.started == 2).then_some(())
+        (store
+            .stats()
+            .queue_stats(&[])
+            .await
+            .ok()?
+            .get("default")?
+            .started
+            == 2)
+            .then_some(())
     })
     .await;
     w.signal("TERM");
@@ -218,11 +226,22 @@ async fn jobs_left_by_the_api_role_are_run_by_a_worker() {
         "the worker to drain them",
         Duration::from_secs(10),
         || async {
-            (store.queue_stats(&[]).await.ok()?.get("default")?.finished == 5).then_some(())
+            (store
+                .stats()
+                .queue_stats(&[])
+                .await
+                .ok()?
+                .get("default")?
+                .finished
+                == 5)
+                .then_some(())
         },
     )
     .await;
-    assert_eq!(store.execution_counts().await.unwrap().len(), ids.len());
+    assert_eq!(
+        store.diag().execution_counts().await.unwrap().len(),
+        ids.len()
+    );
     assert!(w.stop().success());
     assert!(api.stop().success());
 }

@@ -95,7 +95,7 @@ async fn wait_final(store: &JobStore, id: &str) -> prosaas::jobs::JobDetail {
         &format!("job {id} to finish or fail"),
         Duration::from_secs(20),
         || async {
-            let d = store.job_detail(id).await.ok()??;
+            let d = store.admin().job_detail(id).await.ok()??;
             matches!(d.info.status.as_str(), "finished" | "failed").then_some(d)
         },
     )
@@ -283,13 +283,13 @@ async fn twilio_callbacks_out_of_order_leave_the_latest_state() {
     for id in &ids {
         assert_eq!(wait_final(&store, id).await.info.status, "finished");
     }
-    let state = store.call_state(sid).await.unwrap().unwrap();
+    let state = store.calls().call_state(sid).await.unwrap().unwrap();
     assert_eq!(state.status, "completed");
     assert_eq!(state.details["duration_secs"], 42);
     let applied: Vec<bool> = {
         let mut v = Vec::new();
         for id in &ids {
-            let d = store.job_detail(id).await.unwrap().unwrap();
+            let d = store.admin().job_detail(id).await.unwrap().unwrap();
             let Some(JobResult::Finished {
                 return_value: Some(r),
             }) = d.result

@@ -200,6 +200,7 @@ print(json.dumps({"ok": ok.id, "dotted": dotted.id, "bad": bad.id, "retried": re
     assert_eq!(retried["status"], "failed");
     assert_eq!(
         store
+            .admin()
             .job_detail(&id("retried"))
             .await
             .unwrap()
@@ -273,7 +274,7 @@ async fn prosaas_enqueues_and_python_runs(version: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let store = t.store();
-    let done = store.job_detail(&add).await.unwrap().unwrap();
+    let done = store.admin().job_detail(&add).await.unwrap().unwrap();
     assert_eq!(done.info.status, "finished", "{version}");
     assert_eq!(
         done.result,
@@ -282,7 +283,7 @@ async fn prosaas_enqueues_and_python_runs(version: &str) {
         }),
         "{version}"
     );
-    let failed = store.job_detail(&boom).await.unwrap().unwrap();
+    let failed = store.admin().job_detail(&boom).await.unwrap().unwrap();
     assert_eq!(failed.info.status, "failed");
     let Some(JobResult::Failed { error }) = failed.result else {
         panic!("{version}: {failed:?}")
@@ -356,7 +357,15 @@ async fn rqs_tools_agree_with_prosaas() {
         "both long jobs running",
         Duration::from_secs(10),
         || async {
-            (store.queue_stats(&[]).await.ok()?.get("default")?.started == 2).then_some(())
+            (store
+                .stats()
+                .queue_stats(&[])
+                .await
+                .ok()?
+                .get("default")?
+                .started
+                == 2)
+                .then_some(())
         },
     )
     .await;
@@ -366,7 +375,7 @@ async fn rqs_tools_agree_with_prosaas() {
 
     for version in VERSIONS {
         let (numbers, workers) = rq_info(version, m.path(), &url);
-        let stats = store.queue_stats(&[]).await.unwrap()["default"];
+        let stats = store.stats().queue_stats(&[]).await.unwrap()["default"];
         assert_eq!(
             numbers,
             [stats.queued, stats.started, stats.finished, stats.failed],
@@ -433,7 +442,7 @@ print(json.dumps(ids))
         "the requeued job to run again",
         Duration::from_secs(10),
         || async {
-            let d = store.job_detail(&failed_id).await.ok()??;
+            let d = store.admin().job_detail(&failed_id).await.ok()??;
             (d.attempts == 2 && d.info.status == "failed").then_some(())
         },
     )
@@ -495,14 +504,22 @@ async fn a_mixed_fleet_drains_two_thousand_jobs_once_each() {
         &[("REDIS_URL", &url), ("PROSAAS__WORKER__CONCURRENCY", "8")],
     );
     eventually("2,000 jobs finished", Duration::from_secs(90), || async {
-        (store.queue_stats(&[]).await.ok()?.get("default")?.finished == 2000).then_some(())
+        (store
+            .stats()
+            .queue_stats(&[])
+            .await
+            .ok()?
+            .get("default")?
+            .finished
+            == 2000)
+            .then_some(())
     })
     .await;
     for mut p in py {
         let _ = p.wait();
     }
     assert!(w.stop().success());
-    let counts = store.execution_counts().await.unwrap();
+    let counts = store.diag().execution_counts().await.unwrap();
     assert_eq!(counts.len(), 2000, "none lost");
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "run twice: {twice:?}");
@@ -677,7 +694,7 @@ async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
     w.signal("CONT");
     assert_eq!(numbers[3], 1, "rq info failed the stalled job: {numbers:?}");
     w.wait_for_log("outcome not recorded", Duration::from_secs(10));
-    let job = store.job_detail(&id).await.unwrap().unwrap();
+    let job = store.admin().job_detail(&id).await.unwrap().unwrap();
     assert_eq!(job.info.status, "failed", "RQ's verdict stands");
     let Some(JobResult::Failed { error }) = job.result else {
         panic!("{job:?}")
@@ -739,7 +756,7 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
                 &format!("rq {version}: the orphan to run again"),
                 Duration::from_secs(20),
                 || async {
-                    (store.execution_counts().await.ok()?.get(&id) == Some(&2)).then_some(())
+                    (store.diag().execution_counts().await.ok()?.get(&id) == Some(&2)).then_some(())
                 },
             )
             .await;

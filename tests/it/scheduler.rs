@@ -100,7 +100,7 @@ async fn a_killed_leader_is_replaced_within_ttl_plus_renew() {
     );
 
     let store = t.store();
-    let health = store.scheduler_health().await.unwrap();
+    let health = store.stats().scheduler_health().await.unwrap();
     assert!(health.lock_held);
     assert!(first.logs().contains(health.holder.as_deref().unwrap()));
     assert_eq!(health.cycle, Some(1));

@@ -97,7 +97,7 @@ async fn a_finished_job_is_recorded_as_rq_records_it() {
         (490..=500).contains(&ttl),
         "job hash kept for result_ttl: {ttl}"
     );
-    let detail = store.job_detail(&id).await.unwrap().unwrap();
+    let detail = store.admin().job_detail(&id).await.unwrap().unwrap();
     assert_eq!(
         detail.result,
         Some(JobResult::Finished {
@@ -154,7 +154,7 @@ async fn failures_retry_with_backoff_then_fail_and_requeue_runs_again() {
         took >= Duration::from_secs(2),
         "retries waited their backoff: {took:?}"
     );
-    let detail = store.job_detail(&id).await.unwrap().unwrap();
+    let detail = store.admin().job_detail(&id).await.unwrap().unwrap();
     assert_eq!(detail.attempts, 3, "first attempt + 2 retries");
     let Some(JobResult::Failed { error }) = &detail.result else {
         panic!("no failure recorded: {detail:?}")
@@ -178,7 +178,7 @@ async fn failures_retry_with_backoff_then_fail_and_requeue_runs_again() {
         "the requeued job to run again",
         Duration::from_secs(10),
         || async {
-            let d = store.job_detail(&id).await.ok()??;
+            let d = store.admin().job_detail(&id).await.ok()??;
             (d.attempts == 4 && d.info.status == "failed").then_some(())
         },
     )
@@ -231,7 +231,7 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
         let store = store.clone();
         let id = id.to_owned();
         async move {
-            match store.job_detail(&id).await.unwrap().unwrap().result {
+            match store.admin().job_detail(&id).await.unwrap().unwrap().result {
                 Some(JobResult::Failed { error }) => error,
                 other => panic!("{other:?}"),
             }
@@ -261,7 +261,16 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
     assert!(stream_ttl > 31_000_000, "result stream TTL {stream_ttl}");
     // Neither unknown types nor permanent errors are retried.
     for id in [&unknown, &permanent] {
-        assert_eq!(store.job_detail(id).await.unwrap().unwrap().attempts, 1);
+        assert_eq!(
+            store
+                .admin()
+                .job_detail(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .attempts,
+            1
+        );
     }
     w.stop().await;
 }
@@ -347,8 +356,8 @@ async fn failed_jobs_page_and_requeue_in_batches() {
         wait_status(&store, id, "failed", Duration::from_secs(10)).await;
     }
     w.stop().await;
-    let first = store.failed_jobs("default", 0, 2).await.unwrap();
-    let rest = store.failed_jobs("default", 2, 2).await.unwrap();
+    let first = store.admin().failed_jobs("default", 0, 2).await.unwrap();
+    let rest = store.admin().failed_jobs("default", 2, 2).await.unwrap();
     assert_eq!((first.len(), rest.len()), (2, 1));
     let mut listed: Vec<String> = first
         .iter()
@@ -361,19 +370,23 @@ async fn failed_jobs_page_and_requeue_in_batches() {
     assert_eq!(listed, expected, "paging covers every failed job once");
     assert!(first.iter().chain(&rest).all(|d| matches!(&d.result, Some(JobResult::Failed { error }) if error.contains("PermanentJobError: bad"))));
     let details = store
+        .admin()
         .job_details(&[ids[0].clone(), "missing".into()])
         .await
         .unwrap();
     assert!(details[0].is_some() && details[1].is_none());
 
-    assert_eq!(store.requeue_all_failed("default").await.unwrap(), 3);
+    assert_eq!(
+        store.admin().requeue_all_failed("default").await.unwrap(),
+        3
+    );
     for id in &ids {
         assert_eq!(store.fetch_job(id).await.unwrap().unwrap().status, "queued");
     }
     let queued: usize = t.connection().llen("rq:queue:default").unwrap();
     assert_eq!(queued, 3);
     assert_eq!(
-        store.requeue_all_failed("default").await.unwrap(),
+        store.admin().requeue_all_failed("default").await.unwrap(),
         0,
         "nothing left to requeue"
     );
@@ -394,6 +407,7 @@ async fn worker_with_jobs(
         hostname: "h".into(),
     };
     store
+        .workers()
         .register_worker(&w, Duration::from_secs(60))
         .await
         .unwrap();
@@ -421,6 +435,7 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
     let store = t.store();
     let w = worker_with_jobs(&store, "batch-w", "j", &["high", "low", "high", "low"]).await;
     let claimed = store
+        .workers()
         .claim(&w, 10, Duration::from_secs(60), 1)
         .await
         .unwrap();
@@ -468,7 +483,7 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
             outcome,
         })
         .collect();
-    let settled = store.settle(&w, &batch, None).await.unwrap();
+    let settled = store.workers().settle(&w, &batch, None).await.unwrap();
     assert_eq!(
         settled,
         [
@@ -530,6 +545,7 @@ async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
     let store = t.store();
     let w = worker_with_jobs(&store, "beat-w", "b", &["high", "low", "high"]).await;
     let claimed = store
+        .workers()
         .claim(&w, 10, Duration::from_secs(30), 1)
         .await
         .unwrap();
@@ -558,6 +574,7 @@ async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
 
     let executions: Vec<_> = claimed.iter().map(|j| j.execution.clone()).collect();
     let refreshed = store
+        .workers()
         .heartbeat(&w, &executions, Duration::from_secs(300))
         .await
         .unwrap();
@@ -625,7 +642,11 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
         )
         .unwrap();
     // A deadline already past, so that recovery takes t1 below.
-    let claimed = store.claim(&w, 10, Duration::ZERO, 1).await.unwrap();
+    let claimed = store
+        .workers()
+        .claim(&w, 10, Duration::ZERO, 1)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     let kept_longest = |c: &mut redis::Connection, id: &str, status: &str| {
         let key = format!("rq:job:{id}");
@@ -642,6 +663,7 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
     assert_eq!(t0.failure_ttl, Some(-1));
 
     let settled = store
+        .workers()
         .settle(
             &w,
             &[Settlement {
@@ -663,13 +685,15 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // Its worker is registered and has not heartbeated since the claim: it may be about to
     // renew (just back from an outage), so the job stays.
+    let workers = store.workers();
     let recover =
-        || store.recover_abandoned("high", "ttl-test", Duration::from_secs(5), &|_, _| 0, 100);
+        || workers.recover_abandoned("high", "ttl-test", Duration::from_secs(5), &|_, _| 0, 100);
     let recovered = recover().await.unwrap();
     assert_eq!(recovered.failed + recovered.requeued, 0, "{recovered:?}");
     // The worker heartbeats without renewing t1: t1 is truly stalled, and recovery takes it.
     assert_eq!(
         store
+            .workers()
             .heartbeat(&w, &[], Duration::from_secs(30))
             .await
             .unwrap(),
@@ -688,9 +712,10 @@ async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
     use prosaas::jobs::{Outcome, Settled, Settlement};
     let t = db();
     let store = t.store();
-    store.set_rq1_entries(true);
+    store.workers().set_rq1_entries(true);
     let w = worker_with_jobs(&store, "plain-w", "p", &["high", "high"]).await;
     let claimed = store
+        .workers()
         .claim(&w, 10, Duration::from_secs(60), 1)
         .await
         .unwrap();
@@ -711,6 +736,7 @@ async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
         },
     };
     let settled = store
+        .workers()
         .settle(&w, &[ok(&claimed[0]), ok(&claimed[1])], None)
         .await
         .unwrap();
@@ -741,10 +767,12 @@ async fn a_failure_kept_forever_keeps_its_result_forever() {
         .unwrap();
     let _: () = c.expire("rq:results:f0", 300).unwrap();
     let claimed = store
+        .workers()
         .claim(&w, 1, Duration::from_secs(60), 1)
         .await
         .unwrap();
     let settled = store
+        .workers()
         .settle(
             &w,
             &[Settlement {
