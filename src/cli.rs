@@ -44,8 +44,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BenchCli {
-    /// enqueue, enqueue-dedupe, drain, e2e, latency, webhook or calls.
-    pub scenario: String,
+    /// What to measure.
+    #[arg(value_enum)]
+    pub scenario: BenchScenario,
     /// Jobs (or requests) per figure.
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
@@ -68,6 +69,35 @@ pub struct BenchCli {
     /// Run on a database that holds keys (only bench keys are written and deleted).
     #[arg(long)]
     pub force: bool,
+}
+
+/// The scenarios of `prosaas bench`, one file each under `src/bench/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchScenario {
+    /// Enqueue throughput: single calls, then batches.
+    Enqueue,
+    /// De-duplicated enqueue: new keys, then duplicates.
+    EnqueueDedupe,
+    /// A filled queue drained by one worker, over a concurrency sweep.
+    Drain,
+    /// A producer and a worker at once.
+    E2e,
+    /// Enqueue-to-start latency at a fixed rate.
+    Latency,
+    /// HTTP load on the WhatsApp webhook.
+    Webhook,
+    /// Concurrent simulated Media Streams calls.
+    Calls,
+}
+
+impl BenchScenario {
+    /// The name the command line takes.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,135 @@
+//! Load for the scenarios: bench jobs (`diag.noop`, ids `bench-<run>-<i>`), producers with a
+//! fixed number of calls in flight, an in-process worker, and the wait for a drain to finish.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::{Map, json};
+use tokio_util::sync::CancellationToken;
+
+use super::QUEUE;
+use crate::jobs::{JobOptions, JobStore, NewJob, WorkerInfo};
+use crate::settings::Settings;
+use crate::worker::executor::{Executor, ExecutorConfig};
+use crate::worker::handler::HandlerContext;
+use crate::worker::handler::RecordingAccess;
+use crate::worker::http_target::Delivery;
+
+pub(super) fn job(i: usize, run: usize) -> NewJob {
+    let mut args = Map::new();
+    args.insert("i".into(), json!(i));
+    NewJob::new(QUEUE, "diag.noop", args).with_options(JobOptions {
+        job_id: Some(format!("bench-{run}-{i}")),
+        ..Default::default()
+    })
+}
+
+/// Runs `jobs` calls of `f` with `concurrency` in flight.
+pub(super) async fn in_flight<F, Fut>(jobs: usize, concurrency: usize, f: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let f = Arc::new(f);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, f) = (next.clone(), f.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                f(i).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Batches in flight at once: enough that building the next batch overlaps Redis applying the
+/// last one, as a producer with more than one batch to send would do.
+pub(super) const BATCHES_IN_FLIGHT: usize = 4;
+
+pub(super) async fn fill(
+    store: &JobStore,
+    jobs: usize,
+    run: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let batch = batch.max(1);
+    let s = store.clone();
+    in_flight(jobs.div_ceil(batch), BATCHES_IN_FLIGHT, move |b| {
+        let s = s.clone();
+        async move {
+            let chunk: Vec<NewJob> = (b * batch..((b + 1) * batch).min(jobs))
+                .map(|i| job(i, run))
+                .collect();
+            s.enqueue_many(&chunk).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// An in-process worker on the bench queue, running `diag.noop`.
+pub(super) fn worker(
+    store: &JobStore,
+    settings: &Settings,
+    concurrency: usize,
+) -> anyhow::Result<(
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let mut w = settings.worker.clone();
+    w.concurrency = concurrency;
+    w.queues = vec![QUEUE.to_owned()];
+    let executor = Executor {
+        store: store.clone(),
+        info: WorkerInfo {
+            name: format!("bench-{}-{concurrency}", std::process::id()),
+            queues: w.queues.clone(),
+            pid: std::process::id(),
+            hostname: crate::worker::hostname(),
+        },
+        registry: Arc::new(crate::handlers::registry(&w)),
+        config: ExecutorConfig::from_settings(&w),
+        context: HandlerContext {
+            jobs: store.clone(),
+            delivery: Arc::new(Delivery::new(&w.http_targets)?),
+            recordings: Arc::new(RecordingAccess::local(std::env::temp_dir())),
+        },
+    };
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(executor.run(stop.clone()));
+    Ok((stop, handle))
+}
+
+/// Waits until `target` jobs have finished; returns how many polls it took.
+pub(super) async fn until_finished(
+    store: &JobStore,
+    target: u64,
+    within: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + within;
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if store.bench().finished_count(QUEUE).await? >= target {
+            return Ok(polls);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {target} jobs finished within {within:?}",
+                store.bench().finished_count(QUEUE).await?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
