@@ -84,6 +84,8 @@ impl App {
     }
 
     /// Runs until `shutdown` is cancelled (clean exit) or a subsystem exits (an error naming it).
+    // Long on purpose: the supervisor's life in order: start every subsystem, wait for a signal or
+    // an exit, drain.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let role = self.ctx.role;
         let subsystems = role.subsystems();

@@ -113,16 +113,11 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
     // Timestamps it writes (enqueued_at) and ages it shows are on Redis's clock; an
     // unreachable Redis is reported by the command itself.
     let _ = jobs.sync_clock().await;
+    let configured = || settings.worker.queues.clone();
     match cmd {
         JobsCommand::Stats { json } => {
             let stats = jobs.stats().queue_stats(&settings.worker.queues).await?;
-            let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
-            } else {
-                write!(out, "{}", stats_table(&stats))?;
-            }
-            Ok(())
+            print_json_or(json, &stats, || stats_table(&stats))
         }
         JobsCommand::Enqueue(args) => {
             let (job, dedupe) = parse_enqueue(args, settings)?;
@@ -137,73 +132,84 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Failed { queue, limit, json } => {
-            let queues = queue.map_or_else(|| settings.worker.queues.clone(), |q| vec![q]);
+            let queues = queue.map_or_else(configured, |q| vec![q]);
             let mut all = Vec::new();
             for q in &queues {
                 all.extend(jobs.admin().failed_jobs(q, 0, limit).await?);
             }
-            let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
-            } else if all.is_empty() {
-                writeln!(out, "no failed jobs in {}", queues.join(", "))?;
-            } else {
-                for d in &all {
-                    let error = match &d.result {
-                        Some(JobResult::Failed { error }) => last_line(error),
-                        _ => "",
-                    };
-                    writeln!(
-                        out,
-                        "{}  {}  {}  attempts={}  {}",
-                        d.info.id, d.info.origin, d.info.job_type, d.attempts, error
-                    )?;
-                }
-            }
-            Ok(())
+            print_json_or(json, &all, || failed_text(&all, &queues))
         }
         JobsCommand::Requeue {
-            id,
-            all_failed,
+            all_failed: true,
             queue,
+            ..
         } => {
-            if all_failed {
-                let queues = queue.map_or_else(|| settings.worker.queues.clone(), |q| vec![q]);
-                let mut n = 0;
-                for q in &queues {
-                    n += jobs.admin().requeue_all_failed(q).await?;
-                }
-                println!("requeued {n} failed jobs");
-                return Ok(());
+            let mut n = 0;
+            for q in &queue.map_or_else(configured, |q| vec![q]) {
+                n += jobs.admin().requeue_all_failed(q).await?;
             }
-            let id = id.context("a job id or --all-failed is required")?;
-            let Some(job) = jobs.fetch_job(&id).await? else {
-                bail!("no job {id}");
-            };
-            match jobs.admin().requeue_failed(&job.origin, &id).await? {
-                Requeue::Requeued => println!("requeued {id} on {}", job.origin),
-                Requeue::NotFailed => bail!(
-                    "job {id} is {}, not in the failed registry of {}",
-                    job.status,
-                    job.origin
-                ),
-                Requeue::Missing => bail!("job {id} disappeared while being requeued"),
-            }
+            println!("requeued {n} failed jobs");
             Ok(())
+        }
+        JobsCommand::Requeue { id, .. } => {
+            requeue_one(&jobs, &id.context("a job id or --all-failed is required")?).await
         }
         JobsCommand::Show { id, json } => {
             let Some(d) = jobs.admin().job_detail(&id).await? else {
                 bail!("no job {id}");
             };
-            let mut out = std::io::stdout().lock();
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&d)?)?;
-            } else {
-                write!(out, "{}", show_text(&d))?;
-            }
-            Ok(())
+            print_json_or(json, &d, || show_text(&d))
         }
     }
+}
+
+/// Prints `value` as pretty JSON, or the text `render` makes of it.
+fn print_json_or<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    } else {
+        write!(out, "{}", render())?;
+    }
+    Ok(())
+}
+
+fn failed_text(all: &[JobDetail], queues: &[String]) -> String {
+    if all.is_empty() {
+        return format!("no failed jobs in {}\n", queues.join(", "));
+    }
+    let mut out = String::new();
+    for d in all {
+        let error = match &d.result {
+            Some(JobResult::Failed { error }) => last_line(error),
+            _ => "",
+        };
+        out.push_str(&format!(
+            "{}  {}  {}  attempts={}  {}\n",
+            d.info.id, d.info.origin, d.info.job_type, d.attempts, error
+        ));
+    }
+    out
+}
+
+async fn requeue_one(jobs: &JobStore, id: &str) -> anyhow::Result<()> {
+    let Some(job) = jobs.fetch_job(id).await? else {
+        bail!("no job {id}");
+    };
+    match jobs.admin().requeue_failed(&job.origin, id).await? {
+        Requeue::Requeued => println!("requeued {id} on {}", job.origin),
+        Requeue::NotFailed => bail!(
+            "job {id} is {}, not in the failed registry of {}",
+            job.status,
+            job.origin
+        ),
+        Requeue::Missing => bail!("job {id} disappeared while being requeued"),
+    }
+    Ok(())
 }
 
 fn last_line(s: &str) -> &str {

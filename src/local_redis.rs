@@ -22,6 +22,8 @@ pub struct LocalRedis {
 }
 
 /// Starts the private server if nothing answers at the local default address.
+// Long on purpose: the steps of starting a private server (probe, spawn, wait, verify) read best in
+// sequence.
 pub async fn ensure(settings: &Settings) -> anyhow::Result<Option<LocalRedis>> {
     let store = JobStore::connect(&settings.store_config())?;
     if store.ping(Duration::from_secs(1)).await.is_ok() {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use config::builder::{ConfigBuilder, DefaultState};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
@@ -357,70 +358,8 @@ impl Settings {
             }
             builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
         }
-        // List settings are split here: the config crate turns a one-element list from the
-        // environment (`PROSAAS__WORKER__QUEUES=default`) into a scalar.
-        // A value that starts with `[` or `{` is JSON, for list and table settings a flat variable
-        // cannot express (`PROSAAS__EXTERNAL='[{"job_type": "x", "queue": "python"}]'`).
-        let mut prosaas_env: HashMap<String, String> = HashMap::new();
-        let mut lists: Vec<(String, config::Value)> = Vec::new();
-        for (k, v) in env.iter().filter(|(k, _)| k.starts_with("PROSAAS__")) {
-            let trimmed = v.trim_start();
-            if trimmed.starts_with('[') || trimmed.starts_with('{') {
-                let parsed: serde_json::Value =
-                    serde_json::from_str(v).with_context(|| format!("{k} is not valid JSON"))?;
-                let key = k["PROSAAS__".len()..]
-                    .to_ascii_lowercase()
-                    .replace("__", ".");
-                lists.push((key, json_to_config(parsed)));
-                continue;
-            }
-            match LIST_KEYS.iter().find(|(var, _)| var == k) {
-                Some((_, key)) => lists.push((
-                    (*key).to_owned(),
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect::<Vec<String>>()
-                        .into(),
-                )),
-                None => {
-                    prosaas_env.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        builder = builder.add_source(
-            Environment::with_prefix("PROSAAS")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(prosaas_env)),
-        );
-        for (key, value) in lists {
-            builder = builder.set_override(key, value)?;
-        }
-        if let Some(url) = env.get("REDIS_URL").filter(|u| !u.is_empty()) {
-            builder = builder.set_override("redis.url", url.as_str())?;
-        }
-        for (var, key) in [
-            ("INTERNAL_SECRET", "api.internal_secret"),
-            ("INTERNAL_API_TOKEN", "api.internal_api_token"),
-            ("TWILIO_AUTH_TOKEN", "api.twilio_auth_token"),
-            ("TWILIO_ACCOUNT_SID", "recordings.twilio_account_sid"),
-            ("PUBLIC_BASE_URL", "api.public_base_url"),
-            // RQ 3.0's own variable: prosaas and Python RQ must agree on the prefix.
-            ("RQ_KEY_PREFIX", "redis.key_prefix"),
-        ] {
-            if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
-                builder = builder.set_override(key, v.as_str())?;
-            }
-        }
-        if let Some(port) = env.get("PORT").filter(|p| !p.is_empty()) {
-            let port: u16 = port
-                .parse()
-                .with_context(|| format!("PORT={port:?} is not a port number"))?;
-            builder = builder.set_override("http.port", port)?;
-        }
+        builder = with_prosaas_env(builder, env)?;
+        builder = with_plain_env(builder, env)?;
         let settings: Settings = builder
             .build()
             .and_then(Config::try_deserialize)
@@ -777,6 +716,86 @@ impl Settings {
 }
 
 /// A timeout setting: positive seconds, or -1 for no limit.
+/// Adds the `PROSAAS__SECTION__KEY` variables. List settings are split here: the config crate
+/// turns a one-element list from the environment (`PROSAAS__WORKER__QUEUES=default`) into a
+/// scalar. A value that starts with `[` or `{` is JSON, for list and table settings a flat
+/// variable cannot express (`PROSAAS__EXTERNAL='[{"job_type": "x", "queue": "python"}]'`).
+fn with_prosaas_env(
+    mut builder: ConfigBuilder<DefaultState>,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<ConfigBuilder<DefaultState>> {
+    let mut prosaas_env: HashMap<String, String> = HashMap::new();
+    let mut lists: Vec<(String, config::Value)> = Vec::new();
+    for (k, v) in env.iter().filter(|(k, _)| k.starts_with("PROSAAS__")) {
+        let trimmed = v.trim_start();
+        if trimmed.starts_with('[') || trimmed.starts_with('{') {
+            let parsed: serde_json::Value =
+                serde_json::from_str(v).with_context(|| format!("{k} is not valid JSON"))?;
+            let key = k["PROSAAS__".len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            lists.push((key, json_to_config(parsed)));
+            continue;
+        }
+        match LIST_KEYS.iter().find(|(var, _)| var == k) {
+            Some((_, key)) => lists.push((
+                (*key).to_owned(),
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<String>>()
+                    .into(),
+            )),
+            None => {
+                prosaas_env.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    builder = builder.add_source(
+        Environment::with_prefix("PROSAAS")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(prosaas_env)),
+    );
+    for (key, value) in lists {
+        builder = builder.set_override(key, value)?;
+    }
+    Ok(builder)
+}
+
+/// Adds the conventional variables (`REDIS_URL`, `PORT`, the secrets, `RQ_KEY_PREFIX`), which
+/// win over every file and `PROSAAS__` variable.
+fn with_plain_env(
+    mut builder: ConfigBuilder<DefaultState>,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<ConfigBuilder<DefaultState>> {
+    if let Some(url) = env.get("REDIS_URL").filter(|u| !u.is_empty()) {
+        builder = builder.set_override("redis.url", url.as_str())?;
+    }
+    for (var, key) in [
+        ("INTERNAL_SECRET", "api.internal_secret"),
+        ("INTERNAL_API_TOKEN", "api.internal_api_token"),
+        ("TWILIO_AUTH_TOKEN", "api.twilio_auth_token"),
+        ("TWILIO_ACCOUNT_SID", "recordings.twilio_account_sid"),
+        ("PUBLIC_BASE_URL", "api.public_base_url"),
+        // RQ 3.0's own variable: prosaas and Python RQ must agree on the prefix.
+        ("RQ_KEY_PREFIX", "redis.key_prefix"),
+    ] {
+        if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
+            builder = builder.set_override(key, v.as_str())?;
+        }
+    }
+    if let Some(port) = env.get("PORT").filter(|p| !p.is_empty()) {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("PORT={port:?} is not a port number"))?;
+        builder = builder.set_override("http.port", port)?;
+    }
+    Ok(builder)
+}
+
 fn check_timeout(name: &str, t: i64) -> anyhow::Result<()> {
     if t == -1 || t > 0 {
         Ok(())

@@ -12,6 +12,8 @@ use crate::jobs::JobStore;
 use crate::jobs::parse_rq_timestamp;
 use crate::settings::Settings;
 
+// Long on purpose: one scenario's sequence (paced producer, drain, percentiles), as a reader of
+// BENCHMARKS.md follows it.
 pub(super) async fn run(
     a: &BenchArgs,
     settings: &Settings,

@@ -15,6 +15,8 @@ use crate::jobs::JobStore;
 use crate::settings::Settings;
 
 /// HTTP load on the WhatsApp webhook of an in-process api, with unique and repeated message ids.
+// Long on purpose: one scenario's sequence (start an api, two passes, clean up), as a reader of
+// BENCHMARKS.md follows it.
 pub(super) async fn run(
     a: &BenchArgs,
     settings: &Settings,

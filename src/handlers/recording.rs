@@ -227,41 +227,7 @@ async fn download(
     url: &str,
     call_sid: &str,
 ) -> Result<PathBuf, HandlerError> {
-    let mut current = checked_url(access, url)?;
-    let origin = current.host_str().map(str::to_owned);
-    let client = client()?;
-    let mut hops = 0;
-    let response = loop {
-        let mut request = client.get(current.clone());
-        // Credentials go only to the host the job named, never to a redirect's other host.
-        if let Some((user, token)) = &access.basic_auth
-            && current.host_str().map(str::to_owned) == origin
-        {
-            request = request.basic_auth(user, Some(token));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| HandlerError::Retryable(format!("cannot download {current}: {e}")))?;
-        if !response.status().is_redirection() {
-            break response;
-        }
-        hops += 1;
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| current.join(l).ok())
-            .ok_or_else(|| {
-                HandlerError::Permanent(format!("{current} redirected without a usable Location"))
-            })?;
-        if hops > MAX_REDIRECTS {
-            return Err(HandlerError::Permanent(format!(
-                "{url} redirected more than {MAX_REDIRECTS} times"
-            )));
-        }
-        current = checked_url(access, location.as_str())?;
-    };
+    let response = fetch(access, url).await?;
     let status = response.status();
     if status.is_server_error() || status.as_u16() == 429 {
         return Err(HandlerError::Retryable(format!("{url} answered {status}")));
@@ -299,6 +265,47 @@ async fn download(
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result.map(|()| path)
+}
+
+/// GETs `url`, following redirects only to allowed hosts, with credentials only for the host
+/// the job named.
+async fn fetch(access: &RecordingAccess, url: &str) -> Result<reqwest::Response, HandlerError> {
+    let mut current = checked_url(access, url)?;
+    let origin = current.host_str().map(str::to_owned);
+    let client = client()?;
+    let mut hops = 0;
+    let response = loop {
+        let mut request = client.get(current.clone());
+        // Credentials go only to the host the job named, never to a redirect's other host.
+        if let Some((user, token)) = &access.basic_auth
+            && current.host_str().map(str::to_owned) == origin
+        {
+            request = request.basic_auth(user, Some(token));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| HandlerError::Retryable(format!("cannot download {current}: {e}")))?;
+        if !response.status().is_redirection() {
+            break response;
+        }
+        hops += 1;
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| current.join(l).ok())
+            .ok_or_else(|| {
+                HandlerError::Permanent(format!("{current} redirected without a usable Location"))
+            })?;
+        if hops > MAX_REDIRECTS {
+            return Err(HandlerError::Permanent(format!(
+                "{url} redirected more than {MAX_REDIRECTS} times"
+            )));
+        }
+        current = checked_url(access, location.as_str())?;
+    };
+    Ok(response)
 }
 
 /// Writes the body to a new file at `tmp`, failing past `cap` bytes.

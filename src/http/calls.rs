@@ -98,6 +98,7 @@ async fn media_stream(State(ctx): State<AppContext>, ws: WebSocketUpgrade) -> Re
     ws.on_upgrade(move |socket| calls.tracker.track_future(run_call(socket, ctx, slot)))
 }
 
+// Long on purpose: one select loop over a call's socket, whose exits name why the call ended.
 async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
     use futures_util::{SinkExt, StreamExt};
     let (mut sink, mut stream) = socket.split();
@@ -156,6 +157,11 @@ async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
     let _ = out_tx.send(Message::Close(None)).await;
     drop(out_tx);
     let _ = writer.await;
+    finish_call(session, &ctx, ended).await;
+}
+
+/// Finalizes the recording (syncing its files) and enqueues the post-call jobs.
+async fn finish_call(session: Session, ctx: &AppContext, ended: &str) {
     let call_sid = session.call_sid().unwrap_or("-").to_owned();
     // Finishing syncs files to disk: keep it off the async threads.
     let finished = tokio::task::spawn_blocking(move || session.finish()).await;
@@ -175,7 +181,7 @@ async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
         }
     };
     tracing::info!(call_sid, ended, duration_secs = recording.duration_secs, files = ?recording.paths, "call recorded");
-    enqueue_post_call(&ctx, &recording).await;
+    enqueue_post_call(ctx, &recording).await;
 }
 
 /// `recording_job` (de-dupe `recording:{sid}`, the key Twilio's recording callback uses too) and

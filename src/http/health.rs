@@ -1,5 +1,6 @@
 //! `GET /api/jobs/health`: queue numbers, scheduler state, role, in the migration guide's shape.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -9,6 +10,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::context::AppContext;
+use crate::jobs::{QueueStats, SchedulerHealth};
+use crate::settings::{AlertSettings, Settings};
 
 /// The whole report must come back promptly even while Redis is unreachable.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,47 +30,8 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
         .await
     {
         Ok((queues, scheduler)) => {
-            let mut reasons = Vec::new();
-            for (q, stats) in &queues {
-                let (max_depth, max_age) = ctx.settings.api.alerts.for_queue(q);
-                if stats.queued > max_depth {
-                    reasons.push(format!(
-                        "queue {q} holds {} jobs (alert threshold {max_depth})",
-                        stats.queued
-                    ));
-                }
-                if let Some(age) = stats.oldest_queued_secs.filter(|a| *a > max_age) {
-                    reasons.push(format!(
-                        "the oldest job on {q} has waited {age}s (alert threshold {max_age}s)"
-                    ));
-                }
-                let unserved = ctx.settings.api.alerts.unserved_secs;
-                if let Some(age) = stats.oldest_queued_secs.filter(|a| *a > unserved)
-                    && stats.workers == 0
-                {
-                    reasons.push(format!(
-                        "queue {q} has jobs waiting {age}s and no registered worker listens on it"
-                    ));
-                }
-            }
-            // A tick older than three tick intervals means no leader is evaluating the schedule.
-            let stale_after = chrono::Duration::milliseconds(
-                i64::try_from(ctx.settings.scheduler.tick_interval_ms.saturating_mul(3))
-                    .unwrap_or(i64::MAX),
-            );
-            if let Some(age) = scheduler
-                .last_tick
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                && age > stale_after
-            {
-                reasons.push(format!(
-                    "scheduler last tick was {}s ago (more than three {}ms ticks): no leader is running",
-                    age.num_seconds(),
-                    ctx.settings.scheduler.tick_interval_ms
-                ));
-            }
+            let mut reasons = queue_reasons(&queues, &ctx.settings.api.alerts);
+            reasons.extend(scheduler_reason(&scheduler, &ctx.settings));
             let status = if reasons.is_empty() {
                 "healthy"
             } else {
@@ -99,4 +63,53 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
             )
         }
     }
+}
+
+/// Why a queue makes the system degraded: too deep, its oldest job too old, or jobs waiting
+/// with no worker listening.
+fn queue_reasons(queues: &BTreeMap<String, QueueStats>, alerts: &AlertSettings) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for (q, stats) in queues {
+        let (max_depth, max_age) = alerts.for_queue(q);
+        if stats.queued > max_depth {
+            reasons.push(format!(
+                "queue {q} holds {} jobs (alert threshold {max_depth})",
+                stats.queued
+            ));
+        }
+        if let Some(age) = stats.oldest_queued_secs.filter(|a| *a > max_age) {
+            reasons.push(format!(
+                "the oldest job on {q} has waited {age}s (alert threshold {max_age}s)"
+            ));
+        }
+        if let Some(age) = stats
+            .oldest_queued_secs
+            .filter(|a| *a > alerts.unserved_secs)
+            && stats.workers == 0
+        {
+            reasons.push(format!(
+                "queue {q} has jobs waiting {age}s and no registered worker listens on it"
+            ));
+        }
+    }
+    reasons
+}
+
+/// A tick older than three tick intervals means no leader is evaluating the schedule.
+fn scheduler_reason(scheduler: &SchedulerHealth, settings: &Settings) -> Option<String> {
+    let tick_ms = settings.scheduler.tick_interval_ms;
+    let stale_after = chrono::Duration::milliseconds(
+        i64::try_from(tick_ms.saturating_mul(3)).unwrap_or(i64::MAX),
+    );
+    let age = scheduler
+        .last_tick
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| chrono::Utc::now() - t.with_timezone(&chrono::Utc))?;
+    (age > stale_after).then(|| {
+        format!(
+            "scheduler last tick was {}s ago (more than three {tick_ms}ms ticks): no leader is running",
+            age.num_seconds()
+        )
+    })
 }

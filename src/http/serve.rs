@@ -162,6 +162,8 @@ fn judge(state: &ConnState, limits: &ConnLimits, open: usize) -> Verdict {
     }
 }
 
+// Long on purpose: one connection's whole timeline (header deadline, serving, idle close, shutdown)
+// in one select loop.
 async fn serve_connection(
     stream: TcpStream,
     router: Router,

@@ -168,6 +168,7 @@ impl JobStore {
     }
 
     /// One `EVALSHA` of the de-dupe script for `job`.
+    // Long on purpose: one script call, its arguments in enqueue_dedupe.lua's order.
     fn dedupe_cmd(
         &self,
         mut job: NewJob,

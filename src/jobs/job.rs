@@ -123,6 +123,7 @@ pub fn is_valid_queue_name(name: &str) -> bool {
 }
 
 impl NewJob {
+    // Long on purpose: one check per rule, in the order the errors are reported.
     pub(crate) fn validate(&self) -> Result<(), JobError> {
         if !is_valid_queue_name(&self.queue) {
             return Err(JobError::Invalid(format!(

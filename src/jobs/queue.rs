@@ -48,6 +48,7 @@ impl JobStore {
     /// explicit ids are cleared by one variadic `DEL` up front, and the pushes go out as one
     /// `RPUSH` (and one `LPUSH` for `at_front`) per queue in batch order, which leaves each list
     /// exactly as job-by-job pushes would.
+    // Long on purpose: one MULTI whose commands must stay in the order the comment above describes.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>, JobError> {
         let ts = rq_timestamp(self.now());
         let mut ids = Vec::with_capacity(jobs.len());

@@ -62,6 +62,8 @@ impl Stats<'_> {
     /// Numbers for `also` (configured queues that may not exist yet) and the queues in
     /// `rq:queues`, at most [`MAX_LISTED_QUEUES`] in all unless `also` alone is longer, in two
     /// round trips.
+    // Long on purpose: two pipelines and their decoding, which must stay in step command by
+    // command.
     pub async fn queue_stats(
         &self,
         also: &[String],

@@ -270,6 +270,8 @@ impl Workers<'_> {
     /// Claims up to `max` jobs: the worker's inbox first, then its queues in priority order.
     /// Each claimed job is in `rq:wip:<queue>` with deadline `now + job_ttl`.
     /// `state_seq` numbers the "busy" this claim writes when it gets jobs (see [`WorkerState`]).
+    // Long on purpose: one script call, its arguments in claim.lua's order, and the decoding of its
+    // reply.
     pub async fn claim(
         &self,
         w: &WorkerInfo,
@@ -348,6 +350,8 @@ impl Workers<'_> {
 
     /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement. With an
     /// empty batch it only records the worker's state.
+    // Long on purpose: one script call: its KEYS/ARGV are built here in the order settle.lua reads
+    // them, and split up that layout would be spread over several functions.
     pub async fn settle(
         &self,
         w: &WorkerInfo,
@@ -450,6 +454,8 @@ impl Workers<'_> {
     /// A short per-queue maintenance lock (`prosaas:maintenance:<queue>`, held by `owner` for
     /// `lock_ttl`) keeps several workers from doing the same pass; the script itself is atomic,
     /// so correctness does not depend on it.
+    // Long on purpose: one script call, its arguments in recover.lua's order, and the per-job retry
+    // decisions it needs.
     pub async fn recover_abandoned(
         &self,
         queue: &str,

@@ -12,8 +12,13 @@ use crate::worker::http_target::Delivery;
 use crate::worker::{hostname, maintenance, worker_name};
 
 pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    executor(&ctx)?.run(shutdown).await
+}
+
+/// The executor this process's settings describe, with every built-in job type.
+pub fn executor(ctx: &AppContext) -> anyhow::Result<Executor> {
     let w = &ctx.settings.worker;
-    let executor = Executor {
+    Ok(Executor {
         store: ctx.jobs.clone(),
         info: WorkerInfo {
             name: worker_name(),
@@ -28,8 +33,7 @@ pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyho
             delivery: Arc::new(Delivery::new(&w.http_targets)?),
             recordings: Arc::new(recording_access(&ctx.settings)),
         },
-    };
-    executor.run(shutdown).await
+    })
 }
 
 fn recording_access(s: &crate::settings::Settings) -> RecordingAccess {

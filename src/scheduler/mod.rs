@@ -154,39 +154,10 @@ impl Scheduler {
             }
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + self.renew_interval;
-                let was_leading = leading.is_some();
-                match self
-                    .store
-                    .schedule()
-                    .acquire_or_renew_leadership(&self.token, self.lock_ttl)
-                    .await
-                {
-                    // `Acquired` is always a gain, even for a process that believes it leads: the
-                    // lock vanished (a Redis restart) and was taken anew.
-                    Ok(Leadership::Acquired { cycle }) => {
-                        leading = self.gain(cycle, &mut cursors).await;
-                        next_eval = Instant::now();
-                    }
-                    // Still ours after a failed renewal made us stand by: a gain too.
-                    Ok(Leadership::Renewed { cycle }) if !was_leading => {
-                        leading = self.gain(cycle, &mut cursors).await;
-                        next_eval = Instant::now();
-                    }
-                    Ok(Leadership::Renewed { cycle }) => leading = Some(cycle),
-                    Ok(Leadership::HeldBy(holder)) => {
-                        if was_leading {
-                            tracing::warn!(holder = %holder, "Lost scheduler lock: it is held by {holder}");
-                        }
-                        leading = None;
-                    }
-                    Err(e) => {
-                        if was_leading {
-                            tracing::warn!(error = %e, "Lost scheduler lock: renewal failed; no more enqueuing until it is taken again");
-                        } else {
-                            tracing::debug!(error = %e, "lock attempt failed");
-                        }
-                        leading = None;
-                    }
+                let (now_leading, gained) = self.contend(leading.is_some(), &mut cursors).await;
+                leading = now_leading;
+                if gained {
+                    next_eval = Instant::now();
                 }
             }
             metrics::gauge!(m::SCHEDULER_LEADER).set(if leading.is_some() { 1.0 } else { 0.0 });
@@ -195,19 +166,7 @@ impl Scheduler {
                 continue;
             }
             match self.tick(&mut cursors, cycle).await {
-                Tick::Done { next_due, at } => {
-                    let tick = Instant::now() + self.tick_interval;
-                    next_eval = match next_due {
-                        // A slot that was already due when the tick evaluated failed to fire
-                        // (Redis trouble): retry it shortly rather than in a tight loop.
-                        Some(due) if due <= at => tick.min(Instant::now() + RETRY_FAILED_SLOT),
-                        Some(due) => {
-                            let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                            tick.min(Instant::now() + wait)
-                        }
-                        None => tick,
-                    };
-                }
+                Tick::Done { next_due, at } => next_eval = self.next_evaluation(next_due, at),
                 Tick::Fenced { holder } => {
                     tracing::warn!(holder = %holder, "Lost scheduler lock: it is held by {holder:?}; stopped enqueuing");
                     leading = None;
@@ -217,6 +176,59 @@ impl Scheduler {
         // The lock is left to expire: deleting it could release a lock that a new leader took.
         tracing::info!(token = %self.token, "scheduler stopped");
         Ok(())
+    }
+
+    /// One lock attempt: where we stand after it (`Some(cycle)` while leading) and whether
+    /// leadership was gained just now (the caller then evaluates at once).
+    async fn contend(
+        &self,
+        was_leading: bool,
+        cursors: &mut HashMap<String, i64>,
+    ) -> (Option<u64>, bool) {
+        match self
+            .store
+            .schedule()
+            .acquire_or_renew_leadership(&self.token, self.lock_ttl)
+            .await
+        {
+            // `Acquired` is always a gain, even for a process that believes it leads: the
+            // lock vanished (a Redis restart) and was taken anew.
+            Ok(Leadership::Acquired { cycle }) => (self.gain(cycle, cursors).await, true),
+            // Still ours after a failed renewal made us stand by: a gain too.
+            Ok(Leadership::Renewed { cycle }) if !was_leading => {
+                (self.gain(cycle, cursors).await, true)
+            }
+            Ok(Leadership::Renewed { cycle }) => (Some(cycle), false),
+            Ok(Leadership::HeldBy(holder)) => {
+                if was_leading {
+                    tracing::warn!(holder = %holder, "Lost scheduler lock: it is held by {holder}");
+                }
+                (None, false)
+            }
+            Err(e) => {
+                if was_leading {
+                    tracing::warn!(error = %e, "Lost scheduler lock: renewal failed; no more enqueuing until it is taken again");
+                } else {
+                    tracing::debug!(error = %e, "lock attempt failed");
+                }
+                (None, false)
+            }
+        }
+    }
+
+    /// When to evaluate the entries next: the next due slot, at most a tick away.
+    fn next_evaluation(&self, next_due: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Instant {
+        let tick = Instant::now() + self.tick_interval;
+        match next_due {
+            // A slot that was already due when the tick evaluated failed to fire (Redis
+            // trouble): retry it shortly rather than in a tight loop.
+            Some(due) if due <= at => tick.min(Instant::now() + RETRY_FAILED_SLOT),
+            Some(due) => {
+                let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tick.min(Instant::now() + wait)
+            }
+            None => tick,
+        }
     }
 
     /// Takes up leadership: logs the gain and loads where the previous leader stopped. `None`
@@ -240,6 +252,8 @@ impl Scheduler {
     }
 
     /// Fires every due slot (the newest per entry) and records the tick.
+    // Long on purpose: one pass over the entries with its report; the per-entry decision is in
+    // `schedule.rs`.
     async fn tick(&self, cursors: &mut HashMap<String, i64>, cycle: u64) -> Tick {
         let now = Utc::now();
         let mut report = Vec::with_capacity(self.entries.len());

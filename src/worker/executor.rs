@@ -1,7 +1,7 @@
 //! The executor: claims jobs, runs up to `concurrency` of them at once, heartbeats them, records
 //! their outcomes, and on shutdown finishes or returns every job it holds.
 //!
-//! Tasks: the claim loop (this function), one waker per queue (a blocking pop for idle times),
+//! Tasks: the claim loop ([`Claimer`]), one waker per queue (a blocking pop for idle times),
 //! the heartbeat, the settler (batches outcomes into one script call), and one task per job.
 //! Nothing is lost on a clean stop: a job either finishes within the grace period or goes back
 //! to the head of its queue; ids the wakers moved aside go back too.
@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -171,7 +172,36 @@ pub struct Executor {
     pub context: HandlerContext,
 }
 
+/// What every job task of one executor shares: how to run a job, where its outcome goes, and
+/// the signal that returns unfinished jobs at the end of the shutdown grace.
+#[derive(Clone)]
+struct JobEnv {
+    ctx: HandlerContext,
+    registry: Arc<Registry>,
+    policies: Arc<Policies>,
+    settle_tx: mpsc::UnboundedSender<Settlement>,
+    running: Running,
+    abort: CancellationToken,
+}
+
+/// The claim loop's view of the executor: the worker it claims for and what it signals.
+struct Claimer<'a> {
+    store: &'a JobStore,
+    info: &'a WorkerInfo,
+    config: &'a ExecutorConfig,
+    running: &'a Running,
+    slots: Arc<Semaphore>,
+    /// Wakers block on the queues only while this is `true` (the executor waits for work).
+    wanted: watch::Sender<bool>,
+    wake: Arc<Notify>,
+}
+
 impl Executor {
+    /// Runs until `shutdown`: registers, claims while there are free slots, runs each job in
+    /// its own task, then drains (within the grace), returns what it could not finish and
+    /// unregisters. An error names a helper task that failed.
+    // Long on purpose: the executor's life in order (start the helper tasks, claim, drain, stop
+    // them), each step a call.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             store,
@@ -188,7 +218,6 @@ impl Executor {
         choose_entry_format(&store, config.started_entries).await;
 
         let running: Running = Arc::default();
-        let slots = Arc::new(Semaphore::new(config.concurrency));
         let (settle_tx, settle_rx) = mpsc::unbounded_channel::<Settlement>();
         let settler = tokio::spawn(settle_loop(
             store.clone(),
@@ -204,34 +233,117 @@ impl Executor {
             config.clone(),
             background.clone(),
         ));
-        let wake = Arc::new(Notify::new());
-        let (wanted_tx, wanted_rx) = watch::channel(false);
-        let mut wakers = Vec::new();
-        for q in &info.queues {
-            wakers.push(tokio::spawn(waker_loop(
-                store.clone(),
-                info.clone(),
-                q.clone(),
-                wake.clone(),
-                wanted_rx.clone(),
-                shutdown.clone(),
-            )));
-        }
-
+        let claimer = Claimer {
+            store: &store,
+            info: &info,
+            config: &config,
+            running: &running,
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            wanted: watch::channel(false).0,
+            wake: Arc::new(Notify::new()),
+        };
+        let wakers: Vec<_> = info
+            .queues
+            .iter()
+            .map(|q| {
+                tokio::spawn(waker_loop(
+                    store.clone(),
+                    info.clone(),
+                    q.clone(),
+                    claimer.wake.clone(),
+                    claimer.wanted.subscribe(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        let env = JobEnv {
+            ctx,
+            registry,
+            policies: config.policies.clone(),
+            settle_tx,
+            running: running.clone(),
+            abort: CancellationToken::new(),
+        };
         let jobs = TaskTracker::new();
-        let abort_jobs = CancellationToken::new();
+        let claimed = claimer.run(&shutdown, &jobs, &env).await;
+
+        // Stop claiming: wakers stop with the shutdown token; ids they moved aside go back below.
+        for w in wakers {
+            let _ = w.await;
+        }
+        drain(&jobs, config.shutdown_grace, &env.abort).await;
+        drop(env);
+        let settled = settler.await;
+        background.cancel();
+        let beat = heartbeat.await;
+        leave(&store, &info).await;
+        claimed?;
+        settled.context("the settler task failed; outcomes may be unrecorded")?;
+        beat.context("the heartbeat task failed")?;
+        Ok(())
+    }
+
+    /// One deterministic step, for tests and tools: registers, claims up to `max` jobs, runs
+    /// them to their outcomes and records them in one settle call, with no background task.
+    /// Returns each claimed job's id and what became of it.
+    pub async fn run_once(&self, max: usize) -> anyhow::Result<Vec<(String, Settled, Outcome)>> {
+        let workers = self.store.workers();
+        workers
+            .register_worker(&self.info, self.config.heartbeat_ttl)
+            .await?;
+        // State decisions are numbered so that the newest wins; without the claim loop's
+        // counter, the clock's milliseconds order them.
+        let seq = (self.store.unix_now() * 1000.0) as u64;
+        let claimed = workers
+            .claim(&self.info, max, self.config.heartbeat_ttl, seq)
+            .await?;
+        let runs = claimed.iter().map(|job| async {
+            let started_at = self.store.unix_now();
+            let (outcome, _) = execute(
+                job,
+                self.context.clone(),
+                &self.registry,
+                &self.config.policies,
+            )
+            .await;
+            Settlement {
+                execution: job.execution.clone(),
+                started_at,
+                ended_at: self.store.unix_now(),
+                outcome,
+            }
+        });
+        let batch = futures_util::future::join_all(runs).await;
+        let settled = workers.settle(&self.info, &batch, None).await?;
+        Ok(batch
+            .into_iter()
+            .zip(settled)
+            .map(|(s, r)| (s.execution.id, r, s.outcome))
+            .collect())
+    }
+}
+
+impl Claimer<'_> {
+    /// Claims while slots are free and spawns a task per job, until `shutdown`.
+    async fn run(
+        &self,
+        shutdown: &CancellationToken,
+        jobs: &TaskTracker,
+        env: &JobEnv,
+    ) -> anyhow::Result<()> {
         let mut claim_errors = 0u32;
         loop {
             let first = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
-                permit = slots.clone().acquire_owned() => permit?,
+                () = shutdown.cancelled() => return Ok(()),
+                permit = self.slots.clone().acquire_owned() => permit?,
             };
-            let want = 1 + slots.available_permits();
-            let seq = lock(&running).begin_claim();
-            let claimed = match store
+            let want = 1 + self.slots.available_permits();
+            let seq = lock(self.running).begin_claim();
+            let claimed = match self
+                .store
                 .workers()
-                .claim(&info, want, config.heartbeat_ttl, seq)
+                .claim(self.info, want, self.config.heartbeat_ttl, seq)
                 .await
             {
                 Ok(c) => {
@@ -239,110 +351,108 @@ impl Executor {
                     c
                 }
                 Err(e) => {
-                    lock(&running).end_claim(&[]);
+                    lock(self.running).end_claim(&[]);
                     drop(first);
                     claim_errors += 1;
                     tracing::warn!(error = %e, "claim failed; retrying");
                     let pause = Duration::from_millis(100 * u64::from(claim_errors.min(20)));
                     tokio::select! {
-                        () = shutdown.cancelled() => break,
+                        () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(pause) => continue,
                     }
                 }
             };
-            let may_be_idle = lock(&running).end_claim(&claimed);
+            let may_be_idle = lock(self.running).end_claim(&claimed);
             if claimed.is_empty() {
                 drop(first);
-                wanted_tx.send_replace(true);
-                // Record "idle" only once the worker has been idle a moment: a worker woken
-                // again within milliseconds (a steady producer) would pay a round trip per job.
-                let mut idle_pending = may_be_idle;
-                loop {
-                    let mark_in = if idle_pending {
-                        IDLE_MARK_AFTER
-                    } else {
-                        IDLE_POLL
-                    };
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => break,
-                        () = wake.notified() => break,
-                        () = tokio::time::sleep(mark_in) => {}
-                    }
-                    if !idle_pending {
-                        break;
-                    }
-                    idle_pending = false;
-                    let state = lock(&running).idle_now();
-                    if let Some(state) = state
-                        && let Err(e) = store.workers().settle(&info, &[], Some(state)).await
-                    {
-                        tracing::debug!(error = %e, "cannot record the idle state");
-                    }
-                }
-                wanted_tx.send_replace(false);
+                self.wait_for_work(may_be_idle, shutdown).await;
                 continue;
             }
             let mut permits = vec![first];
             for _ in 1..claimed.len() {
                 // Nobody else takes permits, so the ones counted above are still there.
-                permits.push(slots.clone().acquire_owned().await?);
+                permits.push(self.slots.clone().acquire_owned().await?);
             }
             for (job, permit) in claimed.into_iter().zip(permits) {
-                jobs.spawn(run_job(
-                    job,
-                    ctx.clone(),
-                    registry.clone(),
-                    config.policies.clone(),
-                    settle_tx.clone(),
-                    running.clone(),
-                    abort_jobs.clone(),
-                    permit,
-                ));
+                jobs.spawn(run_job(job, env.clone(), permit));
             }
         }
-
-        // Stop claiming: wakers stop with the shutdown token; ids they moved aside go back below.
-        for w in wakers {
-            let _ = w.await;
-        }
-        jobs.close();
-        let in_flight = jobs.len();
-        if in_flight > 0 {
-            tracing::info!(in_flight, grace = ?config.shutdown_grace, "waiting for jobs in flight");
-        }
-        if tokio::time::timeout(config.shutdown_grace, jobs.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                still_running = jobs.len(),
-                "grace period over; returning unfinished jobs to their queues"
-            );
-            abort_jobs.cancel();
-            jobs.wait().await;
-        }
-        drop(settle_tx);
-        let _ = settler.await;
-        background.cancel();
-        let _ = heartbeat.await;
-        match store
-            .workers()
-            .release_inbox(&info.name, &info.queues[0], true)
-            .await
-        {
-            Ok(Some(n)) if n > 0 => {
-                tracing::info!(returned = n, "returned unclaimed ids to their queues")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not return the inbox; recovery will"),
-        }
-        if let Err(e) = store.workers().unregister_worker(&info).await {
-            tracing::warn!(error = %e, "could not unregister; the registration expires by itself");
-        }
-        tracing::info!(worker = %info.name, "worker stopped");
-        Ok(())
     }
+
+    /// With nothing claimed: lets the wakers block on the queues until one wakes us, the idle
+    /// poll lapses or shutdown comes.
+    async fn wait_for_work(&self, may_be_idle: bool, shutdown: &CancellationToken) {
+        self.wanted.send_replace(true);
+        // Record "idle" only once the worker has been idle a moment: a worker woken again
+        // within milliseconds (a steady producer) would pay a round trip per job.
+        let mut idle_pending = may_be_idle;
+        loop {
+            let mark_in = if idle_pending {
+                IDLE_MARK_AFTER
+            } else {
+                IDLE_POLL
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => break,
+                () = tokio::time::sleep(mark_in) => {}
+            }
+            if !idle_pending {
+                break;
+            }
+            idle_pending = false;
+            let state = lock(self.running).idle_now();
+            if let Some(state) = state
+                && let Err(e) = self
+                    .store
+                    .workers()
+                    .settle(self.info, &[], Some(state))
+                    .await
+            {
+                tracing::debug!(error = %e, "cannot record the idle state");
+            }
+        }
+        self.wanted.send_replace(false);
+    }
+}
+
+/// Waits for the jobs in flight for up to `grace`; then tells the rest to stop, which returns
+/// them to their queues.
+async fn drain(jobs: &TaskTracker, grace: Duration, abort: &CancellationToken) {
+    jobs.close();
+    let in_flight = jobs.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, ?grace, "waiting for jobs in flight");
+    }
+    if tokio::time::timeout(grace, jobs.wait()).await.is_err() {
+        tracing::warn!(
+            still_running = jobs.len(),
+            "grace period over; returning unfinished jobs to their queues"
+        );
+        abort.cancel();
+        jobs.wait().await;
+    }
+}
+
+/// Returns the inbox's unclaimed ids to their queues and unregisters; a failure of either is
+/// only logged, since recovery and the registration's TTL do the same later.
+async fn leave(store: &JobStore, info: &WorkerInfo) {
+    match store
+        .workers()
+        .release_inbox(&info.name, &info.queues[0], true)
+        .await
+    {
+        Ok(Some(n)) if n > 0 => {
+            tracing::info!(returned = n, "returned unclaimed ids to their queues")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not return the inbox; recovery will"),
+    }
+    if let Err(e) = store.workers().unregister_worker(info).await {
+        tracing::warn!(error = %e, "could not unregister; the registration expires by itself");
+    }
+    tracing::info!(worker = %info.name, "worker stopped");
 }
 
 /// Registers, retrying while Redis is unreachable. `false` if shutdown came first.
@@ -369,21 +479,10 @@ async fn register(
     }
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one task's whole environment, passed once"
-)]
-async fn run_job(
-    job: ClaimedJob,
-    ctx: HandlerContext,
-    registry: Arc<Registry>,
-    policies: Arc<Policies>,
-    settle_tx: mpsc::UnboundedSender<Settlement>,
-    running: Running,
-    abort: CancellationToken,
-    _slot: OwnedSemaphorePermit,
-) {
-    let store = ctx.jobs.clone();
+/// One job's task: runs it (or gives it back when aborted), counts it, hands its outcome to
+/// the settler. `_slot` holds its place in the concurrency limit until the task ends.
+async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
+    let store = env.ctx.jobs.clone();
     let started_at = store.unix_now();
     if let Some(enqueued) = job.enqueued_at.as_deref().and_then(parse_rq_timestamp) {
         let waited = started_at - enqueued.timestamp_micros() as f64 / 1e6;
@@ -392,8 +491,8 @@ async fn run_job(
     }
     let (outcome, job_type) = tokio::select! {
         biased;
-        () = abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
-        done = execute(&job, ctx, &registry, &policies) => done,
+        () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
+        done = execute(&job, env.ctx, &env.registry, &env.policies) => done,
     };
     let ended_at = store.unix_now();
     let label = match &outcome {
@@ -406,7 +505,7 @@ async fn run_job(
     metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
     metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
     let execution = job.execution;
-    lock(&running).executions.remove(&execution.member());
+    lock(&env.running).executions.remove(&execution.member());
     match &outcome {
         Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
             tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
@@ -415,7 +514,7 @@ async fn run_job(
     }
     // The settler only stops after every job task has ended, so this cannot fail in practice;
     // if it did, the heartbeat deadline lapses and recovery re-runs the job.
-    let _ = settle_tx.send(Settlement {
+    let _ = env.settle_tx.send(Settlement {
         execution,
         started_at,
         ended_at,
@@ -484,27 +583,11 @@ async fn run(
         kwargs: call.kwargs.clone(),
         attempt: job.attempts,
     };
-    let timeout = policies.timeout(job, name);
     let run = handler.call(ctx, input);
-    let result = match timeout {
+    let result = match policies.timeout(job, name) {
         Some(limit) => match tokio::time::timeout(limit, run).await {
             Ok(r) => r,
-            Err(_) => {
-                return retry_or_fail(
-                    job,
-                    name,
-                    policies,
-                    traceback(
-                        "JobTimeoutException",
-                        name,
-                        job.attempts,
-                        &format!(
-                            "Task exceeded maximum timeout value ({} seconds)",
-                            limit.as_secs()
-                        ),
-                    ),
-                );
-            }
+            Err(_) => return timed_out(job, name, policies, limit),
         },
         None => run.await,
     };
@@ -521,6 +604,16 @@ async fn run(
             traceback("JobError", name, job.attempts, &msg),
         ),
     }
+}
+
+/// A job cut off at its timeout: retried while it has retries, as RQ words it.
+fn timed_out(job: &ClaimedJob, name: &str, policies: &Policies, limit: Duration) -> Outcome {
+    let msg = format!(
+        "Task exceeded maximum timeout value ({} seconds)",
+        limit.as_secs()
+    );
+    let error = traceback("JobTimeoutException", name, job.attempts, &msg);
+    retry_or_fail(job, name, policies, error)
 }
 
 fn retry_or_fail(job: &ClaimedJob, job_type: &str, policies: &Policies, error: String) -> Outcome {

@@ -26,20 +26,21 @@ pub async fn run(
     registry: std::sync::Arc<super::handler::Registry>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let hostname = super::hostname();
     let promote_every = Duration::from_millis(settings.promote_interval_ms);
     let recover_every = Duration::from_millis(settings.maintenance_interval_ms);
-    // Held a little longer than a pass is apart, so that one worker keeps a queue while alive.
-    let promote_lock = (promote_every * 5).max(Duration::from_secs(5));
-    // Policies are looked up by handler name, as the executor looks them up for a failure.
-    let policies = Policies::from_settings(&settings);
-    let retries_for = |job_type: &str, by_prosaas: bool| {
-        let name = registry
-            .resolve(job_type)
-            .map_or(job_type, |(name, _)| name);
-        policies.retries_for(name, by_prosaas)
-    };
     let settle_for = Duration::from_millis(settings.heartbeat_ttl_ms);
+    let m = Maintenance {
+        hostname: super::hostname(),
+        // Held a little longer than a pass is apart, so that one worker keeps a queue while
+        // alive.
+        promote_lock: (promote_every * 5).max(Duration::from_secs(5)),
+        recover_every,
+        policies: Policies::from_settings(&settings),
+        store,
+        owner,
+        settings,
+        registry,
+    };
     // Since when every Redis call of this loop has succeeded (None: the last one failed).
     let mut reachable_since: Option<tokio::time::Instant> = None;
     let mut promote = tokio::time::interval(promote_every);
@@ -50,56 +51,108 @@ pub async fn run(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            _ = promote.tick() => {
-                let mut ok = true;
-                for q in &settings.queues {
-                    match store.workers().promote_due(q, &hostname, promote_lock).await {
-                        Ok(Some(n)) if n > 0 => tracing::debug!(queue = %q, promoted = n, "due jobs moved to the queue"),
-                        Ok(_) => {}
-                        Err(e) => {
-                            ok = false;
-                            tracing::warn!(queue = %q, error = %e, "promotion of due jobs failed");
-                        }
-                    }
-                }
-                note_reachability(&mut reachable_since, ok);
-            }
+            _ = promote.tick() => note_reachability(&mut reachable_since, m.promote().await),
             _ = recover.tick() => {
                 // Deadlines are on Redis's clock: measure it before comparing.
-                let synced = store.sync_clock().await.is_ok();
+                let synced = m.store.sync_clock().await.is_ok();
                 note_reachability(&mut reachable_since, synced);
                 if reachable_since.is_none_or(|t| t.elapsed() < settle_for) {
                     continue;
                 }
-                // First: dead workers' inboxes go back to their queues, and their orphaned jobs
-                // (started, but dropped from the started registry by RQ 1.x tooling) get an
-                // expired entry again, so the recovery below takes them.
-                match store.workers().release_dead_inboxes(&settings.queues[0]).await {
-                    Ok(n) if n > 0 => tracing::warn!(
-                        returned = n,
-                        "returned ids from dead workers' inboxes and orphaned jobs to recovery"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "inbox recovery failed"),
-                }
-                for q in &settings.queues {
-                    match store
-                        .workers().recover_abandoned(q, &owner, recover_every, &retries_for, settings.failure_ttl_secs)
-                        .await
-                    {
-                        Ok(r) if r.requeued + r.failed > 0 => tracing::warn!(
-                            queue = %q, requeued = r.requeued, failed = r.failed,
-                            "recovered jobs of a dead worker"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => {
-                            note_reachability(&mut reachable_since, false);
-                            tracing::warn!(queue = %q, error = %e, "recovery pass failed");
-                        }
-                    }
+                if !m.recover().await {
+                    note_reachability(&mut reachable_since, false);
                 }
             }
         }
+    }
+}
+
+/// One process's maintenance passes over the configured queues.
+struct Maintenance {
+    store: JobStore,
+    owner: String,
+    hostname: String,
+    settings: WorkerSettings,
+    registry: std::sync::Arc<super::handler::Registry>,
+    policies: Policies,
+    promote_lock: Duration,
+    recover_every: Duration,
+}
+
+impl Maintenance {
+    /// Moves due retries and delayed jobs to their queues; `false` if a call failed.
+    async fn promote(&self) -> bool {
+        let mut ok = true;
+        for q in &self.settings.queues {
+            match self
+                .store
+                .workers()
+                .promote_due(q, &self.hostname, self.promote_lock)
+                .await
+            {
+                Ok(Some(n)) if n > 0 => {
+                    tracing::debug!(queue = %q, promoted = n, "due jobs moved to the queue")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(queue = %q, error = %e, "promotion of due jobs failed");
+                }
+            }
+        }
+        ok
+    }
+
+    /// Returns dead workers' inboxes and recovers abandoned jobs; `false` if a recovery call
+    /// failed.
+    async fn recover(&self) -> bool {
+        // First: dead workers' inboxes go back to their queues, and their orphaned jobs
+        // (started, but dropped from the started registry by RQ 1.x tooling) get an expired
+        // entry again, so the recovery below takes them.
+        let workers = self.store.workers();
+        match workers.release_dead_inboxes(&self.settings.queues[0]).await {
+            Ok(n) if n > 0 => tracing::warn!(
+                returned = n,
+                "returned ids from dead workers' inboxes and orphaned jobs to recovery"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "inbox recovery failed"),
+        }
+        let retries_for = |job_type: &str, by_prosaas: bool| self.retries_for(job_type, by_prosaas);
+        let mut ok = true;
+        for q in &self.settings.queues {
+            let pass = workers
+                .recover_abandoned(
+                    q,
+                    &self.owner,
+                    self.recover_every,
+                    &retries_for,
+                    self.settings.failure_ttl_secs,
+                )
+                .await;
+            match pass {
+                Ok(r) if r.requeued + r.failed > 0 => tracing::warn!(
+                    queue = %q, requeued = r.requeued, failed = r.failed,
+                    "recovered jobs of a dead worker"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(queue = %q, error = %e, "recovery pass failed");
+                }
+            }
+        }
+        ok
+    }
+
+    /// Retries a recovered job has, looked up by handler name as the executor looks them up
+    /// for a failure.
+    fn retries_for(&self, job_type: &str, by_prosaas: bool) -> u32 {
+        let name = self
+            .registry
+            .resolve(job_type)
+            .map_or(job_type, |(name, _)| name);
+        self.policies.retries_for(name, by_prosaas)
     }
 }
 

@@ -520,15 +520,9 @@ async fn metrics_parse_and_move_as_jobs_flow() {
     // The worker's own /metrics counts what it processed.
     let mut w = ProsaasProcess::start("worker", &[("REDIS_URL", &t.url())]);
     w.wait_for_log("worker registered", Duration::from_secs(20));
+    let worker_api = TestApi::new(&w);
     crate::support::eventually("both jobs processed", Duration::from_secs(10), || async {
-        let text = http
-            .get(w.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = worker_api.metrics().await?;
         let s = parse_prometheus(&text);
         (sample(
             &s,

@@ -378,3 +378,141 @@ fn narrow_capabilities_stay_with_their_callers() {
     }
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
+
+/// `text` with string and character literals emptied and comments removed, line breaks kept,
+/// so that braces can be counted.
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' if chars.next() == Some('\n') => out.push('\n'),
+                        '\\' => {}
+                        '"' => break,
+                        '\n' => out.push('\n'),
+                        _ => {}
+                    }
+                }
+                out.push_str("\"\"");
+            }
+            // A character literal ('{', '\'', '\n'); a lifetime ('a) has no closing quote.
+            '\'' => {
+                let mut look = chars.clone();
+                let closes = match look.next() {
+                    Some('\\') => {
+                        look.next();
+                        look.next() == Some('\'')
+                    }
+                    Some(_) => look.next() == Some('\''),
+                    None => false,
+                };
+                if closes {
+                    while chars.next() != Some('\'') {}
+                    out.push_str("' '");
+                } else {
+                    out.push('\'');
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Functions of more than `limit` lines in `text` (outside its tests) that do not say why
+/// they are long (a `// Long on purpose:` comment right above them): (line, name, length).
+fn long_functions(text: &str, limit: usize) -> Vec<(usize, String, usize)> {
+    let raw: Vec<&str> = text.lines().collect();
+    let code = code_only(text);
+    let lines: Vec<&str> = code.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("#[cfg(test)]"))
+        .unwrap_or(lines.len());
+    let mut found = Vec::new();
+    for (i, line) in lines[..end].iter().enumerate() {
+        let t = line.trim_start();
+        let t = t
+            .strip_prefix("pub(crate) ")
+            .or_else(|| t.strip_prefix("pub(super) "))
+            .or_else(|| t.strip_prefix("pub "))
+            .unwrap_or(t);
+        let t = t.strip_prefix("async ").unwrap_or(t);
+        let t = t.strip_prefix("const ").unwrap_or(t);
+        let Some(rest) = t.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let (mut depth, mut opened, mut last) = (0i64, false, None);
+        for (j, l) in lines[i..end].iter().enumerate() {
+            depth += l.matches('{').count() as i64 - l.matches('}').count() as i64;
+            opened |= l.contains('{');
+            if !opened && l.trim_end().ends_with(';') {
+                break;
+            }
+            if opened && depth <= 0 {
+                last = Some(i + j);
+                break;
+            }
+        }
+        let Some(last) = last else { continue };
+        let length = last - i + 1;
+        let explained = raw[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with("//") || l.trim_start().starts_with("#["))
+            .any(|l| l.contains("// Long on purpose:"));
+        if length > limit && !explained {
+            found.push((i + 1, name, length));
+        }
+    }
+    found
+}
+
+/// No function runs past about 60 lines without saying why (issue #17): long functions hide
+/// steps that deserve names.
+#[test]
+fn long_functions_say_why() {
+    // The check can fail, and it is not fooled by braces in strings or characters.
+    let body = "    let x = 1;\n".repeat(70);
+    let sample = format!("fn short() {{\n    let s = \"{{\";\n}}\n\nfn long() {{\n{body}}}\n");
+    assert_eq!(
+        long_functions(&sample, 60),
+        vec![(5, "long".to_owned(), 72)]
+    );
+    let explained = format!("// Long on purpose: a sample.\n{sample}");
+    assert_eq!(
+        long_functions(&explained, 60).len(),
+        1,
+        "the comment is not above `long`"
+    );
+    let explained = sample.replace("fn long", "// Long on purpose: a sample.\nfn long");
+    assert!(long_functions(&explained, 60).is_empty());
+
+    let mut offenders = Vec::new();
+    for file in rust_files(&root().join("src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line, name, length) in long_functions(&text, 60) {
+            offenders.push(format!("{}:{line} {name}: {length} lines", file.display()));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "split these, or say above each why it is long (`// Long on purpose: ...`):\n{}",
+        offenders.join("\n")
+    );
+}

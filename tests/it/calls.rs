@@ -14,6 +14,7 @@ use redis::Commands;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::client::TestApi;
 use crate::support::process::{TEST_PUBLIC_URL, TEST_TWILIO_TOKEN};
 use crate::support::redis_server::TestDb;
 use crate::support::{ProsaasProcess, db, eventually, kwargs};
@@ -247,19 +248,12 @@ async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
         }
         sockets.push(ws);
     }
-    let http = reqwest::Client::new();
+    let api = TestApi::new(&p);
     eventually(
         "20 live calls in /metrics",
         Duration::from_secs(5),
         || async {
-            let text = http
-                .get(p.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = api.metrics().await?;
             text.lines()
                 .any(|l| l == "prosaas_calls_active 20")
                 .then_some(())

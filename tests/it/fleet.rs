@@ -187,15 +187,7 @@ async fn sigterm_past_the_grace_period_puts_jobs_back_at_the_front() {
     );
     let store = t.store();
     eventually("two jobs to start", Duration::from_secs(10), || async {
-        (store
-            .stats()
-            .queue_stats(&[])
-            .await
-            .ok()?
-            .get("default")?
-            .started
-            == 2)
-            .then_some(())
+        (crate::support::default_queue(&store).await?.started == 2).then_some(())
     })
     .await;
     w.signal("TERM");
@@ -225,17 +217,7 @@ async fn jobs_left_by_the_api_role_are_run_by_a_worker() {
     eventually(
         "the worker to drain them",
         Duration::from_secs(10),
-        || async {
-            (store
-                .stats()
-                .queue_stats(&[])
-                .await
-                .ok()?
-                .get("default")?
-                .finished
-                == 5)
-                .then_some(())
-        },
+        || async { (crate::support::default_queue(&store).await?.finished == 5).then_some(()) },
     )
     .await;
     assert_eq!(

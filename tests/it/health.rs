@@ -6,6 +6,7 @@ use std::time::Duration;
 use prosaas::jobs::NewJob;
 use serde_json::{Value, json};
 
+use crate::support::client::TestApi;
 use crate::support::{ProsaasProcess, TestRedis, eventually, kwargs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,11 +14,8 @@ async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
     let mut redis = TestRedis::start();
     let url = redis.url();
     let p = ProsaasProcess::start("api", &[("REDIS_URL", &url)]);
-    let health = p.url("/api/jobs/health");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    const HEALTH: &str = "/api/jobs/health";
+    let api = TestApi::new(&p);
 
     let store = crate::support::redis_server::TestDb::store_for(&url);
     for i in 0..2 {
@@ -26,9 +24,8 @@ async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
             .await
             .unwrap();
     }
-    let r = http.get(&health).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = api.get(HEALTH).await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["queues"]["default"]["queued"], 2);
     assert_eq!(body["queues"]["default"]["started"], 0);
@@ -41,51 +38,33 @@ async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
 
     redis.kill();
     let started = std::time::Instant::now();
-    let r = http.get(&health).send().await.unwrap();
+    let (status, body) = api.get(HEALTH).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "health must answer promptly while Redis is down"
     );
-    assert_eq!(r.status(), 500);
-    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 500);
     assert_eq!(body["status"], "unhealthy");
     assert!(
         body["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{body}"
     );
-    assert_eq!(
-        http.get(p.url("/readyz")).send().await.unwrap().status(),
-        503
-    );
-    assert_eq!(
-        http.get(p.url("/healthz")).send().await.unwrap().status(),
-        200,
-        "liveness ignores Redis"
-    );
+    assert_eq!(api.status("/readyz").await, 503);
+    assert_eq!(api.status("/healthz").await, 200, "liveness ignores Redis");
 
     redis.restart();
     eventually("health to recover", Duration::from_secs(15), || async {
-        let r = http.get(&health).send().await.ok()?;
-        (r.status() == 200).then_some(())
+        let (status, _) = api.try_get(HEALTH).await?;
+        (status == 200).then_some(())
     })
     .await;
-    let body: Value = http
-        .get(&health)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = api.get(HEALTH).await;
     assert_eq!(body["status"], "healthy");
     assert_eq!(
         body["queues"]["default"]["queued"], 0,
         "the restarted Redis is empty"
     );
-    assert_eq!(
-        http.get(p.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(api.status("/readyz").await, 200);
     assert!(p.logs().contains("API mode"), "same process throughout");
 }
 
@@ -99,7 +78,7 @@ async fn a_stale_scheduler_tick_makes_health_degraded() {
             ("PROSAAS__SCHEDULER__TICK_INTERVAL_MS", "1000"),
         ],
     );
-    let http = reqwest::Client::new();
+    let api = TestApi::new(&p);
     let set_tick = |age: chrono::Duration| {
         let tick = (chrono::Utc::now() - age).to_rfc3339();
         let _: () = redis::cmd("HSET")
@@ -110,14 +89,7 @@ async fn a_stale_scheduler_tick_makes_health_degraded() {
             .unwrap();
     };
     set_tick(chrono::Duration::seconds(10));
-    let body: Value = http
-        .get(p.url("/api/jobs/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = api.get("/api/jobs/health").await;
     assert_eq!(body["status"], "degraded", "{body}");
     assert!(
         body["reasons"][0]
@@ -127,14 +99,7 @@ async fn a_stale_scheduler_tick_makes_health_degraded() {
         "{body}"
     );
     set_tick(chrono::Duration::milliseconds(500));
-    let body: Value = http
-        .get(p.url("/api/jobs/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = api.get("/api/jobs/health").await;
     assert_eq!(body["status"], "healthy", "{body}");
     assert_eq!(body["reasons"], json!([]));
 }
@@ -153,17 +118,9 @@ async fn deep_or_stale_queues_make_health_degraded() {
             ),
         ],
     );
-    let http = reqwest::Client::new();
+    let api = TestApi::new(&p);
     let store = t.store();
-    let health = || async {
-        http.get(p.url("/api/jobs/health"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let health = || async { api.get("/api/jobs/health").await.1 };
     for i in 0..2 {
         store
             .enqueue(NewJob::new("default", "t", kwargs(json!({"i": i}))))

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use prosaas::roles::Role;
 use redis::Commands;
-use serde_json::Value;
 
+use crate::support::client::TestApi;
 use crate::support::{ProsaasProcess, db, process};
 
 const BOOT: Duration = Duration::from_secs(20);
@@ -15,7 +15,6 @@ const BOOT: Duration = Duration::from_secs(20);
 async fn every_role_boots_only_its_subsystems() {
     let t = db();
     let url = t.url();
-    let http = reqwest::Client::new();
     for role in Role::ALL {
         let mut p = ProsaasProcess::start(role.name(), &[("REDIS_URL", &url)]);
         let banner = p.wait_for_log(role.banner(), BOOT);
@@ -25,22 +24,19 @@ async fn every_role_boots_only_its_subsystems() {
                 "{role}: banner {banner:?} lacks {s}"
             );
         }
-        let healthz = http.get(p.url("/healthz")).send().await.unwrap();
-        assert_eq!(healthz.status(), 200, "{role} /healthz");
-        let ready = http.get(p.url("/readyz")).send().await.unwrap();
-        assert_eq!(ready.status(), 200, "{role} /readyz");
+        let api = TestApi::new(&p);
+        assert_eq!(api.status("/healthz").await, 200, "{role} /healthz");
+        assert_eq!(api.status("/readyz").await, 200, "{role} /readyz");
 
-        let health = http.get(p.url("/api/jobs/health")).send().await.unwrap();
+        let (status, body) = api.get("/api/jobs/health").await;
         if role.runs(prosaas::roles::Subsystem::PublicApi) {
-            assert_eq!(health.status(), 200, "{role}");
-            let body: Value = health.json().await.unwrap();
+            assert_eq!(status, 200, "{role}");
             assert_eq!(body["role"], role.name());
             let expected: Vec<&str> = role.subsystems().iter().map(|s| s.name()).collect();
             assert_eq!(body["subsystems"], serde_json::json!(expected));
             assert_eq!(body["status"], "healthy");
         } else {
-            assert_eq!(health.status(), 404, "{role} must not serve the jobs API");
-            let body: Value = health.json().await.unwrap();
+            assert_eq!(status, 404, "{role} must not serve the jobs API");
             assert_eq!(body["error"], "not_found");
         }
         let status = p.stop();

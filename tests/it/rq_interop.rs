@@ -356,17 +356,7 @@ async fn rqs_tools_agree_with_prosaas() {
     eventually(
         "both long jobs running",
         Duration::from_secs(10),
-        || async {
-            (store
-                .stats()
-                .queue_stats(&[])
-                .await
-                .ok()?
-                .get("default")?
-                .started
-                == 2)
-                .then_some(())
-        },
+        || async { (crate::support::default_queue(&store).await?.started == 2).then_some(()) },
     )
     .await;
     // While both slots are busy, these wait on the queue.
@@ -504,15 +494,7 @@ async fn a_mixed_fleet_drains_two_thousand_jobs_once_each() {
         &[("REDIS_URL", &url), ("PROSAAS__WORKER__CONCURRENCY", "8")],
     );
     eventually("2,000 jobs finished", Duration::from_secs(90), || async {
-        (store
-            .stats()
-            .queue_stats(&[])
-            .await
-            .ok()?
-            .get("default")?
-            .finished
-            == 2000)
-            .then_some(())
+        (crate::support::default_queue(&store).await?.finished == 2000).then_some(())
     })
     .await;
     for mut p in py {

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prosaas::context::AppContext;
-use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob};
+use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob, Outcome, Settled};
 use prosaas::roles::{Role, worker};
 use prosaas::settings::Settings;
+use prosaas::worker::executor::Executor;
 use redis::Commands;
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -23,25 +24,35 @@ pub struct InProcWorker {
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The worker role's context for a private database, with settings overrides.
+pub fn worker_context(t: &TestDb, overrides: &[(&str, &str)]) -> AppContext {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("REDIS_URL".into(), t.url()),
+        ("PROSAAS__WORKER__PROMOTE_INTERVAL_MS".into(), "100".into()),
+    ]);
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings = Settings::load(None, &env).unwrap();
+    AppContext {
+        calls: Arc::new(prosaas::calls_stream::registry::CallRegistry::new(1)),
+        role: Role::Worker,
+        jobs: JobStore::connect(&settings.store_config()).unwrap(),
+        body_budget: Arc::new(prosaas::context::BodyBudget::new(1 << 20)),
+        settings: Arc::new(settings),
+    }
+}
+
+/// The worker role's executor, not running: for [`prosaas::worker::executor::Executor::run_once`].
+pub fn executor(t: &TestDb, overrides: &[(&str, &str)]) -> Executor {
+    worker::executor(&worker_context(t, overrides)).unwrap()
+}
+
 impl InProcWorker {
     pub fn start(t: &TestDb, overrides: &[(&str, &str)]) -> Self {
-        let mut env: HashMap<String, String> = HashMap::from([
-            ("REDIS_URL".into(), t.url()),
-            ("PROSAAS__WORKER__PROMOTE_INTERVAL_MS".into(), "100".into()),
-        ]);
-        env.extend(
-            overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        let settings = Settings::load(None, &env).unwrap();
-        let ctx = AppContext {
-            calls: Arc::new(prosaas::calls_stream::registry::CallRegistry::new(1)),
-            role: Role::Worker,
-            jobs: JobStore::connect(&settings.store_config()).unwrap(),
-            body_budget: Arc::new(prosaas::context::BodyBudget::new(1 << 20)),
-            settings: Arc::new(settings),
-        };
+        let ctx = worker_context(t, overrides);
         let stop = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(worker::run_executor(ctx.clone(), stop.clone())),
@@ -190,7 +201,7 @@ async fn failures_retry_with_backoff_then_fail_and_requeue_runs_again() {
 async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
     let t = db();
     let store = t.store();
-    let w = InProcWorker::start(&t, &[]);
+    let w = executor(&t, &[]);
     let no_retry = |timeout: Option<i64>| JobOptions {
         timeout,
         max_retries: Some(0),
@@ -219,10 +230,26 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
         ))
         .await
         .unwrap();
+    // One deterministic step: all three are claimed, run to their outcomes and recorded.
     let started = Instant::now();
-    for id in [&slow, &unknown, &permanent] {
-        wait_status(&store, id, "failed", Duration::from_secs(10)).await;
+    let ran = w.run_once(10).await.unwrap();
+    let mut ids: Vec<&str> = ran.iter().map(|(id, _, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = [slow.as_str(), unknown.as_str(), permanent.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    for (id, settled, outcome) in &ran {
+        assert_eq!(*settled, Settled::Applied, "{id}");
+        assert!(
+            matches!(outcome, Outcome::Failed { .. }),
+            "{id}: {outcome:?}"
+        );
+        assert_eq!(store.fetch_job(id).await.unwrap().unwrap().status, "failed");
     }
+    assert!(
+        w.run_once(10).await.unwrap().is_empty(),
+        "nothing is left to run"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "the sleeper was cut off at its timeout"
@@ -272,7 +299,6 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
             1
         );
     }
-    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,7 +456,7 @@ async fn worker_with_jobs(
 /// applies exactly the outcomes whose entries it still finds, leaving the taken job alone.
 #[tokio::test]
 async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
-    use prosaas::jobs::{Outcome, Settled, Settlement};
+    use prosaas::jobs::Settlement;
     let t = db();
     let store = t.store();
     let w = worker_with_jobs(&store, "batch-w", "j", &["high", "low", "high", "low"]).await;
@@ -623,7 +649,7 @@ async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
 /// means "no expiry", as in RQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
-    use prosaas::jobs::{MAX_TTL_SECS, Outcome, Settled, Settlement};
+    use prosaas::jobs::{MAX_TTL_SECS, Settlement};
     let t = db();
     let store = t.store();
     let w = worker_with_jobs(&store, "ttl-w", "t", &["high", "high"]).await;
@@ -709,7 +735,7 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
 /// another worker is not overwritten by the stalled first one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
-    use prosaas::jobs::{Outcome, Settled, Settlement};
+    use prosaas::jobs::Settlement;
     let t = db();
     let store = t.store();
     store.workers().set_rq1_entries(true);
@@ -752,7 +778,7 @@ async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
 /// made permanent and the error vanished with the old expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_kept_forever_keeps_its_result_forever() {
-    use prosaas::jobs::{Outcome, Settled, Settlement};
+    use prosaas::jobs::Settlement;
     let t = db();
     let store = t.store();
     let w = worker_with_jobs(&store, "forever-w", "f", &["high"]).await;

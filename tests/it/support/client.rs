@@ -19,7 +19,11 @@ pub type Answer = (StatusCode, Value);
 impl TestApi {
     pub fn new(p: &ProsaasProcess) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            // A bound on every call, so a hung server fails the test instead of stalling it.
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap(),
             base: p.url(""),
         }
     }
@@ -48,6 +52,30 @@ impl TestApi {
     /// `GET` with the internal API token.
     pub async fn get(&self, path: &str) -> Answer {
         Self::answer(self.http.get(self.url(path)).bearer_auth(TEST_TOKEN)).await
+    }
+
+    /// `GET` that may fail to connect (the process is still starting or going away).
+    pub async fn try_get(&self, path: &str) -> Option<Answer> {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TEST_TOKEN)
+            .send()
+            .await
+            .ok()?;
+        let status = r.status();
+        Some((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// The status of an unauthenticated `GET` (probes).
+    pub async fn status(&self, path: &str) -> StatusCode {
+        self.http.get(self.url(path)).send().await.unwrap().status()
+    }
+
+    /// `/metrics` as text, `None` while the process does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        let r = self.http.get(self.url("/metrics")).send().await.ok()?;
+        r.text().await.ok()
     }
 
     /// `POST` with the internal API token, and a JSON body when given.

@@ -36,3 +36,14 @@ pub fn kwargs(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value
         other => panic!("kwargs must be an object, got {other}"),
     }
 }
+
+/// The counts of the `default` queue; `None` while Redis does not answer.
+pub async fn default_queue(store: &prosaas::jobs::JobStore) -> Option<prosaas::jobs::QueueStats> {
+    store
+        .stats()
+        .queue_stats(&[])
+        .await
+        .ok()?
+        .get("default")
+        .copied()
+}
