@@ -25,6 +25,7 @@
 
 pub mod app;
 pub mod audio;
+pub mod backoff;
 pub mod bench;
 pub mod calls_stream;
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod hex;
 pub mod http;
 pub mod jobs;
 pub mod local_redis;
+pub mod mac;
 pub mod metrics;
 pub mod role;
 pub mod roles;

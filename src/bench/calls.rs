@@ -7,8 +7,9 @@ use serde_json::{Map, Value, json};
 
 use super::measure::{cpu_secs, histogram_quantile, rss_mb};
 use super::{BenchArgs, Figure};
-use crate::jobs::JobStore;
+use crate::jobs::{JobStore, job_id_for_dedupe_key};
 use crate::settings::Settings;
+use crate::webhooks::twilio;
 
 /// N concurrent simulated calls at real-time pace (50 frames/s each) against a separate
 /// `prosaas --role calls` process; reports its frame handling p99 (from its own histogram),
@@ -166,8 +167,8 @@ async fn forget_post_call_jobs(
     let ids: Vec<String> = (0..calls)
         .flat_map(|i| {
             [
-                crate::jobs::job_id_for_dedupe_key(&format!("recording:CABENCH{i}")),
-                crate::jobs::job_id_for_dedupe_key(&format!("twilio:CABENCH{i}:completed")),
+                job_id_for_dedupe_key(&twilio::recording_key(&format!("CABENCH{i}"))),
+                job_id_for_dedupe_key(&twilio::status_key(&format!("CABENCH{i}"), "completed")),
             ]
         })
         .collect();

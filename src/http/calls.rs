@@ -16,6 +16,7 @@ use super::ApiError;
 use super::auth::TwilioSigned;
 use super::extract::RawBody;
 use super::ingress::{invalid, twilio_form};
+use crate::backoff::Backoff;
 use crate::calls_stream::registry::CallSlot;
 use crate::calls_stream::session::{Recording, Session, Step};
 use crate::context::AppContext;
@@ -216,7 +217,7 @@ async fn enqueue_post_call(ctx: &AppContext, r: &Recording) {
         ]
     };
     let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     for attempt in 1..=10 {
         match ctx.jobs.enqueue_many_with_dedupe(events(), ttl).await {
             Ok(results) => {
@@ -230,8 +231,7 @@ async fn enqueue_post_call(ctx: &AppContext, r: &Recording) {
             }
             Err(e) => {
                 tracing::warn!(call_sid = %r.call_sid, attempt, error = %e, "cannot enqueue the post-call jobs yet");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                backoff.sleep().await;
             }
         }
     }

@@ -157,24 +157,23 @@ pub fn signature_with(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let parts = std::iter::once(url.as_bytes()).chain(
-        distinct
-            .into_iter()
-            .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
-    );
+    let parts: Vec<&[u8]> = std::iter::once(url.as_bytes())
+        .chain(
+            distinct
+                .into_iter()
+                .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
+        )
+        .collect();
+    let key = auth_token.as_bytes();
     let digest = match algorithm {
-        Algorithm::Sha1 => {
-            let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(auth_token.as_bytes())
-                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-            parts.for_each(|p| mac.update(p));
-            mac.finalize().into_bytes().to_vec()
-        }
-        Algorithm::Sha256 => {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(auth_token.as_bytes())
-                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-            parts.for_each(|p| mac.update(p));
-            mac.finalize().into_bytes().to_vec()
-        }
+        Algorithm::Sha1 => crate::mac::hmac::<Hmac<Sha1>>(key, &parts)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        Algorithm::Sha256 => crate::mac::hmac::<Hmac<Sha256>>(key, &parts)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
     };
     BASE64.encode(digest)
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::handler::{Handler, HandlerContext, HandlerError, JobInput, Registry};
 use super::policy::Policies;
+use crate::backoff::Backoff;
 use crate::jobs::parse_rq_timestamp;
 use crate::jobs::{
     ClaimedJob, Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo, WorkerState,
@@ -462,7 +463,7 @@ async fn register(
     config: &ExecutorConfig,
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match store
             .workers()
@@ -474,7 +475,7 @@ async fn register(
         }
         tokio::select! {
             () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(5)),
+            () = backoff.sleep() => {}
         }
     }
 }
@@ -656,7 +657,7 @@ async fn settle_loop(
             }
         }
         let state = lock(&running).after_settle();
-        let mut pause = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             match store.workers().settle(&info, &batch, state).await {
                 Ok(results) => {
@@ -672,8 +673,7 @@ async fn settle_loop(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, outcomes = batch.len(), "cannot record outcomes yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    backoff.sleep().await;
                 }
             }
         }

@@ -40,13 +40,16 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    m.update(timestamp.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m.finalize().into_bytes().to_vec()
+    keyed(secret, timestamp, body)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// The MAC over `<timestamp>.<body>`, as the receiving application computes it.
+fn keyed(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+    let t = timestamp.to_string();
+    crate::mac::hmac(secret.as_bytes(), &[t.as_bytes(), b".", body])
 }
 
 /// Checks a signature header as the receiving application should: the MAC in constant time, and
@@ -78,12 +81,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance: Dura
     else {
         return false;
     };
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    m.update(t.to_string().as_bytes());
-    m.update(b".");
-    m.update(body);
-    m.verify_slice(&expected).is_ok()
+    keyed(secret, t, body).verify_slice(&expected).is_ok()
 }
 
 impl Delivery {

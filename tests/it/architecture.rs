@@ -314,7 +314,7 @@ const FLOORS: &[&[&str]] = &[
     &["calls_stream"],
     &["settings", "webhooks"],
     &["jobs"],
-    &["role", "hex", "audio", "cli", "shutdown"],
+    &["role", "hex", "mac", "backoff", "audio", "cli", "shutdown"],
 ];
 
 /// Every import between top-level modules runs down the stack: an upward or sideways arrow
