@@ -48,7 +48,7 @@ pub async fn twilio_callback(ctx: HandlerContext, input: JobInput) -> HandlerRes
     });
     let update = ctx
         .jobs
-        .calls()
+        .call_status()
         .record_call_status(call_sid, &status, rank, &details)
         .await
         .map_err(|e| HandlerError::Retryable(e.to_string()))?;

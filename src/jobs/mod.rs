@@ -14,7 +14,7 @@
 
 mod admin;
 mod bench;
-mod calls;
+mod call_status;
 mod clock;
 mod dedup;
 mod error;
@@ -35,7 +35,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
 pub use bench::{Bench, RedisCounters};
-pub use calls::{CallState, CallUpdate, Calls};
+pub use call_status::{CallState, CallStatus, CallUpdate};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
 };

@@ -283,7 +283,7 @@ async fn twilio_callbacks_out_of_order_leave_the_latest_state() {
     for id in &ids {
         assert_eq!(wait_final(&store, id).await.info.status, "finished");
     }
-    let state = store.calls().call_state(sid).await.unwrap().unwrap();
+    let state = store.call_status().call_state(sid).await.unwrap().unwrap();
     assert_eq!(state.status, "completed");
     assert_eq!(state.details["duration_secs"], 42);
     let applied: Vec<bool> = {

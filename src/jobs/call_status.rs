@@ -31,10 +31,10 @@ pub enum CallUpdate {
 
 super::capability! {
     /// Call status records written by Twilio status callbacks.
-    Calls via calls
+    CallStatus via call_status
 }
 
-impl Calls<'_> {
+impl CallStatus<'_> {
     /// Records `status` (of rank `rank`) for `call_sid` if it is further along than the current.
     pub async fn record_call_status(
         &self,
