@@ -32,9 +32,11 @@ pub const CALLS_OLDEST_AGE: &str = "prosaas_calls_oldest_age_seconds";
 pub const CALL_FRAME_SECONDS: &str = "prosaas_call_frame_seconds";
 pub const HTTP_CONNECTIONS_OPEN: &str = "prosaas_http_connections_open";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "prosaas_http_connections_refused_total";
+pub const REDIS_MASTER: &str = "prosaas_redis_master";
+pub const REDIS_FAILOVERS: &str = "prosaas_redis_failovers_total";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -54,10 +56,12 @@ pub const ALL: [&str; 19] = [
     CALL_FRAME_SECONDS,
     HTTP_CONNECTIONS_OPEN,
     HTTP_CONNECTIONS_REFUSED,
+    REDIS_MASTER,
+    REDIS_FAILOVERS,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 19] = [
+const HELP: [&str; 21] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -77,6 +81,8 @@ const HELP: [&str; 19] = [
     "Time to handle one Media Streams frame, in seconds.",
     "HTTP connections open, by listener.",
     "HTTP connections closed at accept because the listener's connection cap was reached.",
+    "1 for the Redis master this process sends commands to (label addr), 0 for one it left.",
+    "Redis master changes this process followed (Sentinel failovers) since it started.",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.
@@ -157,11 +163,32 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
     }
 }
 
+/// The master in use as a labelled gauge; the one left at a failover drops to 0 (one series
+/// per master this process has used: a handful over its life).
+fn record_master(store: &JobStore) {
+    static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    metrics::counter!(REDIS_FAILOVERS).absolute(store.redis_failovers());
+    let Some(addr) = store.redis_master() else {
+        return;
+    };
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.as_deref() != Some(addr.as_str()) {
+        if let Some(old) = last.take() {
+            metrics::gauge!(REDIS_MASTER, "addr" => old).set(0.0);
+        }
+        metrics::gauge!(REDIS_MASTER, "addr" => addr.clone()).set(1.0);
+        *last = Some(addr);
+    }
+}
+
 /// Refreshes the Redis-backed gauges and the live-call gauges, and renders the exposition text.
 pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -> String {
     let handle = handle();
     metrics::gauge!(CALLS_ACTIVE).set(calls.active as f64);
     metrics::gauge!(CALLS_OLDEST_AGE).set(calls.oldest_secs as f64);
+    record_master(store);
     // Bounded well inside a scrape timeout: a stalled Redis reports prosaas_redis_up 0 quickly.
     match store
         .stats()

@@ -13,12 +13,13 @@ use config::builder::{ConfigBuilder, DefaultState};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::jobs::{MAX_TTL_SECS, StoreConfig, is_valid_queue_name, validate_url};
+use crate::jobs::{MAX_TTL_SECS, SentinelConfig, StoreConfig, is_valid_queue_name, validate_url};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Settings that are lists, and the variables that set them (comma-separated).
-const LIST_KEYS: [(&str, &str); 4] = [
+const LIST_KEYS: [(&str, &str); 5] = [
+    ("PROSAAS__REDIS__SENTINEL__ADDRS", "redis.sentinel.addrs"),
     ("PROSAAS__WORKER__QUEUES", "worker.queues"),
     ("PROSAAS__WORKER__BACKOFF_SECS", "worker.backoff_secs"),
     ("PROSAAS__API__QUEUES", "api.queues"),
@@ -59,7 +60,33 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
+    pub ack_replicas: u32,
+    pub ack_timeout_ms: u64,
+    pub sentinel: SentinelSettings,
     pub local: LocalRedisSettings,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSettings {
+    pub addrs: Vec<String>,
+    pub master: String,
+    pub db: i64,
+    pub username: String,
+    pub password: String,
+    pub sentinel_username: String,
+    pub sentinel_password: String,
+}
+
+impl std::fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Passwords never reach a log line.
+        f.debug_struct("SentinelSettings")
+            .field("addrs", &self.addrs)
+            .field("master", &self.master)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -206,6 +233,8 @@ impl std::fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("url", &crate::jobs::redact_url(&self.url))
             .field("key_prefix", &self.key_prefix)
+            .field("ack_replicas", &self.ack_replicas)
+            .field("sentinel", &self.sentinel)
             .finish_non_exhaustive()
     }
 }
@@ -399,6 +428,19 @@ impl Settings {
         }
         if self.redis.connect_timeout_ms == 0 || self.redis.response_timeout_ms == 0 {
             bail!("redis.connect_timeout_ms and redis.response_timeout_ms must be positive");
+        }
+        let s = &self.redis.sentinel;
+        if !s.addrs.is_empty() && s.master.is_empty() {
+            bail!("redis.sentinel.master must name the service the sentinels monitor");
+        }
+        if s.addrs.is_empty()
+            && !s.master.is_empty()
+            && !self.redis.url.starts_with("redis+sentinel://")
+        {
+            bail!("redis.sentinel.master is set but redis.sentinel.addrs is empty");
+        }
+        if self.redis.ack_replicas > 0 && self.redis.ack_timeout_ms == 0 {
+            bail!("redis.ack_timeout_ms must be positive when redis.ack_replicas is set");
         }
         Ok(())
     }
@@ -704,10 +746,36 @@ impl Settings {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             url: self.redis_url().0,
+            sentinel: self.sentinel_config(),
+            ack_replicas: self.redis.ack_replicas,
+            ack_timeout: Duration::from_millis(self.redis.ack_timeout_ms),
             key_prefix: self.redis.key_prefix.clone(),
             connect_timeout: Duration::from_millis(self.redis.connect_timeout_ms),
             response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
         }
+    }
+
+    /// The Sentinel service, from `[redis.sentinel]` or the `redis+sentinel://` URL (whose
+    /// sentinel credentials come from `[redis.sentinel]`); `None` without Sentinel.
+    fn sentinel_config(&self) -> Option<SentinelConfig> {
+        let s = &self.redis.sentinel;
+        let some = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        let mut config = if s.addrs.is_empty() {
+            SentinelConfig::from_url(&self.redis.url).ok()?
+        } else {
+            SentinelConfig {
+                addrs: s.addrs.clone(),
+                master: s.master.clone(),
+                db: s.db,
+                username: some(&s.username),
+                password: some(&s.password),
+                sentinel_username: None,
+                sentinel_password: None,
+            }
+        };
+        config.sentinel_username = some(&s.sentinel_username);
+        config.sentinel_password = some(&s.sentinel_password);
+        Some(config)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -839,6 +907,66 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn sentinel_settings_in_either_form() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "PROSAAS__REDIS__SENTINEL__ADDRS",
+                    "10.0.0.1:26379, 10.0.0.2:26379",
+                ),
+                ("PROSAAS__REDIS__SENTINEL__MASTER", "jobs"),
+                ("PROSAAS__REDIS__SENTINEL__PASSWORD", "n0de-pw"),
+                ("PROSAAS__REDIS__SENTINEL__SENTINEL_PASSWORD", "s3ntinel-pw"),
+                ("PROSAAS__REDIS__ACK_REPLICAS", "1"),
+            ]),
+        )
+        .unwrap();
+        let c = s.store_config();
+        let sentinel = c.sentinel.unwrap();
+        assert_eq!(sentinel.addrs, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(sentinel.master, "jobs");
+        assert_eq!(sentinel.password.as_deref(), Some("n0de-pw"));
+        assert_eq!(sentinel.sentinel_password.as_deref(), Some("s3ntinel-pw"));
+        assert_eq!(c.ack_replicas, 1);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("n0de-pw") && !shown.contains("s3ntinel-pw"),
+            "passwords stay out of logs: {shown}"
+        );
+
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("REDIS_URL", "redis+sentinel://:pw@h1:26379,h2:26379/jobs/3"),
+                ("PROSAAS__REDIS__SENTINEL__SENTINEL_PASSWORD", "sp"),
+            ]),
+        )
+        .unwrap();
+        let sentinel = s.store_config().sentinel.unwrap();
+        assert_eq!((sentinel.master.as_str(), sentinel.db), ("jobs", 3));
+        assert_eq!(sentinel.password.as_deref(), Some("pw"));
+        assert_eq!(sentinel.sentinel_password.as_deref(), Some("sp"));
+
+        let e = Settings::load(None, &env(&[("PROSAAS__REDIS__SENTINEL__ADDRS", "h:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis.sentinel.master"), "{e}");
+        let e = format!(
+            "{:#}",
+            Settings::load(None, &env(&[("REDIS_URL", "redis+sentinel://h1:26379")])).unwrap_err()
+        );
+        assert!(e.contains("master name is missing"), "{e}");
+        assert!(
+            Settings::load(None, &env(&[]))
+                .unwrap()
+                .store_config()
+                .sentinel
+                .is_none()
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
                     "queues": queues,
                     "scheduler": scheduler,
                     "calls": super::calls::snapshot(&ctx),
+                    "redis": redis_endpoint(&ctx),
                     "role": role,
                     "subsystems": subsystems,
                     "status": status,
@@ -57,12 +58,18 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
                 Json(json!({
                     "status": "unhealthy",
                     "error": e.to_string(),
+                    "redis": redis_endpoint(&ctx),
                     "role": role,
                     "subsystems": subsystems,
                 })),
             )
         }
     }
+}
+
+/// The master in use and the failovers followed, so an operator sees a failover happen.
+fn redis_endpoint(ctx: &AppContext) -> Value {
+    json!({"master": ctx.jobs.redis_master(), "failovers": ctx.jobs.redis_failovers()})
 }
 
 /// Why a queue makes the system degraded: too deep, its oldest job too old, or jobs waiting

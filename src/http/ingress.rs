@@ -62,6 +62,15 @@ pub(super) fn invalid(detail: impl Into<String>) -> ApiError {
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Invalid(msg) => invalid(msg),
+        // Not acknowledged, so the provider retries; the retry is de-duplicated.
+        JobError::NotReplicated { .. } | JobError::NoMaster(_) => {
+            tracing::warn!(error = %e, "event not acknowledged");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        }
         other => internal_error(&other),
     }
 }

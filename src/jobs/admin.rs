@@ -107,7 +107,7 @@ impl Admin<'_> {
                 .arg(1);
         }
         let replies: Vec<(HashMap<String, Vec<u8>>, StreamEntries)> = {
-            let flat: Vec<redis::Value> = pipe.query_async(&mut self.conn()).await?;
+            let flat: Vec<redis::Value> = pipe.query_async(&mut self.conn().await?).await?;
             let mut pairs = Vec::with_capacity(ids.len());
             let mut it = flat.into_iter();
             while let (Some(h), Some(x)) = (it.next(), it.next()) {
@@ -147,7 +147,7 @@ impl Admin<'_> {
             .arg(self.keys().failed(queue))
             .arg(start)
             .arg(stop)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         Ok(self
             .job_details(&ids)
@@ -166,7 +166,7 @@ impl Admin<'_> {
         for id in ids {
             inv.arg(id);
         }
-        let codes: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        let codes: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(codes
             .into_iter()
             .map(|c| match c {
@@ -189,7 +189,7 @@ impl Admin<'_> {
         let r: i64 = scripts::DELETE_JOB
             .arg(self.keys().rq_prefix())
             .arg(id)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(match r {
             1 => Deleted::Deleted,
@@ -204,7 +204,7 @@ impl Admin<'_> {
             .arg(self.keys().failed(queue))
             .arg(0)
             .arg(-1)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         let mut n = 0;
         for chunk in ids.chunks(500) {

@@ -29,14 +29,16 @@ impl JobStore {
 }
 
 impl Bench<'_> {
-    fn conn(&self) -> redis::aio::ConnectionManager {
-        self.store.conn()
+    async fn conn(&self) -> Result<redis::aio::ConnectionManager, JobError> {
+        self.store.conn().await
     }
 
     /// Keys in the current database (the bench refuses to run on a database that holds any,
     /// unless forced, so it cannot pollute production data).
     pub async fn key_count(&self) -> Result<u64, JobError> {
-        Ok(redis::cmd("DBSIZE").query_async(&mut self.conn()).await?)
+        Ok(redis::cmd("DBSIZE")
+            .query_async(&mut self.conn().await?)
+            .await?)
     }
 
     /// Redis's counters for a scenario's deltas, from one `INFO cpu commandstats`: total commands
@@ -46,7 +48,7 @@ impl Bench<'_> {
         let info: String = redis::cmd("INFO")
             .arg("cpu")
             .arg("commandstats")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         let mut c = RedisCounters::default();
         for line in info.lines() {
@@ -81,7 +83,7 @@ impl Bench<'_> {
 
     /// Deletes every key matching one of `patterns` (SCAN + UNLINK); returns how many.
     pub async fn delete_matching(&self, patterns: &[String]) -> Result<u64, JobError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let mut deleted = 0;
         for pattern in patterns {
             let mut cursor: u64 = 0;
@@ -113,7 +115,7 @@ impl Bench<'_> {
     pub async fn finished_count(&self, queue: &str) -> Result<u64, JobError> {
         Ok(redis::cmd("ZCARD")
             .arg(self.store.keys.finished(queue))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?)
     }
 
@@ -125,19 +127,19 @@ impl Bench<'_> {
         redis::cmd("SREM")
             .arg(self.store.keys.queues())
             .arg(self.store.keys.queue(queue))
-            .query_async::<()>(&mut self.conn())
+            .query_async::<()>(&mut self.conn().await?)
             .await?;
         // Bench workers stay listed for recovery after they stop; they had nothing left over.
         let listed: Vec<String> = redis::cmd("SMEMBERS")
             .arg(Keys::inboxes())
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         let ours: Vec<&String> = listed.iter().filter(|w| w.starts_with("bench-")).collect();
         if !ours.is_empty() {
             redis::cmd("SREM")
                 .arg(Keys::inboxes())
                 .arg(&ours)
-                .query_async::<()>(&mut self.conn())
+                .query_async::<()>(&mut self.conn().await?)
                 .await?;
         }
         Ok(n)
@@ -148,7 +150,7 @@ impl Bench<'_> {
         Ok(redis::cmd("SISMEMBER")
             .arg(self.store.keys.queues())
             .arg(self.store.keys.queue(queue))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?)
     }
 
@@ -156,13 +158,13 @@ impl Bench<'_> {
     pub async fn forget_queue_if_empty(&self, queue: &str) -> Result<(), JobError> {
         let len: u64 = redis::cmd("LLEN")
             .arg(self.store.keys.queue(queue))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         if len == 0 {
             redis::cmd("SREM")
                 .arg(self.store.keys.queues())
                 .arg(self.store.keys.queue(queue))
-                .query_async::<()>(&mut self.conn())
+                .query_async::<()>(&mut self.conn().await?)
                 .await?;
         }
         Ok(())
@@ -181,7 +183,7 @@ impl Bench<'_> {
                     .del(self.store.keys.results(id))
                     .ignore();
             }
-            pipe.query_async::<()>(&mut self.conn()).await?;
+            pipe.query_async::<()>(&mut self.conn().await?).await?;
         }
         Ok(())
     }
@@ -202,7 +204,7 @@ impl Bench<'_> {
                     .arg("started_at");
             }
             let rows: Vec<(Option<String>, Option<String>)> =
-                pipe.query_async(&mut self.conn()).await?;
+                pipe.query_async(&mut self.conn().await?).await?;
             out.extend(chunk.iter().cloned().zip(rows));
         }
         Ok(out)

@@ -53,7 +53,7 @@ impl CallStatus<'_> {
             )
             .arg(CALL_TTL_SECS)
             .arg(details.to_string())
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(if applied == 1 {
             CallUpdate::Advanced(status.to_owned())
@@ -66,7 +66,7 @@ impl CallStatus<'_> {
     pub async fn call_state(&self, call_sid: &str) -> Result<Option<CallState>, JobError> {
         let h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(Keys::call(call_sid))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         Ok(h.get("status").map(|status| CallState {
             status: status.clone(),

@@ -114,8 +114,7 @@ impl JobStore {
         for (job, key) in events {
             pipe.add_command(self.dedupe_cmd(job, Some((&key, ttl_secs)), None)?);
         }
-        let replies: Vec<(i64, String)> =
-            scripts::query_loading(&mut self.conn(), scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?;
+        let replies: Vec<(i64, String)> = self.admit_acknowledged(pipe).await?;
         Ok(replies
             .into_iter()
             .map(|(code, id)| {
@@ -138,20 +137,47 @@ impl JobStore {
     ) -> Result<Admitted, JobError> {
         let mut pipe = redis::pipe();
         pipe.add_command(self.dedupe_cmd(job, lock, fence)?);
-        let (code, value): (i64, String) = scripts::query_loading::<Vec<(i64, String)>>(
-            &mut self.conn(),
-            scripts::ENQUEUE_DEDUPE_SRC,
-            &pipe,
-        )
-        .await?
-        .pop()
-        .ok_or_else(|| JobError::Invalid("the de-dupe script returned nothing".into()))?;
+        let (code, value): (i64, String) = self
+            .admit_acknowledged::<(i64, String)>(pipe)
+            .await?
+            .pop()
+            .ok_or_else(|| JobError::Invalid("the de-dupe script returned nothing".into()))?;
         Ok(match code {
             1 => Admitted::Done(Enqueued::New(value)),
             0 => Admitted::Done(Enqueued::Duplicate(value)),
             -2 => Admitted::Busy(value),
             _ => Admitted::Fenced(value),
         })
+    }
+
+    /// Runs a pipeline of de-dupe script calls and, with `redis.ack_replicas`, a `WAIT` behind
+    /// them in the same request on the same connection, so that it counts exactly their writes.
+    /// A batch that too few replicas confirmed is an error ([`JobError::NotReplicated`]): it
+    /// stands, and the caller's retry is de-duplicated.
+    async fn admit_acknowledged<T: redis::FromRedisValue>(
+        &self,
+        mut pipe: redis::Pipeline,
+    ) -> Result<Vec<T>, JobError> {
+        let mut conn = self.conn().await?;
+        let Some((wanted, wait)) = self.wait_cmd() else {
+            return Ok(
+                scripts::query_loading(&mut conn, scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?,
+            );
+        };
+        pipe.add_command(wait);
+        let mut replies: Vec<redis::Value> =
+            scripts::query_loading(&mut conn, scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?;
+        let got: u32 = match replies.pop() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => 0,
+        };
+        if got < wanted {
+            return Err(JobError::NotReplicated { wanted, got });
+        }
+        Ok(replies
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Enqueues a job with an explicit id unless a job of that id is queued, scheduled, started

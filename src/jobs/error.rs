@@ -19,6 +19,13 @@ pub enum JobError {
     /// Redis answered with something of an unexpected shape.
     #[error("unexpected reply from Redis: {0}")]
     Reply(#[from] redis::ParsingError),
+    /// Sentinel names no reachable master (yet): the service is failing over or unreachable.
+    #[error("no Redis master: {0}")]
+    NoMaster(String),
+    /// The write was applied on the master but fewer replicas than `redis.ack_replicas`
+    /// confirmed it in time: it could be lost in a failover, so it is not acknowledged.
+    #[error("the write reached {got} of {wanted} required replicas in time")]
+    NotReplicated { wanted: u32, got: u32 },
     /// Redis did not answer within the caller's deadline.
     #[error("redis did not answer within {0:?}")]
     Timeout(std::time::Duration),

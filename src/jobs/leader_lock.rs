@@ -49,7 +49,7 @@ impl Schedule<'_> {
             .key(Keys::scheduler_cycle())
             .arg(token)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(match code {
             1 => Leadership::Acquired {
@@ -100,7 +100,7 @@ impl Schedule<'_> {
     pub async fn schedule_state(&self) -> Result<HashMap<String, i64>, JobError> {
         Ok(redis::cmd("HGETALL")
             .arg(Keys::scheduler_entries())
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?)
     }
 
@@ -125,7 +125,7 @@ impl Schedule<'_> {
                     ("entries", entries.to_string()),
                 ],
             )
-            .query_async::<()>(&mut self.conn())
+            .query_async::<()>(&mut self.conn().await?)
             .await?;
         Ok(())
     }

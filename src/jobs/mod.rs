@@ -24,6 +24,7 @@ mod leader_lock;
 mod queue;
 mod redis_config;
 mod scripts;
+mod sentinel;
 mod stats;
 mod worker;
 mod zlib;
@@ -46,6 +47,7 @@ pub use job::{
 };
 pub use leader_lock::{Fired, Leadership, Schedule};
 pub use redis_config::{Advice, RedisConfig};
+pub use sentinel::SentinelConfig;
 pub use stats::{QueueStats, SchedulerHealth, Stats};
 pub use worker::{
     ClaimedJob, Diag, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
@@ -72,8 +74,10 @@ macro_rules! capability {
 
         #[allow(dead_code, reason = "not every capability reads the clock or the keys")]
         impl $name<'_> {
-            fn conn(&self) -> redis::aio::ConnectionManager {
-                self.store.conn()
+            async fn conn(
+                &self,
+            ) -> Result<redis::aio::ConnectionManager, $crate::jobs::error::JobError> {
+                self.store.conn().await
             }
 
             fn keys(&self) -> &$crate::jobs::keys::Keys {
@@ -91,7 +95,14 @@ use capability;
 /// How to reach Redis. Built from the `[redis]` settings.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
+    /// `redis://`, `rediss://`, `redis+unix://`, or `redis+sentinel://` (then `sentinel`
+    /// below is built from it unless given).
     pub url: String,
+    /// Redis behind Sentinel; wins over `url`.
+    pub sentinel: Option<SentinelConfig>,
+    /// Replicas that must confirm an enqueue (`WAIT`) before it counts as done; 0: none.
+    pub ack_replicas: u32,
+    pub ack_timeout: Duration,
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -100,16 +111,22 @@ pub struct StoreConfig {
 /// The process's handle on Redis. Cheap to clone: clones share one multiplexed connection.
 #[derive(Clone)]
 pub struct JobStore {
-    conn: ConnectionManager,
-    /// For dedicated connections (blocking pops); the manager above serves everything else.
-    /// Behind `Arc`s, like the rest: the store is cloned per HTTP request (the app state) and
-    /// per job, and a cloned `Client` copies its connection info's strings.
-    client: Arc<redis::Client>,
+    /// The master: fixed, or followed through Sentinel. Behind `Arc`s, like the rest: the store
+    /// is cloned per HTTP request (the app state) and per job.
+    endpoint: Endpoint,
+    /// `(replicas, timeout)` each acknowledged enqueue waits for; `None`: no waiting.
+    ack: Option<(u32, Duration)>,
     keys: Keys,
     redacted_url: Arc<str>,
     clock: Arc<clock::RedisClock>,
     /// Claims write started-registry members as plain ids, RQ 1.x's format (see claim.lua).
     rq1_entries: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Clone)]
+enum Endpoint {
+    Fixed(Arc<sentinel::Target>),
+    Sentinel(Arc<sentinel::Follower>),
 }
 
 impl std::fmt::Debug for JobStore {
@@ -125,7 +142,6 @@ impl JobStore {
     /// connection is re-established by the next command. A process can therefore start while
     /// Redis is down and report itself unready until it returns.
     pub fn connect(config: &StoreConfig) -> Result<Self, JobError> {
-        let client = open_client(&config.url)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
@@ -134,15 +150,78 @@ impl JobStore {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let endpoint = match sentinel_config(config)? {
+            Some(s) => Endpoint::Sentinel(Arc::new(sentinel::Follower::new(
+                s,
+                manager_config,
+                config.connect_timeout,
+            ))),
+            None => {
+                open_client(&config.url)?;
+                let addr = redact_url(&config.url);
+                Endpoint::Fixed(Arc::new(sentinel::Target::open(
+                    &config.url,
+                    &addr,
+                    &manager_config,
+                )?))
+            }
+        };
         Ok(Self {
-            conn,
-            client: Arc::new(client),
+            endpoint,
+            ack: (config.ack_replicas > 0).then_some((config.ack_replicas, config.ack_timeout)),
             keys: Keys::new(&config.key_prefix),
             redacted_url: redact_url(&config.url).into(),
             clock: Arc::new(clock::RedisClock::from_env()),
             rq1_entries: Arc::default(),
         })
+    }
+
+    /// The master in use: fixed, or as Sentinel last named it (discovered on first use).
+    async fn target(&self) -> Result<Arc<sentinel::Target>, JobError> {
+        match &self.endpoint {
+            Endpoint::Fixed(t) => Ok(t.clone()),
+            Endpoint::Sentinel(f) => f.target().await,
+        }
+    }
+
+    /// The shared connection to the master.
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager, JobError> {
+        Ok(self.target().await?.conn.clone())
+    }
+
+    /// A client of the master, for connections of their own (blocking pops).
+    pub(crate) async fn client(&self) -> Result<Arc<redis::Client>, JobError> {
+        Ok(self.target().await?.client.clone())
+    }
+
+    /// Where the master is, for health and logs: the Sentinel-named address (`None` until
+    /// found), or the configured URL, redacted.
+    pub fn redis_master(&self) -> Option<String> {
+        match &self.endpoint {
+            Endpoint::Fixed(t) => Some(t.addr.to_string()),
+            Endpoint::Sentinel(f) => f.master(),
+        }
+    }
+
+    /// Master changes followed since this process started (always 0 without Sentinel).
+    pub fn redis_failovers(&self) -> u64 {
+        match &self.endpoint {
+            Endpoint::Fixed(_) => 0,
+            Endpoint::Sentinel(f) => f.failovers(),
+        }
+    }
+
+    /// With `redis.ack_replicas`: the `WAIT` that makes a write acknowledged only once that
+    /// many replicas hold it, so that it survives a failover, and how many it needs.
+    pub(crate) fn wait_cmd(&self) -> Option<(u32, redis::Cmd)> {
+        let (wanted, timeout) = self.ack?;
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wanted).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        Some((wanted, cmd))
     }
 
     /// Now on Redis's clock (see [`clock`]): what every deadline, due time and age is computed
@@ -164,8 +243,9 @@ impl JobStore {
     /// Measures this process's offset from Redis's clock with one `TIME`; returns it in
     /// milliseconds (positive: Redis is ahead).
     pub async fn sync_clock(&self) -> Result<i64, JobError> {
+        let mut conn = self.conn().await?;
         let sent = self.clock.host_now();
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let received = self.clock.host_now();
         Ok(self.clock.record(secs, micros, sent, received) / 1000)
     }
@@ -177,16 +257,12 @@ impl JobStore {
 
     /// One `PING`, bounded by `within`.
     pub async fn ping(&self, within: Duration) -> Result<(), JobError> {
-        let mut conn = self.conn.clone();
         bounded(within, async move {
+            let mut conn = self.conn().await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
             Ok(())
         })
         .await
-    }
-
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
     }
 }
 
@@ -200,6 +276,22 @@ pub(crate) async fn bounded<T>(
         .unwrap_or(Err(JobError::Timeout(within)))
 }
 
+/// The Sentinel service `config` names, if any: given whole, or in a `redis+sentinel://` URL.
+fn sentinel_config(config: &StoreConfig) -> Result<Option<SentinelConfig>, JobError> {
+    if let Some(s) = &config.sentinel {
+        return Ok(Some(s.clone()));
+    }
+    if !config.url.starts_with("redis+sentinel://") {
+        return Ok(None);
+    }
+    SentinelConfig::from_url(&config.url)
+        .map(Some)
+        .map_err(|reason| JobError::BadUrl {
+            url: redact_url(&config.url),
+            reason,
+        })
+}
+
 fn open_client(url: &str) -> Result<redis::Client, JobError> {
     let bad = |reason: String| JobError::BadUrl {
         url: redact_url(url),
@@ -210,7 +302,7 @@ fn open_client(url: &str) -> Result<redis::Client, JobError> {
         .any(|s| url.starts_with(s));
     if !scheme_ok {
         return Err(bad(
-            "expected redis://, rediss:// or redis+unix:// (e.g. redis://127.0.0.1:6379/0)".into(),
+            "expected redis://, rediss://, redis+unix:// or redis+sentinel:// (e.g. redis://127.0.0.1:6379/0)".into(),
         ));
     }
     redis::Client::open(url).map_err(|e| bad(e.to_string()))
@@ -218,6 +310,14 @@ fn open_client(url: &str) -> Result<redis::Client, JobError> {
 
 /// Checks that `url` is a usable Redis URL without connecting.
 pub fn validate_url(url: &str) -> Result<(), JobError> {
+    if url.starts_with("redis+sentinel://") {
+        return SentinelConfig::from_url(url)
+            .map(|_| ())
+            .map_err(|reason| JobError::BadUrl {
+                url: redact_url(url),
+                reason,
+            });
+    }
     open_client(url).map(|_| ())
 }
 

@@ -37,7 +37,7 @@ impl JobStore {
     pub async fn fetch_job(&self, id: &str) -> Result<Option<JobInfo>, JobError> {
         let hash: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
             .arg(self.keys.job(id))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         JobInfo::from_hash(id, hash)
     }
@@ -123,7 +123,16 @@ impl JobStore {
             pipe.sadd(self.keys.queues(), key).ignore();
         }
         if !ids.is_empty() {
-            pipe.query_async::<()>(&mut self.conn()).await?;
+            let mut conn = self.conn().await?;
+            pipe.query_async::<()>(&mut conn).await?;
+            // WAIT cannot run inside the transaction (it would not block there): it follows on
+            // the same connection, and counts this client's writes up to the transaction.
+            if let Some((wanted, wait)) = self.wait_cmd() {
+                let got: u32 = wait.query_async(&mut conn).await?;
+                if got < wanted {
+                    return Err(JobError::NotReplicated { wanted, got });
+                }
+            }
         }
         Ok(ids)
     }

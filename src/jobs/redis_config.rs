@@ -72,7 +72,8 @@ impl JobStore {
         for name in ["maxmemory", "maxmemory-policy", "stream-node-max-bytes"] {
             pipe.cmd("CONFIG").arg("GET").arg(name);
         }
-        let replies: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn()).await?;
+        let replies: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut self.conn().await?).await?;
         let get = |name: &str| replies.iter().find_map(|m| m.get(name)).cloned();
         let number = |name: &str| get(name).and_then(|v| v.parse::<u64>().ok());
         Ok(RedisConfig {

@@ -68,7 +68,7 @@ impl Stats<'_> {
         &self,
         also: &[String],
     ) -> Result<BTreeMap<String, QueueStats>, JobError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys().queues())
             .query_async(&mut conn)
@@ -167,7 +167,7 @@ impl Stats<'_> {
                 .cmd("HMGET")
                 .arg(Keys::scheduler_health())
                 .arg(&["last_tick", "cycle", "entries"])
-                .query_async(&mut self.conn())
+                .query_async(&mut self.conn().await?)
                 .await?;
         let ttl_ms = u64::try_from(pttl).ok();
         Ok(SchedulerHealth {

@@ -193,7 +193,7 @@ impl Workers<'_> {
         for q in &w.queues {
             pipe.sadd(k.workers_of(q), &wkey);
         }
-        pipe.query_async::<()>(&mut self.conn()).await?;
+        pipe.query_async::<()>(&mut self.conn().await?).await?;
         Ok(())
     }
 
@@ -222,7 +222,7 @@ impl Workers<'_> {
         for e in running {
             inv.arg(&e.queue).arg(&e.id).arg(&e.execution_id);
         }
-        let refreshed: i64 = inv.invoke_async(&mut self.conn()).await?;
+        let refreshed: i64 = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(u64::try_from(refreshed).ok())
     }
 
@@ -231,7 +231,7 @@ impl Workers<'_> {
     pub async fn rq1_workers_registered(&self) -> Result<bool, JobError> {
         let workers: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys().workers())
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         if workers.is_empty() {
             return Ok(false);
@@ -240,7 +240,7 @@ impl Workers<'_> {
         for w in &workers {
             pipe.hget(w, "version");
         }
-        let versions: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await?;
+        let versions: Vec<Option<String>> = pipe.query_async(&mut self.conn().await?).await?;
         Ok(versions.iter().flatten().any(|v| v.starts_with("1.")))
     }
 
@@ -263,7 +263,7 @@ impl Workers<'_> {
         for q in &w.queues {
             pipe.srem(k.workers_of(q), &wkey);
         }
-        pipe.query_async::<()>(&mut self.conn()).await?;
+        pipe.query_async::<()>(&mut self.conn().await?).await?;
         Ok(())
     }
 
@@ -298,7 +298,7 @@ impl Workers<'_> {
         for q in &w.queues {
             inv.arg(q);
         }
-        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn()).await?;
+        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
         let mut fields = reply.into_iter();
         let dropped: i64 = fields
             .next()
@@ -434,7 +434,7 @@ impl Workers<'_> {
                 .arg(left)
                 .arg(err);
         }
-        let applied: Vec<i64> = inv.invoke_async(&mut self.conn()).await?;
+        let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(applied
             .into_iter()
             .map(|a| {
@@ -494,7 +494,7 @@ impl Workers<'_> {
             for (id, n) in &decided {
                 inv.arg(id).arg(n);
             }
-            let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn()).await?;
+            let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
             let mut fields = reply.into_iter();
             let mut int = || -> Result<u64, JobError> {
                 Ok(fields
@@ -558,7 +558,7 @@ impl Workers<'_> {
                 .arg(ttl_secs(lock_ttl))
                 .arg(PROMOTE_BATCH)
                 .arg(hostname)
-                .invoke_async(&mut self.conn())
+                .invoke_async(&mut self.conn().await?)
                 .await?;
             let Ok(moved) = u64::try_from(moved) else {
                 return Ok(None);
@@ -585,7 +585,7 @@ impl Workers<'_> {
             .arg(Keys::inboxes())
             .arg(if force { "1" } else { "0" })
             .arg(fallback_queue)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(u64::try_from(n).ok())
     }
@@ -594,7 +594,7 @@ impl Workers<'_> {
     pub async fn release_dead_inboxes(&self, fallback_queue: &str) -> Result<u64, JobError> {
         let workers: Vec<String> = redis::cmd("SMEMBERS")
             .arg(Keys::inboxes())
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?;
         let mut total = 0;
         for w in workers {
@@ -614,7 +614,8 @@ impl Workers<'_> {
             .set_response_timeout(Some(WAKER_BLOCK + Duration::from_secs(5)));
         let conn = self
             .store
-            .client
+            .client()
+            .await?
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         Ok(QueueWaker {
@@ -639,7 +640,7 @@ impl Diag<'_> {
             .arg(Keys::diag_executions())
             .arg(job_id)
             .arg(1)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?)
     }
 
@@ -647,7 +648,7 @@ impl Diag<'_> {
     pub async fn execution_counts(&self) -> Result<BTreeMap<String, u64>, JobError> {
         Ok(redis::cmd("HGETALL")
             .arg(Keys::diag_executions())
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await?)
     }
 }

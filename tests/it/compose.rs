@@ -39,7 +39,7 @@ fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
     let mut roles = Vec::new();
     for (name, svc) in services {
         let name = name.as_str().unwrap();
-        if name == "redis" {
+        if name == "redis" || !svc["profiles"].is_badvalue() {
             continue;
         }
         let role = svc["environment"]["SERVICE_ROLE"]
@@ -53,11 +53,19 @@ fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
                 .unwrap_or_else(|| panic!("{name}: no image"))
                 .to_owned(),
         );
-        urls.insert(
-            svc["environment"]["REDIS_URL"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: no REDIS_URL"))
-                .to_owned(),
+        // `${REDIS_URL:-<default>}`: the one Redis by default, Sentinel's URL with the ha profile.
+        let url = svc["environment"]["REDIS_URL"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no REDIS_URL"));
+        let default = url
+            .strip_prefix("${REDIS_URL:-")
+            .and_then(|u| u.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{name}: REDIS_URL must be ${{REDIS_URL:-...}}: {url}"));
+        urls.insert(default.to_owned());
+        assert_eq!(
+            svc["environment"]["PROSAAS__REDIS__ACK_REPLICAS"].as_str(),
+            Some("${PROSAAS_ACK_REPLICAS:-0}"),
+            "{name}"
         );
         assert_eq!(
             svc["depends_on"]["redis"]["condition"].as_str(),
@@ -111,6 +119,69 @@ fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
         doc["services"]["scheduler"]["deploy"]["replicas"].as_i64(),
         Some(2)
     );
+}
+
+/// The `ha` profile: a replica of `redis` and three sentinels (quorum 2) monitoring it, and a
+/// Sentinel URL naming exactly those sentinels.
+#[test]
+fn the_ha_profile_adds_a_replica_and_three_sentinels() {
+    let doc = compose();
+    let services = doc["services"].as_hash().expect("services");
+    let in_ha = |svc: &Yaml| {
+        svc["profiles"]
+            .as_vec()
+            .is_some_and(|p| p.iter().any(|v| v.as_str() == Some("ha")))
+    };
+    let replica = &doc["services"]["redis-replica"];
+    assert!(in_ha(replica));
+    let cmd: Vec<&str> = replica["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        cmd.windows(3)
+            .any(|w| w == ["--replicaof", "redis", "6379"]),
+        "{cmd:?}"
+    );
+    assert!(
+        cmd.windows(2)
+            .any(|w| w == ["--maxmemory-policy", "noeviction"]),
+        "{cmd:?}"
+    );
+
+    let sentinels: Vec<&str> = services
+        .iter()
+        .filter(|(_, svc)| {
+            svc["command"].as_vec().is_some_and(|c| {
+                c.iter()
+                    .any(|a| a.as_str().is_some_and(|a| a.contains("--sentinel")))
+            })
+        })
+        .map(|(name, svc)| {
+            assert!(in_ha(svc), "{name:?} must be in the ha profile");
+            let script = svc["command"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .filter_map(Yaml::as_str)
+                .collect::<String>();
+            assert!(
+                script.contains("sentinel monitor prosaas redis 6379 2"),
+                "{script}"
+            );
+            name.as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(sentinels, ["sentinel-1", "sentinel-2", "sentinel-3"]);
+
+    let url = doc["x-ha-redis-url"].as_str().expect("x-ha-redis-url");
+    prosaas::jobs::validate_url(url).unwrap();
+    let config = prosaas::jobs::SentinelConfig::from_url(url).unwrap();
+    let named: Vec<String> = sentinels.iter().map(|s| format!("{s}:26379")).collect();
+    assert_eq!(config.addrs, named);
+    assert_eq!(config.master, "prosaas");
 }
 
 #[test]

@@ -45,6 +45,7 @@ mod edge;
 mod enqueue;
 mod failure;
 mod fleet;
+mod ha;
 mod health;
 mod job_types;
 mod local_redis;

@@ -4,6 +4,7 @@ pub mod client;
 pub mod process;
 pub mod promtext;
 pub mod redis_server;
+pub mod sentinel;
 
 use std::time::{Duration, Instant};
 

@@ -268,6 +268,9 @@ impl TestDb {
     pub fn store_for(url: &str) -> prosaas::jobs::JobStore {
         prosaas::jobs::JobStore::connect(&prosaas::jobs::StoreConfig {
             url: url.to_owned(),
+            sentinel: None,
+            ack_replicas: 0,
+            ack_timeout: Duration::from_millis(500),
             key_prefix: "rq".into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),

@@ -1,0 +1,247 @@
+//! A private Sentinel deployment for failover tests: a master, replicas and three sentinels,
+//! all `redis-server` processes on free loopback ports, killed on `Drop`. Sentinels decide a
+//! node is down after [`DOWN_AFTER_MS`] (quorum 2).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::redis_server::free_port;
+
+pub const SERVICE: &str = "prosaas-ha";
+pub const DOWN_AFTER_MS: u64 = 1000;
+
+struct Node {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Node {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Sentinels {
+    data: Vec<Node>,
+    sentinels: Vec<Node>,
+    dir: TempDir,
+}
+
+fn spawn(args: &[String], dir: &std::path::Path) -> Child {
+    Command::new(
+        std::env::var("PROSAAS_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+    )
+    .args(args)
+    .current_dir(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("redis-server (Debian: apt-get install redis-server; .ci/run does)")
+}
+
+fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(300))
+        .ok()?;
+    cmd.query(&mut c).ok()
+}
+
+fn until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Sentinels {
+    /// A master with `replicas` replicas and three sentinels that all see each other and every
+    /// replica (so a failover can start at once).
+    pub fn start(replicas: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node_args = |port: u16, name: &str| -> Vec<String> {
+            [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                &format!("{name}.log"),
+                "--dir",
+                &dir.path().display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let master_port = free_port();
+        let mut data = vec![Node {
+            child: Some(spawn(&node_args(master_port, "master"), dir.path())),
+            port: master_port,
+        }];
+        until("the master", Duration::from_secs(10), || {
+            query::<String>(master_port, &redis::cmd("PING"))
+        });
+        for i in 0..replicas {
+            let port = free_port();
+            let mut args = node_args(port, &format!("replica{i}"));
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ]);
+            data.push(Node {
+                child: Some(spawn(&args, dir.path())),
+                port,
+            });
+        }
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let conf = dir.path().join(format!("sentinel{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel{i}.log\n\
+                     sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
+                     sentinel failover-timeout {SERVICE} 5000\n\
+                     sentinel parallel-syncs {SERVICE} 1\n",
+                    dir.path().display()
+                ),
+            )
+            .expect("sentinel config");
+            let args = vec![conf.display().to_string(), "--sentinel".into()];
+            sentinels.push(Node {
+                child: Some(spawn(&args, dir.path())),
+                port,
+            });
+        }
+        let set = Self {
+            data,
+            sentinels,
+            dir,
+        };
+        for s in &set.sentinels {
+            until(
+                "sentinels to see every replica and each other",
+                Duration::from_secs(30),
+                || {
+                    let replicas_seen: Vec<redis::Value> =
+                        query(s.port, redis::cmd("SENTINEL").arg("replicas").arg(SERVICE))?;
+                    let peers: Vec<redis::Value> =
+                        query(s.port, redis::cmd("SENTINEL").arg("sentinels").arg(SERVICE))?;
+                    (replicas_seen.len() == replicas && peers.len() == 2).then_some(())
+                },
+            );
+        }
+        for node in &set.data[1..] {
+            until("replicas in sync", Duration::from_secs(10), || {
+                let info: String = query(node.port, redis::cmd("INFO").arg("replication"))?;
+                info.contains("master_link_status:up").then_some(())
+            });
+        }
+        set
+    }
+
+    /// `redis+sentinel://` naming the three sentinels.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{SERVICE}", hosts.join(","))
+    }
+
+    /// The master's port, as the first sentinel that answers names it.
+    pub fn master_port(&self) -> u16 {
+        until(
+            "a sentinel to name the master",
+            Duration::from_secs(10),
+            || {
+                self.sentinels.iter().find_map(|s| {
+                    let (_, port): (String, String) = query(
+                        s.port,
+                        redis::cmd("SENTINEL")
+                            .arg("get-master-addr-by-name")
+                            .arg(SERVICE),
+                    )?;
+                    port.parse().ok()
+                })
+            },
+        )
+    }
+
+    /// SIGKILLs the current master; returns its port.
+    pub fn kill_master(&mut self) -> u16 {
+        let port = self.master_port();
+        if let Some(node) = self.data.iter_mut().find(|n| n.port == port) {
+            node.kill();
+        }
+        port
+    }
+
+    /// Asks the sentinels for a graceful failover (`SENTINEL FAILOVER`).
+    pub fn failover(&self) {
+        let _: Option<String> = query(
+            self.sentinels[0].port,
+            redis::cmd("SENTINEL").arg("failover").arg(SERVICE),
+        );
+    }
+
+    /// Waits until the sentinels name a master other than `old`, and it says it is one.
+    pub fn wait_for_new_master(&self, old: u16, within: Duration) -> u16 {
+        until("a new master", within, || {
+            let port = self.master_port();
+            let role: Vec<redis::Value> = query(port, &redis::cmd("ROLE"))?;
+            let is_master =
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+            (port != old && is_master).then_some(port)
+        })
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                out.push_str(&format!("--- {} ---\n", path.display()));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for n in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
+            n.kill();
+        }
+    }
+}
