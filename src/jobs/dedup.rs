@@ -158,7 +158,7 @@ impl JobStore {
         &self,
         mut pipe: redis::Pipeline,
     ) -> Result<Vec<T>, JobError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.write_conn().await?;
         let Some((wanted, wait)) = self.wait_cmd() else {
             return Ok(
                 scripts::query_loading(&mut conn, scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?,

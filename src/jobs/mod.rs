@@ -189,6 +189,17 @@ impl JobStore {
         Ok(self.target().await?.conn.clone())
     }
 
+    /// The connection for a write that `wait_cmd` will follow: one of the master's connections
+    /// for acknowledged writes when `redis.ack_replicas` is set, else the shared one.
+    pub(crate) async fn write_conn(&self) -> Result<ConnectionManager, JobError> {
+        let target = self.target().await?;
+        Ok(if self.ack.is_some() {
+            target.acked_conn()
+        } else {
+            target.conn.clone()
+        })
+    }
+
     /// A client of the master, for connections of their own (blocking pops).
     pub(crate) async fn client(&self) -> Result<Arc<redis::Client>, JobError> {
         Ok(self.target().await?.client.clone())

@@ -123,7 +123,7 @@ impl JobStore {
             pipe.sadd(self.keys.queues(), key).ignore();
         }
         if !ids.is_empty() {
-            let mut conn = self.conn().await?;
+            let mut conn = self.write_conn().await?;
             pipe.query_async::<()>(&mut conn).await?;
             // WAIT cannot run inside the transaction (it would not block there): it follows on
             // the same connection, and counts this client's writes up to the transaction.

@@ -114,7 +114,15 @@ pub(crate) struct Target {
     pub(crate) conn: ConnectionManager,
     pub(crate) client: Arc<redis::Client>,
     pub(crate) addr: Arc<str>,
+    /// Connections for writes followed by `WAIT` (`redis.ack_replicas`): `WAIT` blocks the
+    /// connection it runs on until replicas confirm, so on the shared one every other command
+    /// would queue behind it. Several, so that waits overlap; connected on first use.
+    acked: Vec<ConnectionManager>,
+    next_acked: std::sync::atomic::AtomicUsize,
 }
+
+/// Connections for acknowledged writes per master.
+const ACKED_CONNECTIONS: usize = 4;
 
 impl Target {
     pub(crate) fn open(
@@ -124,11 +132,22 @@ impl Target {
     ) -> Result<Self, JobError> {
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let acked = (0..ACKED_CONNECTIONS)
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             conn,
             client: Arc::new(client),
             addr: addr.into(),
+            acked,
+            next_acked: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// One of the connections for acknowledged writes, in turn.
+    pub(crate) fn acked_conn(&self) -> ConnectionManager {
+        let i = self.next_acked.fetch_add(1, Ordering::Relaxed) % self.acked.len();
+        self.acked[i].clone()
     }
 }
 
