@@ -76,6 +76,8 @@ pub struct SentinelSettings {
     pub password: String,
     pub sentinel_username: String,
     pub sentinel_password: String,
+    /// TLS to the sentinels and the data nodes (the URL form: `rediss+sentinel://`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for SentinelSettings {
@@ -435,7 +437,7 @@ impl Settings {
         }
         if s.addrs.is_empty()
             && !s.master.is_empty()
-            && !self.redis.url.starts_with("redis+sentinel://")
+            && !crate::jobs::is_sentinel_url(&self.redis.url)
         {
             bail!("redis.sentinel.master is set but redis.sentinel.addrs is empty");
         }
@@ -771,8 +773,10 @@ impl Settings {
                 password: some(&s.password),
                 sentinel_username: None,
                 sentinel_password: None,
+                tls: s.tls,
             }
         };
+        config.tls |= s.tls;
         config.sentinel_username = some(&s.sentinel_username);
         config.sentinel_password = some(&s.sentinel_password);
         Some(config)

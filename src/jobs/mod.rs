@@ -47,7 +47,7 @@ pub use job::{
 };
 pub use leader_lock::{Fired, Leadership, Schedule};
 pub use redis_config::{Advice, RedisConfig};
-pub use sentinel::SentinelConfig;
+pub use sentinel::{SentinelConfig, is_sentinel_url};
 pub use stats::{QueueStats, SchedulerHealth, Stats};
 pub use worker::{
     ClaimedJob, Diag, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
@@ -292,7 +292,7 @@ fn sentinel_config(config: &StoreConfig) -> Result<Option<SentinelConfig>, JobEr
     if let Some(s) = &config.sentinel {
         return Ok(Some(s.clone()));
     }
-    if !config.url.starts_with("redis+sentinel://") {
+    if !is_sentinel_url(&config.url) {
         return Ok(None);
     }
     SentinelConfig::from_url(&config.url)
@@ -313,7 +313,7 @@ fn open_client(url: &str) -> Result<redis::Client, JobError> {
         .any(|s| url.starts_with(s));
     if !scheme_ok {
         return Err(bad(
-            "expected redis://, rediss://, redis+unix:// or redis+sentinel:// (e.g. redis://127.0.0.1:6379/0)".into(),
+            "expected redis://, rediss://, redis+unix://, redis+sentinel:// or rediss+sentinel:// (e.g. redis://127.0.0.1:6379/0)".into(),
         ));
     }
     redis::Client::open(url).map_err(|e| bad(e.to_string()))
@@ -321,7 +321,7 @@ fn open_client(url: &str) -> Result<redis::Client, JobError> {
 
 /// Checks that `url` is a usable Redis URL without connecting.
 pub fn validate_url(url: &str) -> Result<(), JobError> {
-    if url.starts_with("redis+sentinel://") {
+    if is_sentinel_url(url) {
         return SentinelConfig::from_url(url)
             .map(|_| ())
             .map_err(|reason| JobError::BadUrl {

@@ -19,6 +19,11 @@ use super::error::JobError;
 /// How often the watcher asks the sentinels which node is the master.
 pub(super) const WATCH_EVERY: Duration = Duration::from_millis(250);
 
+/// Whether `url` names a Sentinel service (`redis+sentinel://`, or `rediss+sentinel://` for TLS).
+pub fn is_sentinel_url(url: &str) -> bool {
+    url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://")
+}
+
 /// A Sentinel-managed service: `redis+sentinel://[user:password@]h1:26379,h2:26379/<master>[/db]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentinelConfig {
@@ -33,15 +38,22 @@ pub struct SentinelConfig {
     /// Credentials of the sentinels themselves, when they require one.
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<String>,
+    /// TLS to the sentinels and the data nodes (`rediss+sentinel://`).
+    pub tls: bool,
 }
 
 impl SentinelConfig {
     /// Parses the URL form. The credentials in it are the data nodes'; sentinel credentials
     /// come from settings.
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("redis+sentinel://")
-            .ok_or("expected redis+sentinel://")?;
+        let (tls, rest) = match url.strip_prefix("rediss+sentinel://") {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                url.strip_prefix("redis+sentinel://")
+                    .ok_or("expected redis+sentinel:// or rediss+sentinel://")?,
+            ),
+        };
         let (authority, path) = rest.split_once('/').ok_or(
             "the master name is missing: redis+sentinel://host:26379,host2:26379/<master>[/db]",
         )?;
@@ -90,17 +102,25 @@ impl SentinelConfig {
             password,
             sentinel_username: None,
             sentinel_password: None,
+            tls,
         })
     }
 
-    fn node_url(addr: &str, user: &Option<String>, pass: &Option<String>, db: i64) -> String {
+    fn node_url(
+        &self,
+        addr: &str,
+        user: &Option<String>,
+        pass: &Option<String>,
+        db: i64,
+    ) -> String {
         let auth = match (user, pass) {
             (Some(u), Some(p)) => format!("{u}:{p}@"),
             (None, Some(p)) => format!(":{p}@"),
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        format!("redis://{auth}{addr}/{db}")
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{auth}{addr}/{db}")
     }
 }
 
@@ -219,7 +239,7 @@ impl Follower {
 
     fn open(&self, addr: &str) -> Result<Target, JobError> {
         let c = &self.config;
-        let url = SentinelConfig::node_url(addr, &c.username, &c.password, c.db);
+        let url = c.node_url(addr, &c.username, &c.password, c.db);
         Target::open(&url, addr, &self.manager)
     }
 
@@ -262,7 +282,7 @@ impl Follower {
 
     async fn sentinel_conn(&self, sentinel: &str) -> Result<MultiplexedConnection, JobError> {
         let c = &self.config;
-        let url = SentinelConfig::node_url(sentinel, &c.sentinel_username, &c.sentinel_password, 0);
+        let url = c.node_url(sentinel, &c.sentinel_username, &c.sentinel_password, 0);
         Ok(redis::Client::open(url)?
             .get_multiplexed_async_connection_with_config(&self.connection_config())
             .await?)
@@ -296,7 +316,7 @@ impl Follower {
     /// could name a node that is now a replica.
     async fn confirm(&self, addr: &str, sentinel: &str) -> Result<(), JobError> {
         let c = &self.config;
-        let node = SentinelConfig::node_url(addr, &c.username, &c.password, c.db);
+        let node = c.node_url(addr, &c.username, &c.password, c.db);
         let mut n = redis::Client::open(node)?
             .get_multiplexed_async_connection_with_config(&self.connection_config())
             .await?;
@@ -396,19 +416,21 @@ mod tests {
     }
 
     #[test]
-    fn node_urls_carry_the_credentials() {
+    fn node_urls_carry_the_credentials_and_tls() {
         let some = |s: &str| Some(s.to_owned());
+        let c = SentinelConfig::from_url("redis+sentinel://h1/m").unwrap();
         assert_eq!(
-            SentinelConfig::node_url("h:1", &some("u"), &some("p"), 3),
+            c.node_url("h:1", &some("u"), &some("p"), 3),
             "redis://u:p@h:1/3"
         );
+        assert_eq!(c.node_url("h:1", &None, &some("p"), 0), "redis://:p@h:1/0");
+        assert_eq!(c.node_url("h:1", &None, &None, 0), "redis://h:1/0");
+        let tls = SentinelConfig::from_url("rediss+sentinel://:pw@h1/m").unwrap();
+        assert!(tls.tls && !c.tls);
         assert_eq!(
-            SentinelConfig::node_url("h:1", &None, &some("p"), 0),
-            "redis://:p@h:1/0"
+            tls.node_url("h:1", &None, &tls.password, 0),
+            "rediss://:pw@h:1/0"
         );
-        assert_eq!(
-            SentinelConfig::node_url("h:1", &None, &None, 0),
-            "redis://h:1/0"
-        );
+        assert!(is_sentinel_url("rediss+sentinel://h/m") && !is_sentinel_url("rediss://h"));
     }
 }

@@ -220,3 +220,51 @@ async fn without_acknowledgement_a_killed_master_can_lose_events_reported() {
         acknowledged.len()
     );
 }
+
+/// Passwords on both layers: the data nodes' from the URL, the sentinels' from settings. The
+/// store finds the master, follows a failover, and what it wrote before is there after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_passwords_follows_a_failover() {
+    use prosaas::jobs::{JobStore, NewJob, SentinelConfig, StoreConfig};
+    // Two replicas: after the failover one is left to confirm writes (`ack_replicas = 1`).
+    let mut sentinels = Sentinels::start_with_passwords(2, "data-pw", "sentinel-pw");
+    let mut sentinel = SentinelConfig::from_url(&sentinels.url()).unwrap();
+    let config = |sentinel: SentinelConfig| StoreConfig {
+        url: String::new(),
+        sentinel: Some(sentinel),
+        ack_replicas: 1,
+        ack_timeout: Duration::from_secs(1),
+        key_prefix: "rq".into(),
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(1500),
+    };
+    // Without the sentinels' password, no master can be found.
+    let refused = JobStore::connect(&config(sentinel.clone())).unwrap();
+    let e = refused
+        .ping(Duration::from_secs(3))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no Redis master"), "{e}");
+
+    sentinel.sentinel_password = Some("sentinel-pw".into());
+    let store = JobStore::connect(&config(sentinel)).unwrap();
+    let job = || NewJob::new("default", "diag.noop", Default::default());
+    let before = store.enqueue(job()).await.unwrap();
+    let old = sentinels.master_port();
+    assert_eq!(store.redis_master(), Some(format!("127.0.0.1:{old}")));
+    sentinels.kill_master();
+    let new = tokio::task::block_in_place(|| sentinels.wait_for_new_master(old, READY_WITHIN));
+    let after = eventually("an enqueue on the new master", READY_WITHIN, || async {
+        store.enqueue(job()).await.ok()
+    })
+    .await;
+    assert_eq!(store.redis_master(), Some(format!("127.0.0.1:{new}")));
+    assert_eq!(store.redis_failovers(), 1);
+    for id in [&before, &after] {
+        assert!(
+            store.fetch_job(id).await.unwrap().is_some(),
+            "{id} survived"
+        );
+    }
+}

@@ -30,6 +30,8 @@ pub struct Sentinels {
     data: Vec<Node>,
     sentinels: Vec<Node>,
     dir: TempDir,
+    /// (data nodes' password, sentinels' password), when they require them.
+    auth: Option<(String, String)>,
 }
 
 fn spawn(args: &[String], dir: &std::path::Path) -> Child {
@@ -45,8 +47,13 @@ fn spawn(args: &[String], dir: &std::path::Path) -> Child {
     .expect("redis-server (Debian: apt-get install redis-server; .ci/run does)")
 }
 
-fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+fn query_as<T: redis::FromRedisValue>(
+    port: u16,
+    password: Option<&str>,
+    cmd: &redis::Cmd,
+) -> Option<T> {
+    let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+    let mut c = redis::Client::open(format!("redis://{auth}127.0.0.1:{port}"))
         .ok()?
         .get_connection_with_timeout(Duration::from_millis(300))
         .ok()?;
@@ -68,7 +75,26 @@ impl Sentinels {
     /// A master with `replicas` replicas and three sentinels that all see each other and every
     /// replica (so a failover can start at once).
     pub fn start(replicas: usize) -> Self {
+        Self::start_inner(replicas, None)
+    }
+
+    /// Like [`Self::start`], with `data_password` required by the master and replicas and
+    /// `sentinel_password` by the sentinels.
+    pub fn start_with_passwords(
+        replicas: usize,
+        data_password: &str,
+        sentinel_password: &str,
+    ) -> Self {
+        Self::start_inner(
+            replicas,
+            Some((data_password.to_owned(), sentinel_password.to_owned())),
+        )
+    }
+
+    fn start_inner(replicas: usize, auth: Option<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data_pw = auth.as_ref().map(|(d, _)| d.clone());
+        let sentinel_pw = auth.as_ref().map(|(_, s)| s.clone());
         let node_args = |port: u16, name: &str| -> Vec<String> {
             [
                 "--port",
@@ -86,6 +112,14 @@ impl Sentinels {
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(data_pw.iter().flat_map(|p| {
+                [
+                    "--requirepass".to_owned(),
+                    p.clone(),
+                    "--masterauth".to_owned(),
+                    p.clone(),
+                ]
+            }))
             .collect()
         };
         let master_port = free_port();
@@ -94,7 +128,7 @@ impl Sentinels {
             port: master_port,
         }];
         until("the master", Duration::from_secs(10), || {
-            query::<String>(master_port, &redis::cmd("PING"))
+            query_as::<String>(master_port, data_pw.as_deref(), &redis::cmd("PING"))
         });
         for i in 0..replicas {
             let port = free_port();
@@ -120,8 +154,13 @@ impl Sentinels {
                      sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
                      sentinel failover-timeout {SERVICE} 5000\n\
-                     sentinel parallel-syncs {SERVICE} 1\n",
-                    dir.path().display()
+                     sentinel parallel-syncs {SERVICE} 1\n{}",
+                    dir.path().display(),
+                    match (&data_pw, &sentinel_pw) {
+                        (Some(d), Some(s)) =>
+                            format!("sentinel auth-pass {SERVICE} {d}\nrequirepass {s}\nsentinel sentinel-pass {s}\n"),
+                        _ => String::new(),
+                    }
                 ),
             )
             .expect("sentinel config");
@@ -135,27 +174,46 @@ impl Sentinels {
             data,
             sentinels,
             dir,
+            auth,
         };
         for s in &set.sentinels {
             until(
                 "sentinels to see every replica and each other",
                 Duration::from_secs(30),
                 || {
-                    let replicas_seen: Vec<redis::Value> =
-                        query(s.port, redis::cmd("SENTINEL").arg("replicas").arg(SERVICE))?;
-                    let peers: Vec<redis::Value> =
-                        query(s.port, redis::cmd("SENTINEL").arg("sentinels").arg(SERVICE))?;
+                    let replicas_seen: Vec<redis::Value> = query_as(
+                        s.port,
+                        set.sentinel_password(),
+                        redis::cmd("SENTINEL").arg("replicas").arg(SERVICE),
+                    )?;
+                    let peers: Vec<redis::Value> = query_as(
+                        s.port,
+                        set.sentinel_password(),
+                        redis::cmd("SENTINEL").arg("sentinels").arg(SERVICE),
+                    )?;
                     (replicas_seen.len() == replicas && peers.len() == 2).then_some(())
                 },
             );
         }
         for node in &set.data[1..] {
             until("replicas in sync", Duration::from_secs(10), || {
-                let info: String = query(node.port, redis::cmd("INFO").arg("replication"))?;
+                let info: String = query_as(
+                    node.port,
+                    set.data_password(),
+                    redis::cmd("INFO").arg("replication"),
+                )?;
                 info.contains("master_link_status:up").then_some(())
             });
         }
         set
+    }
+
+    fn data_password(&self) -> Option<&str> {
+        self.auth.as_ref().map(|(d, _)| d.as_str())
+    }
+
+    fn sentinel_password(&self) -> Option<&str> {
+        self.auth.as_ref().map(|(_, s)| s.as_str())
     }
 
     /// `redis+sentinel://` naming the three sentinels.
@@ -165,7 +223,11 @@ impl Sentinels {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{SERVICE}", hosts.join(","))
+        let auth = self
+            .data_password()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("redis+sentinel://{auth}{}/{SERVICE}", hosts.join(","))
     }
 
     /// The master's port, as the first sentinel that answers names it.
@@ -175,8 +237,9 @@ impl Sentinels {
             Duration::from_secs(10),
             || {
                 self.sentinels.iter().find_map(|s| {
-                    let (_, port): (String, String) = query(
+                    let (_, port): (String, String) = query_as(
                         s.port,
+                        self.sentinel_password(),
                         redis::cmd("SENTINEL")
                             .arg("get-master-addr-by-name")
                             .arg(SERVICE),
@@ -198,8 +261,9 @@ impl Sentinels {
 
     /// Asks the sentinels for a graceful failover (`SENTINEL FAILOVER`).
     pub fn failover(&self) {
-        let _: Option<String> = query(
+        let _: Option<String> = query_as(
             self.sentinels[0].port,
+            self.sentinel_password(),
             redis::cmd("SENTINEL").arg("failover").arg(SERVICE),
         );
     }
@@ -208,7 +272,8 @@ impl Sentinels {
     pub fn wait_for_new_master(&self, old: u16, within: Duration) -> u16 {
         until("a new master", within, || {
             let port = self.master_port();
-            let role: Vec<redis::Value> = query(port, &redis::cmd("ROLE"))?;
+            let role: Vec<redis::Value> =
+                query_as(port, self.data_password(), &redis::cmd("ROLE"))?;
             let is_master =
                 matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
             (port != old && is_master).then_some(port)
