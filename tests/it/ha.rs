@@ -30,7 +30,7 @@ fn scheduler_config() -> tempfile::NamedTempFile {
     std::fs::write(
         f.path(),
         "[scheduler]\nlock_ttl_ms = 3000\nrenew_interval_ms = 500\ntick_interval_ms = 200\n\
-         [[scheduler.entries]]\nname = \"ha-tick\"\nevery = \"1s\"\nqueue = \"default\"\njob_type = \"diag.noop\"\n",
+         [[scheduler.entries]]\nname = \"ha-tick\"\nevery = \"1s\"\nqueue = \"default\"\njob_type = \"diag.count\"\n",
     )
     .unwrap();
     f
@@ -177,6 +177,18 @@ async fn failovers_lose_no_acknowledged_webhook_and_every_role_follows() {
         (q.queued == 0 && q.started == 0 && q.failed == 0).then_some(())
     })
     .await;
+    // No slot was fired twice: a second firing would run the slot's job again with its attempts
+    // starting over, so its executions would outnumber its attempts (a re-run after a lost
+    // outcome counts an attempt too, which at-least-once allows).
+    let executions = store.diag().execution_counts().await.unwrap();
+    assert!(executions.len() >= 5, "slots fired throughout: {executions:?}");
+    for (id, count) in &executions {
+        let attempts = store.admin().job_detail(id).await.unwrap().map_or(0, |d| d.attempts);
+        assert!(
+            u64::from(attempts) >= *count,
+            "slot job {id} ran {count} times in {attempts} attempts: fired twice"
+        );
+    }
     // The scheduler lock lives on the new master, and its leader ticks there.
     let health = store.stats().scheduler_health().await.unwrap();
     assert!(health.lock_held, "{health:?}");
