@@ -13,17 +13,22 @@ fn compose() -> Yaml {
     YamlLoader::load_from_str(&text).unwrap().remove(0)
 }
 
+/// A service's `command`, as strings.
+fn command(service: &Yaml) -> Vec<&str> {
+    service["command"]
+        .as_vec()
+        .expect("a command list")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect()
+}
+
 #[test]
 fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
     let doc = compose();
     let services = doc["services"].as_hash().expect("services");
     let redis = &doc["services"]["redis"];
-    let cmd: Vec<&str> = redis["command"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let cmd = command(redis);
     assert!(
         cmd.windows(2)
             .any(|w| w == ["--maxmemory-policy", "noeviction"]),
@@ -134,12 +139,7 @@ fn the_ha_profile_adds_a_replica_and_three_sentinels() {
     };
     let replica = &doc["services"]["redis-replica"];
     assert!(in_ha(replica));
-    let cmd: Vec<&str> = replica["command"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter_map(Yaml::as_str)
-        .collect();
+    let cmd = command(replica);
     assert!(
         cmd.windows(3)
             .any(|w| w == ["--replicaof", "redis", "6379"]),

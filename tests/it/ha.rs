@@ -181,9 +181,17 @@ async fn failovers_lose_no_acknowledged_webhook_and_every_role_follows() {
     // starting over, so its executions would outnumber its attempts (a re-run after a lost
     // outcome counts an attempt too, which at-least-once allows).
     let executions = store.diag().execution_counts().await.unwrap();
-    assert!(executions.len() >= 5, "slots fired throughout: {executions:?}");
+    assert!(
+        executions.len() >= 5,
+        "slots fired throughout: {executions:?}"
+    );
     for (id, count) in &executions {
-        let attempts = store.admin().job_detail(id).await.unwrap().map_or(0, |d| d.attempts);
+        let attempts = store
+            .admin()
+            .job_detail(id)
+            .await
+            .unwrap()
+            .map_or(0, |d| d.attempts);
         assert!(
             u64::from(attempts) >= *count,
             "slot job {id} ran {count} times in {attempts} attempts: fired twice"
