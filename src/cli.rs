@@ -154,6 +154,9 @@ pub struct EnqueueArgs {
     /// Seconds the de-dupe key is held.
     #[arg(long, default_value_t = 600, requires = "dedupe_key")]
     pub dedupe_ttl: u64,
+    /// The tenant the job belongs to (stored as meta.tenant).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Job options as a JSON object (job_id, at_front, timeout, result_ttl, failure_ttl, ttl,
     /// max_retries, retry_intervals, meta).
     #[arg(long)]

@@ -232,6 +232,9 @@ fn show_text(d: &JobDetail) -> String {
         opt(&i.ended_at),
         opt(&i.worker_name),
     );
+    if let Some(t) = i.tenant() {
+        s.push_str(&format!("tenant:      {t}\n"));
+    }
     if let Some(e) = &d.last_error {
         s.push_str(&format!("last_error:  {}\n", last_line(e)));
     }
@@ -265,7 +268,10 @@ fn parse_enqueue(
     let queue = settings
         .route(&a.job_type, a.queue.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
-    let job = NewJob::new(queue, a.job_type, args).with_options(options);
+    let mut job = NewJob::new(queue, a.job_type, args).with_options(options);
+    if let Some(tenant) = &a.tenant {
+        job.set_tenant(tenant)?;
+    }
     Ok((job, a.dedupe_key.map(|k| (k, a.dedupe_ttl))))
 }
 

@@ -214,6 +214,8 @@ struct EnqueueRequest {
     dedupe_key: Option<String>,
     #[serde(default = "default_dedupe_ttl")]
     dedupe_ttl: u64,
+    /// The tenant the job belongs to (stored as `meta.tenant`).
+    tenant: Option<String>,
     #[serde(default)]
     options: JobOptions,
 }
@@ -239,7 +241,10 @@ async fn enqueue(
         )));
     }
     let job_type = req.job_type.clone();
-    let job = NewJob::new(queue, req.job_type, req.args).with_options(req.options);
+    let mut job = NewJob::new(queue, req.job_type, req.args).with_options(req.options);
+    if let Some(tenant) = &req.tenant {
+        job.set_tenant(tenant).map_err(job_error)?;
+    }
     let r = match req.dedupe_key {
         Some(key) => {
             ctx.jobs

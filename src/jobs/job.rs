@@ -64,6 +64,35 @@ impl NewJob {
         self.options = options;
         self
     }
+
+    /// Sets the job's tenant: `meta["tenant"]`, where Python RQ code reads it too
+    /// (`job.meta["tenant"]`). An error when the meta already names another tenant.
+    pub fn set_tenant(&mut self, tenant: &str) -> Result<(), JobError> {
+        match self.options.meta.get(TENANT) {
+            Some(Value::String(t)) if t != tenant => Err(JobError::Invalid(format!(
+                "tenant {tenant:?} differs from meta.tenant {t:?}"
+            ))),
+            _ => {
+                self.options
+                    .meta
+                    .insert(TENANT.into(), Value::String(tenant.to_owned()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `meta` key that names a job's tenant.
+pub const TENANT: &str = "tenant";
+
+/// Whether `tenant` is a usable tenant name: 1-128 characters of `[A-Za-z0-9_.:@-]` (it ends up
+/// in keys and metric labels of tenant-aware features).
+pub fn is_valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= MAX_ID_LEN
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'))
 }
 
 /// Per-job options. Every field maps to an RQ job-hash field of the same meaning.
@@ -181,6 +210,15 @@ impl NewJob {
             return Err(JobError::Invalid(format!(
                 "ttl {t} must be positive seconds up to {MAX_TTL_SECS}"
             )));
+        }
+        match o.meta.get(TENANT) {
+            None => {}
+            Some(Value::String(t)) if is_valid_tenant(t) => {}
+            Some(other) => {
+                return Err(JobError::Invalid(format!(
+                    "tenant {other} must be 1-128 characters of [A-Za-z0-9_.:@-]"
+                )));
+            }
         }
         if let Some(iv) = &o.retry_intervals
             && (iv.is_empty()
@@ -370,6 +408,11 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
+    /// The job's tenant (`meta["tenant"]`), whoever enqueued it.
+    pub fn tenant(&self) -> Option<&str> {
+        self.meta.get(TENANT).and_then(Value::as_str)
+    }
+
     /// Decodes an `HGETALL` of `rq:job:<id>`; `None` when the hash is empty (no such job).
     pub(crate) fn from_hash(
         id: &str,

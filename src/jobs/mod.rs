@@ -42,8 +42,8 @@ pub use dedup::{
 };
 pub use error::JobError;
 pub use job::{
-    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, check_job,
-    is_valid_job_id, is_valid_queue_name, parse_rq_timestamp, rq_timestamp,
+    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, TENANT, check_job,
+    is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp, rq_timestamp,
 };
 pub use leader_lock::{Fired, Leadership, Schedule};
 pub use redis_config::{Advice, RedisConfig};

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::jobs::NewJob;
+use crate::jobs::{NewJob, TENANT, is_valid_tenant};
 
 /// Longest message id accepted (Baileys ids are ~20-32 characters).
 const MAX_ID_LEN: usize = 256;
@@ -73,6 +73,13 @@ pub fn parse(body: &Value) -> Result<Vec<IncomingMessage>, String> {
             .meta
             .insert("tenant_id".into(), Value::String(tenant.clone()));
         job.options.meta.insert("source".into(), "whatsapp".into());
+        // The tenant of tenant-aware features; a tenantId outside the tenant alphabet (accepted
+        // before tenants existed) stays in `tenant_id` only.
+        if is_valid_tenant(&tenant) {
+            job.options
+                .meta
+                .insert(TENANT.into(), Value::String(tenant.clone()));
+        }
         out.push(IncomingMessage {
             dedupe_key: format!("webhook:baileys:{id}"),
             message_id: id,

@@ -55,6 +55,13 @@ async fn the_same_webhook_twice_makes_one_job() {
     );
     let len: usize = t.connection().llen("rq:queue:default").unwrap();
     assert_eq!(len, 1, "redis-cli LLEN rq:queue:default is 1, not 2");
+    let id = b1["jobs"][0]["job_id"].as_str().unwrap();
+    let job = t.store().fetch_job(id).await.unwrap().unwrap();
+    assert_eq!(
+        job.tenant(),
+        Some("1"),
+        "the event's tenantId is the job's tenant"
+    );
     p.wait_for_log(
         "Skipped duplicate webhook for msg_id=TEST123",
         Duration::from_secs(5),
@@ -305,6 +312,34 @@ async fn internal_push_enqueue_and_admin_api() {
     let (_, job) = api.get(&format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "queued");
     assert_eq!(job["origin"], "high");
+
+    // A tenant, given at the top or in meta (not both, differing), is stored as meta.tenant.
+    let with_tenant = json!({"job_type": "diag.noop", "tenant": "shop-7"});
+    let (status, r) = api.post("/api/jobs/enqueue", Some(&with_tenant)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let (_, job) = api
+        .get(&format!("/api/jobs/{}", r["job_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(job["meta"]["tenant"], "shop-7", "{job}");
+    for (bad, why) in [
+        (
+            json!({"job_type": "t", "tenant": "a b"}),
+            "1-128 characters",
+        ),
+        (json!({"job_type": "t", "tenant": ""}), "1-128 characters"),
+        (
+            json!({"job_type": "t", "options": {"meta": {"tenant": 7}}}),
+            "1-128 characters",
+        ),
+        (
+            json!({"job_type": "t", "tenant": "x", "options": {"meta": {"tenant": "y"}}}),
+            "differs",
+        ),
+    ] {
+        let (status, r) = api.post("/api/jobs/enqueue", Some(&bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {r}");
+        assert!(r["detail"].as_str().unwrap().contains(why), "{bad}: {r}");
+    }
     assert_eq!(api.get("/api/jobs/nope").await.0, StatusCode::NOT_FOUND);
 
     // Fail it (as a worker would), list, requeue, delete.

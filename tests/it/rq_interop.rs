@@ -239,7 +239,9 @@ async fn prosaas_enqueues_and_python_runs(version: &str) {
     let url = t.url();
     let enqueue = |ty: &str, args: &str| {
         let out = process::run(
-            &["--config", &cfg_path, "jobs", "enqueue", ty, "--args", args],
+            &[
+                "--config", &cfg_path, "jobs", "enqueue", ty, "--args", args, "--tenant", "acme-1",
+            ],
             &[("REDIS_URL", &url)],
         );
         assert!(
@@ -251,6 +253,17 @@ async fn prosaas_enqueues_and_python_runs(version: &str) {
     };
     let add = enqueue("interop_jobs.add", r#"{"a": 2, "b": 3}"#);
     let boom = enqueue("interop_jobs.boom", "{}");
+    // The tenant is where Python code reads it: job.meta["tenant"].
+    let meta = python(
+        version,
+        m.path(),
+        "import json, sys\nfrom redis import Redis\nfrom rq.job import Job\n\
+         from rq.serializers import JSONSerializer\n\
+         j = Job.fetch(sys.argv[2], connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer)\n\
+         print(json.dumps({'tenant': j.meta.get('tenant')}))\n",
+        &[&url, &add],
+    );
+    assert_eq!(meta["tenant"], "acme-1", "{version}");
     let mut c = t.connection();
     let on_python: usize = c.llen("rq:queue:python").unwrap();
     assert_eq!(on_python, 2, "external types are routed to their own queue");
