@@ -152,8 +152,9 @@ async fn twilio_status(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let e =
+    let mut e =
         twilio::status_event(&params, &ctx.settings.api.ingress_queues.twilio).map_err(invalid)?;
+    twilio::tenant_from_query(&mut e, uri.0.query()).map_err(invalid)?;
     let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
     admit(&ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
     Ok(accepted())
@@ -166,8 +167,9 @@ async fn twilio_recording(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let e = twilio::recording_event(&params, &ctx.settings.api.ingress_queues.twilio)
+    let mut e = twilio::recording_event(&params, &ctx.settings.api.ingress_queues.twilio)
         .map_err(invalid)?;
+    twilio::tenant_from_query(&mut e, uri.0.query()).map_err(invalid)?;
     let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
     admit(&ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
     Ok(accepted())

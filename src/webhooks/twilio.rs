@@ -108,6 +108,23 @@ pub fn recording_event(params: &[(String, String)], queue: &str) -> Result<Event
     })
 }
 
+/// Sets `event`'s tenant from the callback URL's query (`business_id`, or `tenant`), which the
+/// application puts there when it tells Twilio where to call back, and which the signature
+/// covers. No such parameter: no tenant. A malformed one is refused.
+pub fn tenant_from_query(event: &mut Event, query: Option<&str>) -> Result<(), String> {
+    let Some(query) = query else { return Ok(()) };
+    let named = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "business_id" || k == "tenant")
+        .map(|(_, v)| v.into_owned());
+    let Some(tenant) = named else { return Ok(()) };
+    if !crate::jobs::is_valid_tenant(&tenant) {
+        return Err(format!(
+            "the callback URL's tenant {tenant:?} must be 1-128 characters of [A-Za-z0-9_.:@-]"
+        ));
+    }
+    event.job.set_tenant(&tenant).map_err(|e| e.to_string())
+}
+
 /// The HMAC a request was signed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -472,6 +489,22 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_callback_url_names_the_tenant() {
+        let params = pairs(&[
+            ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("CallStatus", "completed"),
+        ]);
+        let mut e = status_event(&params, "q").unwrap();
+        tenant_from_query(&mut e, Some("x=1&business_id=shop-7")).unwrap();
+        assert_eq!(e.job.options.meta["tenant"], "shop-7");
+        let mut e = status_event(&params, "q").unwrap();
+        tenant_from_query(&mut e, None).unwrap();
+        assert!(!e.job.options.meta.contains_key("tenant"));
+        let mut e = status_event(&params, "q").unwrap();
+        assert!(tenant_from_query(&mut e, Some("tenant=a%20b")).is_err());
     }
 
     #[test]

@@ -230,6 +230,26 @@ async fn twilio_callbacks_are_verified_against_the_public_url() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(job_count(&t), 2, "one status job and one recording job");
+
+    // The application's callback URL names the tenant; the signature covers it.
+    let path = "/webhook/twilio/status?business_id=shop-7";
+    let done = [("CallSid", "CA42"), ("CallStatus", "completed")];
+    let (sig, body) = signed_form(path, &done);
+    let r = http
+        .post(p.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let id: String = t.connection().lindex("rq:queue:default", -1).unwrap();
+    let job = t.store().fetch_job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.kwargs["event_type"].as_str(), job.tenant()),
+        (Some("completed"), Some("shop-7"))
+    );
 }
 
 /// What Twilio's own validator accepts gets through: the URL signed with its default port,
