@@ -204,14 +204,23 @@ async fn enqueue_post_call(ctx: &AppContext, r: &Recording) {
                "CallDuration": (r.duration_secs.round() as u64).to_string(), "Source": "media_stream"}),
     );
     let queue = &ctx.settings.api.ingress_queues.calls;
+    let tenant = twilio::stream_tenant(&r.parameters);
+    let job = |job_type: &str, args: &Map<String, Value>| {
+        let mut job = NewJob::new(queue.clone(), job_type, args.clone());
+        if let Some(t) = tenant {
+            // A valid tenant on a fresh job's meta cannot conflict.
+            let _ = job.set_tenant(t);
+        }
+        job
+    };
     let events = || {
         vec![
             (
-                NewJob::new(queue.clone(), "recording_job", rec.clone()),
+                job("recording_job", &rec),
                 twilio::recording_key(&r.call_sid),
             ),
             (
-                NewJob::new(queue.clone(), "twilio_callback", ended.clone()),
+                job("twilio_callback", &ended),
                 twilio::status_key(&r.call_sid, "completed"),
             ),
         ]

@@ -125,6 +125,15 @@ pub fn tenant_from_query(event: &mut Event, query: Option<&str>) -> Result<(), S
     event.job.set_tenant(&tenant).map_err(|e| e.to_string())
 }
 
+/// The tenant a Media Stream names in its `<Parameter name="business_id">` (or `tenant`), when
+/// it is a valid tenant name.
+pub fn stream_tenant(parameters: &Map<String, Value>) -> Option<&str> {
+    ["business_id", "tenant"]
+        .iter()
+        .find_map(|k| parameters.get(*k).and_then(Value::as_str))
+        .filter(|t| crate::jobs::is_valid_tenant(t))
+}
+
 /// The HMAC a request was signed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {

@@ -144,6 +144,11 @@ async fn a_ten_second_call_with_dropped_chunks_is_recorded_and_enqueued_once() {
     let rec = t.store().fetch_job(&types[0].0).await.unwrap().unwrap();
     assert_eq!(rec.kwargs["paths"], json!(["CA10S.inbound.wav"]));
     assert_eq!(rec.kwargs["parameters"]["business_id"], "12");
+    assert_eq!(
+        rec.tenant(),
+        Some("12"),
+        "the stream's business_id is the job's tenant"
+    );
 
     // Twilio's own recording callback for this call is then a duplicate.
     let twilio_side = t
