@@ -81,7 +81,7 @@ const HELP: [&str; 21] = [
     "Time to handle one Media Streams frame, in seconds.",
     "HTTP connections open, by listener.",
     "HTTP connections closed at accept because the listener's connection cap was reached.",
-    "1 for the Redis master this process sends commands to (label addr), 0 for one it left.",
+    "1 for the Redis master this process sends commands to, 0 for one it left (label addr: host:port behind Sentinel, else the configured URL without its password).",
     "Redis master changes this process followed (Sentinel failovers) since it started.",
 ];
 

@@ -151,13 +151,7 @@ async fn twilio_status(
     signed: TwilioSigned,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let mut e =
-        twilio::status_event(&params, &ctx.settings.api.ingress_queues.twilio).map_err(invalid)?;
-    twilio::tenant_from_query(&mut e, uri.0.query()).map_err(invalid)?;
-    let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
-    admit(&ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
-    Ok(accepted())
+    twilio_callback(&ctx, &uri, &signed, &body, twilio::status_event).await
 }
 
 async fn twilio_recording(
@@ -166,12 +160,26 @@ async fn twilio_recording(
     signed: TwilioSigned,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let mut e = twilio::recording_event(&params, &ctx.settings.api.ingress_queues.twilio)
-        .map_err(invalid)?;
+    twilio_callback(&ctx, &uri, &signed, &body, twilio::recording_event).await
+}
+
+/// How a callback's form becomes its event (`twilio::status_event`, `twilio::recording_event`).
+type EventOf = fn(&[(String, String)], &str) -> Result<twilio::Event, String>;
+
+/// A verified Twilio callback turned into its job by `event` (with the callback URL's tenant)
+/// and admitted under its de-dupe key.
+async fn twilio_callback(
+    ctx: &AppContext,
+    uri: &OriginalUri,
+    signed: &TwilioSigned,
+    body: &[u8],
+    event: EventOf,
+) -> Result<Response, ApiError> {
+    let params = twilio_form(ctx, uri, signed, body)?;
+    let mut e = event(&params, &ctx.settings.api.ingress_queues.twilio).map_err(invalid)?;
     twilio::tenant_from_query(&mut e, uri.0.query()).map_err(invalid)?;
     let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
-    admit(&ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
+    admit(ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
     Ok(accepted())
 }
 

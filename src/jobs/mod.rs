@@ -289,18 +289,24 @@ pub(crate) async fn bounded<T>(
 
 /// The Sentinel service `config` names, if any: given whole, or in a `redis+sentinel://` URL.
 fn sentinel_config(config: &StoreConfig) -> Result<Option<SentinelConfig>, JobError> {
-    if let Some(s) = &config.sentinel {
-        return Ok(Some(s.clone()));
+    let bad = |reason: String| JobError::BadUrl {
+        url: redact_url(&config.url),
+        reason,
+    };
+    let sentinel = match &config.sentinel {
+        Some(s) => s.clone(),
+        None if is_sentinel_url(&config.url) => {
+            SentinelConfig::from_url(&config.url).map_err(bad)?
+        }
+        None => return Ok(None),
+    };
+    // The watcher picks sentinels by index, and a service needs a name.
+    if sentinel.addrs.is_empty() || sentinel.master.is_empty() {
+        return Err(bad(
+            "a Sentinel service needs at least one sentinel and a master name".into(),
+        ));
     }
-    if !is_sentinel_url(&config.url) {
-        return Ok(None);
-    }
-    SentinelConfig::from_url(&config.url)
-        .map(Some)
-        .map_err(|reason| JobError::BadUrl {
-            url: redact_url(&config.url),
-            reason,
-        })
+    Ok(Some(sentinel))
 }
 
 fn open_client(url: &str) -> Result<redis::Client, JobError> {
@@ -377,6 +383,25 @@ mod tests {
         );
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
         assert_eq!(redact_url("rediss://:p@w@h/0"), "rediss://***@h/0");
+    }
+
+    #[test]
+    fn a_sentinel_service_needs_sentinels_and_a_name() {
+        let mut config = StoreConfig {
+            url: String::new(),
+            sentinel: SentinelConfig::from_url("redis+sentinel://h:26379/m").ok(),
+            ack_replicas: 0,
+            ack_timeout: Duration::from_millis(500),
+            key_prefix: "rq".into(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+        };
+        assert!(JobStore::connect(&config).is_ok());
+        if let Some(s) = config.sentinel.as_mut() {
+            s.addrs.clear();
+        }
+        let e = JobStore::connect(&config).unwrap_err().to_string();
+        assert!(e.contains("at least one sentinel"), "{e}");
     }
 
     #[test]

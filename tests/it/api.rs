@@ -141,6 +141,24 @@ fn signed_form(path: &str, params: &[(&str, &str)]) -> (String, String) {
     (sig, body)
 }
 
+/// Posts `params` to `path` as Twilio would, signed for the public URL; returns the status.
+async fn post_signed(
+    http: &reqwest::Client,
+    p: &ProsaasProcess,
+    path: &str,
+    params: &[(&str, &str)],
+) -> StatusCode {
+    let (sig, body) = signed_form(path, params);
+    http.post(p.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_callbacks_are_verified_against_the_public_url() {
     let t = db();
@@ -219,31 +237,19 @@ async fn twilio_callbacks_are_verified_against_the_public_url() {
         ("RecordingUrl", "https://api.twilio.com/rec/RE1"),
         ("RecordingSid", "RE1"),
     ];
-    let (sig, body) = signed_form("/webhook/twilio/recording", &rec);
-    let r = http
-        .post(p.url("/webhook/twilio/recording"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("X-Twilio-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        post_signed(&http, &p, "/webhook/twilio/recording", &rec).await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(job_count(&t), 2, "one status job and one recording job");
 
     // The application's callback URL names the tenant; the signature covers it.
     let path = "/webhook/twilio/status?business_id=shop-7";
     let done = [("CallSid", "CA42"), ("CallStatus", "completed")];
-    let (sig, body) = signed_form(path, &done);
-    let r = http
-        .post(p.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("X-Twilio-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        post_signed(&http, &p, path, &done).await,
+        StatusCode::NO_CONTENT
+    );
     let id: String = t.connection().lindex("rq:queue:default", -1).unwrap();
     let job = t.store().fetch_job(&id).await.unwrap().unwrap();
     assert_eq!(

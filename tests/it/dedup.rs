@@ -137,7 +137,7 @@ async fn distinct_events_and_bad_keys() {
 /// that did start stays a duplicate even once its hash is gone (it was processed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_ends_with_its_job() {
-    use prosaas::jobs::{Deleted, JobOptions, WorkerInfo};
+    use prosaas::jobs::{Deleted, JobOptions};
     let t = db();
     let store = t.store();
     let mut c = t.connection();
@@ -190,17 +190,7 @@ async fn a_lock_ends_with_its_job() {
     );
 
     // Started, then its hash gone (result_ttl 0 deletes it on success): still a duplicate.
-    let w = WorkerInfo {
-        name: "dedupe-w".into(),
-        queues: vec!["default".into()],
-        pid: 1,
-        hostname: "h".into(),
-    };
-    store
-        .workers()
-        .register_worker(&w, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let w = crate::support::registered_worker(&store, "dedupe-w", &["default"]).await;
     let _: () = c.del("rq:queue:default").unwrap();
     let _: () = c.rpush("rq:queue:default", readmitted.job_id()).unwrap();
     let claimed = store

@@ -426,17 +426,7 @@ async fn worker_with_jobs(
     prefix: &str,
     queues: &[&str],
 ) -> prosaas::jobs::WorkerInfo {
-    let w = prosaas::jobs::WorkerInfo {
-        name: name.into(),
-        queues: vec!["high".into(), "low".into()],
-        pid: 1,
-        hostname: "h".into(),
-    };
-    store
-        .workers()
-        .register_worker(&w, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let w = crate::support::registered_worker(store, name, &["high", "low"]).await;
     let jobs: Vec<NewJob> = queues
         .iter()
         .enumerate()

@@ -48,3 +48,24 @@ pub async fn default_queue(store: &prosaas::jobs::JobStore) -> Option<prosaas::j
         .get("default")
         .copied()
 }
+
+/// A worker registered on `queues` (not running), for tests that drive claims and settles by
+/// hand.
+pub async fn registered_worker(
+    store: &prosaas::jobs::JobStore,
+    name: &str,
+    queues: &[&str],
+) -> prosaas::jobs::WorkerInfo {
+    let w = prosaas::jobs::WorkerInfo {
+        name: name.into(),
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        pid: 1,
+        hostname: "h".into(),
+    };
+    store
+        .workers()
+        .register_worker(&w, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    w
+}
