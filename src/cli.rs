@@ -89,6 +89,8 @@ pub enum BenchScenario {
     Webhook,
     /// Concurrent simulated Media Streams calls.
     Calls,
+    /// Tenant A's backlog, then tenant B's trickle: B's enqueue-to-start latency, fair and plain.
+    Fairness,
 }
 
 impl BenchScenario {

@@ -238,6 +238,9 @@ fn show_text(d: &JobDetail) -> String {
     if let Some(e) = &d.last_error {
         s.push_str(&format!("last_error:  {}\n", last_line(e)));
     }
+    if let Some(r) = &d.deferred_reason {
+        s.push_str(&format!("deferred:    {r}\n"));
+    }
     match &d.result {
         Some(JobResult::Finished { return_value }) => s.push_str(&format!(
             "result:      {}\n",
@@ -286,6 +289,29 @@ fn stats_table(stats: &std::collections::BTreeMap<String, QueueStats>) -> String
             "{q:<width$}  {:>8} {:>8} {:>9} {:>8} {:>9} {:>8}\n",
             c.queued, c.started, c.finished, c.failed, c.scheduled, c.deferred
         ));
+    }
+    for (q, c) in stats {
+        let Some(t) = &c.tenants else { continue };
+        let oldest = match (&t.oldest_tenant, t.oldest_queued_secs) {
+            (Some(tenant), Some(age)) => format!(", longest wait {tenant} ({age}s)"),
+            _ => String::new(),
+        };
+        let partial = if t.complete {
+            ""
+        } else {
+            " (first lanes only)"
+        };
+        s.push_str(&format!(
+            "\n{q}: {} tenants with {} queued jobs{oldest}{partial}\n  {:<32} {:>8} {:>8} {:>10}\n",
+            t.with_work, t.queued, "tenant", "queued", "running", "oldest (s)"
+        ));
+        for r in &t.busiest {
+            let age = r.oldest_queued_secs.map_or("-".into(), |a| a.to_string());
+            s.push_str(&format!(
+                "  {:<32} {:>8} {:>8} {:>10}\n",
+                r.tenant, r.queued, r.running, age
+            ));
+        }
     }
     s
 }

@@ -34,9 +34,12 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "prosaas_http_connections_open";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "prosaas_http_connections_refused_total";
 pub const REDIS_MASTER: &str = "prosaas_redis_master";
 pub const REDIS_FAILOVERS: &str = "prosaas_redis_failovers_total";
+pub const TENANT_JOBS: &str = "prosaas_tenant_jobs";
+pub const JOBS_RATE_LIMITED: &str = "prosaas_jobs_rate_limited_total";
+pub const TENANT_OLDEST_AGE: &str = "prosaas_tenant_oldest_job_age_seconds";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 24] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -58,10 +61,13 @@ pub const ALL: [&str; 21] = [
     HTTP_CONNECTIONS_REFUSED,
     REDIS_MASTER,
     REDIS_FAILOVERS,
+    TENANT_JOBS,
+    TENANT_OLDEST_AGE,
+    JOBS_RATE_LIMITED,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 21] = [
+const HELP: [&str; 24] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -83,6 +89,9 @@ const HELP: [&str; 21] = [
     "HTTP connections closed at accept because the listener's connection cap was reached.",
     "1 for the Redis master this process sends commands to, 0 for one it left (label addr: host:port behind Sentinel, else the configured URL without its password).",
     "Redis master changes this process followed (Sentinel failovers) since it started.",
+    "Jobs of the busiest tenants of each fair queue (at most 10 per queue, by queued + running), by state, read from Redis at scrape time.",
+    "Age of the oldest queued job of a fair queue's busiest tenants and of its longest-waiting tenant, in seconds.",
+    "Claimed jobs a rate limit deferred to the scheduled registry, by queue and limit.",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.
@@ -189,6 +198,10 @@ pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -
     metrics::gauge!(CALLS_ACTIVE).set(calls.active as f64);
     metrics::gauge!(CALLS_OLDEST_AGE).set(calls.oldest_secs as f64);
     record_master(store);
+    // Tenant series are written here, not recorded: the exporter keeps every label set it has
+    // seen, and the busiest tenants change, so recorded gauges would grow with every tenant
+    // that was ever busy. Rendered from this scrape's snapshot, the set stays bounded.
+    let mut tenants = (String::new(), String::new());
     // Bounded well inside a scrape timeout: a stalled Redis reports prosaas_redis_up 0 quickly.
     match store
         .stats()
@@ -211,6 +224,9 @@ pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -
                 }
                 metrics::gauge!(QUEUE_OLDEST_AGE, "queue" => q.clone())
                     .set(s.oldest_queued_secs.unwrap_or(0) as f64);
+                if let Some(t) = &s.tenants {
+                    tenant_series(&mut tenants, &q, t);
+                }
             }
             metrics::gauge!(SCHEDULER_LOCK_HELD).set(if scheduler.lock_held { 1.0 } else { 0.0 });
             if let Some(t) = scheduler
@@ -223,5 +239,51 @@ pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -
         }
         Err(_) => metrics::gauge!(REDIS_UP).set(0.0),
     }
-    handle.render()
+    let mut text = handle.render();
+    for (name, lines) in [(TENANT_JOBS, &tenants.0), (TENANT_OLDEST_AGE, &tenants.1)] {
+        if !lines.is_empty() {
+            let help = HELP[ALL.iter().position(|n| *n == name).unwrap_or(0)];
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{lines}"
+            ));
+        }
+    }
+    text
+}
+
+/// One fair queue's tenant series (jobs, ages): each busiest tenant's queued and running jobs
+/// and oldest job's age, and the longest-waiting tenant's age (which the alert rule watches).
+fn tenant_series(out: &mut (String, String), queue: &str, t: &crate::jobs::TenantStats) {
+    use std::fmt::Write;
+    let q = label(queue);
+    let mut aged = std::collections::BTreeMap::new();
+    for row in &t.busiest {
+        let tenant = label(&row.tenant);
+        for (state, n) in [("queued", row.queued), ("running", row.running)] {
+            let _ = writeln!(
+                out.0,
+                "{TENANT_JOBS}{{queue=\"{q}\",tenant=\"{tenant}\",state=\"{state}\"}} {n}"
+            );
+        }
+        if let Some(age) = row.oldest_queued_secs {
+            aged.insert(row.tenant.clone(), age);
+        }
+    }
+    if let (Some(tenant), Some(age)) = (&t.oldest_tenant, t.oldest_queued_secs) {
+        aged.insert(tenant.clone(), age);
+    }
+    for (tenant, age) in aged {
+        let tenant = label(&tenant);
+        let _ = writeln!(
+            out.1,
+            "{TENANT_OLDEST_AGE}{{queue=\"{q}\",tenant=\"{tenant}\"}} {age}"
+        );
+    }
+}
+
+/// A label value as the text format escapes it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -13,7 +13,10 @@ use config::builder::{ConfigBuilder, DefaultState};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
-use crate::jobs::{MAX_TTL_SECS, SentinelConfig, StoreConfig, is_valid_queue_name, validate_url};
+use crate::jobs::{
+    FairQueue, MAX_TTL_SECS, SentinelConfig, StoreConfig, is_valid_queue_name, is_valid_tenant,
+    validate_url,
+};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -43,6 +46,91 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub external: Vec<ExternalType>,
+    /// Per-queue behaviour: `[queues.<name>]`.
+    #[serde(default)]
+    pub queues: HashMap<String, QueueSettings>,
+    /// `[[rate_limits]]`: starts per second (minute, hour) by tenant, job type or both.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitSettings>,
+}
+
+/// One `[[rate_limits]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Names the limit in keys, metrics and a deferred job's reason; derived when empty.
+    #[serde(default)]
+    pub name: String,
+    /// `"*"`: each tenant has its own bucket; a tenant's name: that tenant only; absent: every
+    /// job of the type shares one.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The job type it limits (as handlers are named); absent: every type.
+    #[serde(default)]
+    pub job_type: Option<String>,
+    /// `"<n>/s"`, `"<n>/m"` or `"<n>/h"`.
+    pub rate: String,
+    /// Starts allowed at once after a quiet period.
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl RateLimitSettings {
+    /// Milliseconds between starts, from `rate`; `None` when it does not parse.
+    pub fn interval_ms(&self) -> Option<f64> {
+        let (n, unit) = self.rate.trim().split_once('/')?;
+        let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let unit_ms = match unit.trim() {
+            "s" | "sec" | "second" => 1_000.0,
+            "m" | "min" | "minute" => 60_000.0,
+            "h" | "hour" => 3_600_000.0,
+            _ => return None,
+        };
+        Some(unit_ms / f64::from(n))
+    }
+
+    /// The name given, else one made of what it limits (`tenant-*.type-push_send_job`).
+    pub fn label(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let mut parts = Vec::new();
+        if let Some(t) = &self.tenant {
+            parts.push(format!("tenant-{t}"));
+        }
+        if let Some(j) = &self.job_type {
+            parts.push(format!("type-{j}"));
+        }
+        parts.join(".")
+    }
+}
+
+/// `[queues.<name>]`: how one queue shares its workers.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    #[serde(default)]
+    pub fairness: Fairness,
+    /// The most of one tenant's jobs that run at once across all workers (fair queues); 0: any.
+    #[serde(default)]
+    pub tenant_concurrency: u32,
+    /// Tenant → share of turns (fair queues; absent tenants have 1).
+    #[serde(default)]
+    pub tenant_weights: HashMap<String, u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fairness {
+    /// One FIFO list, as RQ's.
+    #[default]
+    None,
+    /// Round robin across tenants with work, FIFO within each tenant.
+    Tenant,
 }
 
 /// A job type that prosaas enqueues but a Python RQ worker runs, on a queue of its own.
@@ -409,7 +497,88 @@ impl Settings {
         self.validate_scheduler()?;
         self.validate_api()?;
         self.validate_recordings()?;
+        self.validate_queues()?;
+        self.validate_rate_limits()?;
         self.validate_http()
+    }
+
+    /// `[[rate_limits]]`: what each limits, its rate and burst, unique names.
+    fn validate_rate_limits(&self) -> anyhow::Result<()> {
+        if self.rate_limits.len() > 100 {
+            bail!("rate_limits: at most 100 limits");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            let at = format!("rate_limits[{i}]");
+            if r.tenant.is_none() && r.job_type.is_none() {
+                bail!("{at}: set tenant (a name, or \"*\" for each tenant), job_type, or both");
+            }
+            if let Some(t) = &r.tenant
+                && t != "*"
+                && !is_valid_tenant(t)
+            {
+                bail!("{at}.tenant: {t:?} is neither \"*\" nor a valid tenant name");
+            }
+            if r.job_type
+                .as_deref()
+                .is_some_and(|j| j.is_empty() || j.len() > 256)
+            {
+                bail!("{at}.job_type: must be 1-256 characters");
+            }
+            match r.interval_ms() {
+                Some(ms) if ms >= 1.0 => {}
+                Some(_) => bail!("{at}.rate: {:?} is more than 1000/s", r.rate),
+                None => bail!(
+                    "{at}.rate: {:?} must be <n>/s, <n>/m or <n>/h with n > 0",
+                    r.rate
+                ),
+            }
+            if !(1..=10_000).contains(&r.burst) {
+                bail!("{at}.burst: {} must be 1 to 10000", r.burst);
+            }
+            let label = r.label();
+            if label.len() > 200
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:@*-".contains(&b))
+            {
+                bail!("{at}.name: {label:?} must be 1-200 characters of [A-Za-z0-9_.:@*-]");
+            }
+            if !names.insert(label.clone()) {
+                bail!("{at}.name: {label:?} is used twice");
+            }
+        }
+        Ok(())
+    }
+
+    /// `[queues.<name>]`: names, and settings that only mean something on a fair queue.
+    fn validate_queues(&self) -> anyhow::Result<()> {
+        let mut names: Vec<&String> = self.queues.keys().collect();
+        names.sort();
+        for name in names {
+            let q = &self.queues[name];
+            if !is_valid_queue_name(name) {
+                bail!("queues.{name}: not a valid queue name ([A-Za-z0-9_.-], 1-128 characters)");
+            }
+            if q.fairness != Fairness::Tenant
+                && (q.tenant_concurrency > 0 || !q.tenant_weights.is_empty())
+            {
+                bail!(
+                    "queues.{name}: tenant_concurrency and tenant_weights need fairness = \"tenant\""
+                );
+            }
+            if let Some((t, _)) = q.tenant_weights.iter().find(|(t, _)| !is_valid_tenant(t)) {
+                bail!("queues.{name}.tenant_weights: {t:?} is not a valid tenant name");
+            }
+            if let Some((t, w)) = q
+                .tenant_weights
+                .iter()
+                .find(|(_, w)| !(1..=1000).contains(*w))
+            {
+                bail!("queues.{name}.tenant_weights.{t}: {w} must be 1 to 1000");
+            }
+        }
+        Ok(())
     }
 
     /// `[redis]`: the URL, the key prefix RQ shares, timeouts.
@@ -754,6 +923,22 @@ impl Settings {
             key_prefix: self.redis.key_prefix.clone(),
             connect_timeout: Duration::from_millis(self.redis.connect_timeout_ms),
             response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
+            fair_queues: self
+                .queues
+                .iter()
+                .filter(|(_, q)| q.fairness == Fairness::Tenant)
+                .map(|(name, q)| {
+                    let fair = FairQueue {
+                        tenant_concurrency: q.tenant_concurrency,
+                        weights: q
+                            .tenant_weights
+                            .iter()
+                            .map(|(t, w)| (t.clone(), *w))
+                            .collect(),
+                    };
+                    (name.clone(), fair)
+                })
+                .collect(),
         }
     }
 
@@ -971,6 +1156,84 @@ mod tests {
                 .sentinel
                 .is_none()
         );
+    }
+
+    #[test]
+    fn fair_queues_from_the_environment_and_their_rules() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant"),
+                ("PROSAAS__QUEUES__DEFAULT__TENANT_CONCURRENCY", "4"),
+                ("PROSAAS__QUEUES__DEFAULT__TENANT_WEIGHTS", r#"{"acme": 3}"#),
+            ]),
+        )
+        .unwrap();
+        let fair = &s.store_config().fair_queues["default"];
+        assert_eq!(fair.tenant_concurrency, 4);
+        assert_eq!(fair.weights["acme"], 3);
+        assert!(
+            Settings::load(None, &env(&[]))
+                .unwrap()
+                .store_config()
+                .fair_queues
+                .is_empty()
+        );
+        for (bad, says) in [
+            (
+                vec![("PROSAAS__QUEUES__DEFAULT__TENANT_CONCURRENCY", "4")],
+                "need fairness",
+            ),
+            (
+                vec![
+                    ("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant"),
+                    ("PROSAAS__QUEUES__DEFAULT__TENANT_WEIGHTS", r#"{"acme": 0}"#),
+                ],
+                "must be 1 to 1000",
+            ),
+            (
+                vec![
+                    ("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant"),
+                    ("PROSAAS__QUEUES__DEFAULT__TENANT_WEIGHTS", r#"{"a b": 2}"#),
+                ],
+                "not a valid tenant",
+            ),
+        ] {
+            let e = Settings::load(None, &env(&bad)).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_parse_and_refuse_what_cannot_work() {
+        let s = Settings::load(
+            None,
+            &env(&[(
+                "PROSAAS__RATE_LIMITS",
+                r#"[{"tenant": "*", "rate": "20/s", "burst": 5}, {"job_type": "x", "rate": "3/m"}]"#,
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.rate_limits[0].interval_ms(), Some(50.0));
+        assert_eq!(s.rate_limits[0].label(), "tenant-*");
+        assert_eq!(s.rate_limits[1].interval_ms(), Some(20_000.0));
+        for (bad, says) in [
+            (r#"[{"rate": "5/s"}]"#, "set tenant"),
+            (r#"[{"tenant": "*", "rate": "5 per s"}]"#, "must be <n>/s"),
+            (r#"[{"tenant": "*", "rate": "0/s"}]"#, "must be <n>/s"),
+            (r#"[{"tenant": "*", "rate": "5000/s"}]"#, "more than 1000/s"),
+            (r#"[{"tenant": "*", "rate": "5/s", "burst": 0}]"#, "burst"),
+            (r#"[{"tenant": "a b", "rate": "5/s"}]"#, "valid tenant"),
+            (
+                r#"[{"tenant": "*", "rate": "5/s"}, {"tenant": "*", "rate": "6/s"}]"#,
+                "used twice",
+            ),
+        ] {
+            let e = Settings::load(None, &env(&[("PROSAAS__RATE_LIMITS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(super) async fn run(a: &BenchArgs, store: &JobStore) -> anyhow::Result<Vec<F
     );
     store.bench().delete_bench_keys(QUEUE).await?;
     let m = Meter::start(store).await?;
-    fill(store, n, 1, a.batch).await?;
+    fill(store, n, 1, a.batch, 0).await?;
     figures.push(
         m.figure(
             &format!(

@@ -6,10 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::load::{job, until_finished, worker};
-use super::measure::Meter;
+use super::measure::{Meter, enqueue_to_start_ms, insert_latency};
 use super::{BenchArgs, Figure};
 use crate::jobs::JobStore;
-use crate::jobs::parse_rq_timestamp;
 use crate::settings::Settings;
 
 // Long on purpose: one scenario's sequence (paced producer, drain, percentiles), as a reader of
@@ -50,31 +49,8 @@ pub(super) async fn run(
     stop.cancel();
     handle.await??;
     let ids: Vec<String> = (0..total).map(|i| format!("bench-0-{i}")).collect();
-    let stamps = store.bench().job_timestamps(&ids).await?;
-    let mut lat: Vec<f64> = stamps
-        .values()
-        .filter_map(|(e, s)| {
-            let e = parse_rq_timestamp(e.as_deref()?)?;
-            let s = parse_rq_timestamp(s.as_deref()?)?;
-            Some((s - e).num_microseconds()? as f64 / 1000.0)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    figure
-        .extra
-        .insert("enqueue_to_start_ms_p50".into(), json!(pct(0.50)));
-    figure
-        .extra
-        .insert("enqueue_to_start_ms_p99".into(), json!(pct(0.99)));
-    figure.extra.insert(
-        "enqueue_to_start_ms_max".into(),
-        json!(lat.last().copied().unwrap_or(0.0)),
-    );
+    let lat = enqueue_to_start_ms(store, &ids).await?;
+    insert_latency(&mut figure.extra, "enqueue_to_start_ms", &lat);
     figure
         .extra
         .insert("measured_jobs".into(), json!(lat.len()));

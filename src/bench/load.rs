@@ -57,20 +57,28 @@ where
 /// last one, as a producer with more than one batch to send would do.
 pub(super) const BATCHES_IN_FLIGHT: usize = 4;
 
+/// Enqueues `jobs` bench jobs in batches; with `tenants` > 0, job `i` belongs to tenant
+/// `t<i % tenants>`.
 pub(super) async fn fill(
     store: &JobStore,
     jobs: usize,
     run: usize,
     batch: usize,
+    tenants: usize,
 ) -> anyhow::Result<()> {
     let batch = batch.max(1);
     let s = store.clone();
     in_flight(jobs.div_ceil(batch), BATCHES_IN_FLIGHT, move |b| {
         let s = s.clone();
         async move {
-            let chunk: Vec<NewJob> = (b * batch..((b + 1) * batch).min(jobs))
+            let mut chunk: Vec<NewJob> = (b * batch..((b + 1) * batch).min(jobs))
                 .map(|i| job(i, run))
                 .collect();
+            if tenants > 0 {
+                for (j, i) in chunk.iter_mut().zip(b * batch..) {
+                    j.set_tenant(&format!("t{}", i % tenants))?;
+                }
+            }
             s.enqueue_many(&chunk).await?;
             Ok(())
         }

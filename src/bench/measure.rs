@@ -35,6 +35,47 @@ pub(super) fn cpu_secs(pid: &str) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
 }
 
+/// Enqueue-to-start latency of each job that started, in ms, sorted, from the jobs' own RQ
+/// timestamps.
+pub(super) async fn enqueue_to_start_ms(
+    store: &JobStore,
+    ids: &[String],
+) -> anyhow::Result<Vec<f64>> {
+    let stamps = store.bench().job_timestamps(ids).await?;
+    let mut lat: Vec<f64> = stamps
+        .values()
+        .filter_map(|(e, s)| {
+            let e = crate::jobs::parse_rq_timestamp(e.as_deref()?)?;
+            let s = crate::jobs::parse_rq_timestamp(s.as_deref()?)?;
+            Some((s - e).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// The `p` quantile (nearest rank) of sorted values; 0 for none.
+pub(super) fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// p50, p99 and max of sorted latencies, as a figure's extra fields named `<prefix>_p50` etc.
+pub(super) fn insert_latency(
+    extra: &mut Map<String, serde_json::Value>,
+    prefix: &str,
+    sorted: &[f64],
+) {
+    extra.insert(format!("{prefix}_p50"), json!(quantile(sorted, 0.50)));
+    extra.insert(format!("{prefix}_p99"), json!(quantile(sorted, 0.99)));
+    extra.insert(
+        format!("{prefix}_max"),
+        json!(sorted.last().copied().unwrap_or(0.0)),
+    );
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }

@@ -9,6 +9,7 @@ mod drain;
 mod e2e;
 mod enqueue;
 mod enqueue_dedupe;
+mod fairness;
 mod latency;
 mod load;
 mod measure;
@@ -92,6 +93,7 @@ async fn scenario(
         Scenario::Latency => vec![latency::run(a, settings, store).await?],
         Scenario::Webhook => webhook::run(a, settings, store).await?,
         Scenario::Calls => vec![calls::run(a, settings, store).await?],
+        Scenario::Fairness => fairness::run(a, settings, store).await?,
     })
 }
 

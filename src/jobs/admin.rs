@@ -27,6 +27,9 @@ pub struct JobDetail {
     pub info: JobInfo,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Why a scheduled job waits, when a rate limit deferred it (`rate limit <name>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_reason: Option<String>,
     pub result: Option<JobResult>,
 }
 
@@ -121,13 +124,17 @@ impl Admin<'_> {
                 .remove("attempts")
                 .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
                 .unwrap_or(0);
-            let last_error = hash
-                .remove("last_error")
-                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            let mut text = |field| {
+                hash.remove(field)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+            };
+            let last_error = text("last_error");
+            let deferred_reason = text("deferred_reason");
             out.push(JobInfo::from_hash(id, hash)?.map(|info| JobDetail {
                 info,
                 attempts,
                 last_error,
+                deferred_reason,
                 result: latest.first().and_then(|(_, f)| decode_result(f)),
             }));
         }

@@ -124,9 +124,16 @@ impl Bench<'_> {
     pub async fn delete_bench_keys(&self, queue: &str) -> Result<u64, JobError> {
         let patterns = self.store.keys.bench_patterns(queue, std::process::id());
         let n = self.delete_matching(&patterns).await?;
+        let lanes = format!("{}@", self.store.keys.queue(queue));
+        let mut listed: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.store.keys.queues())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        listed.retain(|q| q.starts_with(&lanes));
+        listed.push(self.store.keys.queue(queue));
         redis::cmd("SREM")
             .arg(self.store.keys.queues())
-            .arg(self.store.keys.queue(queue))
+            .arg(&listed)
             .query_async::<()>(&mut self.conn().await?)
             .await?;
         // Bench workers stay listed for recovery after they stop; they had nothing left over.

@@ -9,7 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use super::error::JobError;
-use super::job::{NewJob, rq_timestamp};
+use super::job::{Field, NewJob, rq_timestamp};
 use super::keys::Keys;
 use super::{JobStore, scripts};
 
@@ -227,14 +227,21 @@ impl JobStore {
         job.options.job_id = Some(id.clone());
         job.validate()?;
         let ts = rq_timestamp(self.now());
-        let fields = job.hash_fields(&ts)?;
+        let lane = self.lane_of(&job);
+        let mut fields = job.hash_fields(&ts)?;
+        if let Some(tenant) = lane {
+            fields.push(("lane", Field::Borrowed(tenant.as_bytes())));
+        }
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(scripts::ENQUEUE_DEDUPE.get_hash())
             .arg(7)
             .arg(&lock_key)
             .arg(keys.job(&id))
-            .arg(keys.queue(&job.queue))
+            .arg(match lane {
+                Some(tenant) => keys.lane(&job.queue, tenant),
+                None => keys.queue(&job.queue),
+            })
             .arg(keys.queues())
             .arg(Keys::scheduler_lock())
             .arg(Keys::scheduler_entries())
@@ -248,6 +255,7 @@ impl JobStore {
             Some(f) => cmd.arg(f.token).arg(f.entry).arg(f.slot_ms),
             None => cmd.arg("").arg("").arg(0),
         };
+        cmd.arg(&job.queue).arg(lane.unwrap_or(""));
         for (field, value) in &fields {
             cmd.arg(*field).arg(value.as_bytes());
         }

@@ -80,6 +80,11 @@ impl NewJob {
             }
         }
     }
+
+    /// The job's tenant (`meta["tenant"]`), if it names one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.options.meta.get(TENANT).and_then(Value::as_str)
+    }
 }
 
 /// The `meta` key that names a job's tenant.

@@ -18,11 +18,19 @@
 //! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
 //! | `prosaas:diag:executions` | hash | job id → executions, written only by the `diag.count` job type |
 //! | `prosaas:worker:<w>:running` | set | `<id>:<execution id>` of the jobs a worker runs (claim.lua adds, settle.lua removes, built in Lua); a dead worker's is swept for orphans |
+//! | `prosaas:fair:<q>:ring` | zset | tenants of fair queue `q` with queued jobs → their pass in the round robin (`''` is the queue's own list) |
+//! | `prosaas:fair:<q>:running` | hash | tenant → its jobs of `q` started and not settled (claim.lua adds; settle, recovery subtract; lane_recount.lua recounts; built in Lua only) |
+//! | `prosaas:fair:<q>:weights` | hash | tenant → weight in the round robin (written by workers at registration; absent = 1) |
+//! | `prosaas:fair:<q>:state` | hash | `vt`: the round robin's current pass |
+//! | `prosaas:fair:<q>:bell` | list | up to 16 tokens that wake idle workers when a lane gets a job |
+//! | `prosaas:rate:<limit>[:<tenant>]` | string | a rate limit's bucket: its GCRA theoretical arrival time (Unix ms); PX until it no longer matters |
 //! | `prosaas:unstarted:<job id>` | string | a de-duplicated job with a wait TTL has not started yet; TTL = its lock's (built in Lua too: claim.lua, delete_job.lua) |
 //!
 //! prosaas also writes fields RQ ignores into job hashes: `attempts` (claims so far),
 //! `last_error` (the error of the latest failed attempt that was retried), `enqueued_by`
-//! (`prosaas`) and `dedupe_lock` (the lock that admitted it).
+//! (`prosaas`), `dedupe_lock` (the lock that admitted it) and `lane` (the tenant whose lane of a
+//! fair queue it waits in: the RQ queue `<q>@<tenant>`, built in Lua too, in lanes.lua),
+//! `rate_slot` and `deferred_reason` (a job a rate limit deferred: the slot it holds, and why).
 
 /// Key builder for one key prefix. Cheap to clone; built once per [`super::JobStore`].
 #[derive(Clone, Debug)]
@@ -56,6 +64,35 @@ impl Keys {
 
     pub(crate) fn queue(&self, queue: &str) -> String {
         format!("{}queue:{queue}", self.rq)
+    }
+
+    /// A tenant's lane of a fair queue: an RQ queue of its own (`rq:queue:<q>@<tenant>`), so
+    /// `rq info` counts its jobs. Queue names cannot hold `@`, so the first one splits.
+    pub(crate) fn lane(&self, queue: &str, tenant: &str) -> String {
+        format!("{}queue:{queue}@{tenant}", self.rq)
+    }
+
+    /// The fair queue's round robin: tenants with queued jobs, scored by pass (see lanes.lua).
+    pub(crate) fn fair_ring(queue: &str) -> String {
+        format!("prosaas:fair:{queue}:ring")
+    }
+
+    /// Tenant → weight in a fair queue's round robin.
+    pub(crate) fn fair_weights(queue: &str) -> String {
+        format!("prosaas:fair:{queue}:weights")
+    }
+
+    /// Tokens that wake idle workers of a fair queue.
+    pub(crate) fn fair_bell(queue: &str) -> String {
+        format!("prosaas:fair:{queue}:bell")
+    }
+
+    /// A rate limit's bucket (its GCRA arrival time, ms): one per limit, or per limit and tenant.
+    pub(crate) fn rate_bucket(limit: &str, tenant: Option<&str>) -> String {
+        match tenant {
+            Some(t) => format!("prosaas:rate:{limit}:{t}"),
+            None => format!("prosaas:rate:{limit}"),
+        }
     }
 
     pub(crate) fn job(&self, id: &str) -> String {
@@ -114,6 +151,9 @@ impl Keys {
         let p = &self.rq;
         vec![
             format!("{p}*:{queue}"),
+            // Tenant lanes of the bench queue, and its round robin's keys.
+            format!("{p}queue:{queue}@*"),
+            format!("prosaas:fair:{queue}:*"),
             format!("{p}job:bench-*"),
             format!("{p}results:bench-*"),
             format!("{p}worker:bench-*"),

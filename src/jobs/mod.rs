@@ -48,10 +48,10 @@ pub use job::{
 pub use leader_lock::{Fired, Leadership, Schedule};
 pub use redis_config::{Advice, RedisConfig};
 pub use sentinel::{SentinelConfig, is_sentinel_url};
-pub use stats::{QueueStats, SchedulerHealth, Stats};
+pub use stats::{MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Stats, TenantRow, TenantStats};
 pub use worker::{
-    ClaimedJob, Diag, Execution, Outcome, QueueWaker, Recovered, Settled, Settlement, WAKER_BLOCK,
-    WorkerInfo, WorkerState, Workers,
+    ClaimedJob, Deferred, Diag, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
+    Settlement, WAKER_BLOCK, WorkerInfo, WorkerState, Workers,
 };
 
 use keys::Keys;
@@ -106,6 +106,17 @@ pub struct StoreConfig {
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Queues whose jobs wait in per-tenant lanes (`[queues.<name>] fairness = "tenant"`).
+    pub fair_queues: std::collections::BTreeMap<String, FairQueue>,
+}
+
+/// How a fair queue shares its workers among tenants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FairQueue {
+    /// The most jobs of one tenant that run at once across all workers; 0: no cap.
+    pub tenant_concurrency: u32,
+    /// Tenant → its share of turns (absent: 1).
+    pub weights: std::collections::BTreeMap<String, u32>,
 }
 
 /// The process's handle on Redis. Cheap to clone: clones share one multiplexed connection.
@@ -121,6 +132,7 @@ pub struct JobStore {
     clock: Arc<clock::RedisClock>,
     /// Claims write started-registry members as plain ids, RQ 1.x's format (see claim.lua).
     rq1_entries: Arc<std::sync::atomic::AtomicBool>,
+    fair: Arc<std::collections::BTreeMap<String, FairQueue>>,
 }
 
 #[derive(Clone)]
@@ -173,7 +185,22 @@ impl JobStore {
             redacted_url: redact_url(&config.url).into(),
             clock: Arc::new(clock::RedisClock::from_env()),
             rq1_entries: Arc::default(),
+            fair: Arc::new(config.fair_queues.clone()),
         })
+    }
+
+    /// The lane a new job waits in: its tenant's, on a fair queue; `None` for the queue's list.
+    fn lane_of<'j>(&self, job: &'j NewJob) -> Option<&'j str> {
+        if self.fair.contains_key(&job.queue) {
+            job.tenant()
+        } else {
+            None
+        }
+    }
+
+    /// The fairness of a queue, when it is a fair one.
+    pub(crate) fn fairness(&self, queue: &str) -> Option<&FairQueue> {
+        self.fair.get(queue)
     }
 
     /// The master in use: fixed, or as Sentinel last named it (discovered on first use).
@@ -395,6 +422,7 @@ mod tests {
             key_prefix: "rq".into(),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            fair_queues: Default::default(),
         };
         assert!(JobStore::connect(&config).is_ok());
         if let Some(s) = config.sentinel.as_mut() {

@@ -4,6 +4,13 @@
 use super::JobStore;
 use super::error::JobError;
 use super::job::{Field, JobInfo, NewJob, rq_timestamp};
+use super::keys::Keys;
+
+/// The ids of one batch bound for one list: (queue, tenant lane, indexes to `RPUSH`, to `LPUSH`).
+type Push<'a> = (&'a str, Option<&'a str>, Vec<usize>, Vec<usize>);
+
+/// How many wake-up tokens a fair queue's bell holds at most (lanes.lua's LANE_BELL_TOKENS).
+const LANE_BELL_TOKENS: isize = 16;
 
 /// `HSET key field value ...`, sized up front: built per job, so growing its buffers
 /// argument by argument showed in profiles of enqueue.
@@ -47,7 +54,9 @@ impl JobStore {
     /// Per job the transaction holds just its hash write (plus `EXPIRE` when it has a TTL):
     /// explicit ids are cleared by one variadic `DEL` up front, and the pushes go out as one
     /// `RPUSH` (and one `LPUSH` for `at_front`) per queue in batch order, which leaves each list
-    /// exactly as job-by-job pushes would.
+    /// exactly as job-by-job pushes would. On a fair queue a job with a tenant goes to its
+    /// tenant's lane instead, which joins the round robin (as lanes.lua's `push_job` does; with no
+    /// read involved, a transaction is enough).
     // Long on purpose: one MULTI whose commands must stay in the order the comment above describes.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<String>, JobError> {
         let ts = rq_timestamp(self.now());
@@ -79,8 +88,8 @@ impl JobStore {
         // Only a batch with two or more explicit ids can hold one twice.
         let mut seen =
             (explicit.len() > 1).then(|| std::collections::HashSet::with_capacity(explicit.len()));
-        // (queue, ids for RPUSH, ids for LPUSH); batches rarely span more than a few queues.
-        let mut pushes: Vec<(&str, Vec<usize>, Vec<usize>)> = Vec::new();
+        // Batches rarely span more than a few lists.
+        let mut pushes: Vec<Push<'_>> = Vec::new();
         for (i, (job, job_key)) in jobs.iter().zip(&job_keys).enumerate() {
             // The same id twice in one batch: the later job replaces the earlier one's hash.
             if job.options.job_id.is_some()
@@ -90,27 +99,37 @@ impl JobStore {
             {
                 pipe.del(job_key).ignore();
             }
-            pipe.add_command(hset(job_key, &job.hash_fields(&ts)?))
-                .ignore();
+            let lane = self.lane_of(job);
+            let mut fields = job.hash_fields(&ts)?;
+            if let Some(tenant) = lane {
+                fields.push(("lane", Field::Borrowed(tenant.as_bytes())));
+            }
+            pipe.add_command(hset(job_key, &fields)).ignore();
             if let Some(ttl) = job.options.ttl {
                 pipe.expire(job_key, ttl).ignore();
             }
-            let slot = match pushes.iter().position(|(q, _, _)| *q == job.queue) {
+            let slot = match pushes
+                .iter()
+                .position(|(q, l, _, _)| *q == job.queue && *l == lane)
+            {
                 Some(slot) => slot,
                 None => {
-                    pushes.push((&job.queue, Vec::new(), Vec::new()));
+                    pushes.push((&job.queue, lane, Vec::new(), Vec::new()));
                     pushes.len() - 1
                 }
             };
-            let (_, back, front) = &mut pushes[slot];
+            let (_, _, back, front) = &mut pushes[slot];
             if job.options.at_front {
                 front.push(i);
             } else {
                 back.push(i);
             }
         }
-        for (queue, back, front) in &pushes {
-            let key = self.keys.queue(queue);
+        for (queue, lane, back, front) in &pushes {
+            let key = match lane {
+                Some(tenant) => self.keys.lane(queue, tenant),
+                None => self.keys.queue(queue),
+            };
             if !back.is_empty() {
                 pipe.rpush(&key, back.iter().map(|&i| &ids[i]).collect::<Vec<_>>())
                     .ignore();
@@ -121,6 +140,22 @@ impl JobStore {
             }
             // Registered once per queue in the batch, inside the same transaction.
             pipe.sadd(self.keys.queues(), key).ignore();
+            if let Some(tenant) = lane {
+                // The queue itself stays listed too: `rq info` shows its registries.
+                pipe.sadd(self.keys.queues(), self.keys.queue(queue))
+                    .ignore();
+                pipe.cmd("ZADD")
+                    .arg(Keys::fair_ring(queue))
+                    .arg("NX")
+                    .arg(0)
+                    .arg(tenant)
+                    .ignore();
+                let bell = Keys::fair_bell(queue);
+                pipe.rpush(&bell, "1")
+                    .ignore()
+                    .ltrim(&bell, -LANE_BELL_TOKENS, -1)
+                    .ignore();
+            }
         }
         if !ids.is_empty() {
             let mut conn = self.write_conn().await?;

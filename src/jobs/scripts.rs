@@ -11,23 +11,37 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-pub(crate) const ENQUEUE_DEDUPE_SRC: &str = include_str!("lua/enqueue_dedupe.lua");
+/// A script that puts jobs on queues or takes them off, with the lane helpers of lanes.lua in
+/// front: every such script must agree on where a tenant's jobs wait.
+macro_rules! with_lanes {
+    ($path:literal) => {
+        concat!(include_str!("lua/lanes.lua"), include_str!($path))
+    };
+}
+
+pub(crate) const ENQUEUE_DEDUPE_SRC: &str = with_lanes!("lua/enqueue_dedupe.lua");
 pub(crate) static ENQUEUE_DEDUPE: LazyLock<Script> =
     LazyLock::new(|| Script::new(ENQUEUE_DEDUPE_SRC));
 pub(crate) static CLAIM: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/claim.lua")));
 pub(crate) static SETTLE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/settle.lua")));
 pub(crate) static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 pub(crate) static RECOVER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/recover.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/recover.lua")));
+pub(crate) static LANE_RECOUNT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_lanes!("lua/lane_recount.lua")));
+pub(crate) const LANE_STATS_SRC: &str = with_lanes!("lua/lane_stats.lua");
+pub(crate) static LANE_STATS: LazyLock<Script> = LazyLock::new(|| Script::new(LANE_STATS_SRC));
+pub(crate) static RATE_LIMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_lanes!("lua/rate_limit.lua")));
 pub(crate) static PROMOTE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/promote.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/promote.lua")));
 pub(crate) static RELEASE_INBOX: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/release_inbox.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/release_inbox.lua")));
 pub(crate) static REQUEUE_FAILED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/requeue_failed.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/requeue_failed.lua")));
 pub(crate) static CALL_STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));
 pub(crate) static LEADER_LOCK: LazyLock<Script> =
@@ -35,7 +49,7 @@ pub(crate) static LEADER_LOCK: LazyLock<Script> =
 pub(crate) const QUEUE_HEAD_SRC: &str = include_str!("lua/queue_head.lua");
 pub(crate) static QUEUE_HEAD: LazyLock<Script> = LazyLock::new(|| Script::new(QUEUE_HEAD_SRC));
 pub(crate) static DELETE_JOB: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/delete_job.lua")));
+    LazyLock::new(|| Script::new(with_lanes!("lua/delete_job.lua")));
 
 /// Runs a pipeline of `EVALSHA` calls of one script, loading the script and running the
 /// pipeline again if Redis answers `NOSCRIPT` (a restarted Redis): every call of the first run

@@ -10,9 +10,9 @@ use super::keys::Keys;
 use super::scripts;
 
 /// One queue's numbers, read from RQ's list and registries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Ids waiting on `rq:queue:<q>`.
+    /// Ids waiting on `rq:queue:<q>` and, on a fair queue, in its tenant lanes.
     pub queued: u64,
     /// Entries in the started registry (`rq:wip:<q>`), including any whose worker died and
     /// that recovery has not yet handled.
@@ -29,7 +29,41 @@ pub struct QueueStats {
     pub oldest_queued_secs: Option<u64>,
     /// Registered workers (prosaas's or Python RQ's) listening on the queue.
     pub workers: u64,
+    /// A fair queue's tenants: absent for a queue without lanes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<TenantStats>,
 }
+
+/// A fair queue's lanes, bounded whatever the number of tenants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TenantStats {
+    /// Tenants with queued jobs.
+    pub with_work: u64,
+    /// Jobs queued in their lanes (part of the queue's `queued`).
+    pub queued: u64,
+    /// `false` when there were more lanes than one read looks at ([`MAX_WALKED_LANES`]): the
+    /// numbers then cover the first of them in round-robin order.
+    pub complete: bool,
+    /// The tenant whose oldest queued job has waited longest, and for how long (seconds).
+    pub oldest_tenant: Option<String>,
+    pub oldest_queued_secs: Option<u64>,
+    /// The busiest tenants (queued + running), at most [`MAX_LISTED_TENANTS`].
+    pub busiest: Vec<TenantRow>,
+}
+
+/// One tenant of a fair queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TenantRow {
+    pub tenant: String,
+    pub queued: u64,
+    pub running: u64,
+    pub oldest_queued_secs: Option<u64>,
+}
+
+/// The most tenants per queue that health, metrics and `jobs stats` list.
+pub const MAX_LISTED_TENANTS: usize = 10;
+/// The most lanes one read looks at.
+pub(crate) const MAX_WALKED_LANES: usize = 2000;
 
 /// The scheduler as seen from Redis. All fields are `None`/`false` until a scheduler has run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -77,9 +111,11 @@ impl Stats<'_> {
         // Configured queues always; others (made by Python RQ or older clients) in name order up
         // to the bound, so an unauthenticated health call stays small whatever Redis holds.
         let mut names: BTreeSet<String> = also.iter().cloned().collect();
+        // A tenant lane (`<q>@<tenant>`) is counted with its queue, never listed on its own.
         let others: BTreeSet<&str> = members
             .iter()
             .filter_map(|m| m.strip_prefix(&prefix))
+            .filter(|q| !q.contains('@'))
             .collect();
         for q in others {
             if names.len() >= MAX_LISTED_QUEUES.max(also.len()) {
@@ -118,20 +154,42 @@ impl Stats<'_> {
         }
         let heads: Vec<(String, u64)> =
             scripts::query_loading(&mut conn, scripts::QUEUE_HEAD_SRC, &heads).await?;
+        let mut lanes = redis::pipe();
+        for q in &names {
+            lanes
+                .cmd("EVALSHA")
+                .arg(scripts::LANE_STATS.get_hash())
+                .arg(0)
+                .arg(self.keys().rq_prefix())
+                .arg(q)
+                .arg(MAX_LISTED_TENANTS)
+                .arg(MAX_WALKED_LANES);
+        }
+        let lanes: Vec<Vec<redis::Value>> =
+            scripts::query_loading(&mut conn, scripts::LANE_STATS_SRC, &lanes).await?;
         let now_dt = self.now();
+        let age = |at: &str| {
+            Some(at)
+                .filter(|h| !h.is_empty())
+                .and_then(super::job::parse_rq_timestamp)
+                .map(|t| u64::try_from((now_dt - t).num_seconds()).unwrap_or(0))
+        };
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
         // maintenance to prune them; RQ does not count them either.
         Ok(names
             .into_iter()
             .zip(counts.chunks_exact(8))
             .zip(heads)
-            .map(|((q, c), (head, workers))| {
-                let oldest_queued_secs = Some(head.as_str())
-                    .filter(|h| !h.is_empty())
-                    .and_then(super::job::parse_rq_timestamp)
-                    .map(|t| u64::try_from((now_dt - t).num_seconds()).unwrap_or(0));
+            .zip(lanes)
+            .map(|(((q, c), (head, workers)), lanes)| {
+                let tenants = tenant_stats(&lanes, &age);
+                let oldest_queued_secs = age(&head).max(
+                    tenants
+                        .as_ref()
+                        .and_then(|t: &TenantStats| t.oldest_queued_secs),
+                );
                 let stats = QueueStats {
-                    queued: c[0],
+                    queued: c[0] + tenants.as_ref().map_or(0, |t| t.queued),
                     started: c[1],
                     finished: c[2].saturating_sub(c[3]),
                     failed: c[4].saturating_sub(c[5]),
@@ -139,6 +197,7 @@ impl Stats<'_> {
                     deferred: c[7],
                     oldest_queued_secs,
                     workers,
+                    tenants,
                 };
                 (q, stats)
             })
@@ -182,4 +241,28 @@ impl Stats<'_> {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// Decodes lane_stats.lua's answer; `None` for a queue without lanes.
+fn tenant_stats(reply: &[redis::Value], age: &dyn Fn(&str) -> Option<u64>) -> Option<TenantStats> {
+    let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap_or_default();
+    let num = |v: &redis::Value| redis::from_redis_value::<u64>(v.clone()).unwrap_or(0);
+    let (head, rows) = reply.split_at_checked(5)?;
+    let stats = TenantStats {
+        with_work: num(&head[0]),
+        queued: num(&head[1]),
+        complete: num(&head[2]) == 1,
+        oldest_queued_secs: age(&text(&head[3])),
+        oldest_tenant: Some(text(&head[4])).filter(|t| !t.is_empty()),
+        busiest: rows
+            .chunks_exact(4)
+            .map(|r| TenantRow {
+                tenant: text(&r[0]),
+                queued: num(&r[1]),
+                running: num(&r[2]),
+                oldest_queued_secs: age(&text(&r[3])),
+            })
+            .collect(),
+    };
+    (stats.with_work > 0 || !stats.busiest.is_empty()).then_some(stats)
 }

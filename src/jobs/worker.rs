@@ -31,12 +31,14 @@ pub struct WorkerInfo {
 }
 
 /// One execution of a job: the id, the execution id of this attempt (empty when it was claimed
-/// in RQ 1.x's plain-id entry format), and the queue.
+/// in RQ 1.x's plain-id entry format), the queue, and the tenant lane it came from (empty for
+/// the queue's own list).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Execution {
     pub id: String,
     pub execution_id: String,
     pub queue: String,
+    pub lane: String,
 }
 
 impl Execution {
@@ -68,6 +70,32 @@ pub struct ClaimedJob {
     /// prosaas enqueued it (else Python RQ or another client): a missing `retries_left` then
     /// means the type's policy rather than RQ's "run once".
     pub enqueued_by_prosaas: bool,
+    /// Its tenant: the lane it waited in, else `meta["tenant"]` (whoever enqueued it).
+    pub tenant: Option<String>,
+}
+
+/// One rate limit a claimed job counts against (see rate_limit.lua).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateBucket {
+    /// The limit's name (its key, and what a deferred job's reason names).
+    pub limit: String,
+    /// The tenant whose own bucket this is, for a per-tenant limit.
+    pub tenant: Option<String>,
+    /// Milliseconds between two starts at the steady rate.
+    pub interval_ms: f64,
+    /// Starts allowed at once after a quiet period.
+    pub burst: u32,
+}
+
+/// A claimed job that a rate limit moved to the scheduled registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    pub id: String,
+    pub queue: String,
+    /// The limit that decided its slot.
+    pub limit: String,
+    /// When it may start (Unix ms, Redis's clock).
+    pub slot_ms: i64,
 }
 
 /// A worker's state as `rq info` shows it.
@@ -192,6 +220,15 @@ impl Workers<'_> {
             .sadd(Keys::inboxes(), &w.name);
         for q in &w.queues {
             pipe.sadd(k.workers_of(q), &wkey);
+            // The weights this worker was configured with, for every claim to read: the last
+            // worker to register wins, so a rolling change settles once every worker runs it.
+            if let Some(fair) = self.store.fairness(q) {
+                let weights = Keys::fair_weights(q);
+                pipe.del(&weights);
+                if !fair.weights.is_empty() {
+                    pipe.hset_multiple(&weights, &fair.weights.iter().collect::<Vec<_>>());
+                }
+            }
         }
         pipe.query_async::<()>(&mut self.conn().await?).await?;
         Ok(())
@@ -294,9 +331,11 @@ impl Workers<'_> {
             .arg(max)
             .arg(&base)
             .arg(Keys::inbox(&w.name))
-            .arg(state_seq);
+            .arg(state_seq)
+            .arg(w.queues.len())
+            .arg(&w.queues);
         for q in &w.queues {
-            inv.arg(q);
+            inv.arg(self.store.fairness(q).map_or(0, |f| f.tenant_concurrency));
         }
         let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
         let mut fields = reply.into_iter();
@@ -316,9 +355,9 @@ impl Workers<'_> {
         let opt = |v: RedisValue| -> Result<Option<String>, JobError> {
             Ok(Some(text(v)?).filter(|s| !s.is_empty()))
         };
-        let mut jobs = Vec::with_capacity(fields.len() / 12);
-        while fields.len() >= 12 {
-            let mut row = fields.by_ref().take(12);
+        let mut jobs = Vec::with_capacity(fields.len() / 14);
+        while fields.len() >= 14 {
+            let mut row = fields.by_ref().take(14);
             let mut take = || {
                 row.next().ok_or_else(|| {
                     JobError::Invalid("the claim script returned a short row".into())
@@ -328,20 +367,38 @@ impl Workers<'_> {
             let execution_id = text(take()?)?;
             let queue = text(take()?)?;
             let data: Vec<u8> = redis::from_redis_value(take()?)?;
+            let (timeout, retries_left, retry_intervals) = (take()?, take()?, take()?);
+            let (result_ttl, failure_ttl, enqueued_at) = (take()?, take()?, take()?);
+            let (attempts, enqueued_by) = (take()?, take()?);
+            let lane = text(take()?)?;
+            let meta: Vec<u8> = redis::from_redis_value(take()?)?;
+            let tenant = if lane.is_empty() {
+                serde_json::from_slice::<Value>(&meta)
+                    .ok()
+                    .and_then(|m| m.get(super::job::TENANT)?.as_str().map(str::to_owned))
+            } else {
+                Some(lane.clone())
+            };
             jobs.push(ClaimedJob {
                 call: decode_data(&id, &data).map_err(|e| e.to_string()),
-                timeout: opt(take()?)?.and_then(|v| v.parse().ok()),
-                retries_left: opt(take()?)?.and_then(|v| v.parse().ok()),
-                retry_intervals: opt(take()?)?.and_then(|v| serde_json::from_str(&v).ok()),
-                result_ttl: opt(take()?)?.and_then(|v| v.parse().ok()).map(stored_ttl),
-                failure_ttl: opt(take()?)?.and_then(|v| v.parse().ok()).map(stored_ttl),
-                enqueued_at: opt(take()?)?,
-                attempts: text(take()?)?.parse().unwrap_or(1),
-                enqueued_by_prosaas: text(take()?)? == ENQUEUED_BY_PROSAAS,
+                timeout: opt(timeout)?.and_then(|v| v.parse().ok()),
+                retries_left: opt(retries_left)?.and_then(|v| v.parse().ok()),
+                retry_intervals: opt(retry_intervals)?.and_then(|v| serde_json::from_str(&v).ok()),
+                result_ttl: opt(result_ttl)?
+                    .and_then(|v| v.parse().ok())
+                    .map(stored_ttl),
+                failure_ttl: opt(failure_ttl)?
+                    .and_then(|v| v.parse().ok())
+                    .map(stored_ttl),
+                enqueued_at: opt(enqueued_at)?,
+                attempts: text(attempts)?.parse().unwrap_or(1),
+                enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
+                tenant,
                 execution: Execution {
                     id,
                     execution_id,
                     queue,
+                    lane,
                 },
             });
         }
@@ -432,7 +489,8 @@ impl Workers<'_> {
                 .arg(format!("{:.6}", s.started_at))
                 .arg(format!("{:.6}", s.ended_at))
                 .arg(left)
-                .arg(err);
+                .arg(err)
+                .arg(&e.lane);
         }
         let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(applied
@@ -606,8 +664,14 @@ impl Workers<'_> {
         Ok(total)
     }
 
-    /// A dedicated connection that blocks until a job arrives on `queue`, for idle workers.
-    pub async fn waker(&self, w: &WorkerInfo, queue: &str) -> Result<QueueWaker, JobError> {
+    /// A dedicated connection that blocks until a job arrives on `queue`, for idle workers: on
+    /// the queue's own list, or with `lanes` on the bell of its tenant lanes.
+    pub async fn waker(
+        &self,
+        w: &WorkerInfo,
+        queue: &str,
+        lanes: bool,
+    ) -> Result<QueueWaker, JobError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             // Blocking pops answer after their own timeout; only a dead link needs this.
@@ -620,9 +684,75 @@ impl Workers<'_> {
             .await?;
         Ok(QueueWaker {
             conn,
-            queue_key: self.keys().queue(queue),
-            inbox: Keys::inbox(&w.name),
+            watch: if lanes {
+                Watch::Bell(Keys::fair_bell(queue))
+            } else {
+                Watch::List {
+                    queue_key: self.keys().queue(queue),
+                    inbox: Keys::inbox(&w.name),
+                }
+            },
         })
+    }
+
+    /// Applies rate limits to claimed jobs (rate_limit.lua): each job with buckets either keeps
+    /// its claim or is moved to the scheduled registry at the slot its limits allow. Returns the
+    /// deferred ones; the rest run now.
+    pub async fn apply_rate_limits(
+        &self,
+        w: &WorkerInfo,
+        jobs: &[(&Execution, Vec<RateBucket>)],
+    ) -> Result<Vec<Deferred>, JobError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::RATE_LIMIT.prepare_invoke();
+        inv.arg(self.keys().rq_prefix())
+            .arg(&w.name)
+            .arg(self.now().timestamp_millis())
+            .arg(RATE_SLOT_TOLERANCE_MS);
+        for (e, buckets) in jobs {
+            inv.arg(&e.id)
+                .arg(&e.execution_id)
+                .arg(&e.queue)
+                .arg(&e.lane)
+                .arg(buckets.len());
+            for b in buckets {
+                inv.arg(Keys::rate_bucket(&b.limit, b.tenant.as_deref()))
+                    .arg(b.interval_ms)
+                    .arg(b.burst)
+                    .arg(&b.limit);
+            }
+        }
+        let reply: Vec<(String, i64)> = inv.invoke_async(&mut self.conn().await?).await?;
+        Ok(jobs
+            .iter()
+            .zip(reply)
+            .filter(|(_, (limit, _))| !limit.is_empty())
+            .map(|((e, _), (limit, slot_ms))| Deferred {
+                id: e.id.clone(),
+                queue: e.queue.clone(),
+                limit,
+                slot_ms,
+            })
+            .collect())
+    }
+
+    /// Recounts each tenant's started jobs of a fair queue from its started registry
+    /// (lane_recount.lua); returns how many run in lanes.
+    pub async fn recount_lanes(&self, queue: &str) -> Result<u64, JobError> {
+        let total: i64 = scripts::LANE_RECOUNT
+            .prepare_invoke()
+            .arg(self.keys().rq_prefix())
+            .arg(queue)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    /// Whether `queue` has tenant lanes to wake workers for.
+    pub fn has_lanes(&self, queue: &str) -> bool {
+        self.store.fairness(queue).is_some()
     }
 }
 
@@ -654,6 +784,9 @@ impl Diag<'_> {
 }
 
 const RECOVER_BATCH: u64 = 200;
+/// A deferred job claimed this much before its slot still runs on it (promotion is periodic,
+/// so it is normally late, never early; this covers clock rounding).
+const RATE_SLOT_TOLERANCE_MS: i64 = 50;
 const PROMOTE_BATCH: u64 = 500;
 /// How long one blocking pop waits before the waker re-checks whether it is still wanted.
 pub const WAKER_BLOCK: Duration = Duration::from_secs(1);
@@ -664,29 +797,46 @@ fn ttl_secs(d: Duration) -> i64 {
         .max(1)
 }
 
-/// A blocking wake-up on one queue. It moves an arriving id into the worker's inbox (never
-/// outside a list, so a crash cannot lose it), where the next claim picks it up first.
+/// A blocking wake-up on one queue. On the queue's list it moves an arriving id into the
+/// worker's inbox (never outside a list, so a crash cannot lose it), where the next claim picks
+/// it up first. Tenant lanes come and go, so no pop can wait on them: their bell (a short list of
+/// tokens pushed with every lane push, see lanes.lua) is popped instead, and the claim that
+/// follows takes the jobs; a lost token only delays a worker to its next idle poll.
 pub struct QueueWaker {
     conn: MultiplexedConnection,
-    queue_key: String,
-    inbox: String,
+    watch: Watch,
+}
+
+enum Watch {
+    List { queue_key: String, inbox: String },
+    Bell(String),
 }
 
 impl QueueWaker {
-    /// Waits up to [`WAKER_BLOCK`] for a job; `true` when one was moved to the inbox.
+    /// Waits up to [`WAKER_BLOCK`] for a job; `true` when one arrived.
     pub async fn wait(&mut self) -> Result<bool, JobError> {
-        let moved: Option<String> = bounded(WAKER_BLOCK + Duration::from_secs(5), async {
-            Ok(redis::cmd("BLMOVE")
-                .arg(&self.queue_key)
-                .arg(&self.inbox)
-                .arg("LEFT")
-                .arg("RIGHT")
-                .arg(WAKER_BLOCK.as_secs_f64())
-                .query_async(&mut self.conn)
-                .await?)
+        let block = WAKER_BLOCK.as_secs_f64();
+        let cmd = match &self.watch {
+            Watch::List { queue_key, inbox } => {
+                let mut cmd = redis::cmd("BLMOVE");
+                cmd.arg(queue_key)
+                    .arg(inbox)
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .arg(block);
+                cmd
+            }
+            Watch::Bell(bell) => {
+                let mut cmd = redis::cmd("BLPOP");
+                cmd.arg(bell).arg(block);
+                cmd
+            }
+        };
+        let got: RedisValue = bounded(WAKER_BLOCK + Duration::from_secs(5), async {
+            Ok(cmd.query_async(&mut self.conn).await?)
         })
         .await?;
-        Ok(moved.is_some())
+        Ok(!matches!(got, RedisValue::Nil))
     }
 }
 

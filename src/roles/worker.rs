@@ -9,6 +9,7 @@ use crate::jobs::WorkerInfo;
 use crate::worker::executor::{Executor, ExecutorConfig};
 use crate::worker::handler::{HandlerContext, RecordingAccess};
 use crate::worker::http_target::Delivery;
+use crate::worker::limits::RateLimits;
 use crate::worker::{hostname, maintenance, worker_name};
 
 pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -27,7 +28,10 @@ pub fn executor(ctx: &AppContext) -> anyhow::Result<Executor> {
             hostname: hostname(),
         },
         registry: Arc::new(crate::handlers::registry(w)),
-        config: ExecutorConfig::from_settings(w),
+        config: ExecutorConfig {
+            limits: Arc::new(RateLimits::from_settings(&ctx.settings.rate_limits)),
+            ..ExecutorConfig::from_settings(w)
+        },
         context: HandlerContext {
             jobs: ctx.jobs.clone(),
             delivery: Arc::new(Delivery::new(&w.http_targets)?),

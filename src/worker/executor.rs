@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::{Handler, HandlerContext, HandlerError, JobInput, Registry};
+use super::limits::RateLimits;
 use super::policy::Policies;
 use crate::backoff::Backoff;
 use crate::jobs::parse_rq_timestamp;
@@ -45,6 +46,8 @@ pub struct ExecutorConfig {
     pub policies: Arc<Policies>,
     /// `worker.started_entries`: "auto", "rq2" or "rq1".
     pub started_entries: StartedEntries,
+    /// `[[rate_limits]]`, applied to every claim.
+    pub limits: Arc<RateLimits>,
 }
 
 /// The started-registry entry format claims write.
@@ -96,6 +99,7 @@ impl ExecutorConfig {
                 "rq2" => StartedEntries::Rq2,
                 _ => StartedEntries::Auto,
             },
+            limits: Arc::default(),
         }
     }
 }
@@ -243,14 +247,21 @@ impl Executor {
             wanted: watch::channel(false).0,
             wake: Arc::new(Notify::new()),
         };
+        // One waker per queue list, and one per fair queue's lane bell.
         let wakers: Vec<_> = info
             .queues
             .iter()
-            .map(|q| {
+            .flat_map(|q| {
+                let lanes = store.workers().has_lanes(q);
+                [(q, false), (q, true)]
+                    .into_iter()
+                    .filter(move |&(_, bell)| !bell || lanes)
+            })
+            .map(|(q, bell)| {
                 tokio::spawn(waker_loop(
                     store.clone(),
                     info.clone(),
-                    q.clone(),
+                    (q.clone(), bell),
                     claimer.wake.clone(),
                     claimer.wanted.subscribe(),
                     shutdown.clone(),
@@ -298,6 +309,11 @@ impl Executor {
         let claimed = workers
             .claim(&self.info, max, self.config.heartbeat_ttl, seq)
             .await?;
+        let claimed = self
+            .config
+            .limits
+            .admit(&self.store, &self.info, &self.registry, claimed)
+            .await;
         let runs = claimed.iter().map(|job| async {
             let started_at = self.store.unix_now();
             let (outcome, _) = execute(
@@ -340,19 +356,12 @@ impl Claimer<'_> {
                 permit = self.slots.clone().acquire_owned() => permit?,
             };
             let want = 1 + self.slots.available_permits();
-            let seq = lock(self.running).begin_claim();
-            let claimed = match self
-                .store
-                .workers()
-                .claim(self.info, want, self.config.heartbeat_ttl, seq)
-                .await
-            {
+            let (took, claimed) = match self.claim(want, env).await {
                 Ok(c) => {
                     claim_errors = 0;
                     c
                 }
                 Err(e) => {
-                    lock(self.running).end_claim(&[]);
                     drop(first);
                     claim_errors += 1;
                     tracing::warn!(error = %e, "claim failed; retrying");
@@ -364,6 +373,11 @@ impl Claimer<'_> {
                 }
             };
             let may_be_idle = lock(self.running).end_claim(&claimed);
+            if claimed.is_empty() && took > 0 {
+                // Every job was deferred by a rate limit: others may be queued behind them.
+                drop(first);
+                continue;
+            }
             if claimed.is_empty() {
                 drop(first);
                 self.wait_for_work(may_be_idle, shutdown).await;
@@ -378,6 +392,36 @@ impl Claimer<'_> {
                 jobs.spawn(run_job(job, env.clone(), permit));
             }
         }
+    }
+
+    /// Claims up to `want` jobs and applies the rate limits: how many the claim took, and those
+    /// to run now. The claim is numbered for the worker's state (see [`Inflight`]); the caller
+    /// ends it with the jobs it keeps.
+    async fn claim(
+        &self,
+        want: usize,
+        env: &JobEnv,
+    ) -> Result<(usize, Vec<ClaimedJob>), crate::jobs::JobError> {
+        let seq = lock(self.running).begin_claim();
+        let claimed = match self
+            .store
+            .workers()
+            .claim(self.info, want, self.config.heartbeat_ttl, seq)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                lock(self.running).end_claim(&[]);
+                return Err(e);
+            }
+        };
+        let took = claimed.len();
+        let claimed = self
+            .config
+            .limits
+            .admit(self.store, self.info, &env.registry, claimed)
+            .await;
+        Ok((took, claimed))
     }
 
     /// With nothing claimed: lets the wakers block on the queues until one wakes us, the idle
@@ -739,12 +783,12 @@ async fn heartbeat_loop(
     }
 }
 
-/// While the executor waits for work, blocks on one queue and moves an arriving id into the
-/// worker's inbox, then wakes the executor.
+/// While the executor waits for work, blocks on one queue (moving an arriving id into the
+/// worker's inbox) or on its lanes' bell, then wakes the executor.
 async fn waker_loop(
     store: JobStore,
     info: Arc<WorkerInfo>,
-    queue: String,
+    (queue, bell): (String, bool),
     wake: Arc<Notify>,
     mut wanted: watch::Receiver<bool>,
     shutdown: CancellationToken,
@@ -759,7 +803,7 @@ async fn waker_loop(
         }
         let w = match &mut waker {
             Some(w) => w,
-            None => match store.workers().waker(&info, &queue).await {
+            None => match store.workers().waker(&info, &queue, bell).await {
                 Ok(w) => waker.insert(w),
                 Err(e) => {
                     tracing::debug!(error = %e, queue, "waker cannot connect; retrying");

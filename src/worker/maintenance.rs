@@ -141,6 +141,12 @@ impl Maintenance {
                     tracing::warn!(queue = %q, error = %e, "recovery pass failed");
                 }
             }
+            if workers.has_lanes(q)
+                && let Err(e) = workers.recount_lanes(q).await
+            {
+                ok = false;
+                tracing::warn!(queue = %q, error = %e, "recount of tenants' running jobs failed");
+            }
         }
         ok
     }

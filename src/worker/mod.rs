@@ -7,6 +7,7 @@ pub mod executor;
 pub mod handler;
 pub mod http_target;
 pub mod input;
+pub mod limits;
 pub mod maintenance;
 pub mod policy;
 

@@ -129,6 +129,7 @@ mod tests {
                 id: "j".into(),
                 execution_id: "e".into(),
                 queue: "q".into(),
+                lane: String::new(),
             },
             call: Err("unused".into()),
             timeout: None,
@@ -139,6 +140,7 @@ mod tests {
             enqueued_at: None,
             attempts: 1,
             enqueued_by_prosaas: true,
+            tenant: None,
         }
     }
 

@@ -22,6 +22,7 @@ fn every_scenario_runs_and_cleans_up_after_itself() {
         ("latency", vec!["--rate", "200", "--duration", "1"]),
         ("webhook", vec!["--jobs", "100", "--concurrency", "4"]),
         ("calls", vec!["--concurrency", "3", "--duration", "2"]),
+        ("fairness", vec!["--jobs", "300", "--concurrency", "16"]),
     ] {
         let t = db();
         let mut args = vec!["bench", scenario, "--json"];
@@ -38,6 +39,12 @@ fn every_scenario_runs_and_cleans_up_after_itself() {
         for f in figures {
             assert!(f["per_sec"].as_f64().unwrap() > 0.0, "{scenario}: {f}");
             assert!(f["jobs"].as_u64().unwrap() > 0, "{scenario}: {f}");
+        }
+        if scenario == "fairness" {
+            // Tenant B's jobs were all measured, fair and plain.
+            for f in figures {
+                assert_eq!(f["extra"]["tenant_b_measured"], 50, "{f}");
+            }
         }
         if scenario != "calls" {
             assert!(

@@ -307,6 +307,7 @@ async fn queue_stats_count_what_is_in_the_registries() {
             deferred: 1,
             oldest_queued_secs: Some(age),
             workers: 0,
+            tenants: None,
         }
     );
     assert_eq!(stats["low"].queued, 1);

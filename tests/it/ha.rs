@@ -257,6 +257,7 @@ async fn a_store_with_passwords_follows_a_failover() {
         key_prefix: "rq".into(),
         connect_timeout: Duration::from_millis(500),
         response_timeout: Duration::from_millis(1500),
+        fair_queues: Default::default(),
     };
     // Without the sentinels' password, no master can be found.
     let refused = JobStore::connect(&config(sentinel.clone())).unwrap();

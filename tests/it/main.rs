@@ -44,6 +44,7 @@ mod dedup;
 mod edge;
 mod enqueue;
 mod failure;
+mod fair;
 mod fleet;
 mod ha;
 mod health;

@@ -378,7 +378,7 @@ async fn rqs_tools_agree_with_prosaas() {
 
     for version in VERSIONS {
         let (numbers, workers) = rq_info(version, m.path(), &url);
-        let stats = store.stats().queue_stats(&[]).await.unwrap()["default"];
+        let stats = &store.stats().queue_stats(&[]).await.unwrap()["default"];
         assert_eq!(
             numbers,
             [stats.queued, stats.started, stats.finished, stats.failed],
@@ -862,4 +862,76 @@ print(json.dumps({i: Job.fetch(i, connection=r, serializer=JSONSerializer).get_s
     assert_eq!(status, "failed", "RQ 1.16 handled the abandoned job");
     let _ = py.kill();
     let _ = py.wait();
+}
+
+/// A fair queue's tenant lanes are RQ queues of their own: `rq info` counts every queued job
+/// (each lane on its line), Python reads each job's status and origin truthfully before and after
+/// a prosaas worker runs it, and finished jobs land in the queue's own registry.
+async fn a_fair_queues_lanes_are_what_rq_counts(version: &str) {
+    let t = db();
+    let m = python_modules();
+    let url = t.url();
+    let fair = [("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant")];
+    let store = crate::worker::worker_context(&t, &fair).jobs;
+    let job = |tenant: &str| {
+        let mut j = NewJob::new("default", "diag.noop", kwargs(json!({})));
+        j.set_tenant(tenant).unwrap();
+        j
+    };
+    let mut ids = store
+        .enqueue_many(&[job("acme"), job("acme"), job("acme")])
+        .await
+        .unwrap();
+    ids.extend(
+        store
+            .enqueue_many(&[job("beta"), job("beta")])
+            .await
+            .unwrap(),
+    );
+    let script = "import json, sys\nfrom redis import Redis\nfrom rq import Queue\nfrom rq.job import Job\n\
+         from rq.serializers import JSONSerializer\n\
+         r = Redis.from_url(sys.argv[1])\n\
+         jobs = [Job.fetch(i, connection=r, serializer=JSONSerializer) for i in sys.argv[2:]]\n\
+         print(json.dumps({'status': [j.get_status() for j in jobs], 'origin': [j.origin for j in jobs],\n\
+           'counts': {q.name: q.count for q in Queue.all(connection=r)}}))\n";
+    let mut args = vec![url.as_str()];
+    args.extend(ids.iter().map(String::as_str));
+    let before = python(version, m.path(), script, &args);
+    assert_eq!(before["status"], json!(vec!["queued"; 5]), "{version}");
+    assert_eq!(before["origin"], json!(vec!["default"; 5]), "{version}");
+    assert_eq!(
+        before["counts"],
+        json!({"default": 0, "default@acme": 3, "default@beta": 2}),
+        "{version}: rq counts every queued job"
+    );
+    let out = rq_cli(version, m.path(), &["info", "-u", &url, "--raw"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("queue default@acme 3") && text.contains("queue default@beta 2"),
+        "{version}: {text}"
+    );
+    let w = InProcWorker::start(&t, &fair);
+    eventually("the jobs to finish", Duration::from_secs(20), || async {
+        let stats = store.stats().queue_stats(&[]).await.ok()?;
+        (stats.get("default")?.finished == 5).then_some(())
+    })
+    .await;
+    w.stop().await;
+    let after = python(version, m.path(), script, &args);
+    assert_eq!(after["status"], json!(vec!["finished"; 5]), "{version}");
+    assert_eq!(
+        after["counts"],
+        json!({"default": 0}),
+        "{version}: emptied lanes leave rq:queues"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_3_counts_a_fair_queues_lanes() {
+    a_fair_queues_lanes_are_what_rq_counts("3.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_1_counts_a_fair_queues_lanes() {
+    a_fair_queues_lanes_are_what_rq_counts("1.16.2").await;
 }

@@ -9,12 +9,23 @@
 -- or '' for RQ 1.x's entry format: started-registry members are plain job ids (RQ 1.x cannot
 -- parse `<id>:<execution id>`) and the executions have no id ('')
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
--- ARGV[9..] queue names, highest priority first
+-- ARGV[9] number of queues Q   ARGV[10 .. 9+Q] queue names, highest priority first
+-- ARGV[10+Q .. 9+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap)
 -- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
---          failure_ttl, enqueued_at, attempts, enqueued_by, ...} (12 fields per job).
+--          failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta, ...} (14 fields per job).
+--
+-- A queue with tenant lanes (its ring exists, see lanes.lua) is served by stride scheduling:
+-- the tenant with the lowest pass goes next, and each job it takes adds 1/weight to its pass
+-- (weights from prosaas:fair:<q>:weights, 1 when absent), so tenants with work take turns in
+-- proportion to their weights and FIFO within each lane. The queue's own list (jobs without a
+-- tenant, and what Python RQ producers push) is one more member of the ring, named ''. A tenant
+-- at its cap is passed over, keeping its place.
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local nq = tonumber(ARGV[9])
 local out = {0}
+-- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end.
+local lanes_started, lanes_order = {}, {}
 local n, o = 0, 1
 -- Started-registry entries per queue, added with one variadic ZADD each at the end: one call
 -- per batch instead of one per job (each redis.call from Lua costs microseconds of Redis CPU).
@@ -26,14 +37,16 @@ local NEXT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', [
   ['6'] = '7', ['7'] = '8', ['8'] = '9', ['9'] = '10', ['10'] = '11', ['11'] = '12',
   ['12'] = '13', ['13'] = '14', ['14'] = '15', ['15'] = '16'}
 
+-- Returns whether the job was taken (false: its hash is gone and the id was dropped).
 local function take(id, queue)
   local jkey = p .. 'job:' .. id
   local h = redis.call('HMGET', jkey, 'data', 'origin', 'timeout', 'retries_left',
-    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl', 'enqueued_by')
+    'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl', 'enqueued_by',
+    'lane', 'meta')
   if not h[1] then
     -- The hash is gone (its wait TTL lapsed, or it was deleted): RQ drops such ids too.
     out[1] = out[1] + 1
-    return
+    return false
   end
   local q = h[2] or queue
   n = n + 1
@@ -58,7 +71,19 @@ local function take(id, queue)
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, eid, q, h[1]
   out[o + 5], out[o + 6], out[o + 7], out[o + 8] = h[3] or '', h[4] or '', h[5] or '', h[6] or ''
   out[o + 9], out[o + 10], out[o + 11], out[o + 12] = h[7] or '', h[8] or '', attempts, h[11] or ''
-  o = o + 12
+  -- The hash's lane, wherever the id was popped from: the running count follows the job.
+  local lane = h[12] or ''
+  out[o + 13], out[o + 14] = lane, h[13] or ''
+  o = o + 14
+  if lane ~= '' then
+    local key = q .. '@' .. lane
+    local c = lanes_started[key]
+    if not c then
+      lanes_order[#lanes_order + 1] = {q, lane}
+    end
+    lanes_started[key] = (c or 0) + 1
+  end
+  return true
 end
 
 local function drain(list, queue)
@@ -69,10 +94,84 @@ local function drain(list, queue)
   end
 end
 
-drain(inbox, ARGV[9])
-for i = 9, #ARGV do
+-- Up to `turns` jobs off one lane; returns how many ids were popped and whether it emptied.
+local function take_turns(list, queue, turns)
+  local ids = redis.call('LPOP', list, turns)
+  if not ids then return 0, true end
+  for _, id in ipairs(ids) do take(id, queue) end
+  return #ids, #ids < turns or redis.call('LLEN', list) == 0
+end
+
+-- A bounded walk: a claim looks at no more ring entries than this, whatever the ring holds.
+local MAX_VISITS = 64
+
+local function fair_drain(q, cap)
+  local ring = fair_key(q, 'ring')
+  local plain = p .. 'queue:' .. q
+  if redis.call('EXISTS', ring) == 0 then
+    return drain(plain, q)
+  end
+  if redis.call('LLEN', plain) > 0 then
+    redis.call('ZADD', ring, 'NX', 0, '')
+  end
+  local state = fair_key(q, 'state')
+  local vt = tonumber(redis.call('HGET', state, 'vt') or '0') or 0
+  local weights, running = fair_key(q, 'weights'), fair_key(q, 'running')
+  local strides = {}
+  local function stride(t)
+    local s = strides[t]
+    if not s then
+      local weight = t ~= '' and tonumber(redis.call('HGET', weights, t) or '1') or 1
+      s = 1 / ((weight and weight > 0) and weight or 1)
+      strides[t] = s
+    end
+    return s
+  end
+  local skip, visits = 0, 0
+  while n < max and visits < MAX_VISITS do
+    visits = visits + 1
+    local top = redis.call('ZRANGE', ring, skip, skip + 1, 'WITHSCORES')
+    if #top == 0 then break end
+    local t, pass = top[1], tonumber(top[2])
+    local room = max - n
+    if cap > 0 and t ~= '' then
+      local busy = tonumber(redis.call('HGET', running, t) or '0') or 0
+      room = math.min(room, cap - busy - (lanes_started[q .. '@' .. t] or 0))
+    end
+    if room <= 0 then
+      skip = skip + 1
+    else
+      local start, s = math.max(pass, vt), stride(t)
+      -- The turns this tenant has before the next one in line is due, taken in one pop.
+      local turns = room
+      if top[3] then
+        turns = math.max(1, math.min(room, math.floor((tonumber(top[4]) - start) / s) + 1))
+      end
+      local popped, emptied = take_turns(lane_list(p, q, t), q, turns)
+      if popped > 0 then
+        vt = start
+      end
+      if emptied then
+        redis.call('ZREM', ring, t)
+        if t ~= '' then
+          -- An empty lane leaves rq:queues, as RQ forgets an emptied queue's list.
+          redis.call('SREM', p .. 'queues', lane_list(p, q, t))
+        end
+      else
+        redis.call('ZADD', ring, start + s * popped, t)
+      end
+    end
+  end
+  redis.call('HSET', state, 'vt', vt)
+end
+
+drain(inbox, ARGV[10])
+for i = 10, 9 + nq do
   if n >= max then break end
-  drain(p .. 'queue:' .. ARGV[i], ARGV[i])
+  fair_drain(ARGV[i], tonumber(ARGV[i + nq]) or 0)
+end
+for _, ql in ipairs(lanes_order) do
+  redis.call('HINCRBY', fair_key(ql[1], 'running'), ql[2], lanes_started[ql[1] .. '@' .. ql[2]])
 end
 -- Still inside the one script: no moment exists where a popped id is in neither place.
 -- The worker's own set of what it runs (prosaas:worker:<w>:running) gets the same members: if a

@@ -7,7 +7,7 @@
 -- Returns 1 deleted, 0 no such job, -2 the job is running.
 local p, id = ARGV[1], ARGV[2]
 local jkey = p .. 'job:' .. id
-local h = redis.call('HMGET', jkey, 'status', 'origin', 'dedupe_lock')
+local h = redis.call('HMGET', jkey, 'status', 'origin', 'dedupe_lock', 'lane')
 if not h[1] and not h[2] then
   return 0
 end
@@ -17,6 +17,9 @@ end
 local q = h[2]
 if q then
   redis.call('LREM', p .. 'queue:' .. q, 0, id)
+  if h[4] then
+    redis.call('LREM', lane_list(p, q, h[4]), 0, id)
+  end
   for _, r in ipairs({'finished', 'failed', 'scheduled', 'deferred', 'canceled'}) do
     redis.call('ZREM', p .. r .. ':' .. q, id)
   end

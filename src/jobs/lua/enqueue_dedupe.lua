@@ -14,11 +14,13 @@
 -- With ARGV[2] = 0 there is no lock at all: an explicit job id is enqueued unless a job of that id
 -- is queued, scheduled, started or deferred ({-2, status}).
 --
--- KEYS[1] job_lock:<dedupe key>   KEYS[2] rq:job:<id>   KEYS[3] rq:queue:<q>   KEYS[4] rq:queues
+-- KEYS[1] job_lock:<dedupe key>   KEYS[2] rq:job:<id>   KEYS[3] the list it waits in: rq:queue:<q>,
+-- or its tenant's lane rq:queue:<q>@<tenant> on a fair queue (lanes.lua)   KEYS[4] rq:queues
 -- KEYS[5] leader lock key   KEYS[6] scheduler entry-state hash   KEYS[7] the job's unstarted marker
 -- ARGV[1] job id   ARGV[2] lock TTL (s)   ARGV[3] 'L' | 'R' push side   ARGV[4] job wait TTL (s, 0 = none)
 -- ARGV[5] RQ key prefix with colon (rq:)   ARGV[6] fence token ('' = no fence)
--- ARGV[7] entry name   ARGV[8] slot (ms)   ARGV[9..] job hash field/value pairs
+-- ARGV[7] entry name   ARGV[8] slot (ms)   ARGV[9] queue name   ARGV[10] lane ('' for none)
+-- ARGV[11..] job hash field/value pairs
 -- Returns {1, id} when enqueued, {0, existing id} for a duplicate, {-1, holder} when fenced out,
 -- {-2, status} when (without a lock) the id is busy.
 if ARGV[6] ~= '' then
@@ -71,17 +73,12 @@ end
 if locked then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
-redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('HSET', KEYS[2], unpack(ARGV, 9))
+redis.call('HSET', KEYS[2], unpack(ARGV, 11))
 if tonumber(ARGV[4]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
   if locked and tonumber(ARGV[4]) < tonumber(ARGV[2]) then
     redis.call('SET', KEYS[7], '1', 'EX', ARGV[2])
   end
 end
-if ARGV[3] == 'L' then
-  redis.call('LPUSH', KEYS[3], ARGV[1])
-else
-  redis.call('RPUSH', KEYS[3], ARGV[1])
-end
+push_job(ARGV[5], ARGV[9], ARGV[1], ARGV[10], ARGV[3] == 'L')
 return {1, ARGV[1]}

@@ -27,15 +27,9 @@ for _, id in ipairs(ids) do
   local jkey = p .. 'job:' .. id
   if redis.call('EXISTS', jkey) == 1 then
     redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
-    if redis.call('HGET', jkey, 'enqueue_at_front') == '1' then
-      redis.call('LPUSH', p .. 'queue:' .. q, id)
-    else
-      redis.call('RPUSH', p .. 'queue:' .. q, id)
-    end
+    local h = redis.call('HMGET', jkey, 'enqueue_at_front', 'lane')
+    push_job(p, q, id, h[2], h[1] == '1')
     moved = moved + 1
   end
-end
-if moved > 0 then
-  redis.call('SADD', p .. 'queues', p .. 'queue:' .. q)
 end
 return moved

@@ -69,7 +69,7 @@ for k = 1, #expired, 2 do
   local id = string.match(member, '^[^:]+')
   local jkey = p .. 'job:' .. id
   local h = redis.call('HMGET', jkey, 'status', 'retries_left', 'failure_ttl', 'worker_name',
-    'enqueued_by')
+    'enqueued_by', 'lane')
   if h[1] ~= 'started' then
     -- Gone, or already settled by someone else: only the stale registry entry was left.
     redis.call('ZREM', wip, member)
@@ -89,10 +89,12 @@ for k = 1, #expired, 2 do
       redis.call('ZREM', wip, member)
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts, 'retries_left', left - 1,
         'last_error', 'AbandonedJobError: its worker stopped heartbeating')
-      redis.call('LPUSH', p .. 'queue:' .. q, id)
+      lane_done(q, h[6])
+      push_job(p, q, id, h[6], true)
       requeued = requeued + 1
     else
       redis.call('ZREM', wip, member)
+      lane_done(q, h[6])
       local ttl = stored_ttl(tonumber(h[3]) or default_ttl)
       local rkey = p .. 'results:' .. id
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts)

@@ -24,8 +24,8 @@ while true do
   -- From the tail, pushed to the head: the queue keeps the inbox's order.
   local id = redis.call('RPOP', inbox)
   if not id then break end
-  local origin = redis.call('HGET', p .. 'job:' .. id, 'origin') or ARGV[6]
-  redis.call('LPUSH', p .. 'queue:' .. origin, id)
+  local h = redis.call('HMGET', p .. 'job:' .. id, 'origin', 'lane')
+  push_job(p, h[1] or ARGV[6], id, h[2], true)
   returned = returned + 1
 end
 -- The worker's own release at shutdown keeps its name listed, so that an id its closing

@@ -18,8 +18,7 @@ for i = 4, #ARGV do
       redis.call('HDEL', jkey, 'ended_at')
       -- A failed job's hash was set to expire with its failure TTL; a queued job must not.
       redis.call('PERSIST', jkey)
-      redis.call('SADD', p .. 'queues', p .. 'queue:' .. q)
-      redis.call('RPUSH', p .. 'queue:' .. q, id)
+      push_job(p, q, id, redis.call('HGET', jkey, 'lane'), false)
       codes[#codes + 1] = 1
     end
   end

@@ -8,13 +8,15 @@
 -- ARGV[5] the worker's state afterwards ('idle', 'busy' or '' for no decision), with
 -- ARGV[6] its sequence number: state decisions are numbered in the worker process, and Redis keeps
 -- the newest, whatever order concurrent calls arrive in (a claim's 'busy' and a settle's 'idle')
--- then 11 fields per outcome:
+-- then 12 fields per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
 --   score (ok, fail: the finished/failed registry score; retry with a delay: its due time),
 --   payload (ok: base64 JSON return value or ''; fail: base64 zlib error text),
 --   started (Unix s, float), ended (Unix s, float),
---   retries_left (retry: the new value), error (retry: the attempt's error text)
+--   retries_left (retry: the new value), error (retry: the attempt's error text),
+--   lane (the job's tenant lane, '' for none: its running count drops, and a job that goes
+--   back to the queue goes back to its lane)
 -- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
 -- Returns one integer per outcome: 1 applied, 0 conflict.
@@ -40,6 +42,8 @@ local function bucket(map, order, key)
   return b
 end
 local groups, group_order = {}, {}
+-- The tenant lanes whose running jobs ended in this batch.
+local freed, freed_order = {}, {}
 local function group(key) return bucket(groups, group_order, key) end
 local function each_slice(list, f)
   -- unpack() is bounded by Lua's C stack; settle batches are small, but stay safe.
@@ -48,7 +52,7 @@ end
 
 -- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
 local by_queue, queue_order = {}, {}
-for i = 7, #ARGV, 11 do
+for i = 7, #ARGV, 12 do
   local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
 end
@@ -72,10 +76,10 @@ for _, q in ipairs(queue_order) do
       scores[k] = false
     end
     if scores[k] then
-      applied[(i - 7) / 11 + 1] = 1
+      applied[(i - 7) / 12 + 1] = 1
       owned[#owned + 1] = members[k]
     else
-      applied[(i - 7) / 11 + 1] = 0
+      applied[(i - 7) / 12 + 1] = 0
     end
   end
   if #owned > 0 then
@@ -105,16 +109,24 @@ local function enter(registry, q, score, id)
   list[#list + 1] = id
 end
 
-for i = 7, #ARGV, 11 do
+for i = 7, #ARGV, 12 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local started, ended = ARGV[i + 7], ARGV[i + 8]
+  local started, ended, lane = ARGV[i + 7], ARGV[i + 8], ARGV[i + 11]
   local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
-  if applied[(i - 7) / 11 + 1] ~= 1 then
+  if applied[(i - 7) / 12 + 1] ~= 1 then
     if kind ~= 'requeue' then
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
   else
+    if lane ~= '' then
+      lane_done(q, lane)
+      local key = q .. '@' .. lane
+      if not freed[key] then
+        freed[key] = true
+        freed_order[#freed_order + 1] = {q, lane}
+      end
+    end
     if kind == 'ok' then
       ok_count = ok_count + 1
       if ttl == '0' then
@@ -146,15 +158,23 @@ for i = 7, #ARGV, 11 do
       if score == '' then
         redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts, 'retries_left', left,
           'last_error', err)
-        redis.call('RPUSH', p .. 'queue:' .. q, id)
+        push_job(p, q, id, lane, false)
       else
         redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left, 'last_error', err)
         redis.call('ZADD', p .. 'scheduled:' .. q, score, id)
       end
     else -- requeue: put back, untouched, at the head of its queue (shutdown)
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
-      redis.call('LPUSH', p .. 'queue:' .. q, id)
+      push_job(p, q, id, lane, true)
     end
+  end
+end
+
+-- A tenant at its cap waits for its running jobs to end; idle workers would otherwise see
+-- the freed slot only at their next poll. Once per lane per batch.
+for _, ql in ipairs(freed_order) do
+  if redis.call('LLEN', lane_list(p, ql[1], ql[2])) > 0 then
+    ring_bell(ql[1])
   end
 end
 

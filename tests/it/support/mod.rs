@@ -46,7 +46,7 @@ pub async fn default_queue(store: &prosaas::jobs::JobStore) -> Option<prosaas::j
         .await
         .ok()?
         .get("default")
-        .copied()
+        .cloned()
 }
 
 /// A worker registered on `queues` (not running), for tests that drive claims and settles by

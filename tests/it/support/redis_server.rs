@@ -274,6 +274,7 @@ impl TestDb {
             key_prefix: "rq".into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
+            fair_queues: Default::default(),
         })
         .expect("store")
     }

@@ -1,0 +1,56 @@
+-- A queue's tenant lanes as health, metrics and `jobs stats` show them: how many lanes hold
+-- jobs and how many jobs they hold, the tenant whose oldest job has waited longest, and the
+-- busiest tenants (queued + running) with their numbers. Read-only; an empty answer for a queue
+-- without lanes.
+--
+-- Bounded for callers that anyone may trigger: at most ARGV[4] lanes are looked at (complete = 0
+-- says some were not), and the running counts are one hash as small as the workers' concurrency.
+--
+-- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] tenants to list   ARGV[4] most lanes to look at
+-- Returns {lanes, queued, complete, oldest enqueued_at or '', its tenant or '',
+--          then per listed tenant: tenant, queued, running, oldest enqueued_at or ''}.
+local p, q, top, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local ring = fair_key(q, 'ring')
+local rows, by_tenant = {}, {}
+local lanes, queued, oldest_at, oldest_t = 0, 0, '', ''
+for _, t in ipairs(redis.call('ZRANGE', ring, 0, most - 1)) do
+  if t ~= '' then
+    local lane = lane_list(p, q, t)
+    local depth = redis.call('LLEN', lane)
+    if depth > 0 then
+      lanes, queued = lanes + 1, queued + depth
+      local id = redis.call('LINDEX', lane, 0)
+      local at = id and redis.call('HGET', p .. 'job:' .. id, 'enqueued_at') or ''
+      local row = {t, depth, 0, at}
+      rows[#rows + 1], by_tenant[t] = row, row
+      -- RQ's timestamps are fixed-width UTC: text order is time order.
+      if at ~= '' and (oldest_at == '' or at < oldest_at) then
+        oldest_at, oldest_t = at, t
+      end
+    end
+  end
+end
+local complete = redis.call('ZCARD', ring) <= most and 1 or 0
+local running = redis.call('HGETALL', fair_key(q, 'running'))
+for i = 1, #running, 2 do
+  local t, n = running[i], tonumber(running[i + 1]) or 0
+  if n > 0 then
+    local row = by_tenant[t]
+    if not row then
+      row = {t, 0, 0, ''}
+      rows[#rows + 1], by_tenant[t] = row, row
+    end
+    row[3] = n
+  end
+end
+table.sort(rows, function(a, b)
+  local x, y = a[2] + a[3], b[2] + b[3]
+  if x ~= y then return x > y end
+  return a[1] < b[1]
+end)
+local out = {lanes, queued, complete, oldest_at, oldest_t}
+for i = 1, math.min(top, #rows) do
+  local r = rows[i]
+  out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = r[1], r[2], r[3], r[4]
+end
+return out

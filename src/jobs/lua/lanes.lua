@@ -1,0 +1,54 @@
+-- Tenant lanes, prepended to every script that puts a job on a queue or takes one off (see
+-- scripts.rs). A job of a fair queue that names a tenant waits in that tenant's lane, the RQ
+-- queue `<queue>@<tenant>` (listed in rq:queues while it holds jobs, so `rq info` counts it),
+-- not in the queue's own list. The job hash's `lane` field names the tenant, so a job that goes
+-- back (retry, recovery, shutdown, requeue) returns to its lane whoever moves it.
+-- prosaas:fair:<queue>:ring (zset) holds the tenants with queued jobs, scored by their pass in
+-- the round robin (claim.lua); :running (hash) counts each tenant's started jobs; :bell (list)
+-- wakes idle workers, since a blocking pop cannot wait on lanes that do not exist yet.
+local LANE_BELL_TOKENS = 16
+
+local function fair_key(q, what)
+  return 'prosaas:fair:' .. q .. ':' .. what
+end
+
+local function lane_list(p, q, lane)
+  if lane and lane ~= '' then
+    return p .. 'queue:' .. q .. '@' .. lane
+  end
+  return p .. 'queue:' .. q
+end
+
+-- Wakes up to LANE_BELL_TOKENS idle workers: one token per waiting worker is enough, and the
+-- bound keeps a flood of enqueues from piling tokens up while every worker is busy.
+local function ring_bell(q)
+  local bell = fair_key(q, 'bell')
+  redis.call('RPUSH', bell, '1')
+  redis.call('LTRIM', bell, -LANE_BELL_TOKENS, -1)
+end
+
+-- Puts job `id` of queue `q` on its lane (or the queue's own list without one), at the head
+-- when `front`. A tenant joining the ring enters with pass 0: it is served next, once, then
+-- takes its place in the rotation (new lanes first, as fq_codel serves new flows).
+local function push_job(p, q, id, lane, front)
+  local key = lane_list(p, q, lane)
+  redis.call(front and 'LPUSH' or 'RPUSH', key, id)
+  redis.call('SADD', p .. 'queues', key)
+  if lane and lane ~= '' then
+    -- The queue itself stays listed too: `rq info` shows its registries (finished, failed).
+    redis.call('SADD', p .. 'queues', p .. 'queue:' .. q)
+    redis.call('ZADD', fair_key(q, 'ring'), 'NX', 0, lane)
+    ring_bell(q)
+  end
+end
+
+-- One started job of `lane` in `q` has stopped running (settled, recovered, deferred).
+local function lane_done(q, lane)
+  if lane and lane ~= '' then
+    local key = fair_key(q, 'running')
+    if redis.call('HINCRBY', key, lane, -1) <= 0 then
+      redis.call('HDEL', key, lane)
+    end
+  end
+end
+
