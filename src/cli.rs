@@ -91,6 +91,8 @@ pub enum BenchScenario {
     Calls,
     /// Tenant A's backlog, then tenant B's trickle: B's enqueue-to-start latency, fair and plain.
     Fairness,
+    /// One tenant limited to 5/s across three workers, another tenant's jobs flowing (--duration).
+    RateLimit,
 }
 
 impl BenchScenario {

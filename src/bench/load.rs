@@ -16,6 +16,10 @@ use crate::worker::executor::{Executor, ExecutorConfig};
 use crate::worker::handler::HandlerContext;
 use crate::worker::handler::RecordingAccess;
 use crate::worker::http_target::Delivery;
+use crate::worker::limits::RateLimits;
+
+/// Bench workers started by this process, for their names.
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
 pub(super) fn job(i: usize, run: usize) -> NewJob {
     let mut args = Map::new();
@@ -95,19 +99,41 @@ pub(super) fn worker(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
+    limited_worker(store, settings, concurrency, RateLimits::default())
+}
+
+/// An in-process worker on the bench queue that applies `limits` (never the configured ones:
+/// a bench job must not be slowed by an operator's limits). Each has a name of its own, so
+/// several can run at once.
+pub(super) fn limited_worker(
+    store: &JobStore,
+    settings: &Settings,
+    concurrency: usize,
+    limits: RateLimits,
+) -> anyhow::Result<(
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
     let mut w = settings.worker.clone();
     w.concurrency = concurrency;
     w.queues = vec![QUEUE.to_owned()];
     let executor = Executor {
         store: store.clone(),
         info: WorkerInfo {
-            name: format!("bench-{}-{concurrency}", std::process::id()),
+            name: format!(
+                "bench-{}-{concurrency}-{}",
+                std::process::id(),
+                WORKERS.fetch_add(1, Ordering::Relaxed)
+            ),
             queues: w.queues.clone(),
             pid: std::process::id(),
             hostname: crate::worker::hostname(),
         },
         registry: Arc::new(crate::handlers::registry(&w)),
-        config: ExecutorConfig::from_settings(&w),
+        config: ExecutorConfig {
+            limits: Arc::new(limits),
+            ..ExecutorConfig::from_settings(&w)
+        },
         context: HandlerContext {
             jobs: store.clone(),
             delivery: Arc::new(Delivery::new(&w.http_targets)?),
@@ -117,6 +143,28 @@ pub(super) fn worker(
     let stop = CancellationToken::new();
     let handle = tokio::spawn(executor.run(stop.clone()));
     Ok((stop, handle))
+}
+
+/// The maintenance loop on the bench queue (promotion of due scheduled jobs, recovery), as a
+/// worker process runs it beside its executor.
+pub(super) fn maintenance(
+    store: &JobStore,
+    settings: &Settings,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut w = settings.worker.clone();
+    w.queues = vec![QUEUE.to_owned()];
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(crate::worker::maintenance::run(
+        store.clone(),
+        format!("maintenance.bench-{}", std::process::id()),
+        w.clone(),
+        Arc::new(crate::handlers::registry(&w)),
+        stop.clone(),
+    ));
+    (stop, handle)
 }
 
 /// Waits until `target` jobs have finished; returns how many polls it took.

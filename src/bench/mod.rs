@@ -13,6 +13,7 @@ mod fairness;
 mod latency;
 mod load;
 mod measure;
+mod rate_limit;
 mod webhook;
 
 use anyhow::{Context, bail};
@@ -94,6 +95,7 @@ async fn scenario(
         Scenario::Webhook => webhook::run(a, settings, store).await?,
         Scenario::Calls => vec![calls::run(a, settings, store).await?],
         Scenario::Fairness => fairness::run(a, settings, store).await?,
+        Scenario::RateLimit => vec![rate_limit::run(a, settings, store).await?],
     })
 }
 

@@ -154,6 +154,7 @@ impl Keys {
             // Tenant lanes of the bench queue, and its round robin's keys.
             format!("{p}queue:{queue}@*"),
             format!("prosaas:fair:{queue}:*"),
+            format!("prosaas:rate:{queue}-*"),
             format!("{p}job:bench-*"),
             format!("{p}results:bench-*"),
             format!("{p}worker:bench-*"),

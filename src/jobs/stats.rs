@@ -41,8 +41,8 @@ pub struct TenantStats {
     pub with_work: u64,
     /// Jobs queued in their lanes (part of the queue's `queued`).
     pub queued: u64,
-    /// `false` when there were more lanes than one read looks at ([`MAX_WALKED_LANES`]): the
-    /// numbers then cover the first of them in round-robin order.
+    /// `false` when there were more lanes or started jobs than one read looks at
+    /// ([`MAX_WALKED_LANES`], [`MAX_WALKED_STARTED`]): the numbers then cover the first of them.
     pub complete: bool,
     /// The tenant whose oldest queued job has waited longest, and for how long (seconds).
     pub oldest_tenant: Option<String>,
@@ -63,7 +63,9 @@ pub struct TenantRow {
 /// The most tenants per queue that health, metrics and `jobs stats` list.
 pub const MAX_LISTED_TENANTS: usize = 10;
 /// The most lanes one read looks at.
-pub(crate) const MAX_WALKED_LANES: usize = 2000;
+pub(crate) const MAX_WALKED_LANES: usize = 1000;
+/// The most started jobs one read looks at for tenants' running counts.
+pub(crate) const MAX_WALKED_STARTED: usize = 5000;
 
 /// The scheduler as seen from Redis. All fields are `None`/`false` until a scheduler has run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -163,7 +165,13 @@ impl Stats<'_> {
                 .arg(self.keys().rq_prefix())
                 .arg(q)
                 .arg(MAX_LISTED_TENANTS)
-                .arg(MAX_WALKED_LANES);
+                .arg(MAX_WALKED_LANES)
+                .arg(MAX_WALKED_STARTED)
+                .arg(if self.store.fairness(q).is_some() {
+                    "1"
+                } else {
+                    "0"
+                });
         }
         let lanes: Vec<Vec<redis::Value>> =
             scripts::query_loading(&mut conn, scripts::LANE_STATS_SRC, &lanes).await?;

@@ -435,7 +435,19 @@ impl Workers<'_> {
                 String::new()
             })
             .arg(state.map_or("", |(s, _)| s.as_str()))
-            .arg(state.map_or(0, |(_, seq)| seq));
+            .arg(state.map_or(0, |(_, seq)| seq))
+            .arg(
+                w.queues
+                    .iter()
+                    .filter(|q| {
+                        self.store
+                            .fairness(q)
+                            .is_some_and(|f| f.tenant_concurrency > 0)
+                    })
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         let registry_score = |ttl: i64, forever: &str| match ttl {
             -1 => forever.to_owned(),
             ttl => (now_secs + ttl).to_string(),
@@ -753,6 +765,13 @@ impl Workers<'_> {
     /// Whether `queue` has tenant lanes to wake workers for.
     pub fn has_lanes(&self, queue: &str) -> bool {
         self.store.fairness(queue).is_some()
+    }
+
+    /// Whether `queue` caps each tenant's running jobs (and so keeps their counts).
+    pub fn caps_tenants(&self, queue: &str) -> bool {
+        self.store
+            .fairness(queue)
+            .is_some_and(|f| f.tenant_concurrency > 0)
     }
 }
 

@@ -141,7 +141,7 @@ impl Maintenance {
                     tracing::warn!(queue = %q, error = %e, "recovery pass failed");
                 }
             }
-            if workers.has_lanes(q)
+            if workers.caps_tenants(q)
                 && let Err(e) = workers.recount_lanes(q).await
             {
                 ok = false;

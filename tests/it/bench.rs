@@ -23,6 +23,7 @@ fn every_scenario_runs_and_cleans_up_after_itself() {
         ("webhook", vec!["--jobs", "100", "--concurrency", "4"]),
         ("calls", vec!["--concurrency", "3", "--duration", "2"]),
         ("fairness", vec!["--jobs", "300", "--concurrency", "16"]),
+        ("rate-limit", vec!["--duration", "2"]),
     ] {
         let t = db();
         let mut args = vec!["bench", scenario, "--json"];

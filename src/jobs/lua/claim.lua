@@ -10,12 +10,13 @@
 -- parse `<id>:<execution id>`) and the executions have no id ('')
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
 -- ARGV[9] number of queues Q   ARGV[10 .. 9+Q] queue names, highest priority first
--- ARGV[10+Q .. 9+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap)
+-- ARGV[10+Q .. 9+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
+-- only a capped queue keeps per-tenant running counts)
 -- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
 --          failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta, ...} (14 fields per job).
 --
 -- A queue with tenant lanes (its ring exists, see lanes.lua) is served by stride scheduling:
--- the tenant with the lowest pass goes next, and each job it takes adds 1/weight to its pass
+-- the tenant with the lowest pass goes next, and each job it takes adds STRIDE/weight to its pass
 -- (weights from prosaas:fair:<q>:weights, 1 when absent), so tenants with work take turns in
 -- proportion to their weights and FIFO within each lane. The queue's own list (jobs without a
 -- tenant, and what Python RQ producers push) is one more member of the ring, named ''. A tenant
@@ -24,8 +25,9 @@ local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[9])
 local out = {0}
--- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end.
+-- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end (capped queues).
 local lanes_started, lanes_order = {}, {}
+local capped = {}
 local n, o = 0, 1
 -- Started-registry entries per queue, added with one variadic ZADD each at the end: one call
 -- per batch instead of one per job (each redis.call from Lua costs microseconds of Redis CPU).
@@ -75,7 +77,7 @@ local function take(id, queue)
   local lane = h[12] or ''
   out[o + 13], out[o + 14] = lane, h[13] or ''
   o = o + 14
-  if lane ~= '' then
+  if lane ~= '' and capped[q] then
     local key = q .. '@' .. lane
     local c = lanes_started[key]
     if not c then
@@ -94,17 +96,45 @@ local function drain(list, queue)
   end
 end
 
--- Up to `turns` jobs off one lane; returns how many ids were popped and whether it emptied.
+-- Up to `turns` jobs off one lane; returns how many ids were popped and whether it is empty
+-- (known only when it held fewer than asked: a lane emptied exactly is found empty at its next
+-- turn, which saves a call per turn).
 local function take_turns(list, queue, turns)
   local ids = redis.call('LPOP', list, turns)
   if not ids then return 0, true end
   for _, id in ipairs(ids) do take(id, queue) end
-  return #ids, #ids < turns or redis.call('LLEN', list) == 0
+  return #ids, #ids < turns
 end
 
--- A bounded walk: a claim looks at no more ring entries than this, whatever the ring holds.
-local MAX_VISITS = 64
+-- Ring entries {pass, tenant} in the order Redis keeps the ring (score, then member), so the
+-- simulation below picks exactly what one ZRANGE per turn would. A sorted array read from a
+-- moving head: ZRANGE hands entries over sorted, and a served tenant's new pass almost always
+-- sorts last, so taking is O(1) and putting back a short binary search.
+local function before(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end
+local function queue_put(qu, e)
+  local lo, hi = qu.head, #qu + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if before(qu[mid], e) then lo = mid + 1 else hi = mid end
+  end
+  table.insert(qu, lo, e)
+end
 
+-- A weight-1 tenant's step in the round robin; a weight-w tenant's is STRIDE / w (weights are
+-- at most 1000, so steps stay whole numbers and passes exact far beyond any queue's lifetime).
+local STRIDE = 1000000
+
+-- Ring entries read at a time, and the most one claim reads (tenants at their cap are passed
+-- over, so a claim may read past them; this bounds the walk).
+local RING_CHUNK = 128
+local RING_MOST = 2048
+
+-- A fair queue's turn-taking, simulated on the ring in memory and written back once: the ring
+-- is read in chunks (entries beyond the last read have a pass at least its), each turn pops
+-- from one lane, and the new passes go back in one ZADD (emptied lanes in one ZREM).
 local function fair_drain(q, cap)
   local ring = fair_key(q, 'ring')
   local plain = p .. 'queue:' .. q
@@ -117,54 +147,97 @@ local function fair_drain(q, cap)
   local state = fair_key(q, 'state')
   local vt = tonumber(redis.call('HGET', state, 'vt') or '0') or 0
   local weights, running = fair_key(q, 'weights'), fair_key(q, 'running')
+  local weighted = redis.call('EXISTS', weights) == 1
   local strides = {}
   local function stride(t)
     local s = strides[t]
     if not s then
-      local weight = t ~= '' and tonumber(redis.call('HGET', weights, t) or '1') or 1
-      s = 1 / ((weight and weight > 0) and weight or 1)
+      local weight = (weighted and t ~= '') and tonumber(redis.call('HGET', weights, t) or '1') or 1
+      -- Whole numbers: the ring is small enough to be a listpack, where integer scores are
+      -- compared without parsing (fractions made every write back cost a parse per member).
+      s = math.floor(STRIDE / ((weight and weight > 0) and weight or 1))
       strides[t] = s
     end
     return s
   end
-  local skip, visits = 0, 0
-  while n < max and visits < MAX_VISITS do
-    visits = visits + 1
-    local top = redis.call('ZRANGE', ring, skip, skip + 1, 'WITHSCORES')
-    if #top == 0 then break end
-    local t, pass = top[1], tonumber(top[2])
+  local pending, loaded, more, boundary = {head = 1}, 0, true, nil
+  local function load()
+    -- Little more than the turns still wanted: reading (and scoring) the ring costs per entry.
+    local size = math.min(RING_CHUNK, max - n + 2)
+    local chunk = redis.call('ZRANGE', ring, loaded, loaded + size - 1, 'WITHSCORES')
+    for k = 1, #chunk, 2 do
+      queue_put(pending, {tonumber(chunk[k + 1]), chunk[k]})
+    end
+    loaded = loaded + #chunk / 2
+    more = #chunk / 2 == size and loaded < RING_MOST
+    boundary = more and tonumber(chunk[#chunk]) or nil
+  end
+  load()
+  local moved, emptied = {}, {}
+  while n < max do
+    local first = pending[pending.head]
+    if not first or (boundary and first[1] > boundary) then
+      if not more then break end
+      load()
+    end
+    local e = pending[pending.head]
+    if not e then break end
+    pending.head = pending.head + 1
+    local pass, t = e[1], e[2]
     local room = max - n
     if cap > 0 and t ~= '' then
       local busy = tonumber(redis.call('HGET', running, t) or '0') or 0
       room = math.min(room, cap - busy - (lanes_started[q .. '@' .. t] or 0))
     end
-    if room <= 0 then
-      skip = skip + 1
-    else
+    -- A tenant at its cap keeps its pass and sits out the rest of this claim.
+    if room > 0 then
       local start, s = math.max(pass, vt), stride(t)
-      -- The turns this tenant has before the next one in line is due, taken in one pop.
+      -- The turns it has before the next in line is due, taken in one pop.
+      local following = pending[pending.head]
+      local next_pass = following and following[1] or boundary
       local turns = room
-      if top[3] then
-        turns = math.max(1, math.min(room, math.floor((tonumber(top[4]) - start) / s) + 1))
+      if next_pass then
+        turns = math.max(1, math.min(room, math.floor((next_pass - start) / s) + 1))
       end
-      local popped, emptied = take_turns(lane_list(p, q, t), q, turns)
-      if popped > 0 then
-        vt = start
-      end
-      if emptied then
-        redis.call('ZREM', ring, t)
-        if t ~= '' then
-          -- An empty lane leaves rq:queues, as RQ forgets an emptied queue's list.
-          redis.call('SREM', p .. 'queues', lane_list(p, q, t))
-        end
+      local popped, empty = take_turns(lane_list(p, q, t), q, turns)
+      if popped > 0 then vt = start end
+      if empty then
+        emptied[#emptied + 1] = t
+        moved[t] = nil
       else
-        redis.call('ZADD', ring, start + s * popped, t)
+        -- The entry goes back with its new pass (reused: no garbage per turn for Lua's GC).
+        e[1] = start + s * popped
+        moved[t] = e[1]
+        queue_put(pending, e)
       end
     end
+  end
+  local zadd = {}
+  for t, pass in pairs(moved) do
+    zadd[#zadd + 1] = pass
+    zadd[#zadd + 1] = t
+  end
+  -- unpack() is bounded by Lua's C stack: in slices, as for the started registry below.
+  for i = 1, #zadd, 2000 do
+    redis.call('ZADD', ring, unpack(zadd, i, math.min(i + 1999, #zadd)))
+  end
+  local keys = {}
+  for _, t in ipairs(emptied) do
+    -- An empty lane leaves rq:queues, as RQ forgets an emptied queue's list.
+    if t ~= '' then keys[#keys + 1] = lane_list(p, q, t) end
+  end
+  for i = 1, #emptied, 2000 do
+    redis.call('ZREM', ring, unpack(emptied, i, math.min(i + 1999, #emptied)))
+  end
+  for i = 1, #keys, 2000 do
+    redis.call('SREM', p .. 'queues', unpack(keys, i, math.min(i + 1999, #keys)))
   end
   redis.call('HSET', state, 'vt', vt)
 end
 
+for i = 10, 9 + nq do
+  if (tonumber(ARGV[i + nq]) or 0) > 0 then capped[ARGV[i]] = true end
+end
 drain(inbox, ARGV[10])
 for i = 10, 9 + nq do
   if n >= max then break end

@@ -3,10 +3,12 @@
 -- busiest tenants (queued + running) with their numbers. Read-only; an empty answer for a queue
 -- without lanes.
 --
--- Bounded for callers that anyone may trigger: at most ARGV[4] lanes are looked at (complete = 0
--- says some were not), and the running counts are one hash as small as the workers' concurrency.
+-- Bounded for callers that anyone may trigger: at most ARGV[4] lanes and ARGV[5] started jobs
+-- are looked at (complete = 0 says some were not). Running counts come from the started registry
+-- (what runs now, whatever keeps counts), which holds no more than the workers' concurrency.
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] tenants to list   ARGV[4] most lanes to look at
+-- ARGV[5] most started jobs to look at   ARGV[6] '1' when the queue is configured fair
 -- Returns {lanes, queued, complete, oldest enqueued_at or '', its tenant or '',
 --          then per listed tenant: tenant, queued, running, oldest enqueued_at or ''}.
 local p, q, top, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -31,16 +33,25 @@ for _, t in ipairs(redis.call('ZRANGE', ring, 0, most - 1)) do
   end
 end
 local complete = redis.call('ZCARD', ring) <= most and 1 or 0
-local running = redis.call('HGETALL', fair_key(q, 'running'))
-for i = 1, #running, 2 do
-  local t, n = running[i], tonumber(running[i + 1]) or 0
-  if n > 0 then
+if ARGV[6] ~= '1' and redis.call('EXISTS', ring) == 0 then
+  -- Not a fair queue, and no lanes left from when it was: no walk of its started jobs.
+  return {0, 0, 1, '', ''}
+end
+local wip = p .. 'wip:' .. q
+local most_started = tonumber(ARGV[5])
+if redis.call('ZCARD', wip) > most_started then
+  complete = 0
+end
+for _, member in ipairs(redis.call('ZRANGE', wip, 0, most_started - 1)) do
+  local id = string.match(member, '^[^:]+')
+  local t = redis.call('HGET', p .. 'job:' .. id, 'lane')
+  if t and t ~= '' then
     local row = by_tenant[t]
     if not row then
       row = {t, 0, 0, ''}
       rows[#rows + 1], by_tenant[t] = row, row
     end
-    row[3] = n
+    row[3] = row[3] + 1
   end
 end
 table.sort(rows, function(a, b)

@@ -57,6 +57,8 @@ while i <= #ARGV do
     if redis.call('ZREM', p .. 'wip:' .. q, member) == 1 then
       redis.call('SREM', running, member)
       local attempts = tonumber(redis.call('HGET', jkey, 'attempts') or '1') or 1
+      -- Back to how it was before the claim: not started, by nobody.
+      redis.call('HDEL', jkey, 'started_at', 'last_heartbeat', 'worker_name')
       redis.call('HSET', jkey, 'status', 'scheduled', 'attempts', math.max(attempts - 1, 0),
         'rate_slot', string.format('%d', slot),
         'deferred_reason', 'rate limit ' .. why)

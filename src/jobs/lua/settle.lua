@@ -8,6 +8,8 @@
 -- ARGV[5] the worker's state afterwards ('idle', 'busy' or '' for no decision), with
 -- ARGV[6] its sequence number: state decisions are numbered in the worker process, and Redis keeps
 -- the newest, whatever order concurrent calls arrive in (a claim's 'busy' and a settle's 'idle')
+-- ARGV[7] the worker's fair queues with a tenant cap, space-separated (their tenants' running
+-- counts drop with each outcome, and a freed slot wakes idle workers)
 -- then 12 fields per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
@@ -15,8 +17,8 @@
 --   payload (ok: base64 JSON return value or ''; fail: base64 zlib error text),
 --   started (Unix s, float), ended (Unix s, float),
 --   retries_left (retry: the new value), error (retry: the attempt's error text),
---   lane (the job's tenant lane, '' for none: its running count drops, and a job that goes
---   back to the queue goes back to its lane)
+--   lane (the job's tenant lane, '' for none: a job that goes back to the queue goes back to
+--   its lane)
 -- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
 -- Returns one integer per outcome: 1 applied, 0 conflict.
@@ -44,6 +46,8 @@ end
 local groups, group_order = {}, {}
 -- The tenant lanes whose running jobs ended in this batch.
 local freed, freed_order = {}, {}
+local capped = {}
+for q in string.gmatch(ARGV[7], '%S+') do capped[q] = true end
 local function group(key) return bucket(groups, group_order, key) end
 local function each_slice(list, f)
   -- unpack() is bounded by Lua's C stack; settle batches are small, but stay safe.
@@ -52,7 +56,7 @@ end
 
 -- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
 local by_queue, queue_order = {}, {}
-for i = 7, #ARGV, 12 do
+for i = 8, #ARGV, 12 do
   local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
 end
@@ -76,10 +80,10 @@ for _, q in ipairs(queue_order) do
       scores[k] = false
     end
     if scores[k] then
-      applied[(i - 7) / 12 + 1] = 1
+      applied[(i - 8) / 12 + 1] = 1
       owned[#owned + 1] = members[k]
     else
-      applied[(i - 7) / 12 + 1] = 0
+      applied[(i - 8) / 12 + 1] = 0
     end
   end
   if #owned > 0 then
@@ -109,17 +113,17 @@ local function enter(registry, q, score, id)
   list[#list + 1] = id
 end
 
-for i = 7, #ARGV, 12 do
+for i = 8, #ARGV, 12 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local started, ended, lane = ARGV[i + 7], ARGV[i + 8], ARGV[i + 11]
   local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
-  if applied[(i - 7) / 12 + 1] ~= 1 then
+  if applied[(i - 8) / 12 + 1] ~= 1 then
     if kind ~= 'requeue' then
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
   else
-    if lane ~= '' then
+    if lane ~= '' and capped[q] then
       lane_done(q, lane)
       local key = q .. '@' .. lane
       if not freed[key] then
