@@ -127,6 +127,12 @@ end
 -- at most 1000, so steps stay whole numbers and passes exact far beyond any queue's lifetime).
 local STRIDE = 1000000
 
+-- Jobs a tenant takes per turn at least (when the claim has room): one LPOP serves them all,
+-- where a turn of one job each made a fair queue of many tenants pay a Redis call per job. The
+-- rotation stays fair (each job adds its step to the pass); a tenant arriving with work still
+-- goes next.
+local QUANTUM = 4
+
 -- Ring entries read at a time, and the most one claim reads (tenants at their cap are passed
 -- over, so a claim may read past them; this bounds the walk).
 local RING_CHUNK = 128
@@ -163,7 +169,7 @@ local function fair_drain(q, cap)
   local pending, loaded, more, boundary = {head = 1}, 0, true, nil
   local function load()
     -- Little more than the turns still wanted: reading (and scoring) the ring costs per entry.
-    local size = math.min(RING_CHUNK, max - n + 2)
+    local size = math.min(RING_CHUNK, math.ceil((max - n) / QUANTUM) + 2)
     local chunk = redis.call('ZRANGE', ring, loaded, loaded + size - 1, 'WITHSCORES')
     for k = 1, #chunk, 2 do
       queue_put(pending, {tonumber(chunk[k + 1]), chunk[k]})
@@ -192,12 +198,12 @@ local function fair_drain(q, cap)
     -- A tenant at its cap keeps its pass and sits out the rest of this claim.
     if room > 0 then
       local start, s = math.max(pass, vt), stride(t)
-      -- The turns it has before the next in line is due, taken in one pop.
+      -- The turns it has before the next in line is due, at least a quantum, taken in one pop.
       local following = pending[pending.head]
       local next_pass = following and following[1] or boundary
       local turns = room
       if next_pass then
-        turns = math.max(1, math.min(room, math.floor((next_pass - start) / s) + 1))
+        turns = math.min(room, math.max(QUANTUM, math.floor((next_pass - start) / s) + 1))
       end
       local popped, empty = take_turns(lane_list(p, q, t), q, turns)
       if popped > 0 then vt = start end
