@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 
-use super::load::{BATCHES_IN_FLIGHT, in_flight, until_finished, worker};
+use super::load::{fill_with, tenant_job, until_finished, worker};
 use super::measure::{Meter, enqueue_to_start_ms, insert_latency};
 use super::{BenchArgs, Figure, QUEUE};
-use crate::jobs::{FairQueue, JobOptions, JobStore, NewJob};
+use crate::jobs::{FairQueue, JobStore, NewJob};
 use crate::settings::Settings;
 
 /// Tenant B's jobs, and the pause between two of them.
@@ -21,12 +21,7 @@ const JOB_MS: u64 = 1;
 fn job(run: usize, tenant: &str, i: usize) -> anyhow::Result<NewJob> {
     let mut kwargs = Map::new();
     kwargs.insert("ms".into(), json!(JOB_MS));
-    let mut job = NewJob::new(QUEUE, "diag.sleep", kwargs).with_options(JobOptions {
-        job_id: Some(format!("bench-{run}-{tenant}-{i}")),
-        ..Default::default()
-    });
-    job.set_tenant(tenant)?;
-    Ok(job)
+    tenant_job(&format!("{run}-{tenant}-{i}"), "diag.sleep", kwargs, tenant)
 }
 
 // Long on purpose: one scenario's sequence (backlog, worker, trickle, drain, percentiles), run
@@ -49,19 +44,7 @@ pub(super) async fn run(
                 .insert(QUEUE.into(), FairQueue::default());
         }
         let s = JobStore::connect(&config)?;
-        let batch = a.batch.max(1);
-        let filler = s.clone();
-        in_flight(backlog.div_ceil(batch), BATCHES_IN_FLIGHT, move |b| {
-            let s = filler.clone();
-            async move {
-                let chunk = (b * batch..((b + 1) * batch).min(backlog))
-                    .map(|i| job(run, "A", i))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                s.enqueue_many(&chunk).await?;
-                Ok(())
-            }
-        })
-        .await?;
+        fill_with(&s, backlog, a.batch, move |i| job(run, "A", i)).await?;
         let m = Meter::start(store).await?;
         let (stop, handle) = worker(&s, settings, c)?;
         // B arrives once the worker is well into A's backlog.

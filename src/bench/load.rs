@@ -70,24 +70,55 @@ pub(super) async fn fill(
     batch: usize,
     tenants: usize,
 ) -> anyhow::Result<()> {
+    fill_with(store, jobs, batch, move |i| {
+        let mut j = job(i, run);
+        if tenants > 0 {
+            j.set_tenant(&format!("t{}", i % tenants))?;
+        }
+        Ok(j)
+    })
+    .await
+}
+
+/// Enqueues the jobs `make(0..jobs)` in batches of `batch`, [`BATCHES_IN_FLIGHT`] at once.
+pub(super) async fn fill_with<F>(
+    store: &JobStore,
+    jobs: usize,
+    batch: usize,
+    make: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> anyhow::Result<NewJob> + Send + Sync + 'static,
+{
     let batch = batch.max(1);
     let s = store.clone();
+    let make = Arc::new(make);
     in_flight(jobs.div_ceil(batch), BATCHES_IN_FLIGHT, move |b| {
-        let s = s.clone();
+        let (s, make) = (s.clone(), make.clone());
         async move {
-            let mut chunk: Vec<NewJob> = (b * batch..((b + 1) * batch).min(jobs))
-                .map(|i| job(i, run))
-                .collect();
-            if tenants > 0 {
-                for (j, i) in chunk.iter_mut().zip(b * batch..) {
-                    j.set_tenant(&format!("t{}", i % tenants))?;
-                }
-            }
+            let chunk = (b * batch..((b + 1) * batch).min(jobs))
+                .map(|i| make(i))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             s.enqueue_many(&chunk).await?;
             Ok(())
         }
     })
     .await
+}
+
+/// A bench job of `tenant`, with the id `bench-<name>`.
+pub(super) fn tenant_job(
+    name: &str,
+    job_type: &str,
+    kwargs: Map<String, serde_json::Value>,
+    tenant: &str,
+) -> anyhow::Result<NewJob> {
+    let mut job = NewJob::new(QUEUE, job_type, kwargs).with_options(JobOptions {
+        job_id: Some(format!("bench-{name}")),
+        ..Default::default()
+    });
+    job.set_tenant(tenant)?;
+    Ok(job)
 }
 
 /// An in-process worker on the bench queue, running `diag.noop`.

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, json};
 
-use super::load::{BATCHES_IN_FLIGHT, in_flight, limited_worker, maintenance};
+use super::load::{fill_with, limited_worker, maintenance, tenant_job};
 use super::measure::{Meter, enqueue_to_start_ms, insert_latency};
 use super::{BenchArgs, Figure, QUEUE};
-use crate::jobs::{JobOptions, JobStore, NewJob, parse_rq_timestamp};
+use crate::jobs::{JobStore, NewJob, parse_rq_timestamp};
 use crate::settings::{RateLimitSettings, Settings};
 use crate::worker::limits::RateLimits;
 
@@ -19,12 +19,7 @@ const WORKERS: usize = 3;
 const OTHER_EVERY: Duration = Duration::from_millis(50);
 
 fn job(tenant: &str, i: usize) -> anyhow::Result<NewJob> {
-    let mut job = NewJob::new(QUEUE, "diag.noop", Map::new()).with_options(JobOptions {
-        job_id: Some(format!("bench-{tenant}-{i}")),
-        ..Default::default()
-    });
-    job.set_tenant(tenant)?;
-    Ok(job)
+    tenant_job(&format!("{tenant}-{i}"), "diag.noop", Map::new(), tenant)
 }
 
 // Long on purpose: one scenario's sequence (backlog, workers, paced other tenant, start times),
@@ -45,18 +40,7 @@ pub(super) async fn run(
     }]);
     // Twice what the limit lets start in the run: the tenant always has work waiting.
     let backlog = (LIMIT_PER_SEC as usize) * secs as usize * 2;
-    let filler = store.clone();
-    in_flight(backlog.div_ceil(500), BATCHES_IN_FLIGHT, move |b| {
-        let s = filler.clone();
-        async move {
-            let chunk = (b * 500..((b + 1) * 500).min(backlog))
-                .map(|i| job("A", i))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            s.enqueue_many(&chunk).await?;
-            Ok(())
-        }
-    })
-    .await?;
+    fill_with(store, backlog, 500, |i| job("A", i)).await?;
     let m = Meter::start(store).await?;
     let mut workers = (0..WORKERS)
         .map(|_| limited_worker(store, settings, c, limits.clone()))

@@ -4,7 +4,8 @@
 -- not in the queue's own list. The job hash's `lane` field names the tenant, so a job that goes
 -- back (retry, recovery, shutdown, requeue) returns to its lane whoever moves it.
 -- prosaas:fair:<queue>:ring (zset) holds the tenants with queued jobs, scored by their pass in
--- the round robin (claim.lua); :running (hash) counts each tenant's started jobs; :bell (list)
+-- the round robin (claim.lua); :running (hash) counts each tenant's started jobs on a queue with
+-- a tenant cap; :bell (list)
 -- wakes idle workers, since a blocking pop cannot wait on lanes that do not exist yet.
 local LANE_BELL_TOKENS = 16
 
@@ -28,7 +29,7 @@ local function ring_bell(q)
 end
 
 -- Puts job `id` of queue `q` on its lane (or the queue's own list without one), at the head
--- when `front`. A tenant joining the ring enters with pass 0: it is served next, once, then
+-- when `front`. A tenant joining the ring enters with pass 0: it is served next, one turn, then
 -- takes its place in the rotation (new lanes first, as fq_codel serves new flows).
 local function push_job(p, q, id, lane, front)
   local key = lane_list(p, q, lane)
