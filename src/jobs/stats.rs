@@ -96,9 +96,9 @@ super::capability! {
 
 impl Stats<'_> {
     /// Numbers for `also` (configured queues that may not exist yet) and the queues in
-    /// `rq:queues`, at most [`MAX_LISTED_QUEUES`] in all unless `also` alone is longer, in two
-    /// round trips.
-    // Long on purpose: two pipelines and their decoding, which must stay in step command by
+    /// `rq:queues`, at most [`MAX_LISTED_QUEUES`] in all unless `also` alone is longer: after
+    /// listing the queues, three pipelined round trips (counts, heads, tenant lanes).
+    // Long on purpose: three pipelines and their decoding, which must stay in step command by
     // command.
     pub async fn queue_stats(
         &self,

@@ -70,8 +70,23 @@ pub struct ClaimedJob {
     /// prosaas enqueued it (else Python RQ or another client): a missing `retries_left` then
     /// means the type's policy rather than RQ's "run once".
     pub enqueued_by_prosaas: bool,
-    /// Its tenant: the lane it waited in, else `meta["tenant"]` (whoever enqueued it).
-    pub tenant: Option<String>,
+    /// The job's `meta` as stored (JSON; empty when it has none), read for its tenant.
+    pub meta: Vec<u8>,
+}
+
+impl ClaimedJob {
+    /// Its tenant: the lane it waited in, else `meta["tenant"]` (whoever enqueued it). Parsed
+    /// when asked (rate limits), not for every claimed job.
+    pub fn tenant(&self) -> Option<String> {
+        if !self.execution.lane.is_empty() {
+            return Some(self.execution.lane.clone());
+        }
+        serde_json::from_slice::<Value>(&self.meta)
+            .ok()?
+            .get(super::job::TENANT)?
+            .as_str()
+            .map(str::to_owned)
+    }
 }
 
 /// One rate limit a claimed job counts against (see rate_limit.lua).
@@ -372,13 +387,6 @@ impl Workers<'_> {
             let (attempts, enqueued_by) = (take()?, take()?);
             let lane = text(take()?)?;
             let meta: Vec<u8> = redis::from_redis_value(take()?)?;
-            let tenant = if lane.is_empty() {
-                serde_json::from_slice::<Value>(&meta)
-                    .ok()
-                    .and_then(|m| m.get(super::job::TENANT)?.as_str().map(str::to_owned))
-            } else {
-                Some(lane.clone())
-            };
             jobs.push(ClaimedJob {
                 call: decode_data(&id, &data).map_err(|e| e.to_string()),
                 timeout: opt(timeout)?.and_then(|v| v.parse().ok()),
@@ -393,7 +401,7 @@ impl Workers<'_> {
                 enqueued_at: opt(enqueued_at)?,
                 attempts: text(attempts)?.parse().unwrap_or(1),
                 enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
-                tenant,
+                meta,
                 execution: Execution {
                     id,
                     execution_id,

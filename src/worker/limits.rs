@@ -102,7 +102,7 @@ impl RateLimits {
             .filter_map(|job| {
                 let job_type = job.call.as_ref().ok()?.job_type.as_str();
                 let name = registry.resolve(job_type).map_or(job_type, |(n, _)| n);
-                let buckets = self.buckets(name, job.tenant.as_deref());
+                let buckets = self.buckets(name, job.tenant().as_deref());
                 (!buckets.is_empty()).then_some((&job.execution, buckets))
             })
             .collect();

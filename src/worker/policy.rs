@@ -140,7 +140,7 @@ mod tests {
             enqueued_at: None,
             attempts: 1,
             enqueued_by_prosaas: true,
-            tenant: None,
+            meta: Vec::new(),
         }
     }
 
