@@ -44,6 +44,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
+    pub dashboard: DashboardSettings,
     #[serde(default)]
     pub external: Vec<ExternalType>,
     /// Per-queue behaviour: `[queues.<name>]`.
@@ -283,6 +284,8 @@ pub struct WorkerSettings {
     pub max_retries: u32,
     pub retry_rq_jobs: bool,
     pub started_entries: String,
+    /// Claims write RQ's `current_job` field on the worker's registration.
+    pub record_current_job: bool,
     pub backoff_secs: Vec<u64>,
     pub backoff_jitter: f64,
     pub timeout_secs: i64,
@@ -443,6 +446,48 @@ pub enum LogFormat {
     Json,
 }
 
+/// The operator dashboard (`/dashboard` on the api and all roles).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Signs operators in instead of `INTERNAL_API_TOKEN` when set. Env: `DASHBOARD_PASSWORD`.
+    pub password: String,
+    /// How long a sign-in lasts.
+    pub session_ttl_secs: u64,
+    /// Failed sign-ins one client address may make per minute before it gets 429s.
+    pub login_failures_per_minute: u32,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Off only for plain-HTTP setups.
+    pub secure_cookie: bool,
+}
+
+impl std::fmt::Debug for DashboardSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSettings")
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    "<unset>"
+                } else {
+                    "<set>"
+                },
+            )
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("login_failures_per_minute", &self.login_failures_per_minute)
+            .field("secure_cookie", &self.secure_cookie)
+            .finish()
+    }
+}
+
+impl DashboardSettings {
+    /// What signs an operator in: the dashboard password, else the internal API token; `None`
+    /// when neither is set (the dashboard then answers 503).
+    pub fn secret<'a>(&'a self, api: &'a ApiSettings) -> Option<&'a str> {
+        [self.password.as_str(), api.internal_api_token.as_str()]
+            .into_iter()
+            .find(|s| !s.is_empty())
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -499,10 +544,22 @@ impl Settings {
         self.validate_recordings()?;
         self.validate_queues()?;
         self.validate_rate_limits()?;
+        self.validate_dashboard()?;
         self.validate_http()
     }
 
     /// `[[rate_limits]]`: what each limits, its rate and burst, unique names.
+    fn validate_dashboard(&self) -> anyhow::Result<()> {
+        let d = &self.dashboard;
+        if !(60..=30 * 86_400).contains(&d.session_ttl_secs) {
+            bail!("dashboard.session_ttl_secs must be 60 to 2592000 seconds (30 days)");
+        }
+        if d.login_failures_per_minute == 0 {
+            bail!("dashboard.login_failures_per_minute must be positive");
+        }
+        Ok(())
+    }
+
     fn validate_rate_limits(&self) -> anyhow::Result<()> {
         if self.rate_limits.len() > 100 {
             bail!("rate_limits: at most 100 limits");
@@ -939,6 +996,7 @@ impl Settings {
                     (name.clone(), fair)
                 })
                 .collect(),
+            record_current_job: self.worker.record_current_job,
         }
     }
 
@@ -1034,6 +1092,7 @@ fn with_plain_env(
     for (var, key) in [
         ("INTERNAL_SECRET", "api.internal_secret"),
         ("INTERNAL_API_TOKEN", "api.internal_api_token"),
+        ("DASHBOARD_PASSWORD", "dashboard.password"),
         ("TWILIO_AUTH_TOKEN", "api.twilio_auth_token"),
         ("TWILIO_ACCOUNT_SID", "recordings.twilio_account_sid"),
         ("PUBLIC_BASE_URL", "api.public_base_url"),

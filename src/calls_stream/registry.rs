@@ -96,6 +96,18 @@ impl CallRegistry {
         }
     }
 
+    /// The ages (seconds) of the `most` longest-running live calls, oldest first.
+    pub fn ages(&self, most: usize) -> Vec<u64> {
+        let mut ages: Vec<u64> = self
+            .lock()
+            .values()
+            .map(|t| t.elapsed().as_secs())
+            .collect();
+        ages.sort_unstable_by(|a, b| b.cmp(a));
+        ages.truncate(most);
+        ages
+    }
+
     /// Stops admitting; live calls go on.
     pub fn close(&self) {
         self.closing.cancel();

@@ -20,7 +20,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/api/jobs/{id}", get(show).delete(delete))
 }
 
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     if is_valid_job_id(id) {
         Ok(())
     } else {
@@ -89,10 +89,15 @@ async fn requeue(
     _auth: Bearer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_id(&id)?;
+    requeue_one(&ctx, &id).await
+}
+
+/// Puts one failed job back on its queue (the admin API's and the dashboard's action).
+pub(super) async fn requeue_one(ctx: &AppContext, id: &str) -> Result<Json<Value>, ApiError> {
+    check_id(id)?;
     let Some(job) = ctx
         .jobs
-        .fetch_job(&id)
+        .fetch_job(id)
         .await
         .map_err(|e| internal_error(&e))?
     else {
@@ -101,7 +106,7 @@ async fn requeue(
     match ctx
         .jobs
         .admin()
-        .requeue_failed(&job.origin, &id)
+        .requeue_failed(&job.origin, id)
         .await
         .map_err(|e| internal_error(&e))?
     {
@@ -153,11 +158,16 @@ async fn delete(
     _auth: Bearer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_id(&id)?;
+    delete_one(&ctx, &id).await
+}
+
+/// Deletes a job that is not running (the admin API's and the dashboard's action).
+pub(super) async fn delete_one(ctx: &AppContext, id: &str) -> Result<Json<Value>, ApiError> {
+    check_id(id)?;
     match ctx
         .jobs
         .admin()
-        .delete_job(&id)
+        .delete_job(id)
         .await
         .map_err(|e| internal_error(&e))?
     {

@@ -21,6 +21,13 @@ pub(super) fn routes() -> Router<AppContext> {
 }
 
 async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>) {
+    let (status, report) = report(&ctx).await;
+    (status, Json(report))
+}
+
+/// The jobs health report (also the dashboard overview's): 200 with the numbers, or 500 with
+/// the error while Redis cannot answer.
+pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
     let role = ctx.role.name();
     let subsystems = ctx.role.subsystem_names();
     match ctx
@@ -39,29 +46,29 @@ async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
             };
             (
                 StatusCode::OK,
-                Json(json!({
+                json!({
                     "queues": queues,
                     "scheduler": scheduler,
-                    "calls": super::calls::snapshot(&ctx),
-                    "redis": redis_endpoint(&ctx),
+                    "calls": super::calls::snapshot(ctx),
+                    "redis": redis_endpoint(ctx),
                     "role": role,
                     "subsystems": subsystems,
                     "status": status,
                     "reasons": reasons,
-                })),
+                }),
             )
         }
         Err(e) => {
             tracing::warn!(error = %e, "jobs health: Redis unavailable");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({
+                json!({
                     "status": "unhealthy",
                     "error": e.to_string(),
-                    "redis": redis_endpoint(&ctx),
+                    "redis": redis_endpoint(ctx),
                     "role": role,
                     "subsystems": subsystems,
-                })),
+                }),
             )
         }
     }

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod budget;
 pub mod calls;
+mod dashboard;
 mod error;
 mod extract;
 mod health;
@@ -89,6 +90,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn public_api_routes() -> Router<AppContext> {
     health::routes()
         .merge(ingress::routes())
+        .merge(dashboard::routes())
         .merge(admin::routes())
         .route(
             "/api/openapi.json",

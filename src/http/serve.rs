@@ -64,7 +64,7 @@ pub async fn serve(
     let open_gauge = metrics::gauge!(m::HTTP_CONNECTIONS_OPEN, "listener" => name);
     let refused = metrics::counter!(m::HTTP_CONNECTIONS_REFUSED, "listener" => name);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -92,7 +92,7 @@ pub async fn serve(
             shutdown.clone(),
         );
         tracker.spawn(async move {
-            serve_connection(stream, router, limits, &open, &stop).await;
+            serve_connection(stream, peer, router, limits, &open, &stop).await;
             let left = open.fetch_sub(1, Ordering::Relaxed) - 1;
             open_gauge.set(left as f64);
             drop(permit);
@@ -166,6 +166,7 @@ fn judge(state: &ConnState, limits: &ConnLimits, open: usize) -> Verdict {
 // in one select loop.
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: ConnLimits,
     open: &AtomicUsize,
@@ -190,7 +191,11 @@ async fn serve_connection(
         let router = router.clone();
         async move {
             let _done = Answered(state);
-            router.oneshot(req.map(Body::new)).await
+            let mut req = req.map(Body::new);
+            // The client's address, for limits kept per client (the dashboard's sign-in).
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.oneshot(req).await
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -30,6 +30,9 @@ pub struct JobDetail {
     /// Why a scheduled job waits, when a rate limit deferred it (`rate limit <name>`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred_reason: Option<String>,
+    /// The de-dupe lock that admitted it (`job_lock:<key>`), for a de-duplicated event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedupe_lock: Option<String>,
     pub result: Option<JobResult>,
 }
 
@@ -130,11 +133,13 @@ impl Admin<'_> {
             };
             let last_error = text("last_error");
             let deferred_reason = text("deferred_reason");
+            let dedupe_lock = text("dedupe_lock");
             out.push(JobInfo::from_hash(id, hash)?.map(|info| JobDetail {
                 info,
                 attempts,
                 last_error,
                 deferred_reason,
+                dedupe_lock,
                 result: latest.first().and_then(|(_, f)| decode_result(f)),
             }));
         }

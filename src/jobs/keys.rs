@@ -24,6 +24,9 @@
 //! | `prosaas:fair:<q>:state` | hash | `vt`: the round robin's current pass |
 //! | `prosaas:fair:<q>:bell` | list | up to 16 tokens that wake idle workers when a lane gets a job |
 //! | `prosaas:rate:<limit>[:<tenant>]` | string | a rate limit's bucket: its GCRA theoretical arrival time (Unix ms); PX until it no longer matters |
+//! | `prosaas:minute:<unix minute>` | hash | the dashboard's series: `<outcome>:<wait bucket>` (`ok`, `fail`, `retry`, `requeue`; the enqueue→start wait's bucket, `-` unknown) → executions settled in that minute, counted by settle.lua (built in Lua); 2-hour TTL |
+//! | `prosaas:dashboard:session:<id>` | string | a signed-in dashboard session; TTL = the session's; signing out deletes it |
+//! | `prosaas:calls:live` | hash | calls process → JSON of its live calls and when it said so (every 5 s; stale fields are ignored, the key expires a minute after the last) |
 //! | `prosaas:unstarted:<job id>` | string | a de-duplicated job with a wait TTL has not started yet; TTL = its lock's (built in Lua too: claim.lua, delete_job.lua) |
 //!
 //! prosaas also writes fields RQ ignores into job hashes: `attempts` (claims so far),
@@ -162,6 +165,8 @@ impl Keys {
             Self::dedupe_lock("bench:*"),
             Self::maintenance_lock(queue),
             "prosaas:worker:bench-*".to_owned(),
+            // The bench runs only on an empty database: every minute counted is its own.
+            "prosaas:minute:*".to_owned(),
         ]
     }
 
@@ -214,6 +219,21 @@ impl Keys {
     /// Marks a de-duplicated job with a wait TTL that has not started (see enqueue_dedupe.lua).
     pub(crate) fn unstarted(job_id: &str) -> String {
         format!("prosaas:unstarted:{job_id}")
+    }
+
+    /// The dashboard's counters of one minute (settle.lua builds the same name).
+    pub(crate) fn minute(unix_minute: i64) -> String {
+        format!("prosaas:minute:{unix_minute}")
+    }
+
+    /// A signed-in dashboard session.
+    pub(crate) fn dashboard_session(id: &str) -> String {
+        format!("prosaas:dashboard:session:{id}")
+    }
+
+    /// Calls process → its live calls.
+    pub(crate) fn live_calls() -> &'static str {
+        "prosaas:calls:live"
     }
 
     /// Entry name → the newest slot (Unix ms) fired for it.

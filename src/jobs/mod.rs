@@ -16,6 +16,7 @@ mod admin;
 mod bench;
 mod call_status;
 mod clock;
+mod dashboard;
 mod dedup;
 mod error;
 mod job;
@@ -37,6 +38,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
 pub use bench::{Bench, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate};
+pub use dashboard::{Dashboard, Minute, RunningJob, SERIES_MINUTES, WAIT_BUCKETS_MS, WorkerRow};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
 };
@@ -108,6 +110,8 @@ pub struct StoreConfig {
     pub response_timeout: Duration,
     /// Queues whose jobs wait in per-tenant lanes (`[queues.<name>] fairness = "tenant"`).
     pub fair_queues: std::collections::BTreeMap<String, FairQueue>,
+    /// Claims write RQ's `current_job` on the worker's registration (`worker.record_current_job`).
+    pub record_current_job: bool,
 }
 
 /// How a fair queue shares its workers among tenants.
@@ -133,6 +137,7 @@ pub struct JobStore {
     /// Claims write started-registry members as plain ids, RQ 1.x's format (see claim.lua).
     rq1_entries: Arc<std::sync::atomic::AtomicBool>,
     fair: Arc<std::collections::BTreeMap<String, FairQueue>>,
+    record_current_job: bool,
 }
 
 #[derive(Clone)]
@@ -186,6 +191,7 @@ impl JobStore {
             clock: Arc::new(clock::RedisClock::from_env()),
             rq1_entries: Arc::default(),
             fair: Arc::new(config.fair_queues.clone()),
+            record_current_job: config.record_current_job,
         })
     }
 
@@ -423,6 +429,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             fair_queues: Default::default(),
+            record_current_job: false,
         };
         assert!(JobStore::connect(&config).is_ok());
         if let Some(s) = config.sentinel.as_mut() {

@@ -82,7 +82,8 @@ pub struct SchedulerHealth {
     pub lock_ttl_ms: Option<u64>,
     /// Lock acquisitions so far (the `N` of "Lock acquired for cycle N") as of the last tick.
     pub cycle: Option<u64>,
-    /// Per entry `{name, next_fire, last_fire}` as of the last tick.
+    /// Per entry `{name, schedule, next_fire, last_fire, skipped_slots}` as of the last tick
+    /// (`skipped_slots`: missed slots the current leader passed over).
     pub entries: Vec<serde_json::Value>,
 }
 

@@ -156,6 +156,9 @@ pub struct Settlement {
     /// Unix seconds.
     pub started_at: f64,
     pub ended_at: f64,
+    /// Seconds from enqueue to this start, when the job's `enqueued_at` is known: counted in
+    /// the dashboard's per-minute series by the same settle call.
+    pub waited: Option<f64>,
     pub outcome: Outcome,
 }
 
@@ -347,6 +350,11 @@ impl Workers<'_> {
             .arg(&base)
             .arg(Keys::inbox(&w.name))
             .arg(state_seq)
+            .arg(if self.store.record_current_job {
+                "1"
+            } else {
+                ""
+            })
             .arg(w.queues.len())
             .arg(&w.queues);
         for q in &w.queues {
@@ -455,7 +463,13 @@ impl Workers<'_> {
                     .map(String::as_str)
                     .collect::<Vec<_>>()
                     .join(" "),
-            );
+            )
+            .arg(now_secs.div_euclid(60))
+            .arg(if self.store.record_current_job {
+                "1"
+            } else {
+                ""
+            });
         let registry_score = |ttl: i64, forever: &str| match ttl {
             -1 => forever.to_owned(),
             ttl => (now_secs + ttl).to_string(),
@@ -510,7 +524,10 @@ impl Workers<'_> {
                 .arg(format!("{:.6}", s.ended_at))
                 .arg(left)
                 .arg(err)
-                .arg(&e.lane);
+                .arg(&e.lane)
+                .arg(s.waited.map_or(String::new(), |w| {
+                    super::dashboard::wait_bucket(w).to_string()
+                }));
         }
         let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(applied

@@ -140,6 +140,8 @@ impl Scheduler {
         let mut leading: Option<u64> = None;
         // Entry → newest slot (ms) fired or, for a new entry, the time it was first seen.
         let mut cursors: HashMap<String, i64> = HashMap::new();
+        // Missed slots skipped per entry by this process (shown on the dashboard).
+        let mut skipped: HashMap<String, u64> = HashMap::new();
         let mut next_renew = Instant::now();
         let mut next_eval = Instant::now();
         loop {
@@ -165,7 +167,7 @@ impl Scheduler {
             if Instant::now() < next_eval {
                 continue;
             }
-            match self.tick(&mut cursors, cycle).await {
+            match self.tick(&mut cursors, &mut skipped, cycle).await {
                 Tick::Done { next_due, at } => next_eval = self.next_evaluation(next_due, at),
                 Tick::Fenced { holder } => {
                     tracing::warn!(holder = %holder, "Lost scheduler lock: it is held by {holder:?}; stopped enqueuing");
@@ -254,7 +256,12 @@ impl Scheduler {
     /// Fires every due slot (the newest per entry) and records the tick.
     // Long on purpose: one pass over the entries with its report; the per-entry decision is in
     // `schedule.rs`.
-    async fn tick(&self, cursors: &mut HashMap<String, i64>, cycle: u64) -> Tick {
+    async fn tick(
+        &self,
+        cursors: &mut HashMap<String, i64>,
+        skipped_total: &mut HashMap<String, u64>,
+        cycle: u64,
+    ) -> Tick {
         let now = Utc::now();
         let mut report = Vec::with_capacity(self.entries.len());
         let mut next_due: Option<DateTime<Utc>> = None;
@@ -269,6 +276,7 @@ impl Scheduler {
             {
                 let skipped = e.schedule.count_between(cursor_t, newest, SKIP_COUNT_CAP);
                 if skipped > 0 {
+                    *skipped_total.entry(e.name.clone()).or_default() += skipped;
                     metrics::counter!(m::SCHEDULER_SKIPPED_SLOTS, "entry" => e.name.clone())
                         .increment(skipped);
                     tracing::warn!(
@@ -304,6 +312,7 @@ impl Scheduler {
                 "schedule": e.schedule.describe(),
                 "next_fire": next.map(|n| n.to_rfc3339()),
                 "last_fire": last.filter(|l| *l <= now).map(|l| l.to_rfc3339()),
+                "skipped_slots": skipped_total.get(&e.name).copied().unwrap_or(0),
             }));
         }
         if let Err(err) = self

@@ -327,6 +327,7 @@ impl Executor {
                 execution: job.execution.clone(),
                 started_at,
                 ended_at: self.store.unix_now(),
+                waited: waited_since_enqueue(job, started_at),
                 outcome,
             }
         });
@@ -529,10 +530,10 @@ async fn register(
 async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
     let store = env.ctx.jobs.clone();
     let started_at = store.unix_now();
-    if let Some(enqueued) = job.enqueued_at.as_deref().and_then(parse_rq_timestamp) {
-        let waited = started_at - enqueued.timestamp_micros() as f64 / 1e6;
+    let waited = waited_since_enqueue(&job, started_at);
+    if let Some(waited) = waited {
         metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
-            .record(waited.max(0.0));
+            .record(waited);
     }
     let (outcome, job_type) = tokio::select! {
         biased;
@@ -563,8 +564,15 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
         execution,
         started_at,
         ended_at,
+        waited,
         outcome,
     });
+}
+
+/// Seconds from the job's enqueue to `started_at`, when its `enqueued_at` is readable.
+fn waited_since_enqueue(job: &ClaimedJob, started_at: f64) -> Option<f64> {
+    let enqueued = job.enqueued_at.as_deref().and_then(parse_rq_timestamp)?;
+    Some((started_at - enqueued.timestamp_micros() as f64 / 1e6).max(0.0))
 }
 
 fn last_line(s: &str) -> &str {

@@ -655,6 +655,8 @@ fn the_openapi_document_lists_exactly_the_served_routes() {
     }
     documented.sort();
     let mut served = Vec::new();
+    // The files directly in src/http: the machine API. The dashboard's routes (src/http/dashboard/)
+    // serve its own pages and their data, tested in tests/it/dashboard.rs, not documented here.
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http");
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();

@@ -265,9 +265,26 @@ async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
         },
     )
     .await;
+    // The process reports its live calls through Redis (every 5 s) for the dashboard.
+    let store = t.store();
+    let report = eventually(
+        "the live calls reported",
+        Duration::from_secs(8),
+        || async {
+            let reports = store.dashboard().live_calls().await.ok()?;
+            reports.into_iter().find(|r| r["calls"]["active"] == 20)
+        },
+    )
+    .await;
+    assert_eq!(report["calls"]["ages_secs"].as_array().unwrap().len(), 20);
+    assert_eq!(report["calls"]["max"], 1000, "{report}");
     p.signal("TERM");
     let status = p.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
+    assert!(
+        store.dashboard().live_calls().await.unwrap().is_empty(),
+        "a stopped process withdraws its report"
+    );
     for i in 0..20 {
         let wav = audio::read_wav(
             std::fs::File::open(dir.path().join(format!("CALIVE{i}.inbound.wav"))).unwrap(),

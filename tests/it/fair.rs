@@ -192,6 +192,7 @@ async fn a_tenant_cap_holds_across_claims_and_frees_on_settle() {
                 execution: a1,
                 started_at: 0.0,
                 ended_at: 0.0,
+                waited: None,
                 outcome: Outcome::Finished {
                     result: None,
                     result_ttl: 60,

@@ -258,6 +258,7 @@ async fn a_store_with_passwords_follows_a_failover() {
         connect_timeout: Duration::from_millis(500),
         response_timeout: Duration::from_millis(1500),
         fair_queues: Default::default(),
+        record_current_job: false,
     };
     // Without the sentinels' password, no master can be found.
     let refused = JobStore::connect(&config(sentinel.clone())).unwrap();

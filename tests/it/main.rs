@@ -8,6 +8,7 @@
 //! - `bench`: every `prosaas bench` scenario once at a tiny size (a smoke test, never timed);
 //! - `calls`: the calls role with a Twilio Media Streams client: recordings, post-call jobs, SIGTERM;
 //! - `cli`: the operator commands (`jobs stats|enqueue`, `check`);
+//! - `dashboard`: the operator dashboard: sessions, CSRF, sign-in limits, what workers record for it, pages in headless Chromium;
 //! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
 //! - `dedup`: atomic de-duplication under concurrency, TTL expiry and lapsed locks;
 //! - `edge`: the public edge under hostile clients: auth before body, budgets, caps, timeouts;
@@ -40,6 +41,7 @@ mod bench;
 mod calls;
 mod cli;
 mod compose;
+mod dashboard;
 mod dedup;
 mod edge;
 mod enqueue;

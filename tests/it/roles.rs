@@ -35,9 +35,16 @@ async fn every_role_boots_only_its_subsystems() {
             let expected: Vec<&str> = role.subsystems().iter().map(|s| s.name()).collect();
             assert_eq!(body["subsystems"], serde_json::json!(expected));
             assert_eq!(body["status"], "healthy");
+            // The dashboard comes with the public API: its sign-in form is served.
+            assert_eq!(api.status("/dashboard/login").await, 200, "{role}");
         } else {
             assert_eq!(status, 404, "{role} must not serve the jobs API");
             assert_eq!(body["error"], "not_found");
+            assert_eq!(
+                api.status("/dashboard/login").await,
+                404,
+                "{role}: no dashboard"
+            );
         }
         let status = p.stop();
         assert!(status.success(), "{role} exit {status:?}");

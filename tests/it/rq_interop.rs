@@ -324,6 +324,15 @@ async fn prosaas_enqueues_rq_1_runs() {
 
 /// `rq info --raw`: `queue <name> <queued>, <n> executing, <n> finished, <n> failed` and
 /// `worker <name> (...) <state> <queues>...` lines.
+/// Prints the first registered worker's current job as Python RQ reads it.
+const CURRENT_JOB: &str = "import sys, json\n\
+from redis import Redis\n\
+from rq import Worker\n\
+from rq.serializers import JSONSerializer\n\
+w = Worker.all(connection=Redis.from_url(sys.argv[1]), serializer=JSONSerializer)[0]\n\
+job = w.get_current_job()\n\
+print(json.dumps({'id': w.get_current_job_id(), 'func': job.func_name if job else None}))\n";
+
 fn rq_info(version: &str, modules: &Path, url: &str) -> (Vec<u64>, Vec<String>) {
     let out = rq_cli(version, modules, &["info", "-u", url, "--raw", "default"]);
     assert!(
@@ -359,7 +368,11 @@ async fn rqs_tools_agree_with_prosaas() {
     let longs = store.enqueue_many(&[long.clone(), long]).await.unwrap();
     let mut w = ProsaasProcess::start(
         "worker",
-        &[("REDIS_URL", &url), ("PROSAAS__WORKER__CONCURRENCY", "2")],
+        &[
+            ("REDIS_URL", &url),
+            ("PROSAAS__WORKER__CONCURRENCY", "2"),
+            ("PROSAAS__WORKER__RECORD_CURRENT_JOB", "true"),
+        ],
     );
     w.wait_for_log("worker registered", Duration::from_secs(20));
     let failing = NewJob::new("default", "diag.fail", kwargs(json!({"permanent": true})));
@@ -387,6 +400,19 @@ async fn rqs_tools_agree_with_prosaas() {
         assert_eq!(numbers[..2], [4, 2], "{version}");
         assert_eq!(workers.len(), 1, "{version}: {workers:?}");
         assert!(workers[0].contains(" busy "), "{version}: {workers:?}");
+        // RQ's `current_job` (`worker.record_current_job`): up to 2.12, Python reads one of the
+        // long jobs as the worker's current job; 3.0 reads its own executions set instead, which
+        // prosaas does not write, and sees none.
+        let current = python(version, m.path(), CURRENT_JOB, &[&url]);
+        if version == "3.0.0" {
+            assert_eq!(current, json!({"id": null, "func": null}), "{version}");
+        } else {
+            assert!(
+                longs.iter().any(|id| current["id"] == id.as_str()),
+                "{version}: {current}"
+            );
+            assert_eq!(current["func"], "diag.sleep", "{version}: {current}");
+        }
     }
     // rq info cleaned the registries on every run; the long jobs it saw running still finish.
     for id in &longs {

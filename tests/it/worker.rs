@@ -496,6 +496,7 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
             execution: cj.execution.clone(),
             started_at: 1.0,
             ended_at: 1.5,
+            waited: None,
             outcome,
         })
         .collect();
@@ -686,6 +687,7 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
                 execution: t0.execution.clone(),
                 started_at: 1.0,
                 ended_at: 1.5,
+                waited: None,
                 outcome: Outcome::Finished {
                     result: None,
                     result_ttl: t0.result_ttl.unwrap(),
@@ -746,6 +748,7 @@ async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
         execution: j.execution.clone(),
         started_at: 1.0,
         ended_at: 2.0,
+        waited: None,
         outcome: Outcome::Finished {
             result: None,
             result_ttl: 60,
@@ -795,6 +798,7 @@ async fn a_failure_kept_forever_keeps_its_result_forever() {
                 execution: claimed[0].execution.clone(),
                 started_at: 1.0,
                 ended_at: 2.0,
+                waited: None,
                 outcome: Outcome::Failed {
                     error: "boom".into(),
                     failure_ttl: -1,

@@ -9,8 +9,9 @@
 -- or '' for RQ 1.x's entry format: started-registry members are plain job ids (RQ 1.x cannot
 -- parse `<id>:<execution id>`) and the executions have no id ('')
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
--- ARGV[9] number of queues Q   ARGV[10 .. 9+Q] queue names, highest priority first
--- ARGV[10+Q .. 9+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
+-- ARGV[9] '1' to write RQ's `current_job` on the worker's registration, else ''
+-- ARGV[10] number of queues Q   ARGV[11 .. 10+Q] queue names, highest priority first
+-- ARGV[11+Q .. 10+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
 -- only a capped queue keeps per-tenant running counts)
 -- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
 --          failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta, ...} (14 fields per job).
@@ -23,12 +24,14 @@
 -- at its cap is passed over, keeping its place.
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local nq = tonumber(ARGV[9])
+local nq = tonumber(ARGV[10])
 local out = {0}
 -- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end (capped queues).
 local lanes_started, lanes_order = {}, {}
 local capped = {}
 local n, o = 0, 1
+-- The last job taken, for the worker's `current_job`.
+local last_id
 -- Started-registry entries per queue, added with one variadic ZADD each at the end: one call
 -- per batch instead of one per job (each redis.call from Lua costs microseconds of Redis CPU).
 local wip, wip_order = {}, {}
@@ -52,6 +55,7 @@ local function take(id, queue)
   end
   local q = h[2] or queue
   n = n + 1
+  last_id = id
   local eid = base == '' and '' or base .. string.format('%08x', n)
   local attempts = NEXT[h[9] or '0'] or tostring((tonumber(h[9]) or 0) + 1)
   redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now,
@@ -241,11 +245,11 @@ local function fair_drain(q, cap)
   redis.call('HSET', state, 'vt', vt)
 end
 
-for i = 10, 9 + nq do
+for i = 11, 10 + nq do
   if (tonumber(ARGV[i + nq]) or 0) > 0 then capped[ARGV[i]] = true end
 end
-drain(inbox, ARGV[10])
-for i = 10, 9 + nq do
+drain(inbox, ARGV[11])
+for i = 11, 10 + nq do
   if n >= max then break end
   fair_drain(ARGV[i], tonumber(ARGV[i + nq]) or 0)
 end
@@ -270,8 +274,12 @@ for _, q in ipairs(wip_order) do
   end
 end
 local wkey = p .. 'worker:' .. w
-if n > 0 and redis.call('EXISTS', wkey) == 1
-    and tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
-  redis.call('HSET', wkey, 'state', 'busy', 'state_seq', ARGV[8])
+if n > 0 and redis.call('EXISTS', wkey) == 1 then
+  -- RQ's `current_job` (RQ <= 2.12's field; its tools read it): the last job claimed. settle.lua
+  -- moves it to another running job when this one ends.
+  if ARGV[9] == '1' then redis.call('HSET', wkey, 'current_job', last_id) end
+  if tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
+    redis.call('HSET', wkey, 'state', 'busy', 'state_seq', ARGV[8])
+  end
 end
 return out

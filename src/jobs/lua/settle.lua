@@ -10,7 +10,9 @@
 -- the newest, whatever order concurrent calls arrive in (a claim's 'busy' and a settle's 'idle')
 -- ARGV[7] the worker's fair queues with a tenant cap, space-separated (their tenants' running
 -- counts drop with each outcome, and a freed slot wakes idle workers)
--- then 12 fields per outcome:
+-- ARGV[8] the minute this batch is counted in (Unix seconds / 60), for the dashboard's series
+-- ARGV[9] '1' when claims write RQ's `current_job` (see claim.lua), else ''
+-- then 13 fields per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
 --   score (ok, fail: the finished/failed registry score; retry with a delay: its due time),
@@ -18,7 +20,7 @@
 --   started (Unix s, float), ended (Unix s, float),
 --   retries_left (retry: the new value), error (retry: the attempt's error text),
 --   lane (the job's tenant lane, '' for none: a job that goes back to the queue goes back to
---   its lane)
+--   its lane), wait (the bucket of its enqueue->start wait, see jobs/dashboard.rs; '' unknown)
 -- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
 -- Returns one integer per outcome: 1 applied, 0 conflict.
@@ -27,6 +29,10 @@ local wkey = p .. 'worker:' .. w
 local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
 local ok_count, fail_count = 0, 0
+-- Every execution this batch names, so the worker's `current_job` is moved off a settled one.
+local settled_ids = {}
+-- The dashboard's counts of this batch: '<kind>:<wait bucket>' -> executions ('-': wait unknown).
+local minute_counts, minute_fields = {}, {}
 -- Working time of outcomes that did not apply, taken off ARGV[4] (rare: conflicts only).
 local not_worked = 0
 
@@ -56,7 +62,7 @@ end
 
 -- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
 local by_queue, queue_order = {}, {}
-for i = 8, #ARGV, 12 do
+for i = 10, #ARGV, 13 do
   local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
 end
@@ -80,10 +86,10 @@ for _, q in ipairs(queue_order) do
       scores[k] = false
     end
     if scores[k] then
-      applied[(i - 8) / 12 + 1] = 1
+      applied[(i - 10) / 13 + 1] = 1
       owned[#owned + 1] = members[k]
     else
-      applied[(i - 8) / 12 + 1] = 0
+      applied[(i - 10) / 13 + 1] = 0
     end
   end
   if #owned > 0 then
@@ -113,16 +119,23 @@ local function enter(registry, q, score, id)
   list[#list + 1] = id
 end
 
-for i = 8, #ARGV, 12 do
+for i = 10, #ARGV, 13 do
   local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local started, ended, lane = ARGV[i + 7], ARGV[i + 8], ARGV[i + 11]
   local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
-  if applied[(i - 8) / 12 + 1] ~= 1 then
+  settled_ids[id] = true
+  if applied[(i - 10) / 13 + 1] ~= 1 then
     if kind ~= 'requeue' then
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
   else
+    local field = kind .. ':' .. (ARGV[i + 12] == '' and '-' or ARGV[i + 12])
+    if not minute_counts[field] then
+      minute_counts[field] = 0
+      minute_fields[#minute_fields + 1] = field
+    end
+    minute_counts[field] = minute_counts[field] + 1
     if lane ~= '' and capped[q] then
       lane_done(q, lane)
       local key = q .. '@' .. lane
@@ -194,8 +207,28 @@ if worker_alive then
   elseif ARGV[4] ~= '' and tonumber(ARGV[4]) - not_worked > 0 then
     redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tonumber(ARGV[4]) - not_worked)
   end
+  -- RQ's `current_job` (when claims write it, see claim.lua): a job still running, if any.
+  local current = ARGV[9] == '1' and redis.call('HGET', wkey, 'current_job')
+  if current and settled_ids[current] then
+    local other = redis.call('SRANDMEMBER', 'prosaas:worker:' .. w .. ':running')
+    if other then
+      redis.call('HSET', wkey, 'current_job', string.match(other, '^[^:]+'))
+    else
+      redis.call('HDEL', wkey, 'current_job')
+    end
+  end
   if ARGV[5] ~= '' and tonumber(ARGV[6]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
     redis.call('HSET', wkey, 'state', ARGV[5], 'state_seq', ARGV[6])
   end
 end
+-- The dashboard's per-minute series (prosaas:minute:<m>): one HINCRBY per kind and wait bucket
+-- in the batch. The key is kept two hours; its expiry is set when a field is created (every key
+-- starts so), not on every batch.
+local minute = 'prosaas:minute:' .. ARGV[8]
+local new_field = false
+for _, field in ipairs(minute_fields) do
+  local n = minute_counts[field]
+  if redis.call('HINCRBY', minute, field, n) == n then new_field = true end
+end
+if new_field then redis.call('EXPIRE', minute, 7200) end
 return applied

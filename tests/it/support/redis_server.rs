@@ -275,6 +275,7 @@ impl TestDb {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             fair_queues: Default::default(),
+            record_current_job: false,
         })
         .expect("store")
     }

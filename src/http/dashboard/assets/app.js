@@ -1,0 +1,329 @@
+// The dashboard's pages: each path draws its page from /dashboard/api/* and redraws it every
+// 5 s while "refresh" is on. Data only ever reaches the page as text (textContent), never HTML.
+'use strict';
+
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+const main = document.getElementById('main');
+const REFRESH_MS = 5000;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'onclick') node.addEventListener('click', v);
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function age(secs) {
+  if (secs === undefined || secs === null) return '–';
+  secs = Math.max(0, Math.round(secs));
+  if (secs < 60) return secs + 's';
+  if (secs < 3600) return Math.floor(secs / 60) + 'm ' + (secs % 60) + 's';
+  if (secs < 86400) return Math.floor(secs / 3600) + 'h ' + Math.floor((secs % 3600) / 60) + 'm';
+  return Math.floor(secs / 86400) + 'd ' + Math.floor((secs % 86400) / 3600) + 'h';
+}
+
+function ms(v) {
+  if (v === undefined || v === null) return '–';
+  return v >= 1000 ? (v / 1000) + ' s' : v + ' ms';
+}
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+  if (r.status === 401) { location.href = '/dashboard/login'; throw new Error('signed out'); }
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok && !body.status) throw new Error(body.detail || ('HTTP ' + r.status));
+  return body;
+}
+
+async function act(path) {
+  const r = await fetch(path, { method: 'POST', credentials: 'same-origin',
+    headers: { 'X-CSRF-Token': CSRF, Accept: 'application/json' } });
+  if (r.status === 401) { location.href = '/dashboard/login'; throw new Error('signed out'); }
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.detail || ('HTTP ' + r.status));
+  return body;
+}
+
+function table(headers, rows, attrs) {
+  return el('div', { class: 'scroll' }, el('table', attrs || {},
+    el('thead', {}, el('tr', {}, headers.map(h => typeof h === 'string'
+      ? el('th', { scope: 'col' }, h) : el('th', Object.assign({ scope: 'col' }, h.attrs), h.text)))),
+    el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: headers.length, class: 'muted' }, 'None.')))));
+}
+
+const num = (v, attrs) => el('td', Object.assign({ class: 'num' }, attrs || {}), v === undefined || v === null ? '–' : String(v));
+
+// A line chart of several series over the minutes; series differ by dash as well as colour.
+function chart(title, minutes, series, format) {
+  const W = 600, H = 160, L = 44, B = 18, T = 8;
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('class', 'chart');
+  svg.setAttribute('role', 'img');
+  const values = series.flatMap(s => s.values.filter(v => v !== null && v !== undefined));
+  const max = Math.max(1, ...values);
+  const x = i => L + (W - L - 4) * (minutes.length > 1 ? i / (minutes.length - 1) : 0);
+  const y = v => T + (H - T - B) * (1 - v / max);
+  const line = (x1, y1, x2, y2, cls) => {
+    const l = document.createElementNS(NS, 'line');
+    Object.entries({ x1, y1, x2, y2, class: cls }).forEach(([k, v]) => l.setAttribute(k, v));
+    svg.append(l);
+  };
+  const text = (tx, ty, s, anchor) => {
+    const t = document.createElementNS(NS, 'text');
+    t.setAttribute('x', tx); t.setAttribute('y', ty); t.setAttribute('text-anchor', anchor || 'start');
+    t.textContent = s; svg.append(t);
+  };
+  line(L, y(0), W - 4, y(0), 'axis');
+  line(L, y(max), W - 4, y(max), 'axis');
+  text(L - 4, y(max) + 4, format(max), 'end');
+  text(L - 4, y(0) + 4, format(0), 'end');
+  if (minutes.length) {
+    const hhmm = s => new Date(s * 1000).toTimeString().slice(0, 5);
+    text(L, H - 4, hhmm(minutes[0]));
+    text(W - 4, H - 4, hhmm(minutes[minutes.length - 1]), 'end');
+  }
+  series.forEach((s, k) => {
+    const pts = [];
+    s.values.forEach((v, i) => { if (v !== null && v !== undefined) pts.push(`${x(i).toFixed(1)},${y(v).toFixed(1)}`); });
+    const p = document.createElementNS(NS, 'polyline');
+    p.setAttribute('points', pts.join(' '));
+    p.setAttribute('fill', 'none');
+    p.setAttribute('stroke-width', '2');
+    p.setAttribute('class', 's' + k);
+    svg.append(p);
+    // A lone minute draws no line: mark the minutes that have a value.
+    s.values.forEach((v, i) => {
+      if (v === null || v === undefined || (v === 0 && s.values.length > 1)) return;
+      const c = document.createElementNS(NS, 'circle');
+      Object.entries({ cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: 'dot s' + k }).forEach(([a, b]) => c.setAttribute(a, b));
+      svg.append(c);
+    });
+  });
+  const latest = series.map(s => {
+    const last = [...s.values].reverse().find(v => v !== null && v !== undefined);
+    return `${s.name}: ${last === undefined ? '–' : format(last)}`;
+  }).join(', ');
+  svg.setAttribute('aria-label', `${title}, last hour; latest ${latest}`);
+  const legend = el('div', { class: 'legend' }, series.map((s, k) => {
+    const key = document.createElementNS(NS, 'svg');
+    key.setAttribute('viewBox', '0 0 28 10');
+    key.setAttribute('class', 'chart');
+    key.setAttribute('aria-hidden', 'true');
+    const l = document.createElementNS(NS, 'line');
+    Object.entries({ x1: 0, y1: 5, x2: 28, y2: 5, class: 's' + k, 'stroke-width': 2 }).forEach(([a, v]) => l.setAttribute(a, v));
+    key.append(l);
+    return el('span', {}, key, s.name + (k ? [' (dashed)', ' (dashed)', ' (dotted)'][k] : ' (solid)'));
+  }));
+  return el('figure', {}, el('figcaption', {}, title), svg, legend, el('p', { class: 'muted' }, 'Latest minute: ' + latest));
+}
+
+const pages = {
+  async overview() {
+    const d = await api('/dashboard/api/overview');
+    const status = d.status || 'unhealthy';
+    const out = [el('h1', {}, 'Overview'),
+      el('p', {}, 'Status: ', el('span', { class: 'status ' + status, id: 'health-status' }, status.toUpperCase()))];
+    if (d.error) out.push(el('p', { class: 'error' }, 'Redis: ' + d.error));
+    if (d.reasons && d.reasons.length) out.push(el('ul', { id: 'health-reasons' }, d.reasons.map(r => el('li', {}, r))));
+    else if (!d.error) out.push(el('p', { class: 'muted' }, 'No alert is raised.'));
+    const queues = Object.entries(d.queues || {});
+    out.push(el('h2', {}, 'Queues'), table(
+      ['Queue', { text: 'Queued', attrs: { class: 'num' } }, { text: 'Started', attrs: { class: 'num' } },
+        { text: 'Scheduled', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } },
+        { text: 'Finished', attrs: { class: 'num' } }, { text: 'Oldest wait', attrs: { class: 'num' } },
+        { text: 'Workers', attrs: { class: 'num hide-narrow' } }],
+      queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row' }, name),
+        ['queued', 'started', 'scheduled', 'failed', 'finished'].map(k => num(q[k], { 'data-count': k })),
+        num(q.oldest_queued_secs === null || q.oldest_queued_secs === undefined ? '–' : age(q.oldest_queued_secs)),
+        num(q.workers, { class: 'num hide-narrow' }))),
+      { id: 'queues' }));
+    const series = d.series || [];
+    const minutes = series.map(m => m.at);
+    out.push(el('h2', {}, 'Last hour'), el('div', { class: 'charts' },
+      chart('Jobs per minute', minutes, [
+        { name: 'finished', values: series.map(m => m.finished) },
+        { name: 'failed', values: series.map(m => m.failed) },
+        { name: 'retried', values: series.map(m => m.retried) }], v => String(Math.round(v))),
+      chart('Enqueue → start wait', minutes, [
+        { name: 'median', values: series.map(m => m.wait_p50_ms) },
+        { name: '95th percentile', values: series.map(m => m.wait_p95_ms) }], ms)));
+    out.push(el('p', { class: 'muted' }, 'Counted by prosaas workers when they record outcomes; a wait percentile is the upper bound of its bucket (at most).'));
+    return out;
+  },
+
+  async workers() {
+    const d = await api('/dashboard/api/workers');
+    return [el('h1', {}, 'Workers'), table(
+      ['Worker', 'Host', 'Queues', 'State', 'Running now', { text: 'Last heartbeat', attrs: { class: 'num' } }],
+      d.workers.map(w => el('tr', { 'data-worker': w.name },
+        el('th', { scope: 'row' }, w.name, el('div', { class: 'muted' }, w.version || '')),
+        el('td', {}, (w.hostname || '–') + (w.pid ? ' (pid ' + w.pid + ')' : '')),
+        el('td', {}, w.queues.join(', ')),
+        el('td', {}, w.state || '–'),
+        el('td', {}, w.jobs.length ? el('ul', {}, w.jobs.map(j => el('li', {},
+          el('a', { href: '/dashboard/jobs/' + encodeURIComponent(j.id) }, j.id),
+          ' ', el('span', { class: 'muted' }, (j.description || '') + ' · running ' + age(j.age_secs))))) : 'idle',
+        w.running > w.jobs.length ? el('div', { class: 'muted' }, `and ${w.running - w.jobs.length} more`) : null),
+        num(age(w.heartbeat_age_secs) + ' ago'))),
+      { id: 'workers' })];
+  },
+
+  async failed() {
+    const params = new URLSearchParams(location.search);
+    const q = new URLSearchParams();
+    if (params.get('queue')) q.set('queue', params.get('queue'));
+    if (params.get('cursor')) q.set('cursor', params.get('cursor'));
+    const d = await api('/dashboard/api/failed?' + q);
+    const link = (queue, cursor) => '/dashboard/failed?' + new URLSearchParams(
+      Object.assign({ queue }, cursor ? { cursor: String(cursor) } : {}));
+    const out = [el('h1', {}, 'Failed jobs'),
+      el('nav', { class: 'actions', 'aria-label': 'Queues' }, 'Queue: ', d.queues.map(x =>
+        el('a', { href: link(x.name), 'aria-current': x.name === d.queue ? 'page' : null }, `${x.name} (${x.failed})`)))];
+    const first = d.total ? d.cursor + 1 : 0;
+    out.push(el('div', { class: 'actions' },
+      el('span', {}, `${first}–${d.cursor + d.jobs.length} of ${d.total} failed on ${d.queue}`),
+      el('button', { type: 'button', id: 'requeue-all', disabled: !d.total, onclick: async () => {
+        if (!confirm(`Requeue all ${d.total} failed jobs of ${d.queue}?`)) return;
+        const r = await act('/dashboard/api/failed/requeue-all?queue=' + encodeURIComponent(d.queue));
+        notice(`Requeued ${r.requeued} jobs.`);
+      } }, 'Requeue all')));
+    out.push(table(['Job', 'Type', 'Error', { text: 'Attempts', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } }, 'Actions'],
+      d.jobs.map(j => el('tr', { 'data-job': j.id },
+        el('td', {}, el('a', { href: '/dashboard/jobs/' + encodeURIComponent(j.id) }, j.id), j.tenant ? el('div', { class: 'muted' }, 'tenant ' + j.tenant) : null),
+        el('td', {}, j.job_type),
+        el('td', {}, j.error),
+        num(j.attempts),
+        num(age(j.age_secs) + ' ago'),
+        el('td', {}, el('div', { class: 'actions' },
+          el('button', { type: 'button', 'data-action': 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue'),
+          el('button', { type: 'button', class: 'danger', 'data-action': 'delete', onclick: () => jobAction(j.id, 'delete') }, 'Delete'))))),
+      { id: 'failed' }));
+    out.push(el('div', { class: 'actions' },
+      d.cursor > 0 ? el('a', { href: link(d.queue, Math.max(0, d.cursor - d.page_size)) }, '← Newer page') : null,
+      d.next_cursor ? el('a', { href: link(d.queue, d.next_cursor) }, 'Next page →') : null));
+    return out;
+  },
+
+  async job(id) {
+    const j = await api('/dashboard/api/jobs/' + encodeURIComponent(id));
+    const pretty = v => JSON.stringify(v, null, 2);
+    const out = [el('h1', {}, 'Job ' + j.id), el('dl', { id: 'job' },
+      el('dt', {}, 'Status'), el('dd', { id: 'job-status' }, j.status),
+      el('dt', {}, 'Queue'), el('dd', {}, j.origin),
+      el('dt', {}, 'Type'), el('dd', {}, j.job_type),
+      el('dt', {}, 'Tenant'), el('dd', {}, j.tenant || '–'),
+      el('dt', {}, 'De-dupe lock'), el('dd', {}, j.dedupe_lock || '–'),
+      el('dt', {}, 'Attempts'), el('dd', {}, String(j.attempts)),
+      el('dt', {}, 'Worker'), el('dd', {}, j.worker_name || '–'),
+      j.deferred_reason ? [el('dt', {}, 'Deferred'), el('dd', {}, j.deferred_reason)] : null)];
+    if (j.status === 'failed') {
+      out.push(el('div', { class: 'actions' },
+        el('button', { type: 'button', id: 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue'),
+        el('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => jobAction(j.id, 'delete') }, 'Delete')));
+    }
+    out.push(el('h2', {}, 'Timeline'), el('ol', {},
+      [['created', j.created_at], ['enqueued', j.enqueued_at], ['started', j.started_at], ['ended', j.ended_at]]
+        .filter(([, t]) => t).map(([what, t]) => el('li', {}, `${what}: ${t}`))));
+    out.push(el('h2', {}, 'Arguments'), el('pre', {}, pretty({ args: j.args, kwargs: j.kwargs })));
+    if (j.last_error) out.push(el('h2', {}, 'Last retried error'), el('pre', {}, j.last_error));
+    if (j.result) {
+      out.push(el('h2', {}, j.result.type === 'failed' ? 'Traceback' : 'Result'),
+        el('pre', { id: 'result' }, j.result.type === 'failed' ? j.result.error : pretty(j.result.return_value ?? j.result)));
+    }
+    out.push(el('h2', {}, 'Meta'), el('pre', {}, pretty(j.meta)));
+    return out;
+  },
+
+  async scheduler() {
+    const d = await api('/dashboard/api/scheduler');
+    const s = d.scheduler;
+    return [el('h1', {}, 'Scheduler'), el('dl', { id: 'scheduler' },
+      el('dt', {}, 'Leader'), el('dd', {}, s.lock_held ? s.holder : 'none: no scheduler holds the lock'),
+      el('dt', {}, 'Lock TTL'), el('dd', {}, s.lock_held ? ms(s.lock_ttl_ms) + ' left of ' + ms(d.lock_ttl_ms) : '–'),
+      el('dt', {}, 'Cycle'), el('dd', {}, s.cycle ?? '–'),
+      el('dt', {}, 'Last tick'), el('dd', {}, s.last_tick || 'never'),
+      el('dt', {}, 'Tick interval'), el('dd', {}, ms(d.tick_interval_ms))),
+    el('h2', {}, 'Entries'), table(['Entry', 'Schedule', 'Next fire', 'Last fire', { text: 'Skipped slots', attrs: { class: 'num' } }],
+      (s.entries || []).map(e => el('tr', {}, el('th', { scope: 'row' }, e.name), el('td', {}, e.schedule || '–'),
+        el('td', {}, e.next_fire || '–'), el('td', {}, e.last_fire || 'not yet'), num(e.skipped_slots ?? 0)))),
+    el('p', { class: 'muted' }, 'As of the leader\'s last tick; skipped slots are those the current leader passed over after downtime.')];
+  },
+
+  async calls() {
+    const d = await api('/dashboard/api/calls');
+    const out = [el('h1', {}, 'Calls'), table(['Calls process', { text: 'Live calls', attrs: { class: 'num' } }, 'Their ages', { text: 'Reported', attrs: { class: 'num' } }],
+      d.processes.map(p => el('tr', {}, el('th', { scope: 'row' }, p.process),
+        num(`${p.calls.active} of ${p.calls.max}`),
+        el('td', {}, p.calls.ages_secs.length ? p.calls.ages_secs.map(age).join(', ') : 'none'),
+        num(age(p.age_secs) + ' ago')))), el('h2', {}, 'Tenants')];
+    if (!d.fair_queues.length) out.push(el('p', { class: 'muted' }, 'No queue has tenant lanes. Fair queues ([queues.<name>] fairness = "tenant") list their busiest tenants here.'));
+    for (const f of d.fair_queues) {
+      const t = f.tenants;
+      out.push(el('h2', {}, `Queue ${f.queue}: ${t.with_work} tenants with work, ${t.queued} queued`),
+        table(['Tenant', { text: 'Queued', attrs: { class: 'num' } }, { text: 'Running', attrs: { class: 'num' } }, { text: 'Oldest wait', attrs: { class: 'num' } }],
+          t.busiest.map(r => el('tr', {}, el('th', { scope: 'row' }, r.tenant || '(no tenant)'), num(r.queued), num(r.running), num(age(r.oldest_queued_secs))))),
+        t.complete ? null : el('p', { class: 'muted' }, 'More lanes than one read looks at: the numbers cover the first of them.'));
+    }
+    return out;
+  },
+};
+
+let toast = '';
+function notice(text) {
+  toast = text;
+  setTimeout(() => { if (toast === text) toast = ''; }, 15000);
+  refresh();
+}
+
+async function jobAction(id, what) {
+  if (what === 'delete' && !confirm(`Delete job ${id}? Its data and results are removed.`)) return;
+  try {
+    await act(`/dashboard/api/jobs/${encodeURIComponent(id)}/${what}`);
+    notice(what === 'requeue' ? `Job ${id} requeued.` : `Job ${id} deleted.`);
+  } catch (e) { notice(`Could not ${what} job ${id}: ${e.message}`); }
+}
+
+function route() {
+  const path = location.pathname.replace(/\/+$/, '');
+  const job = path.match(/^\/dashboard\/jobs\/([A-Za-z0-9_-]+)$/);
+  if (job) return ['job', job[1]];
+  const name = path.split('/')[2] || 'overview';
+  return [pages[name] ? name : 'overview'];
+}
+
+let busy = false;
+async function refresh() {
+  if (busy) return;
+  busy = true;
+  const [name, arg] = route();
+  try {
+    const content = await pages[name](arg);
+    const keep = window.scrollY;
+    main.replaceChildren(...(toast ? [el('p', { class: 'toast', role: 'status', id: 'toast' }, toast)] : []), ...content.flat().filter(Boolean));
+    window.scrollTo(0, keep);
+    document.getElementById('updated').textContent = 'Updated ' + new Date().toLocaleTimeString();
+  } catch (e) {
+    document.getElementById('updated').textContent = 'Update failed: ' + e.message;
+  } finally { busy = false; }
+}
+
+document.querySelectorAll('nav a[data-page]').forEach(a => {
+  if (a.dataset.page === route()[0]) a.setAttribute('aria-current', 'page');
+});
+document.getElementById('logout').addEventListener('click', async () => {
+  await act('/dashboard/logout').catch(() => {});
+  location.href = '/dashboard/login';
+});
+refresh();
+setInterval(() => {
+  if (document.getElementById('live').checked && !document.hidden) refresh();
+}, REFRESH_MS);

@@ -1,0 +1,174 @@
+//! The operator dashboard at `/dashboard`: sign-in, the pages (one embedded shell whose script
+//! draws the page its path names and refreshes it by polling), their JSON data and the actions
+//! (requeue, delete, requeue all, sign out). Everything but the sign-in form and the style sheet
+//! needs a session; every action is a POST with the session's CSRF token.
+
+mod data;
+mod session;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::json;
+
+use crate::context::AppContext;
+use session::{Action, LoginLimiter, Session};
+
+const LOGIN_HTML: &str = include_str!("assets/login.html");
+const APP_HTML: &str = include_str!("assets/app.html");
+const APP_CSS: &str = include_str!("assets/app.css");
+const APP_JS: &str = include_str!("assets/app.js");
+/// The most bytes a sign-in form may have: it is read before anyone is signed in.
+const LOGIN_BODY_MAX: usize = 4096;
+
+pub(super) fn routes() -> Router<AppContext> {
+    Router::new()
+        .route("/dashboard", get(page))
+        .route("/dashboard/workers", get(page))
+        .route("/dashboard/failed", get(page))
+        .route("/dashboard/jobs/{id}", get(page))
+        .route("/dashboard/scheduler", get(page))
+        .route("/dashboard/calls", get(page))
+        .route("/dashboard/login", get(login_form).post(login))
+        .route("/dashboard/logout", post(logout))
+        .route("/dashboard/assets/app.css", get(css))
+        .route("/dashboard/assets/app.js", get(js))
+        .merge(data::routes())
+        .layer(Extension(Arc::new(LoginLimiter::default())))
+        .layer(axum::middleware::map_response(guard_headers))
+}
+
+/// Every dashboard answer: not cached, not framed, no inline script, nothing sent elsewhere.
+async fn guard_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The page shell, with this session's CSRF token for the script's actions.
+async fn page(session: Session) -> Response {
+    html(StatusCode::OK, APP_HTML.replace("{{csrf}}", &session.csrf))
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
+}
+
+async fn js(_session: Session) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+        .into_response()
+}
+
+/// The sign-in form with `message` (escaped: it never carries input, but stays safe if it did).
+fn login_page(status: StatusCode, message: &str) -> Response {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let shown = if escaped.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"error\" role=\"alert\">{escaped}</p>")
+    };
+    html(status, LOGIN_HTML.replace("{{message}}", &shown))
+}
+
+async fn login_form() -> Response {
+    login_page(StatusCode::OK, "")
+}
+
+/// Signs in with the form field `token`: 303 to the dashboard with the session cookie, 401 for
+/// a wrong token, 429 once an address has failed too often this minute (checked before the
+/// token is even read).
+async fn login(
+    State(ctx): State<AppContext>,
+    Extension(limiter): Extension<Arc<LoginLimiter>>,
+    request: Request,
+) -> Response {
+    let settings = &ctx.settings.dashboard;
+    let Some(secret) = settings.secret(&ctx.settings.api) else {
+        return session::not_configured().into_response();
+    };
+    let ip = session::client_ip(request.extensions());
+    if let Err(wait) = limiter.check(ip, settings.login_failures_per_minute) {
+        let mut r = login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins from this address; wait a minute.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let Ok(body) = axum::body::to_bytes(Body::new(request.into_body()), LOGIN_BODY_MAX).await
+    else {
+        return login_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
+    };
+    let token = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if token.is_empty() || !session::secret_matches(&token, secret) {
+        limiter.failed(ip);
+        tracing::warn!(client = %ip, "dashboard: failed sign-in");
+        return login_page(StatusCode::UNAUTHORIZED, "That token is not right.");
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let ttl = settings.session_ttl_secs;
+    if let Err(e) = ctx.jobs.dashboard().open_session(&id, ttl).await {
+        tracing::warn!(error = %e, "dashboard: cannot record a session");
+        return login_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Redis cannot be reached; try again shortly.",
+        );
+    }
+    let expires = chrono::Utc::now().timestamp() + i64::try_from(ttl).unwrap_or(i64::MAX / 2);
+    let mut r = Redirect::to("/dashboard").into_response();
+    if let Ok(v) = HeaderValue::from_str(&session::cookie(&ctx, secret, &id, expires, ttl)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    tracing::info!(client = %ip, "dashboard: signed in");
+    r
+}
+
+/// Ends the session in Redis (its cookie is refused from now on, wherever it was copied) and
+/// clears the cookie.
+async fn logout(State(ctx): State<AppContext>, Action(session): Action) -> Response {
+    if let Err(e) = ctx.jobs.dashboard().close_session(&session.id).await {
+        return crate::http::internal_error(&e).into_response();
+    }
+    let mut r = Json(json!({"signed_out": true, "login": session::LOGIN_PATH})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&session::cleared_cookie()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}

@@ -1,0 +1,688 @@
+//! The operator dashboard: sign-in, sessions, CSRF and the sign-in limit over HTTP; what workers
+//! record for it (the per-minute series, RQ's `current_job`); and the pages in a real headless
+//! Chromium driven through chromedriver, with a screenshot of each page under
+//! `target/dashboard-screenshots/`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use prosaas::jobs::{JobOptions, JobStore, NewJob, Outcome, Settlement};
+use redis::Commands;
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::support::process::TEST_TOKEN;
+use crate::support::redis_server::TestDb;
+use crate::support::{ProsaasProcess, db, eventually, kwargs, registered_worker};
+
+/// A client that shows redirects instead of following them.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn api_process(t: &TestDb, extra: &[(&str, &str)]) -> ProsaasProcess {
+    let mut env = vec![("REDIS_URL", t.url())];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = ProsaasProcess::start("api", &env);
+    p.wait_for_log("API mode", Duration::from_secs(20));
+    p
+}
+
+/// Signs in with `token`; the status and, on success, the `Cookie` header to send.
+async fn sign_in(c: &reqwest::Client, p: &ProsaasProcess, token: &str) -> (StatusCode, String) {
+    let r = c
+        .post(p.url("/dashboard/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let cookie = r
+        .headers()
+        .get(SET_COOKIE)
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, cookie)
+}
+
+/// The CSRF token the page shell carries for this session.
+async fn csrf_of(c: &reqwest::Client, p: &ProsaasProcess, cookie: &str) -> String {
+    let page = get_as(c, p.url("/dashboard"), cookie).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let start = html.find("name=\"csrf-token\" content=\"").unwrap() + 27;
+    html[start..start + 64].to_owned()
+}
+
+/// A POST with the session cookie and, when given, a CSRF token.
+async fn post_as(
+    c: &reqwest::Client,
+    url: String,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> reqwest::Response {
+    let mut r = c.post(url).header(COOKIE, cookie);
+    if let Some(token) = csrf {
+        r = r.header("x-csrf-token", token);
+    }
+    r.send().await.unwrap()
+}
+
+/// A GET with the session cookie.
+async fn get_as(c: &reqwest::Client, url: String, cookie: &str) -> reqwest::Response {
+    c.get(url).header(COOKIE, cookie).send().await.unwrap()
+}
+
+/// A `diag.noop` job that failed for good (claimed and settled by hand): a worker that runs it
+/// after a requeue finishes it.
+async fn failed_job(store: &JobStore, id: &str) {
+    let job = NewJob::new("default", "diag.noop", kwargs(json!({"order": 42}))).with_options(
+        JobOptions {
+            job_id: Some(id.into()),
+            ..JobOptions::default()
+        },
+    );
+    store.enqueue(job).await.unwrap();
+    let w = registered_worker(store, "dashboard-test-worker", &["default"]).await;
+    let claimed = store
+        .workers()
+        .claim(&w, 1, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .workers()
+        .settle(
+            &w,
+            &[Settlement {
+                execution: claimed[0].execution.clone(),
+                started_at: 1.0,
+                ended_at: 1.5,
+                waited: Some(0.02),
+                outcome: Outcome::Failed {
+                    error: "Traceback (most recent call last):\nValueError: the order was on fire"
+                        .into(),
+                    failure_ttl: -1,
+                },
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    store.workers().unregister_worker(&w).await.unwrap();
+}
+
+/// Without a session every page, script and data endpoint refuses: pages redirect to the
+/// sign-in form, data and actions answer 401. The sign-in form and the style sheet (no data)
+/// are served to anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_served_without_a_session() {
+    let t = db();
+    let p = api_process(&t, &[]);
+    let c = http();
+    for path in [
+        "/dashboard",
+        "/dashboard/workers",
+        "/dashboard/failed",
+        "/dashboard/jobs/abc",
+        "/dashboard/scheduler",
+        "/dashboard/calls",
+        "/dashboard/assets/app.js",
+    ] {
+        let r = c.get(p.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(r.headers()[LOCATION], "/dashboard/login", "{path}");
+    }
+    for path in [
+        "/dashboard/api/overview",
+        "/dashboard/api/workers",
+        "/dashboard/api/failed",
+        "/dashboard/api/jobs/abc",
+        "/dashboard/api/scheduler",
+        "/dashboard/api/calls",
+    ] {
+        let r = c.get(p.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{path}");
+    }
+    let r = c
+        .post(p.url("/dashboard/api/jobs/abc/requeue"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A forged cookie (not signed with the secret) is no session either.
+    let forged = "prosaas_dashboard=0123456789abcdef0123456789abcdef.9999999999.00";
+    let r = c
+        .get(p.url("/dashboard/api/overview"))
+        .header(COOKIE, forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for path in ["/dashboard/login", "/dashboard/assets/app.css"] {
+        let r = c.get(p.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+    }
+}
+
+/// A wrong token gets 401 and counts against the address; past the limit every sign-in from
+/// it gets 429 with Retry-After, the right token included (it is not even compared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_refused_and_then_rate_limited() {
+    let t = db();
+    let p = api_process(
+        &t,
+        &[
+            ("PROSAAS__DASHBOARD__LOGIN_FAILURES_PER_MINUTE", "3"),
+            ("DASHBOARD_PASSWORD", "the-dashboard-password"),
+        ],
+    );
+    let c = http();
+    // DASHBOARD_PASSWORD, when set, is what signs in: the API token does not.
+    let (status, cookie) = sign_in(&c, &p, TEST_TOKEN).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(cookie.is_empty());
+    for _ in 0..2 {
+        assert_eq!(sign_in(&c, &p, "guess").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let r = c
+        .post(p.url("/dashboard/login"))
+        .form(&[("token", "the-dashboard-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    assert!(p.logs().contains("dashboard: failed sign-in"));
+}
+
+/// Signing in sets a signed HttpOnly SameSite=Strict cookie with an expiry; an action without
+/// the session's CSRF token is refused (403) and changes nothing; with it, it acts; signing out
+/// ends the session on the server, so the same cookie replayed is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
+    let t = db();
+    let store = t.store();
+    failed_job(&store, "dash-csrf-1").await;
+    let p = api_process(&t, &[]);
+    let c = http();
+    let r = c
+        .post(p.url("/dashboard/login"))
+        .form(&[("token", TEST_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/dashboard");
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=43200",
+        "Secure",
+        "Path=/dashboard",
+    ] {
+        assert!(set.contains(attribute), "{attribute} missing from {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let csrf = csrf_of(&c, &p, &cookie).await;
+
+    let requeue = p.url("/dashboard/api/jobs/dash-csrf-1/requeue");
+    let r = post_as(&c, requeue.clone(), &cookie, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "csrf");
+    let r = post_as(&c, requeue.clone(), &cookie, Some(&"0".repeat(64))).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let mut conn = t.connection();
+    let status: String = conn.hget("rq:job:dash-csrf-1", "status").unwrap();
+    assert_eq!(status, "failed", "a refused action changed nothing");
+
+    let r = post_as(&c, requeue, &cookie, Some(&csrf)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let status: String = conn.hget("rq:job:dash-csrf-1", "status").unwrap();
+    assert_eq!(status, "queued");
+    let queued: Vec<String> = conn.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, ["dash-csrf-1"]);
+
+    // Another session's token does not do for this one.
+    let (_, other) = sign_in(&c, &p, TEST_TOKEN).await;
+    let other_csrf = csrf_of(&c, &p, &other).await;
+    assert_ne!(other_csrf, csrf);
+    let r = post_as(&c, p.url("/dashboard/logout"), &cookie, Some(&other_csrf)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let r = post_as(&c, p.url("/dashboard/logout"), &cookie, Some(&csrf)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = get_as(&c, p.url("/dashboard"), &cookie).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "a signed-out cookie replayed"
+    );
+    let r = get_as(&c, p.url("/dashboard/api/overview"), &cookie).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The other session is untouched.
+    let r = get_as(&c, p.url("/dashboard/api/overview"), &other).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Workers record what the dashboard shows in the calls they already make: the per-minute
+/// counts and waits (settle), their running jobs, and (with `worker.record_current_job`) RQ's
+/// `current_job` (claim, settle), which Python RQ up to 2.12 reads.
+/// (A worker-role process, so no scheduler adds jobs of its own to the counts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_record_the_series_and_their_current_job() {
+    let t = db();
+    let p = ProsaasProcess::start(
+        "worker",
+        &[
+            ("REDIS_URL", &t.url()),
+            ("PROSAAS__WORKER__CONCURRENCY", "4"),
+            ("PROSAAS__WORKER__RECORD_CURRENT_JOB", "true"),
+        ],
+    );
+    p.wait_for_log("worker registered", Duration::from_secs(20));
+    let store = t.store();
+    for i in 0..3 {
+        let job = NewJob::new("default", "diag.sleep", kwargs(json!({"ms": 2500}))).with_options(
+            JobOptions {
+                job_id: Some(format!("sleepy-{i}")),
+                ..JobOptions::default()
+            },
+        );
+        store.enqueue(job).await.unwrap();
+    }
+    for i in 0..5 {
+        let job = NewJob::new("default", "diag.fail", kwargs(json!({"permanent": i < 2})));
+        store.enqueue(job).await.unwrap();
+    }
+    let dashboard = store.dashboard();
+    let busy = eventually(
+        "a worker shows its sleeping jobs",
+        Duration::from_secs(15),
+        || async {
+            let workers = dashboard.workers().await.ok()?;
+            workers.into_iter().find(|w| w.running == 3)
+        },
+    )
+    .await;
+    let current = busy.current_job.clone().unwrap();
+    assert!(current.starts_with("sleepy-"), "{busy:?}");
+    let jobs: Vec<&str> = busy.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(jobs, ["sleepy-0", "sleepy-1", "sleepy-2"]);
+    assert_eq!(busy.state.as_deref(), Some("busy"));
+    assert_eq!(busy.jobs[0].queue.as_deref(), Some("default"));
+    assert!(busy.jobs[0].age_secs.is_some(), "{busy:?}");
+    let mut conn = t.connection();
+    let key = format!("rq:worker:{}", busy.name);
+    let raw: Option<String> = conn.hget(&key, "current_job").unwrap();
+    assert_eq!(raw, Some(current), "RQ's field, as Python RQ reads it");
+
+    let idle = eventually("the worker goes idle", Duration::from_secs(15), || async {
+        let workers = dashboard.workers().await.ok()?;
+        workers.into_iter().find(|w| w.running == 0)
+    })
+    .await;
+    assert_eq!(idle.current_job, None, "{idle:?}");
+    let raw: Option<String> = conn.hget(&key, "current_job").unwrap();
+    assert_eq!(raw, None);
+
+    // diag.fail's retryable failures may still be retrying (with a backoff): at least their
+    // first attempts have settled, and every settled start has its wait counted.
+    let series = dashboard.series().await.unwrap();
+    assert_eq!(series.len(), 60);
+    let finished: u64 = series.iter().map(|m| m.finished).sum();
+    let failed: u64 = series.iter().map(|m| m.failed).sum();
+    let retried: u64 = series.iter().map(|m| m.retried).sum();
+    let starts: u64 = series.iter().map(|m| m.starts).sum();
+    assert_eq!(finished, 3, "{series:?}");
+    assert!(
+        failed >= 2,
+        "the two permanent failures at least: {series:?}"
+    );
+    assert!(
+        retried >= 3,
+        "each retryable failure once at least: {series:?}"
+    );
+    assert_eq!(
+        starts,
+        finished + failed + retried,
+        "one wait per settled start"
+    );
+    let last = series.iter().rev().find(|m| m.starts > 0).unwrap();
+    assert!(last.wait_p95_ms.is_some(), "{last:?}");
+    let keys: Vec<String> = conn.keys("prosaas:minute:*").unwrap();
+    assert!(!keys.is_empty());
+    for k in keys {
+        let ttl: i64 = conn.ttl(&k).unwrap();
+        assert!(
+            (1..=7200).contains(&ttl),
+            "{k} is kept a bounded time: {ttl}"
+        );
+    }
+}
+
+/// chromedriver on a free port, stopped when dropped; `None` when it is not installed (CI
+/// installs it: `.ci/run`), so a developer machine without it says so instead of failing.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Option<Chromedriver> {
+    let path = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let port = crate::support::redis_server::free_port();
+    let child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let driver = Chromedriver { child, port };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromedriver did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(driver)
+}
+
+async fn browser(driver: &Chromedriver, width: u32, height: u32) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    // No sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+    let args = [
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        format!("--window-size={width},{height}"),
+    ];
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": args, "binary": "/usr/bin/chromium"}),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+async fn screenshot(b: &fantoccini::Client, name: &str) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard-screenshots");
+    std::fs::create_dir_all(dir).unwrap();
+    let png = b.screenshot().await.unwrap();
+    std::fs::write(format!("{dir}/{name}.png"), png).unwrap();
+}
+
+/// The text of the element `css` names, if it is there now.
+async fn text_now(b: &fantoccini::Client, css: &str) -> Option<String> {
+    b.find(fantoccini::Locator::Css(css))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// The text of the element `css` names, once it is there.
+async fn text_of(b: &fantoccini::Client, css: &str) -> String {
+    b.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The whole operator path in headless Chromium: sign in, see the queues' counts match
+/// `/api/jobs/health`, open a failed job from the failed list, requeue it, watch it leave the
+/// list and (once a worker runs) finish on its page without reloading it, visit every page
+/// (screenshots, phone width too), sign out and be refused. Also measures the overview's total
+/// transfer (shell, style, script, data) against the 300 KB budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
+    let Some(driver) = chromedriver() else {
+        eprintln!(
+            "SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver)"
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the browser test: .ci/run installs chromium-driver"
+        );
+        return;
+    };
+    let t = db();
+    let store = t.store();
+    failed_job(&store, "dash-browser-1").await;
+    for i in 0..3 {
+        store
+            .enqueue(NewJob::new("low", "diag.noop", kwargs(json!({"n": i}))))
+            .await
+            .unwrap();
+    }
+    let api = api_process(&t, &[("PROSAAS__DASHBOARD__SECURE_COOKIE", "false")]);
+    let mut scheduler = ProsaasProcess::start("scheduler", &[("REDIS_URL", &t.url())]);
+    let b = browser(&driver, 1280, 900).await;
+
+    b.goto(&api.url("/dashboard")).await.unwrap();
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/dashboard/login")
+    );
+    screenshot(&b, "login").await;
+    let form = b.form(fantoccini::Locator::Css("form")).await.unwrap();
+    form.set_by_name("token", TEST_TOKEN).await.unwrap();
+    form.submit().await.unwrap();
+    assert_eq!(text_of(&b, "#health-status").await, "HEALTHY");
+
+    // The counts on the page are the health endpoint's.
+    let health: Value = http()
+        .get(api.url("/api/jobs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (queue, count) in [
+        ("low", "queued"),
+        ("default", "failed"),
+        ("default", "queued"),
+    ] {
+        let shown = text_of(
+            &b,
+            &format!("tr[data-queue=\"{queue}\"] td[data-count=\"{count}\"]"),
+        )
+        .await;
+        assert_eq!(
+            shown,
+            health["queues"][queue][count].to_string(),
+            "{queue} {count}"
+        );
+    }
+    assert_eq!(health["queues"]["low"]["queued"], 3);
+    screenshot(&b, "overview").await;
+
+    b.goto(&api.url("/dashboard/failed?queue=default"))
+        .await
+        .unwrap();
+    let error = text_of(&b, "tr[data-job=\"dash-browser-1\"] td:nth-child(3)").await;
+    assert_eq!(error, "ValueError: the order was on fire");
+    screenshot(&b, "failed").await;
+    b.find(fantoccini::Locator::Css(
+        "tr[data-job=\"dash-browser-1\"] a",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    assert_eq!(text_of(&b, "#job-status").await, "failed");
+    assert!(
+        text_of(&b, "#result")
+            .await
+            .contains("the order was on fire")
+    );
+    screenshot(&b, "job").await;
+    b.find(fantoccini::Locator::Id("requeue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(&b, "#toast").await.contains("requeued"));
+    assert_eq!(text_of(&b, "#job-status").await, "queued");
+
+    // A worker starts; the job page, left open, shows the job finish by itself.
+    let mut worker = ProsaasProcess::start("worker", &[("REDIS_URL", &t.url())]);
+    eventually(
+        "the page shows the job finished",
+        Duration::from_secs(30),
+        || async { (text_now(&b, "#job-status").await? == "finished").then_some(()) },
+    )
+    .await;
+    b.goto(&api.url("/dashboard/failed?queue=default"))
+        .await
+        .unwrap();
+    text_of(&b, "#failed").await;
+    assert!(
+        b.find(fantoccini::Locator::Css("tr[data-job=\"dash-browser-1\"]"))
+            .await
+            .is_err(),
+        "the requeued job left the failed list"
+    );
+
+    for page in ["workers", "scheduler", "calls"] {
+        b.goto(&api.url(&format!("/dashboard/{page}")))
+            .await
+            .unwrap();
+        eventually(
+            &format!("{page} drawn"),
+            Duration::from_secs(10),
+            || async {
+                text_now(&b, "#updated")
+                    .await?
+                    .starts_with("Updated")
+                    .then_some(())
+            },
+        )
+        .await;
+        if page == "scheduler" {
+            // The leader's lock and its entries, as of its last tick.
+            eventually("the leader shown", Duration::from_secs(20), || async {
+                let text = text_now(&b, "#scheduler").await?;
+                text.contains("scheduler.").then_some(())
+            })
+            .await;
+            assert!(text_of(&b, "main").await.contains("send-due-reminders"));
+        }
+        screenshot(&b, page).await;
+    }
+    assert!(
+        text_of(&b, "main")
+            .await
+            .contains("No queue has tenant lanes")
+    );
+
+    // Phone width: the overview still reads (no horizontal overflow of the page itself).
+    let phone = browser(&driver, 390, 844).await;
+    phone.goto(&api.url("/dashboard/login")).await.unwrap();
+    let form = phone.form(fantoccini::Locator::Css("form")).await.unwrap();
+    form.set_by_name("token", TEST_TOKEN).await.unwrap();
+    form.submit().await.unwrap();
+    text_of(&phone, "#queues").await;
+    let overflow = phone
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, json!(0), "the page is no wider than a phone");
+    screenshot(&phone, "overview-phone").await;
+    phone.close().await.unwrap();
+
+    // What loading the overview transfers, measured by the browser itself.
+    b.goto(&api.url("/dashboard")).await.unwrap();
+    text_of(&b, "#queues").await;
+    let bytes = b
+        .execute(
+            "const r = performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'));
+             return r.reduce((n, e) => n + (e.transferSize || e.encodedBodySize || 0), 0);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let bytes = bytes.as_f64().unwrap();
+    eprintln!("overview page weight: {bytes} bytes");
+    assert!(bytes > 1000.0 && bytes < 300_000.0, "{bytes}");
+
+    b.find(fantoccini::Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("signed out", Duration::from_secs(10), || async {
+        let url = b.current_url().await.ok()?;
+        url.path().ends_with("/dashboard/login").then_some(())
+    })
+    .await;
+    b.goto(&api.url("/dashboard/failed")).await.unwrap();
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/dashboard/login")
+    );
+    b.close().await.unwrap();
+    worker.stop();
+    scheduler.stop();
+}
