@@ -1438,14 +1438,35 @@ mod tests {
                     "https://crm.example.com",
                 ),
                 ("PROSAAS__WORKER__HTTP_TARGETS__CRM__SECRET", "hmacpass"),
+                ("DASHBOARD_PASSWORD", "dashpass"),
             ]),
         )
         .unwrap();
         let text = format!("{s:?}");
-        for secret in ["redispass", "bridgepass", "tokenpass", "hmacpass"] {
+        for secret in [
+            "redispass",
+            "bridgepass",
+            "tokenpass",
+            "hmacpass",
+            "dashpass",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("crm.example.com"));
+    }
+
+    #[test]
+    fn the_dashboard_signs_in_with_its_password_else_the_api_token() {
+        let token_only = Settings::load(None, &env(&[("INTERNAL_API_TOKEN", "t")])).unwrap();
+        assert_eq!(token_only.dashboard.secret(&token_only.api), Some("t"));
+        let both = Settings::load(
+            None,
+            &env(&[("INTERNAL_API_TOKEN", "t"), ("DASHBOARD_PASSWORD", "p")]),
+        )
+        .unwrap();
+        assert_eq!(both.dashboard.secret(&both.api), Some("p"));
+        let neither = Settings::load(None, &env(&[])).unwrap();
+        assert_eq!(neither.dashboard.secret(&neither.api), None);
     }
 
     #[test]
@@ -1461,6 +1482,16 @@ mod tests {
             ("PORT", "eighty", "PORT"),
             ("PROSAAS__WORKER__QUEUES", "ok,bad queue", "worker.queues"),
             ("PROSAAS__LOG__FORMAT", "xml", "xml"),
+            (
+                "PROSAAS__DASHBOARD__SESSION_TTL_SECS",
+                "10",
+                "dashboard.session_ttl_secs",
+            ),
+            (
+                "PROSAAS__DASHBOARD__LOGIN_FAILURES_PER_MINUTE",
+                "0",
+                "dashboard.login_failures_per_minute",
+            ),
         ];
         for (k, v, needle) in cases {
             let err = format!("{:#}", Settings::load(None, &env(&[(k, v)])).unwrap_err());

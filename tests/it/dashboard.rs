@@ -480,7 +480,7 @@ async fn text_of(b: &fantoccini::Client, css: &str) -> String {
 /// The whole operator path in headless Chromium: sign in, see the queues' counts match
 /// `/api/jobs/health`, open a failed job from the failed list, requeue it, watch it leave the
 /// list and (once a worker runs) finish on its page without reloading it, visit every page
-/// (screenshots, phone width too), sign out and be refused. Also measures the overview's total
+/// (screenshots, phone width too), sign out and be refused. Also measures each page's total
 /// transfer (shell, style, script, data) against the 300 KB budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
@@ -648,20 +648,32 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     screenshot(&phone, "overview-phone").await;
     phone.close().await.unwrap();
 
-    // What loading the overview transfers, measured by the browser itself.
-    b.goto(&api.url("/dashboard")).await.unwrap();
-    text_of(&b, "#queues").await;
-    let bytes = b
-        .execute(
-            "const r = performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'));
-             return r.reduce((n, e) => n + (e.transferSize || e.encodedBodySize || 0), 0);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let bytes = bytes.as_f64().unwrap();
-    eprintln!("overview page weight: {bytes} bytes");
-    assert!(bytes > 1000.0 && bytes < 300_000.0, "{bytes}");
+    // What loading each page transfers (shell, style, script and its first data), measured by
+    // the browser itself right after the page first draws.
+    for (path, drawn) in [
+        ("/dashboard", "#queues"),
+        ("/dashboard/workers", "#workers"),
+        ("/dashboard/failed", "#failed"),
+        ("/dashboard/jobs/dash-browser-1", "#job"),
+        ("/dashboard/scheduler", "#scheduler"),
+        ("/dashboard/calls", "main h2"),
+    ] {
+        b.goto(&api.url(path)).await.unwrap();
+        text_of(&b, drawn).await;
+        let bytes = b
+            .execute(
+                "const r = performance.getEntriesByType('resource')
+                   .concat(performance.getEntriesByType('navigation'));
+                 return r.reduce((n, e) => n + (e.transferSize || e.encodedBodySize || 0), 0);",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        eprintln!("page weight of {path}: {bytes} bytes");
+        assert!(bytes > 1000.0 && bytes < 300_000.0, "{path}: {bytes}");
+    }
 
     b.find(fantoccini::Locator::Id("logout"))
         .await
