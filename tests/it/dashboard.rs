@@ -180,6 +180,44 @@ async fn nothing_is_served_without_a_session() {
     }
 }
 
+/// With neither DASHBOARD_PASSWORD nor INTERNAL_API_TOKEN nobody can sign in: the form says
+/// why (503), pages lead to it, data answers 503 naming the variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_the_dashboard_says_what_to_set() {
+    let t = db();
+    let p = ProsaasProcess::start(
+        "all",
+        &[("REDIS_URL", &t.url()), ("INTERNAL_API_TOKEN", "")],
+    );
+    p.wait_for_log("worker registered", Duration::from_secs(20));
+    let c = http();
+    let r = c.get(p.url("/dashboard")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    for r in [
+        c.get(p.url("/dashboard/login")).send().await.unwrap(),
+        c.post(p.url("/dashboard/login"))
+            .form(&[("token", "")])
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("set DASHBOARD_PASSWORD or INTERNAL_API_TOKEN"),
+            "{html}"
+        );
+    }
+    let r = c
+        .get(p.url("/dashboard/api/overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "not_configured");
+}
+
 /// A wrong token gets 401 and counts against the address; past the limit every sign-in from
 /// it gets 429 with Retry-After, the right token included (it is not even compared).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,6 +689,14 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     assert_eq!(overflow, json!(0), "the page is no wider than a phone");
     screenshot(&phone, "overview-phone").await;
     phone.close().await.unwrap();
+
+    // The header's job box opens a job by id from any page.
+    b.goto(&api.url("/dashboard/workers")).await.unwrap();
+    let find = b.form(fantoccini::Locator::Id("find")).await.unwrap();
+    find.set_by_name("id", "dash-browser-1").await.unwrap();
+    find.submit().await.unwrap();
+    assert_eq!(text_of(&b, "#job-status").await, "finished");
+    assert_eq!(b.title().await.unwrap(), "Job · prosaas");
 
     // What loading each page transfers (shell, style, script and its first data), measured by
     // the browser itself right after the page first draws.

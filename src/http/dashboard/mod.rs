@@ -102,9 +102,15 @@ fn login_page(status: StatusCode, message: &str) -> Response {
     html(status, LOGIN_HTML.replace("{{message}}", &shown))
 }
 
-async fn login_form() -> Response {
+async fn login_form(State(ctx): State<AppContext>) -> Response {
+    if ctx.settings.dashboard.secret(&ctx.settings.api).is_none() {
+        return login_page(StatusCode::SERVICE_UNAVAILABLE, NOT_CONFIGURED);
+    }
     login_page(StatusCode::OK, "")
 }
+
+const NOT_CONFIGURED: &str =
+    "The dashboard is not configured: set DASHBOARD_PASSWORD or INTERNAL_API_TOKEN.";
 
 /// Signs in with the form field `token`: 303 to the dashboard with the session cookie, 401 for
 /// a wrong token, 429 once an address has failed too often this minute (checked before the
@@ -116,7 +122,7 @@ async fn login(
 ) -> Response {
     let settings = &ctx.settings.dashboard;
     let Some(secret) = settings.secret(&ctx.settings.api) else {
-        return session::not_configured().into_response();
+        return login_page(StatusCode::SERVICE_UNAVAILABLE, NOT_CONFIGURED);
     };
     let ip = session::client_ip(request.extensions());
     if let Err(wait) = limiter.check(ip, settings.login_failures_per_minute) {

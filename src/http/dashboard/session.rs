@@ -94,22 +94,29 @@ pub(super) struct Session {
 
 /// Why a request has no session: pages redirect to the sign-in form, data answers 401.
 pub(super) enum Refused {
-    SignedOut { page: bool },
-    NotConfigured,
+    SignedOut {
+        page: bool,
+    },
+    /// No secret signs anyone in: pages go to the sign-in form, which says so.
+    NotConfigured {
+        page: bool,
+    },
     Unavailable,
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         match self {
-            Self::SignedOut { page: true } => Redirect::to(LOGIN_PATH).into_response(),
+            Self::SignedOut { page: true } | Self::NotConfigured { page: true } => {
+                Redirect::to(LOGIN_PATH).into_response()
+            }
             Self::SignedOut { page: false } => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "no dashboard session: sign in at /dashboard/login",
             )
             .into_response(),
-            Self::NotConfigured => not_configured().into_response(),
+            Self::NotConfigured { page: false } => not_configured().into_response(),
             Self::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -135,12 +142,12 @@ impl FromRequestParts<AppContext> for Session {
         parts: &mut Parts,
         ctx: &AppContext,
     ) -> Result<Self, Self::Rejection> {
+        let page = !parts.uri.path().starts_with("/dashboard/api/");
         let secret = ctx
             .settings
             .dashboard
             .secret(&ctx.settings.api)
-            .ok_or(Refused::NotConfigured)?;
-        let page = !parts.uri.path().starts_with("/dashboard/api/");
+            .ok_or(Refused::NotConfigured { page })?;
         let now = chrono::Utc::now().timestamp();
         let id = verified_id(&parts.headers, secret, now).ok_or(Refused::SignedOut { page })?;
         match ctx.jobs.dashboard().session_open(&id).await {

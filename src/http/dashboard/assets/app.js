@@ -316,6 +316,13 @@ async function refresh() {
   } finally { busy = false; }
 }
 
+const TITLES = { overview: 'Overview', workers: 'Workers', failed: 'Failed jobs', job: 'Job',
+  scheduler: 'Scheduler', calls: 'Calls & tenants' };
+document.title = `${TITLES[route()[0]]} · prosaas`;
+document.getElementById('find').addEventListener('submit', e => {
+  e.preventDefault();
+  location.href = '/dashboard/jobs/' + encodeURIComponent(document.getElementById('find-id').value.trim());
+});
 document.querySelectorAll('nav a[data-page]').forEach(a => {
   if (a.dataset.page === route()[0]) a.setAttribute('aria-current', 'page');
 });
@@ -324,6 +331,14 @@ document.getElementById('logout').addEventListener('click', async () => {
   location.href = '/dashboard/login';
 });
 refresh();
+// A redraw replaces the page: not while the operator is on a control in it or selecting text,
+// so a click or a keypress is never lost to it.
+function interacting() {
+  const a = document.activeElement;
+  const onControl = a && main.contains(a) && ['BUTTON', 'A', 'INPUT', 'SELECT'].includes(a.tagName);
+  const hovering = main.querySelector('button:hover, a:hover');
+  return onControl || hovering || String(window.getSelection()).length > 0;
+}
 setInterval(() => {
-  if (document.getElementById('live').checked && !document.hidden) refresh();
+  if (document.getElementById('live').checked && !document.hidden && !interacting()) refresh();
 }, REFRESH_MS);
