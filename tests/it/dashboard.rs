@@ -96,14 +96,15 @@ async fn failed_job(store: &JobStore, id: &str) {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
+    let now = store.unix_now();
     store
         .workers()
         .settle(
             &w,
             &[Settlement {
                 execution: claimed[0].execution.clone(),
-                started_at: 1.0,
-                ended_at: 1.5,
+                started_at: now,
+                ended_at: now + 0.01,
                 waited: Some(0.02),
                 outcome: Outcome::Failed {
                     error: "Traceback (most recent call last):\nValueError: the order was on fire"
@@ -697,6 +698,13 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     find.submit().await.unwrap();
     assert_eq!(text_of(&b, "#job-status").await, "finished");
     assert_eq!(b.title().await.unwrap(), "Job · prosaas");
+    // Its timeline holds both runs: the failure, then (after the requeue) the finish.
+    let timeline = text_of(&b, "#timeline").await;
+    let failed = timeline
+        .find("failed on dashboard-test-worker")
+        .expect(&timeline);
+    let finished = timeline.find("finished on ").expect(&timeline);
+    assert!(failed < finished, "{timeline}");
 
     // What loading each page transfers (shell, style, script and its first data), measured by
     // the browser itself right after the page first draws.

@@ -172,6 +172,13 @@ async fn job(
         }
     }
     v["tenant"] = json!(tenant);
+    v["recorded"] = json!(
+        ctx.jobs
+            .dashboard()
+            .recorded(&id)
+            .await
+            .map_err(|e| internal_error(&e))?
+    );
     Ok(Json(v))
 }
 

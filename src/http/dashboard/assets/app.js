@@ -230,9 +230,8 @@ const pages = {
         el('button', { type: 'button', id: 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue'),
         el('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => jobAction(j.id, 'delete') }, 'Delete')));
     }
-    out.push(el('h2', {}, 'Timeline'), el('ol', {},
-      [['created', j.created_at], ['enqueued', j.enqueued_at], ['started', j.started_at], ['ended', j.ended_at]]
-        .filter(([, t]) => t).map(([what, t]) => el('li', {}, `${what}: ${t}`))));
+    out.push(el('h2', {}, 'Timeline'), el('ol', { id: 'timeline' }, timeline(j).map(([t, what]) =>
+      el('li', {}, `${new Date(t).toISOString()} ${what}`))));
     out.push(el('h2', {}, 'Arguments'), el('pre', {}, pretty({ args: j.args, kwargs: j.kwargs })));
     if (j.last_error) out.push(el('h2', {}, 'Last retried error'), el('pre', {}, j.last_error));
     if (j.result) {
@@ -276,6 +275,22 @@ const pages = {
     return out;
   },
 };
+
+// The job's events in time order: its own timestamps (the latest enqueue and start) and every
+// outcome its result stream recorded (one per run that ended, across requeues).
+function timeline(j) {
+  const at = t => (t ? Date.parse(t) : NaN);
+  const events = [[at(j.created_at), 'created'], [at(j.enqueued_at), 'enqueued (latest)']];
+  const recorded = j.recorded || [];
+  for (const r of recorded) {
+    const by = r.worker_name ? ' on ' + r.worker_name : '';
+    if (r.started_at) events.push([r.started_at * 1000, 'started' + by]);
+    events.push([r.ended_at ? r.ended_at * 1000 : r.at_ms, r.outcome + by]);
+  }
+  const startedSeen = recorded.some(r => r.started_at && Math.abs(r.started_at * 1000 - at(j.started_at)) < 1000);
+  if (!startedSeen) events.push([at(j.started_at), 'started (latest)' + (j.worker_name ? ' on ' + j.worker_name : '')]);
+  return events.filter(([t]) => Number.isFinite(t)).sort((a, b) => a[0] - b[0]);
+}
 
 let toast = '';
 function notice(text) {
