@@ -1,6 +1,6 @@
 //! The admin API (bearer token): one job, failed jobs with cursor paging, requeue, delete.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Bearer;
+use super::extract::JsonQuery;
 use super::{ApiError, internal_error};
 use crate::context::AppContext;
 use crate::jobs::{Deleted, Requeue, is_valid_job_id, is_valid_queue_name};
@@ -60,7 +61,7 @@ struct FailedQuery {
 async fn failed(
     State(ctx): State<AppContext>,
     _auth: Bearer,
-    Query(q): Query<FailedQuery>,
+    JsonQuery(q): JsonQuery<FailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let queue = q.queue.unwrap_or_else(|| "default".into());
     if !is_valid_queue_name(&queue) {
@@ -128,7 +129,7 @@ struct QueueQuery {
 async fn requeue_all(
     State(ctx): State<AppContext>,
     _auth: Bearer,
-    Query(q): Query<QueueQuery>,
+    JsonQuery(q): JsonQuery<QueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let queues = match q.queue {
         Some(queue) if is_valid_queue_name(&queue) => vec![queue],

@@ -1,5 +1,5 @@
-//! Body extractors whose rejections are the API's JSON errors: malformed JSON, a wrong content
-//! type or an oversized body each get a 4xx naming the problem. Both reserve the body's room in
+//! Body (and query) extractors whose rejections are the API's JSON errors: malformed JSON, a
+//! wrong content type, an oversized body or a malformed query each get a 4xx naming the problem. Both reserve the body's room in
 //! the body budget before reading it; take them as a handler's last parameter, after the
 //! extractor that authenticates the request, so nothing is read for an unauthenticated client.
 
@@ -16,6 +16,24 @@ use super::budget::{reservation, reserve};
 use crate::context::AppContext;
 
 pub(super) struct JsonBody<T>(pub(super) T);
+
+/// The query string as `T`; a malformed one is a 400 JSON error (axum's own is plain text).
+pub(super) struct JsonQuery<T>(pub(super) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for JsonQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| JsonQuery(q))
+            // axum's text names the parameter and the problem; it echoes no more than the query.
+            .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text()))
+    }
+}
 
 /// A body read within the budget, as bytes (the Twilio forms, whose signature covers them).
 pub(super) struct RawBody(pub(super) Bytes);

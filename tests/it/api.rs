@@ -378,6 +378,11 @@ async fn internal_push_enqueue_and_admin_api() {
     w.stop().await;
     let (_, failed) = api.get("/api/jobs/failed?queue=high&limit=10").await;
     assert_eq!(failed["jobs"][0]["id"], id.as_str());
+    // A malformed query is a JSON 400 naming the parameter, like every other bad input.
+    let (status, bad) = api.get("/api/jobs/failed?limit=ten").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad["error"], "invalid_request");
+    assert!(bad["detail"].as_str().unwrap().contains("limit"), "{bad}");
     assert!(
         failed["jobs"][0]["result"]["error"]
             .as_str()

@@ -298,6 +298,24 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
     let status: String = conn.hget("rq:job:dash-csrf-1", "status").unwrap();
     assert_eq!(status, "failed", "a refused action changed nothing");
 
+    // Bad input gets a JSON 400 naming it, and changes nothing.
+    let r = post_as(
+        &c,
+        p.url("/dashboard/api/failed/requeue-all"),
+        &cookie,
+        Some(&csrf),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = get_as(&c, p.url("/dashboard/api/failed?cursor=-1"), &cookie).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("cursor"),
+        "{body}"
+    );
+
     let r = post_as(&c, requeue, &cookie, Some(&csrf)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let status: String = conn.hget("rq:job:dash-csrf-1", "status").unwrap();

@@ -201,7 +201,11 @@ async fn failovers_lose_no_acknowledged_webhook_and_every_role_follows() {
     let health = store.stats().scheduler_health().await.unwrap();
     assert!(health.lock_held, "{health:?}");
     let (_, body) = TestApi::new(&fleet.api).get("/api/jobs/health").await;
-    assert_eq!(body["redis"]["failovers"], 2, "{body}");
+    // Two failovers were asked for; on a loaded machine the sentinels can make one more of their
+    // own (a new master briefly judged down): the api follows each switch they made.
+    let switches = sentinels.switches();
+    assert!(switches >= 2, "{}", sentinels.logs());
+    assert_eq!(body["redis"]["failovers"], switches, "{body}");
     assert_eq!(
         body["redis"]["master"],
         format!("127.0.0.1:{}", sentinels.master_port()),
@@ -209,7 +213,7 @@ async fn failovers_lose_no_acknowledged_webhook_and_every_role_follows() {
     );
     let metrics = TestApi::new(&fleet.api).metrics().await.unwrap();
     assert!(
-        metrics.contains("prosaas_redis_failovers_total 2"),
+        metrics.contains(&format!("prosaas_redis_failovers_total {switches}")),
         "{metrics}"
     );
     assert!(

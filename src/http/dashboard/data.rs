@@ -1,7 +1,7 @@
 //! The dashboard's data (GET, a session) and actions (POST, a session and its CSRF token): what
 //! each page polls, read through the store's views.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::session::{Action, Session};
 use crate::context::AppContext;
+use crate::http::extract::JsonQuery;
 use crate::http::{ApiError, internal_error};
 use crate::jobs::is_valid_queue_name;
 
@@ -74,7 +75,7 @@ struct FailedQuery {
 async fn failed(
     State(ctx): State<AppContext>,
     _s: Session,
-    Query(q): Query<FailedQuery>,
+    JsonQuery(q): JsonQuery<FailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let stats = ctx
         .jobs
@@ -283,24 +284,24 @@ async fn delete(
 
 #[derive(Deserialize)]
 struct QueueQuery {
-    queue: String,
+    queue: Option<String>,
 }
 
 async fn requeue_all(
     State(ctx): State<AppContext>,
     _a: Action,
-    Query(q): Query<QueueQuery>,
+    JsonQuery(q): JsonQuery<QueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if !is_valid_queue_name(&q.queue) {
-        return Err(bad_request("queue is not a valid queue name"));
-    }
+    let Some(queue) = q.queue.filter(|q| is_valid_queue_name(q)) else {
+        return Err(bad_request("queue is missing or not a valid queue name"));
+    };
     let n = ctx
         .jobs
         .admin()
-        .requeue_all_failed(&q.queue)
+        .requeue_all_failed(&queue)
         .await
         .map_err(|e| internal_error(&e))?;
-    Ok(Json(json!({"requeued": n, "queue": q.queue})))
+    Ok(Json(json!({"requeued": n, "queue": queue})))
 }
 
 #[cfg(test)]

@@ -280,6 +280,27 @@ impl Sentinels {
         })
     }
 
+    /// How many times the sentinels moved the master: the most `+switch-master` events any one
+    /// sentinel logged (each logs every switch it learns of).
+    pub fn switches(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("sentinel") && name.ends_with(".log")
+            })
+            .map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .matches("+switch-master")
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for entry in std::fs::read_dir(self.dir.path())
