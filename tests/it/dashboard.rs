@@ -322,6 +322,13 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
     assert_eq!(status, "queued");
     let queued: Vec<String> = conn.lrange("rq:queue:default", 0, -1).unwrap();
     assert_eq!(queued, ["dash-csrf-1"]);
+    // The action is in the log, with the session that took it (as its sign-in logged it).
+    let session = &cookie["prosaas_dashboard=".len()..][..8];
+    let line = p.wait_for_log("dashboard action", Duration::from_secs(5));
+    assert!(
+        line.contains(session) && line.contains("dash-csrf-1") && line.contains("done=true"),
+        "{line}"
+    );
 
     // Another session's token does not do for this one.
     let (_, other) = sign_in(&c, &p, TEST_TOKEN).await;

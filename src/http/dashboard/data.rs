@@ -266,20 +266,33 @@ async fn calls(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>
     ))
 }
 
+/// Every action is logged with the session that took it (its id's first 8 characters: enough to
+/// tell operators' sessions apart, useless as a credential) and whether it was done.
+fn audit<T>(a: &Action, action: &str, target: &str, result: &Result<T, ApiError>) {
+    let Action(session) = a;
+    let session = session.id.get(..8).unwrap_or_default();
+    // Debug-formatted: the target comes from the request and must not forge a log line.
+    tracing::info!(session, action, target = ?target, done = result.is_ok(), "dashboard action");
+}
+
 async fn requeue(
     State(ctx): State<AppContext>,
-    _a: Action,
+    a: Action,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    crate::http::admin::requeue_one(&ctx, &id).await
+    let result = crate::http::admin::requeue_one(&ctx, &id).await;
+    audit(&a, "requeue", &id, &result);
+    result
 }
 
 async fn delete(
     State(ctx): State<AppContext>,
-    _a: Action,
+    a: Action,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    crate::http::admin::delete_one(&ctx, &id).await
+    let result = crate::http::admin::delete_one(&ctx, &id).await;
+    audit(&a, "delete", &id, &result);
+    result
 }
 
 #[derive(Deserialize)]
@@ -289,19 +302,21 @@ struct QueueQuery {
 
 async fn requeue_all(
     State(ctx): State<AppContext>,
-    _a: Action,
+    a: Action,
     JsonQuery(q): JsonQuery<QueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(queue) = q.queue.filter(|q| is_valid_queue_name(q)) else {
         return Err(bad_request("queue is missing or not a valid queue name"));
     };
-    let n = ctx
+    let result = ctx
         .jobs
         .admin()
         .requeue_all_failed(&queue)
         .await
-        .map_err(|e| internal_error(&e))?;
-    Ok(Json(json!({"requeued": n, "queue": queue})))
+        .map_err(|e| internal_error(&e))
+        .map(|n| Json(json!({"requeued": n, "queue": queue})));
+    audit(&a, "requeue all", &queue, &result);
+    result
 }
 
 #[cfg(test)]

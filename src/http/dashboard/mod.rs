@@ -162,13 +162,17 @@ async fn login(
     if let Ok(v) = HeaderValue::from_str(&session::cookie(&ctx, secret, &id, expires, ttl)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
-    tracing::info!(client = %ip, "dashboard: signed in");
+    tracing::info!(client = %ip, session = &id[..8], "dashboard: signed in");
     r
 }
 
 /// Ends the session in Redis (its cookie is refused from now on, wherever it was copied) and
 /// clears the cookie.
 async fn logout(State(ctx): State<AppContext>, Action(session): Action) -> Response {
+    tracing::info!(
+        session = session.id.get(..8).unwrap_or_default(),
+        "dashboard: signed out"
+    );
     if let Err(e) = ctx.jobs.dashboard().close_session(&session.id).await {
         return crate::http::internal_error(&e).into_response();
     }
