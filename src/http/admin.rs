@@ -79,7 +79,7 @@ async fn failed(
         .failed_jobs(&queue, cursor, limit)
         .await
         .map_err(|e| internal_error(&e))?;
-    let next = (jobs.len() == limit).then_some(cursor + limit);
+    let next = (jobs.len() == limit).then_some(cursor.saturating_add(limit));
     Ok(Json(
         json!({"queue": queue, "jobs": jobs, "next_cursor": next}),
     ))

@@ -153,7 +153,7 @@ impl Admin<'_> {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<JobDetail>, JobError> {
-        let stop = isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1;
+        let stop = isize::try_from(offset.saturating_add(limit)).unwrap_or(isize::MAX) - 1;
         let start = isize::try_from(offset).unwrap_or(isize::MAX);
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.keys().failed(queue))

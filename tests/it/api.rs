@@ -383,6 +383,10 @@ async fn internal_push_enqueue_and_admin_api() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(bad["error"], "invalid_request");
     assert!(bad["detail"].as_str().unwrap().contains("limit"), "{bad}");
+    let far = format!("/api/jobs/failed?queue=high&cursor={}", usize::MAX);
+    let (status, page) = api.get(&far).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["jobs"], json!([]));
     assert!(
         failed["jobs"][0]["result"]["error"]
             .as_str()

@@ -315,6 +315,14 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
         body["detail"].as_str().unwrap().contains("cursor"),
         "{body}"
     );
+    let far = format!("/dashboard/api/failed?queue=default&cursor={}", usize::MAX);
+    let r = get_as(&c, p.url(&far), &cookie).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a cursor past the end is an empty page"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["jobs"], json!([]));
 
     let r = post_as(&c, requeue, &cookie, Some(&csrf)).await;
     assert_eq!(r.status(), StatusCode::OK);

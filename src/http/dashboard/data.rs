@@ -115,7 +115,7 @@ async fn failed(
         "cursor": cursor,
         "page_size": FAILED_PAGE,
         "total": total,
-        "next_cursor": (jobs.len() == FAILED_PAGE).then_some(cursor + FAILED_PAGE),
+        "next_cursor": (jobs.len() == FAILED_PAGE).then_some(cursor.saturating_add(FAILED_PAGE)),
     })))
 }
 
