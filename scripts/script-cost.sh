@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Counts the instructions Redis spends per drained job, with callgrind.
 # Wall-clock figures on this shared 2-core machine swing by ±30 % run to run; an instruction
-# count does not, so a change to claim.lua or settle.lua is judged by this first.
+# count does not at concurrency 1, so a change to claim.lua or settle.lua is judged by this first
+# (at higher concurrency the jobs per script call depend on timing: the count varies by a few
+# percent run to run, the Lua side least).
 #
 #   bash scripts/script-cost.sh [BIN] [JOBS] [CONCURRENCY]     (defaults: release build, 20000, 64)
 #   bash scripts/script-cost.sh --floor [JOBS] [BATCH]         (defaults: 20000, 64)

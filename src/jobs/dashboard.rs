@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::JobError;
-use super::job::parse_rq_timestamp;
+use super::job::age_secs;
 use super::keys::Keys;
 
 /// Upper bounds (ms) of the enqueue→start wait buckets `w0`..`w11`; `w12` is everything longer.
@@ -16,7 +16,7 @@ pub const WAIT_BUCKETS_MS: [u64; 12] = [
     10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
 ];
 /// Minutes of the overview's charts.
-pub const SERIES_MINUTES: i64 = 60;
+const SERIES_MINUTES: i64 = 60;
 /// The most workers one read lists (sorted by name), and running jobs listed per worker.
 const MAX_LISTED_WORKERS: usize = 200;
 const MAX_JOBS_PER_WORKER: usize = 50;
@@ -108,7 +108,7 @@ pub struct WorkerRow {
     pub birth: Option<String>,
     pub last_heartbeat: Option<String>,
     /// Seconds since the last heartbeat, on Redis's clock.
-    pub heartbeat_age_secs: Option<i64>,
+    pub heartbeat_age_secs: Option<u64>,
     pub successful_job_count: u64,
     pub failed_job_count: u64,
     /// RQ's `current_job` field: what rq-dashboard and `rq info` show.
@@ -126,7 +126,7 @@ pub struct RunningJob {
     pub queue: Option<String>,
     pub description: Option<String>,
     pub started_at: Option<String>,
-    pub age_secs: Option<i64>,
+    pub age_secs: Option<u64>,
 }
 
 impl WorkerRow {
@@ -154,7 +154,7 @@ impl WorkerRow {
         ids.truncate(MAX_JOBS_PER_WORKER);
         let last_heartbeat = h.remove("last_heartbeat");
         Self {
-            heartbeat_age_secs: age_secs(last_heartbeat.as_deref(), now),
+            heartbeat_age_secs: last_heartbeat.as_deref().and_then(|t| age_secs(t, now)),
             last_heartbeat,
             hostname: h.remove("hostname"),
             pid: h.remove("pid"),
@@ -184,12 +184,6 @@ impl WorkerRow {
             name,
         }
     }
-}
-
-/// Seconds since an RQ timestamp, on Redis's clock.
-fn age_secs(at: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
-    at.and_then(parse_rq_timestamp)
-        .map(|t| (now - t).num_seconds().max(0))
 }
 
 /// One entry of a job's RQ result stream: an outcome that was recorded, oldest first.
@@ -326,7 +320,7 @@ impl Dashboard<'_> {
         let mut fields = fields.into_iter();
         for job in rows.iter_mut().flat_map(|r| &mut r.jobs) {
             if let Some((queue, description, started_at)) = fields.next() {
-                job.age_secs = age_secs(started_at.as_deref(), now);
+                job.age_secs = started_at.as_deref().and_then(|t| age_secs(t, now));
                 (job.queue, job.description, job.started_at) = (queue, description, started_at);
             }
         }

@@ -352,6 +352,12 @@ pub fn parse_rq_timestamp(s: &str) -> Option<DateTime<Utc>> {
     Some(naive.and_utc())
 }
 
+/// Whole seconds from an RQ timestamp to `now` (0 for one in the future); `None` when it is
+/// empty or unreadable.
+pub fn age_secs(at: &str, now: DateTime<Utc>) -> Option<u64> {
+    parse_rq_timestamp(at).map(|t| u64::try_from((now - t).num_seconds()).unwrap_or(0))
+}
+
 /// zlib(JSON `[func, null, [], kwargs]`): what RQ's JSONSerializer plus compression writes.
 pub(crate) fn encode_data(job_type: &str, args: &Map<String, Value>) -> Result<Vec<u8>, JobError> {
     let json = serde_json::to_vec(&(job_type, Value::Null, [(); 0], args)).map_err(json_err)?;

@@ -38,14 +38,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
 pub use bench::{Bench, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate};
-pub use dashboard::{Dashboard, Minute, RunningJob, SERIES_MINUTES, WAIT_BUCKETS_MS, WorkerRow};
+pub use dashboard::{Dashboard, Minute, Recorded, RunningJob, WAIT_BUCKETS_MS, WorkerRow};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
 };
 pub use error::JobError;
 pub use job::{
-    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, TENANT, check_job,
-    is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp, rq_timestamp,
+    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, TENANT, age_secs,
+    check_job, is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp,
+    rq_timestamp,
 };
 pub use leader_lock::{Fired, Leadership, Schedule};
 pub use redis_config::{Advice, RedisConfig};

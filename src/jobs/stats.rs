@@ -177,12 +177,7 @@ impl Stats<'_> {
         let lanes: Vec<Vec<redis::Value>> =
             scripts::query_loading(&mut conn, scripts::LANE_STATS_SRC, &lanes).await?;
         let now_dt = self.now();
-        let age = |at: &str| {
-            Some(at)
-                .filter(|h| !h.is_empty())
-                .and_then(super::job::parse_rq_timestamp)
-                .map(|t| u64::try_from((now_dt - t).num_seconds()).unwrap_or(0))
-        };
+        let age = |at: &str| super::job::age_secs(at, now_dt);
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
         // maintenance to prune them; RQ does not count them either.
         Ok(names

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::session::{Action, Session};
 use crate::context::AppContext;
 use crate::http::extract::JsonQuery;
+use crate::http::ingress::invalid;
 use crate::http::{ApiError, internal_error};
 use crate::jobs::is_valid_queue_name;
 
@@ -36,14 +37,6 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/api/calls", get(calls))
 }
 
-fn bad_request(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        detail.to_owned(),
-    )
-}
-
 /// Queues, health status and reasons (the jobs health report), and the last hour per minute.
 async fn overview(State(ctx): State<AppContext>, _s: Session) -> (StatusCode, Json<Value>) {
     let (status, mut report) = crate::http::health::report(&ctx).await;
@@ -51,7 +44,6 @@ async fn overview(State(ctx): State<AppContext>, _s: Session) -> (StatusCode, Js
         Ok(series) => report["series"] = json!(series),
         Err(e) => tracing::warn!(error = %e, "dashboard: cannot read the series"),
     }
-    report["wait_buckets_ms"] = json!(crate::jobs::WAIT_BUCKETS_MS);
     (status, Json(report))
 }
 
@@ -85,7 +77,7 @@ async fn failed(
         .map_err(|e| internal_error(&e))?;
     let queue = match q.queue {
         Some(queue) if is_valid_queue_name(&queue) => queue,
-        Some(_) => return Err(bad_request("queue is not a valid queue name")),
+        Some(_) => return Err(invalid("queue is not a valid queue name")),
         // The first queue with failures, else the first configured one.
         None => stats
             .iter()
@@ -132,13 +124,8 @@ fn failed_row(j: &crate::jobs::JobDetail, now: chrono::DateTime<chrono::Utc>) ->
         "attempts": j.attempts,
         "error": error.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
         "ended_at": j.info.ended_at,
-        "age_secs": age_secs(now, j.info.ended_at.as_deref()),
+        "age_secs": j.info.ended_at.as_deref().and_then(|t| crate::jobs::age_secs(t, now)),
     })
-}
-
-fn age_secs(now: chrono::DateTime<chrono::Utc>, at: Option<&str>) -> Option<i64> {
-    at.and_then(crate::jobs::parse_rq_timestamp)
-        .map(|t| (now - t).num_seconds().max(0))
 }
 
 /// One job in full, with large values cut so a page stays small.
@@ -306,7 +293,7 @@ async fn requeue_all(
     JsonQuery(q): JsonQuery<QueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(queue) = q.queue.filter(|q| is_valid_queue_name(q)) else {
-        return Err(bad_request("queue is missing or not a valid queue name"));
+        return Err(invalid("queue is missing or not a valid queue name"));
     };
     let result = ctx
         .jobs

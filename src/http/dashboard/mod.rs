@@ -17,7 +17,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::context::AppContext;
-use session::{Action, LoginLimiter, Session};
+use session::{Action, LoginLimiter, NOT_CONFIGURED, Session};
 
 const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_HTML: &str = include_str!("assets/app.html");
@@ -108,9 +108,6 @@ async fn login_form(State(ctx): State<AppContext>) -> Response {
     }
     login_page(StatusCode::OK, "")
 }
-
-const NOT_CONFIGURED: &str =
-    "The dashboard is not configured: set DASHBOARD_PASSWORD or INTERNAL_API_TOKEN.";
 
 /// Signs in with the form field `token`: 303 to the dashboard with the session cookie, 401 for
 /// a wrong token, 429 once an address has failed too often this minute (checked before the

@@ -127,11 +127,15 @@ impl IntoResponse for Refused {
     }
 }
 
+/// What an operator must set before anyone can sign in.
+pub(super) const NOT_CONFIGURED: &str =
+    "The dashboard is not configured: set DASHBOARD_PASSWORD or INTERNAL_API_TOKEN.";
+
 pub(super) fn not_configured() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "not_configured",
-        "the dashboard needs DASHBOARD_PASSWORD or INTERNAL_API_TOKEN",
+        NOT_CONFIGURED,
     )
 }
 
@@ -195,8 +199,8 @@ impl FromRequestParts<AppContext> for Action {
 }
 
 /// The client's address, when the listener recorded it (see `serve.rs`).
-pub(super) fn client_ip(parts: &axum::http::Extensions) -> IpAddr {
-    parts
+pub(super) fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
@@ -214,16 +218,20 @@ const MAX_TRACKED: usize = 10_000;
 /// Stands for every address beyond [`MAX_TRACKED`].
 const OVERFLOW: IpAddr = IpAddr::V4(Ipv4Addr::BROADCAST);
 
+/// The window `ip` counts in: its own while it has one or there is room, else the shared one.
+fn window_of(windows: &HashMap<IpAddr, (Instant, u32)>, ip: IpAddr) -> IpAddr {
+    if windows.contains_key(&ip) || windows.len() < MAX_TRACKED {
+        ip
+    } else {
+        OVERFLOW
+    }
+}
+
 impl LoginLimiter {
     /// `Err(retry after)` when `ip` has used up its failures for this window.
     pub(super) fn check(&self, ip: IpAddr, per_minute: u32) -> Result<(), Duration> {
         let windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = if windows.contains_key(&ip) || windows.len() < MAX_TRACKED {
-            ip
-        } else {
-            OVERFLOW
-        };
-        match windows.get(&key) {
+        match windows.get(&window_of(&windows, ip)) {
             Some((start, n)) if *n >= per_minute && start.elapsed() < WINDOW => {
                 Err(WINDOW.saturating_sub(start.elapsed()))
             }
@@ -237,11 +245,7 @@ impl LoginLimiter {
         if windows.len() >= MAX_TRACKED {
             windows.retain(|_, (start, _)| start.elapsed() < WINDOW);
         }
-        let key = if windows.contains_key(&ip) || windows.len() < MAX_TRACKED {
-            ip
-        } else {
-            OVERFLOW
-        };
+        let key = window_of(&windows, ip);
         let entry = windows.entry(key).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= WINDOW {
             *entry = (Instant::now(), 0);

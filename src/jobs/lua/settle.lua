@@ -29,7 +29,9 @@ local wkey = p .. 'worker:' .. w
 local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
 local ok_count, fail_count = 0, 0
--- Every execution this batch names, so the worker's `current_job` is moved off a settled one.
+-- Every job this batch names, when claims record `current_job` (ARGV[9]), so that it is moved
+-- off a settled one.
+local track_current = ARGV[9] == '1'
 local settled_ids = {}
 -- The dashboard's counts of this batch: '<kind>:<wait bucket>' -> executions ('-': wait unknown).
 local minute_counts, minute_fields = {}, {}
@@ -124,7 +126,7 @@ for i = 10, #ARGV, 13 do
   local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local started, ended, lane = ARGV[i + 7], ARGV[i + 8], ARGV[i + 11]
   local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
-  settled_ids[id] = true
+  if track_current then settled_ids[id] = true end
   if applied[(i - 10) / 13 + 1] ~= 1 then
     if kind ~= 'requeue' then
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
@@ -208,7 +210,7 @@ if worker_alive then
     redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tonumber(ARGV[4]) - not_worked)
   end
   -- RQ's `current_job` (when claims write it, see claim.lua): a job still running, if any.
-  local current = ARGV[9] == '1' and redis.call('HGET', wkey, 'current_job')
+  local current = track_current and redis.call('HGET', wkey, 'current_job')
   if current and settled_ids[current] then
     local other = redis.call('SRANDMEMBER', 'prosaas:worker:' .. w .. ':running')
     if other then

@@ -121,7 +121,7 @@ function chart(title, minutes, series, format) {
     const l = document.createElementNS(NS, 'line');
     Object.entries({ x1: 0, y1: 5, x2: 28, y2: 5, class: 's' + k, 'stroke-width': 2 }).forEach(([a, v]) => l.setAttribute(a, v));
     key.append(l);
-    return el('span', {}, key, s.name + (k ? [' (dashed)', ' (dashed)', ' (dotted)'][k] : ' (solid)'));
+    return el('span', {}, key, `${s.name} (${['solid', 'dashed', 'dotted'][k]})`);
   }));
   return el('figure', {}, el('figcaption', {}, title), svg, legend, el('p', { class: 'muted' }, 'Latest minute: ' + latest));
 }
@@ -143,7 +143,7 @@ const pages = {
         { text: 'Workers', attrs: { class: 'num hide-narrow' } }],
       queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row' }, name),
         ['queued', 'started', 'scheduled', 'failed', 'finished'].map(k => num(q[k], { 'data-count': k })),
-        num(q.oldest_queued_secs === null || q.oldest_queued_secs === undefined ? '–' : age(q.oldest_queued_secs)),
+        num(age(q.oldest_queued_secs)),
         num(q.workers, { class: 'num hide-narrow' }))),
       { id: 'queues' }));
     const series = d.series || [];
