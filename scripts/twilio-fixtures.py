@@ -34,6 +34,7 @@ TOKEN = "12345"
 EXAMPLE = [("CallSid", "CA1234567890ABCDE"), ("Caller", "+14158675309"), ("Digits", "1234"),
            ("From", "+14158675309"), ("To", "+18005551212")]
 BASE = "https://mycompany.com/myapp.php?foo=1&bar=2"
+STREAM = "wss://mycompany.com/ws/twilio/media"
 
 
 def case(name, signed_url, url, params=None, body=None, token=TOKEN, settings=None,
@@ -80,6 +81,15 @@ cases = [
     case("other query", BASE, "https://mycompany.com/myapp.php?foo=1&bar=3", EXAMPLE),
     case("other non-default port", "https://mycompany.com:8443/hook", "https://mycompany.com:9443/hook", EXAMPLE),
     case("extra parameter", BASE, BASE, EXAMPLE + [("Extra", "1")], sign_params=EXAMPLE),
+    # A Media Stream's WebSocket upgrade: the stream URL alone, no parameters.
+    case("media stream upgrade", STREAM, STREAM, []),
+    case("media stream upgrade, HMAC-SHA256", STREAM, STREAM, [],
+         settings="key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"),
+    case("media stream upgrade, signed with :443, configured without", "wss://mycompany.com:443/ws/twilio/media",
+         STREAM, []),
+    case("media stream upgrade, other path", STREAM, "wss://mycompany.com/ws/twilio/other", []),
+    case("media stream upgrade, ws instead of wss", STREAM, "ws://mycompany.com/ws/twilio/media", []),
+    case("media stream upgrade, signed with parameters", STREAM, STREAM, [], sign_params=[("CallSid", "CA1")]),
     case("SHA-1 signature under an HMAC_SHA256 header", BASE, BASE, EXAMPLE,
          settings="algorithm=HMAC_SHA256"),
 ]

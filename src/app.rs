@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::calls_stream::disk::RecordingDisk;
 use crate::calls_stream::registry::CallRegistry;
 use crate::context::AppContext;
 use crate::jobs::{Advice, JobError, JobStore};
@@ -66,9 +67,13 @@ impl App {
         Ok(Self {
             ctx: AppContext {
                 role,
-                calls: Arc::new(CallRegistry::with_greeting(
+                calls: Arc::new(CallRegistry::with(
                     settings.calls.max_concurrent_calls,
                     settings.calls.greeting()?,
+                    RecordingDisk::new(
+                        &settings.recordings.dir,
+                        settings.recordings.min_free_bytes,
+                    ),
                 )),
                 body_budget: Arc::new(crate::context::BodyBudget::new(h.body_budget_bytes)),
                 settings: Arc::new(settings),

@@ -43,6 +43,10 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
 /// The μ-law byte for silence (linear 0).
 pub const ULAW_SILENCE: u8 = 0xFF;
 
+/// The longest track a call records, in seconds: six hours of 8 kHz μ-law, well inside what a
+/// WAV's 32-bit length holds once converted to 16-bit PCM.
+pub const MAX_TRACK_SECS: u64 = 6 * 3600;
+
 /// A WAV header's essentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WavFormat {

@@ -31,17 +31,21 @@ fn main() -> ExitCode {
     if let Err(e) = prosaas::scheduler::entries(&settings.scheduler) {
         return fail(EXIT_CONFIG, &format!("invalid configuration: {e:#}"));
     }
-    if role == Role::Api && !settings.api.allow_missing_secrets {
-        let missing = settings.missing_api_secrets();
-        if !missing.is_empty() {
-            return fail(
-                EXIT_CONFIG,
-                &format!(
-                    "invalid configuration: the api role needs {} (or api.allow_missing_secrets = true for development)",
-                    missing.join(", ")
-                ),
-            );
-        }
+    // The internet-facing roles refuse to start unable to authenticate what they take; `all`
+    // (development, small installs) answers 503 on what it cannot authenticate instead.
+    let missing = match role {
+        Role::Api => settings.missing_api_secrets(),
+        Role::Calls => settings.missing_calls_secrets(),
+        _ => Vec::new(),
+    };
+    if !missing.is_empty() && !settings.api.allow_missing_secrets {
+        return fail(
+            EXIT_CONFIG,
+            &format!(
+                "invalid configuration: the {role} role needs {} (or api.allow_missing_secrets = true for development)",
+                missing.join(", ")
+            ),
+        );
     }
     telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

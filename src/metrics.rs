@@ -37,9 +37,12 @@ pub const REDIS_FAILOVERS: &str = "prosaas_redis_failovers_total";
 pub const TENANT_JOBS: &str = "prosaas_tenant_jobs";
 pub const JOBS_RATE_LIMITED: &str = "prosaas_jobs_rate_limited_total";
 pub const TENANT_OLDEST_AGE: &str = "prosaas_tenant_oldest_job_age_seconds";
+pub const CALL_FRAMES_DROPPED: &str = "prosaas_calls_frames_dropped_total";
+pub const CALL_STREAMS_REFUSED: &str = "prosaas_calls_streams_refused_total";
+pub const RECORDINGS_FREE_BYTES: &str = "prosaas_recordings_free_bytes";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 27] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -64,10 +67,13 @@ pub const ALL: [&str; 24] = [
     TENANT_JOBS,
     TENANT_OLDEST_AGE,
     JOBS_RATE_LIMITED,
+    CALL_FRAMES_DROPPED,
+    CALL_STREAMS_REFUSED,
+    RECORDINGS_FREE_BYTES,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 24] = [
+const HELP: [&str; 27] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -92,6 +98,9 @@ const HELP: [&str; 24] = [
     "Jobs of the busiest tenants of each fair queue (at most 10 per queue, by queued + running), by state, read from Redis at scrape time.",
     "Age of the oldest queued job of a fair queue's busiest tenants and of its longest-waiting tenant, in seconds.",
     "Claimed jobs a rate limit deferred to the scheduled registry, by queue and limit.",
+    "Media Streams frames dropped unrecorded, by reason (timestamp_lead: stamped further ahead of the stream's elapsed time than calls.max_timestamp_lead_ms).",
+    "Media streams refused, by reason: at the upgrade (unsigned, bad_signature, not_configured, busy, disk_low) or at their start (token_missing, token_malformed, token_expired, token_mismatch, live, finalized).",
+    "Free bytes on the recordings directory's file system, as this calls process last measured them (every second).",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.

@@ -343,6 +343,9 @@ pub struct CallSettings {
     pub idle_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     pub greeting_path: String,
+    pub max_timestamp_lead_ms: u64,
+    pub max_call_secs: u64,
+    pub max_message_bytes: usize,
 }
 
 impl CallSettings {
@@ -377,6 +380,7 @@ pub struct RecordingSettings {
     pub max_download_bytes: u64,
     pub allow_http: bool,
     pub twilio_account_sid: String,
+    pub min_free_bytes: u64,
 }
 
 /// A job type name that runs another type's handler.
@@ -799,6 +803,17 @@ impl Settings {
             bail!("calls.max_concurrent_calls and calls.idle_timeout_ms must be positive");
         }
         c.greeting()?;
+        let longest = crate::audio::MAX_TRACK_SECS;
+        if c.max_call_secs == 0 || c.max_call_secs > longest {
+            bail!("calls.max_call_secs must be between 1 and {longest} (6 hours)");
+        }
+        if c.max_timestamp_lead_ms == 0 {
+            bail!("calls.max_timestamp_lead_ms must be positive");
+        }
+        // Twilio's messages are a few hundred bytes; the start carries the call's parameters.
+        if !(4096..=16 << 20).contains(&c.max_message_bytes) {
+            bail!("calls.max_message_bytes must be between 4096 and 16777216 (16 MiB)");
+        }
         if c.shutdown_grace_ms >= self.shutdown.grace_ms {
             bail!(
                 "calls.shutdown_grace_ms ({}) must be shorter than shutdown.grace_ms ({}), to leave time to finalize recordings",
@@ -944,6 +959,19 @@ impl Settings {
     }
 
     /// The settings the public API cannot run without, by the variable that sets each.
+    /// What the calls role needs to tell Twilio's streams from anyone else's, when unset.
+    pub fn missing_calls_secrets(&self) -> Vec<&'static str> {
+        let a = &self.api;
+        [
+            ("TWILIO_AUTH_TOKEN", &a.twilio_auth_token),
+            ("PUBLIC_BASE_URL", &a.public_base_url),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(name, _)| name)
+        .collect()
+    }
+
     pub fn missing_api_secrets(&self) -> Vec<&'static str> {
         let a = &self.api;
         [

@@ -7,9 +7,11 @@ use serde_json::{Map, Value, json};
 
 use super::measure::{cpu_secs, histogram_quantile, rss_mb};
 use super::{BenchArgs, Figure};
+use crate::http::calls::STREAM_PATH;
 use crate::jobs::{JobStore, job_id_for_dedupe_key};
 use crate::settings::Settings;
 use crate::webhooks::twilio;
+use crate::webhooks::twilio::stream::{self, StreamTokens};
 
 /// N concurrent simulated calls at real-time pace (50 frames/s each) against a separate
 /// `prosaas --role calls` process; reports its frame handling p99 (from its own histogram),
@@ -93,6 +95,9 @@ impl CallsProcess {
                 "PROSAAS__CALLS__MAX_CONCURRENT_CALLS",
                 (calls + 10).to_string(),
             )
+            // Streams are signed and carry tokens, as Twilio's do, under a key of the bench's.
+            .env("TWILIO_AUTH_TOKEN", BENCH_TWILIO_TOKEN)
+            .env("PUBLIC_BASE_URL", BENCH_PUBLIC_URL)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .stdout(std::process::Stdio::null())
@@ -134,15 +139,29 @@ impl CallsProcess {
     }
 }
 
-/// One simulated call: start, `frames` media frames at 20 ms pace, stop.
+/// The calls process's Twilio secrets: the bench signs its streams as Twilio would.
+const BENCH_TWILIO_TOKEN: &str = "bench-twilio-token";
+const BENCH_PUBLIC_URL: &str = "https://bench.invalid";
+
+/// One simulated call, opened as Twilio opens one (a signed upgrade, a start with the call's
+/// stream token): start, `frames` media frames at 20 ms pace, stop.
 async fn one_call(port: u16, call: usize, frames: u64) -> anyhow::Result<()> {
     use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0xFFu8; 160]);
-    let url = format!("ws://127.0.0.1:{port}/ws/twilio/media");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let mut request = format!("ws://127.0.0.1:{port}{STREAM_PATH}").into_client_request()?;
+    let signed = stream::stream_url(BENCH_PUBLIC_URL, STREAM_PATH).context("the bench's URL")?;
+    let signature = twilio::signature(BENCH_TWILIO_TOKEN, &signed, &[]);
+    request
+        .headers_mut()
+        .insert("X-Twilio-Signature", signature.parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
     let send = |v: Value| tokio_tungstenite::tungstenite::Message::text(v.to_string());
-    let start = json!({"event": "start", "start": {"callSid": format!("CABENCH{call}"),
-        "streamSid": format!("MZ{call}"),
+    let sid = format!("CABENCH{call}");
+    let expires = chrono::Utc::now().timestamp().unsigned_abs() + stream::TOKEN_TTL_SECS;
+    let token = StreamTokens::new(BENCH_TWILIO_TOKEN).issue(&sid, "", expires);
+    let start = json!({"event": "start", "start": {"callSid": sid,
+        "streamSid": format!("MZ{call}"), "customParameters": {stream::TOKEN_PARAMETER: token},
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}});
     ws.send(send(start)).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -178,6 +197,7 @@ async fn forget_post_call_jobs(
         .delete_matching(&[
             "job_lock:recording:CABENCH*".to_owned(),
             "job_lock:twilio:CABENCH*".to_owned(),
+            "prosaas:call:CABENCH*".to_owned(),
             // The killed server's live-calls report (the bench runs only on an empty database).
             "prosaas:calls:live".to_owned(),
         ])

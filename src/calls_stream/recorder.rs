@@ -13,7 +13,7 @@ const HEADER: u64 = 44;
 /// μ-law at 8 kHz: one byte per frame, 8 frames per millisecond.
 pub const FRAMES_PER_MS: u64 = 8;
 /// A timestamp past this is refused rather than allowed to grow a huge file of silence.
-pub const MAX_FRAMES: u64 = 8000 * 3600 * 6;
+pub const MAX_FRAMES: u64 = 8000 * audio::MAX_TRACK_SECS;
 const SILENCE: [u8; 4096] = [ULAW_SILENCE; 4096];
 
 pub struct TrackRecorder {
@@ -24,11 +24,14 @@ pub struct TrackRecorder {
 }
 
 impl TrackRecorder {
+    /// Creates the track's file; one that exists already (another stream's, a finished call's)
+    /// is an error, never truncated.
     pub fn create(path: &Path) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut out = BufWriter::with_capacity(8192, File::create(path)?);
+        let file = File::options().write(true).create_new(true).open(path)?;
+        let mut out = BufWriter::with_capacity(8192, file);
         out.write_all(&audio::wav_header(WavFormat::MULAW_8K_MONO, 0))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -112,5 +115,11 @@ mod tests {
         assert!(wav.data[320..].iter().all(|b| *b == 3));
         let mut r = TrackRecorder::create(&dir.path().join("u.wav")).unwrap();
         assert!(r.write_at(MAX_FRAMES, &[0; 10]).is_err());
+        let before = std::fs::read(&path).unwrap();
+        assert_eq!(
+            TrackRecorder::create(&path).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not truncated");
     }
 }

@@ -167,3 +167,69 @@ fn twilio_configured(token: &str, base: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// A Media Stream's WebSocket upgrade, checked before it is upgraded: Twilio's signature over
+/// the stream URL as Twilio requested it (no parameters), or, only while Twilio's secrets are
+/// not configured and `api.allow_missing_secrets` says this is development, nothing.
+pub(super) enum TwilioStream {
+    Verified,
+    Unverified,
+}
+
+impl FromRequestParts<AppContext> for TwilioStream {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &AppContext,
+    ) -> Result<Self, Self::Rejection> {
+        let api = &ctx.settings.api;
+        let refuse = |reason: &'static str, error: ApiError| {
+            metrics::counter!(crate::metrics::CALL_STREAMS_REFUSED, "reason" => reason)
+                .increment(1);
+            error
+        };
+        if let Err(e) = twilio_configured(&api.twilio_auth_token, &api.public_base_url) {
+            if api.allow_missing_secrets {
+                return Ok(TwilioStream::Unverified);
+            }
+            return Err(refuse("not_configured", e));
+        }
+        let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let url = twilio::stream::stream_url(&api.public_base_url, path).ok_or_else(|| {
+            refuse(
+                "not_configured",
+                not_configured("PUBLIC_BASE_URL (http or https)"),
+            )
+        })?;
+        let Some(header) = parts
+            .headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Err(refuse(
+                "unsigned",
+                forbidden("X-Twilio-Signature is missing: only Twilio opens media streams"),
+            ));
+        };
+        let settings = parts
+            .headers
+            .get("x-twilio-webhooks-signature-settings")
+            .and_then(|v| v.to_str().ok());
+        let Some(algorithm) = twilio::Algorithm::from_settings_header(settings) else {
+            return Err(refuse(
+                "bad_signature",
+                forbidden("X-Twilio-Webhooks-Signature-Settings names an unknown algorithm"),
+            ));
+        };
+        let signature = twilio::Signature { header, algorithm };
+        if !twilio::stream::verify_upgrade(&api.twilio_auth_token, &url, signature) {
+            return Err(refuse(
+                "bad_signature",
+                forbidden("X-Twilio-Signature does not match the stream URL"),
+            ));
+        }
+        Ok(TwilioStream::Verified)
+    }
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, State};
 use axum::http::{StatusCode, header};
@@ -13,16 +14,17 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
-use super::auth::TwilioSigned;
+use super::auth::{TwilioSigned, TwilioStream};
 use super::extract::RawBody;
-use super::ingress::{invalid, twilio_form};
+use super::ingress::twilio_form;
 use crate::backoff::Backoff;
 use crate::calls_stream::registry::CallSlot;
-use crate::calls_stream::session::{Recording, Session, Step};
+use crate::calls_stream::session::{Gate, Recording, Session, Step, StreamRules};
 use crate::context::AppContext;
-use crate::jobs::NewJob;
+use crate::jobs::{NewJob, StreamClaim};
 use crate::metrics as m;
 use crate::webhooks::twilio;
+use crate::webhooks::twilio::stream::{self, StreamTokens};
 
 pub const STREAM_PATH: &str = "/ws/twilio/media";
 
@@ -40,8 +42,9 @@ fn xml_escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// TwiML connecting the call to our stream; the business id (from the webhook URL's query) and
-/// the call's parameters travel as `<Parameter>`s and come back in the stream's `start`.
+/// TwiML connecting the call to our stream; the business id (from the webhook URL's query), the
+/// call's parameters and the stream token that lets the stream start (for this call only) travel
+/// as `<Parameter>`s and come back in the stream's `start`.
 async fn voice(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
@@ -49,23 +52,22 @@ async fn voice(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(&ctx, &uri, &signed, &body)?;
-    let call_sid = twilio::call_sid(&params).map_err(invalid)?;
+    let call_sid = twilio::call_sid(&params).map_err(ApiError::invalid)?;
     let business_id = uri
         .0
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "business_id"))
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let base = &ctx.settings.api.public_base_url;
-    let ws_base = base
-        .strip_prefix("https://")
-        .map(|h| format!("wss://{h}"))
-        .or_else(|| base.strip_prefix("http://").map(|h| format!("ws://{h}")))
-        .ok_or_else(|| invalid("PUBLIC_BASE_URL must be http(s)"))?;
-    let stream_url = format!("{}{STREAM_PATH}", ws_base.trim_end_matches('/'));
+    let api = &ctx.settings.api;
+    let stream_url = stream::stream_url(&api.public_base_url, STREAM_PATH)
+        .ok_or_else(|| ApiError::invalid("PUBLIC_BASE_URL must be http(s)"))?;
+    let expires = ctx.jobs.unix_now() as u64 + stream::TOKEN_TTL_SECS;
+    let token = StreamTokens::new(&api.twilio_auth_token).issue(call_sid, &business_id, expires);
     let mut parameters = vec![
         ("business_id", business_id),
         ("call_sid", call_sid.to_owned()),
+        (stream::TOKEN_PARAMETER, token),
     ];
     for name in ["From", "To", "Direction"] {
         if let Some((_, v)) = params.iter().find(|(k, _)| k == name) {
@@ -87,20 +89,76 @@ async fn voice(
     Ok(([(header::CONTENT_TYPE, "text/xml")], twiml).into_response())
 }
 
-async fn media_stream(State(ctx): State<AppContext>, ws: WebSocketUpgrade) -> Response {
-    let slot = match ctx.calls.admit() {
-        Ok(slot) => slot,
-        Err(why) => {
-            tracing::warn!("refused a media stream: {why}");
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why).into_response();
+/// A stream's reads are Twilio's ~300-byte messages, so a small read buffer (tungstenite's
+/// default is 128 KiB per socket) keeps a live call's memory small.
+const READ_BUFFER: usize = 4096;
+/// Outbound (the greeting) is written as it is sent; a peer that stops reading holds at most this.
+const WRITE_BUFFER_MAX: usize = 64 * 1024;
+
+/// The upgrade: Twilio's signature (checked by [`TwilioStream`] before anything else), then
+/// room on the recordings disk and a call slot, then a socket whose messages are capped at
+/// `calls.max_message_bytes`.
+async fn media_stream(
+    State(ctx): State<AppContext>,
+    signed: TwilioStream,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejected) => {
+            return ApiError::new(rejected.status(), "not_websocket", rejected.body_text())
+                .into_response();
         }
     };
+    let refuse = |reason: &'static str, why: String| {
+        metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => reason).increment(1);
+        tracing::warn!(reason, "refused a media stream: {why}");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason, why).into_response()
+    };
+    let disk = &ctx.calls.disk;
+    if disk.is_low() {
+        return refuse(
+            "disk_low",
+            format!(
+                "the recordings disk has {} bytes free, under recordings.min_free_bytes ({})",
+                disk.free_bytes(),
+                disk.floor()
+            ),
+        );
+    }
+    let slot = match ctx.calls.admit() {
+        Ok(slot) => slot,
+        Err(why) => return refuse("busy", why.to_owned()),
+    };
+    let gate = match signed {
+        TwilioStream::Verified => {
+            Gate::Tokens(StreamTokens::new(&ctx.settings.api.twilio_auth_token))
+        }
+        TwilioStream::Unverified => Gate::Open,
+    };
+    let limit = ctx.settings.calls.max_message_bytes;
     let calls = ctx.calls.clone();
-    ws.on_upgrade(move |socket| calls.tracker.track_future(run_call(socket, ctx, slot)))
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WRITE_BUFFER_MAX)
+        .on_upgrade(move |socket| {
+            calls
+                .tracker
+                .track_future(run_call(socket, ctx, slot, gate))
+        })
 }
 
+/// How long a stream's claim on its call lasts unless renewed (every third of it): a calls
+/// process that dies holds its calls no longer than this.
+const CALL_LEASE: Duration = Duration::from_secs(60);
+/// A claim that Redis does not answer in time is taken on this process's word alone (the call
+/// goes on; its files are created exclusively, so nothing is overwritten).
+const CLAIM_WITHIN: Duration = Duration::from_secs(2);
+
 // Long on purpose: one select loop over a call's socket, whose exits name why the call ended.
-async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
+async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: Gate) {
     use futures_util::{SinkExt, StreamExt};
     let (mut sink, mut stream) = socket.split();
     // One writer owns the sink: the greeting and the closing frame both go through it.
@@ -113,36 +171,84 @@ async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
         }
         let _ = sink.close().await;
     });
-    let mut session = Session::new(&ctx.settings.recordings.dir);
+    let settings = &ctx.settings.calls;
+    let rules = StreamRules {
+        gate,
+        max_timestamp_lead: Duration::from_millis(settings.max_timestamp_lead_ms),
+    };
+    let mut session = Session::new(
+        &ctx.settings.recordings.dir,
+        rules,
+        ctx.jobs.unix_now() as u64,
+    );
+    // This stream's claim on its call, once its start is verified and bound.
+    // Host and pid, so an operator reading the key sees who holds the call.
+    let owner = format!(
+        "{}:{}:{}",
+        crate::worker::hostname(),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut claimed = false;
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + CALL_LEASE / 3, CALL_LEASE / 3);
+    let longest = tokio::time::sleep(Duration::from_secs(settings.max_call_secs));
+    tokio::pin!(longest);
     let mut greeting: Option<tokio::task::JoinHandle<()>> = None;
-    let idle = Duration::from_millis(ctx.settings.calls.idle_timeout_ms);
+    let idle = Duration::from_millis(settings.idle_timeout_ms);
+    let mut disk_low = ctx.calls.disk.watch();
     let ended = loop {
         let next = tokio::select! {
             () = ctx.calls.end_all.cancelled() => break "shutdown",
+            () = turns_low(&mut disk_low) => break "recordings disk low",
+            () = &mut longest => break "longest call (calls.max_call_secs)",
+            _ = renew.tick(), if claimed => {
+                renew_claim(&ctx, session.call_sid().unwrap_or_default(), &owner).await;
+                continue;
+            }
             next = tokio::time::timeout(idle, stream.next()) => next,
         };
         let text = match next {
             Err(_) => break "idle timeout",
             Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break "socket closed",
-            Ok(Some(Err(_))) => break "socket error",
+            Ok(Some(Err(e))) => {
+                tracing::warn!(call_sid = session.call_sid().unwrap_or("-"), error = %e, "media stream socket error");
+                break "socket error";
+            }
             Ok(Some(Ok(Message::Text(t)))) => t,
             Ok(Some(Ok(_))) => continue,
         };
         let started = Instant::now();
-        let step = session.handle(&text);
+        let step = session.handle(&text, started);
         metrics::histogram!(m::CALL_FRAME_SECONDS).record(started.elapsed().as_secs_f64());
-        if greeting.is_none()
-            && let (Some(audio), Some(stream_sid)) = (&ctx.calls.greeting, session.stream_sid())
-        {
-            greeting = Some(tokio::spawn(play(
-                audio.clone(),
-                stream_sid.to_owned(),
-                out_tx.clone(),
-            )));
-        }
         match step {
             Step::Continue => {}
+            Step::Dropped(reason) => {
+                metrics::counter!(m::CALL_FRAMES_DROPPED, "reason" => reason).increment(1);
+            }
+            Step::Started => {
+                let sid = session.call_sid().unwrap_or_default().to_owned();
+                if let Err(reason) = claim_call(&ctx, &mut slot, &sid, &owner).await {
+                    metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => reason).increment(1);
+                    tracing::warn!(call_sid = sid, reason, "refused a second stream for a call");
+                    break "refused: the call has another stream";
+                }
+                claimed = true;
+                if let (Some(audio), Some(stream_sid)) = (&ctx.calls.greeting, session.stream_sid())
+                {
+                    greeting = Some(tokio::spawn(play(
+                        audio.clone(),
+                        stream_sid.to_owned(),
+                        out_tx.clone(),
+                    )));
+                }
+            }
             Step::Stop => break "stop",
+            Step::Refused(reason) => {
+                metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => reason).increment(1);
+                tracing::warn!(reason, "refused a media stream's start");
+                break "refused: no valid stream token";
+            }
             Step::Fail(why) => {
                 tracing::warn!(
                     call_sid = session.call_sid().unwrap_or("-"),
@@ -158,31 +264,104 @@ async fn run_call(socket: WebSocket, ctx: AppContext, _slot: CallSlot) {
     let _ = out_tx.send(Message::Close(None)).await;
     drop(out_tx);
     let _ = writer.await;
-    finish_call(session, &ctx, ended).await;
+    let claim = claimed.then_some(owner.as_str());
+    finish_call(session, &ctx, ended, claim).await;
 }
 
-/// Finalizes the recording (syncing its files) and enqueues the post-call jobs.
-async fn finish_call(session: Session, ctx: &AppContext, ended: &str) {
+/// Resolves once the recordings disk is low (at once if it is).
+async fn turns_low(disk: &mut tokio::sync::watch::Receiver<bool>) {
+    if disk.wait_for(|low| *low).await.is_err() {
+        // The registry (and its disk) outlive every call; should it not, never end a call for it.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Binds a verified start's call to this stream: on this process, then across calls processes
+/// through Redis. `Err(reason)` when another stream has the call, or had it and finalized it.
+async fn claim_call(
+    ctx: &AppContext,
+    slot: &mut CallSlot,
+    call_sid: &str,
+    owner: &str,
+) -> Result<(), &'static str> {
+    if !slot.bind(call_sid) {
+        return Err("live");
+    }
+    let claim = ctx.jobs.call_status();
+    match tokio::time::timeout(
+        CLAIM_WITHIN,
+        claim.claim_stream(call_sid, owner, CALL_LEASE),
+    )
+    .await
+    {
+        Ok(Ok(StreamClaim::Owned)) => Ok(()),
+        Ok(Ok(StreamClaim::Live | StreamClaim::Lost)) => Err("live"),
+        Ok(Ok(StreamClaim::Finalized)) => Err("finalized"),
+        Ok(Err(e)) => {
+            tracing::warn!(call_sid, error = %e, "cannot claim the call in Redis; recording it on this process's word");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                call_sid,
+                "Redis did not answer the call's claim in time; recording it on this process's word"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn renew_claim(ctx: &AppContext, call_sid: &str, owner: &str) {
+    let claim = ctx.jobs.call_status();
+    match tokio::time::timeout(
+        CLAIM_WITHIN,
+        claim.renew_stream(call_sid, owner, CALL_LEASE),
+    )
+    .await
+    {
+        Ok(Ok(StreamClaim::Owned)) => {}
+        Ok(Ok(_)) => tracing::warn!(
+            call_sid,
+            "another stream took this call's claim while it lapsed; this one records on"
+        ),
+        Ok(Err(e)) => tracing::debug!(call_sid, error = %e, "cannot renew the call's claim"),
+        Err(_) => tracing::debug!(call_sid, "renewing the call's claim timed out"),
+    }
+}
+
+/// Finalizes the recording (syncing its files), enqueues the post-call jobs, then marks the call
+/// finalized (or, with nothing recorded, releases it) when this stream holds its claim.
+async fn finish_call(session: Session, ctx: &AppContext, ended: &str, claim: Option<&str>) {
     let call_sid = session.call_sid().unwrap_or("-").to_owned();
     // Finishing syncs files to disk: keep it off the async threads.
     let finished = tokio::task::spawn_blocking(move || session.finish()).await;
     let recording = match finished {
-        Ok(Ok(Some(r))) => r,
+        Ok(Ok(Some(r))) => Some(r),
         Ok(Ok(None)) => {
             tracing::info!(call_sid, ended, "media stream ended with nothing recorded");
-            return;
+            None
         }
         Ok(Err(e)) => {
             tracing::error!(call_sid, error = %e, "cannot finalize the recording");
-            return;
+            None
         }
         Err(e) => {
             tracing::error!(call_sid, error = %e, "finalizing the recording failed");
-            return;
+            None
         }
     };
-    tracing::info!(call_sid, ended, duration_secs = recording.duration_secs, files = ?recording.paths, "call recorded");
-    enqueue_post_call(ctx, &recording).await;
+    if let Some(recording) = &recording {
+        tracing::info!(call_sid, ended, duration_secs = recording.duration_secs, files = ?recording.paths, "call recorded");
+        enqueue_post_call(ctx, recording).await;
+    }
+    if let Some(owner) = claim {
+        let keep = Duration::from_secs(ctx.settings.api.twilio_dedupe_ttl_secs);
+        let status = ctx.jobs.call_status();
+        let end = status.end_stream(&call_sid, owner, recording.is_some(), keep);
+        if !matches!(tokio::time::timeout(CLAIM_WITHIN, end).await, Ok(Ok(_))) {
+            tracing::debug!(call_sid, "cannot end the call's claim; its lease runs out");
+        }
+    }
 }
 
 /// `recording_job` (de-dupe `recording:{sid}`, the key Twilio's recording callback uses too) and

@@ -31,7 +31,29 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
             .await
             .map(|axum::extract::Query(q)| JsonQuery(q))
             // axum's text names the parameter and the problem; it echoes no more than the query.
-            .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text()))
+            .map_err(|r| ApiError::invalid(r.body_text()))
+    }
+}
+
+/// A path parameter as `T`; one that is not UTF-8 (`%ff`) or does not parse is a 400 JSON
+/// error (axum's own is plain text).
+pub(super) struct JsonPath<T>(pub(super) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for JsonPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| JsonPath(p))
+            .map_err(|r| ApiError::invalid(r.body_text()))
     }
 }
 
@@ -42,15 +64,15 @@ pub(super) struct RawBody(pub(super) Bytes);
 async fn read_bytes(
     req: Request,
     ctx: &AppContext,
-    malformed: &'static str,
 ) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let room = reservation(req.headers(), ctx.settings.http.body_limit_bytes);
     let permit = reserve(&ctx.body_budget, room)?;
     let bytes = Bytes::from_request(req, ctx).await.map_err(|r| {
+        // Reading failed (a bad chunk size, a connection cut short): not a parse error.
         let error = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
         } else {
-            malformed
+            "unreadable_body"
         };
         ApiError::new(r.status(), error, r.body_text())
     })?;
@@ -61,9 +83,7 @@ impl FromRequest<AppContext> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, ctx: &AppContext) -> Result<Self, Self::Rejection> {
-        read_bytes(req, ctx, "malformed_body")
-            .await
-            .map(|(bytes, _)| RawBody(bytes))
+        read_bytes(req, ctx).await.map(|(bytes, _)| RawBody(bytes))
     }
 }
 
@@ -86,7 +106,7 @@ where
             ));
         }
         // The room stays reserved while the body is parsed, when it briefly exists twice.
-        let (bytes, _permit) = read_bytes(req, ctx, "malformed_json").await?;
+        let (bytes, _permit) = read_bytes(req, ctx).await?;
         match serde_json::from_slice(&bytes) {
             Ok(v) => Ok(JsonBody(v)),
             Err(_) => match Json::<T>::from_bytes(&bytes) {

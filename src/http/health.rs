@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -20,12 +21,19 @@ pub(super) fn routes() -> Router<AppContext> {
     Router::new().route("/api/jobs/health", get(jobs_health))
 }
 
-async fn jobs_health(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>) {
+async fn jobs_health(State(ctx): State<AppContext>) -> Response {
     let (status, report) = report(&ctx).await;
-    (status, Json(report))
+    let mut response = (status, Json(report)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::error::RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
-/// The jobs health report (also the dashboard overview's): 200 with the numbers, or 500 with
+/// The jobs health report (also the dashboard overview's): 200 with the numbers, or 503 with
 /// the error while Redis cannot answer.
 pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
     let role = ctx.role.name();
@@ -61,7 +69,7 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
         Err(e) => {
             tracing::warn!(error = %e, "jobs health: Redis unavailable");
             (
-                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
                 json!({
                     "status": "unhealthy",
                     "error": e.to_string(),

@@ -10,12 +10,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::ApiError;
 use super::auth::{Bearer, InternalSecret, TwilioSigned};
 use super::extract::{JsonBody, RawBody};
-use super::{ApiError, internal_error};
 use crate::context::AppContext;
 use crate::handlers::push;
-use crate::jobs::{Enqueued, JobError, JobOptions, NewJob};
+use crate::jobs::{Enqueued, JobOptions, NewJob};
 use crate::metrics as m;
 use crate::webhooks::{twilio, whatsapp};
 
@@ -46,33 +46,9 @@ async fn admit(
     ttl: u64,
 ) -> Result<Enqueued, ApiError> {
     let job_type = job.job_type.clone();
-    let r = ctx
-        .jobs
-        .enqueue_with_dedupe(job, key, ttl)
-        .await
-        .map_err(job_error)?;
+    let r = ctx.jobs.enqueue_with_dedupe(job, key, ttl).await?;
     count(source, &job_type, &r);
     Ok(r)
-}
-
-pub(super) fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
-}
-
-fn job_error(e: JobError) -> ApiError {
-    match e {
-        JobError::Invalid(msg) => invalid(msg),
-        // Not acknowledged, so the provider retries; the retry is de-duplicated.
-        JobError::NotReplicated { .. } | JobError::NoMaster(_) => {
-            tracing::warn!(error = %e, "event not acknowledged");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        }
-        other => internal_error(&other),
-    }
 }
 
 async fn whatsapp_incoming(
@@ -80,7 +56,7 @@ async fn whatsapp_incoming(
     _auth: InternalSecret,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let messages = whatsapp::parse(&body).map_err(invalid)?;
+    let messages = whatsapp::parse(&body).map_err(ApiError::invalid)?;
     let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
     let queue = &ctx.settings.api.ingress_queues.whatsapp;
     let events = messages
@@ -93,8 +69,7 @@ async fn whatsapp_incoming(
     let results = ctx
         .jobs
         .enqueue_many_with_dedupe(events, ctx.settings.api.webhook_dedupe_ttl_secs)
-        .await
-        .map_err(job_error)?;
+        .await?;
     let mut jobs = Vec::with_capacity(results.len());
     let mut duplicates = 0;
     for (id, r) in ids.iter().zip(&results) {
@@ -135,7 +110,7 @@ pub(super) fn twilio_form(
                 "forbidden",
                 "X-Twilio-Signature does not match",
             ),
-            twilio::Refused::Body(why) => invalid(why),
+            twilio::Refused::Body(why) => ApiError::invalid(why),
         },
     )
 }
@@ -176,8 +151,9 @@ async fn twilio_callback(
     event: EventOf,
 ) -> Result<Response, ApiError> {
     let params = twilio_form(ctx, uri, signed, body)?;
-    let mut e = event(&params, &ctx.settings.api.ingress_queues.twilio).map_err(invalid)?;
-    twilio::tenant_from_query(&mut e, uri.0.query()).map_err(invalid)?;
+    let mut e =
+        event(&params, &ctx.settings.api.ingress_queues.twilio).map_err(ApiError::invalid)?;
+    twilio::tenant_from_query(&mut e, uri.0.query()).map_err(ApiError::invalid)?;
     let ttl = ctx.settings.api.twilio_dedupe_ttl_secs;
     admit(ctx, "twilio", e.job, &e.dedupe_key, ttl).await?;
     Ok(accepted())
@@ -188,7 +164,7 @@ async fn push_notification(
     _auth: Bearer,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    push::validate(&body).map_err(invalid)?;
+    push::validate(&body).map_err(ApiError::invalid)?;
     let id = match &body["notification_id"] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -242,10 +218,10 @@ async fn enqueue(
     let queue = ctx
         .settings
         .route(&req.job_type, req.queue.as_deref())
-        .map_err(invalid)?;
+        .map_err(ApiError::invalid)?;
     let allowed = ctx.settings.enqueue_queues();
     if !allowed.contains(&queue.as_str()) {
-        return Err(invalid(format!(
+        return Err(ApiError::invalid(format!(
             "queue {queue:?} is not one of the queues this API serves ({}); see api.queues",
             allowed.join(", ")
         )));
@@ -253,7 +229,7 @@ async fn enqueue(
     let job_type = req.job_type.clone();
     let mut job = NewJob::new(queue, req.job_type, req.args).with_options(req.options);
     if let Some(tenant) = &req.tenant {
-        job.set_tenant(tenant).map_err(job_error)?;
+        job.set_tenant(tenant).map_err(ApiError::from)?;
     }
     let r = match req.dedupe_key {
         Some(key) => {
@@ -275,8 +251,7 @@ async fn enqueue(
             Err(e) => Err(e),
         },
         None => ctx.jobs.enqueue(job).await.map(Enqueued::New),
-    }
-    .map_err(job_error)?;
+    }?;
     count("enqueue_api", &job_type, &r);
     Ok((
         StatusCode::ACCEPTED,

@@ -70,17 +70,6 @@ pub fn ops_router(ctx: AppContext) -> Router {
         .with_state(ctx)
 }
 
-/// A 500 for an unexpected failure (Redis down, a bug): the detail is logged, the client gets
-/// a generic message.
-pub(crate) fn internal_error(e: &dyn std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "request failed");
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the request could not be completed; see the server log",
-    )
-}
-
 /// The OpenAPI document of the HTTP API, kept beside the handlers (a test checks that it lists
 /// exactly the routes the code serves).
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -179,10 +179,7 @@ async fn serve_connection(
         head_since: AtomicU64::new(0),
         served: std::sync::atomic::AtomicBool::new(false),
     });
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        state: state.clone(),
-    });
+    let io = TokioIo::new(Watched::new(stream, state.clone()));
     let service_state = state.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = service_state.clone();
@@ -204,7 +201,8 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(64 * 1024)
+        .max_headers(100);
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let mut closing: Option<tokio::time::Instant> = None;
@@ -260,10 +258,96 @@ impl Drop for Answered {
     }
 }
 
-/// The TCP stream, noting when bytes of a new request head start to arrive.
+/// The TCP stream, noting when bytes of a new request head start to arrive, and giving the
+/// answers hyper writes by itself the API's JSON error shape.
 struct Watched {
     inner: TcpStream,
     state: Arc<ConnState>,
+    /// A rewritten refusal still being written: the bytes and how many went out.
+    rewritten: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    fn new(inner: TcpStream, state: Arc<ConnState>) -> Self {
+        Self {
+            inner,
+            state,
+            rewritten: None,
+        }
+    }
+
+    /// Writes what is left of a rewritten refusal.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, at)) = &mut self.rewritten {
+            if *at >= bytes.len() {
+                self.rewritten = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*at..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *at += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `buf` as written: as itself, or as the JSON refusal it is rewritten into.
+    fn write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<std::io::Result<usize>>> {
+        let json = hyper_refusal(buf)?;
+        self.rewritten = Some((json, 0));
+        // Whatever does not go out now goes with the flush and shutdown hyper does next.
+        Some(match self.drain(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(buf.len())),
+        })
+    }
+}
+
+/// hyper answers a request head it cannot parse (400), a URI too long (414) or headers past
+/// its limits (431) by itself, with an empty body, then closes the connection. No handler
+/// answers with an empty body, so such a head is hyper's: it becomes the API's JSON error.
+fn hyper_refusal(head: &[u8]) -> Option<Vec<u8>> {
+    if head.len() > 512 || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?;
+    let rest = text.strip_prefix("HTTP/1.1 ")?;
+    let (error, detail) = match rest.get(..3)? {
+        "400" => (
+            "malformed_request",
+            "the request line or a header is not valid HTTP/1.1",
+        ),
+        "414" => ("uri_too_long", "the request URI is too long"),
+        "431" => (
+            "headers_too_large",
+            "the request's headers are too large or too many (at most 64 KiB and 100 headers)",
+        ),
+        _ => return None,
+    };
+    let lines: Vec<&str> = rest.trim_end().split("\r\n").collect();
+    if !lines
+        .iter()
+        .any(|l| l.eq_ignore_ascii_case("content-length: 0"))
+    {
+        return None;
+    }
+    let status_line = lines.first()?;
+    let date = lines
+        .iter()
+        .find(|l| l.len() > 5 && l[..5].eq_ignore_ascii_case("date:"))
+        .map_or(String::new(), |d| format!("{d}\r\n"));
+    let body = serde_json::json!({"error": error, "detail": detail}).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{date}\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 impl AsyncRead for Watched {
@@ -290,15 +374,33 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        if let Poll::Ready(Err(e)) = this.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if this.rewritten.is_some() {
+            return Poll::Pending;
+        }
+        if let Some(done) = this.write(cx, buf) {
+            return done;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        match this.drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        match this.drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 
     fn poll_write_vectored(
@@ -306,7 +408,21 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        if let Poll::Ready(Err(e)) = this.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if this.rewritten.is_some() {
+            return Poll::Pending;
+        }
+        // hyper's own refusal is a head alone, in one slice.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next())
+            && let Some(done) = this.write(cx, only)
+        {
+            return done;
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -346,4 +462,31 @@ pub fn ensure_descriptors(needed: u64) -> anyhow::Result<u64> {
          http.max_connections, http.ops_max_connections and calls.max_concurrent_calls need; \
          raise `ulimit -n` or lower those settings"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hypers_own_bodiless_refusals_are_rewritten() {
+        let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 07 Dec 2026 07:00:00 GMT\r\n\r\n";
+        let json = String::from_utf8(hyper_refusal(hyper).unwrap()).unwrap();
+        assert!(json.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(json.contains("\r\ncontent-type: application/json\r\n"));
+        assert!(json.contains("\r\ndate: Mon, 07 Dec 2026 07:00:00 GMT\r\n"));
+        let (head, body) = json.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "headers_too_large");
+        let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        assert!(hyper_refusal(bad).is_some());
+        // A handler's answers carry bodies, and other statuses are left alone.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n";
+        assert!(hyper_refusal(ours).is_none());
+        let ok = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+        assert!(hyper_refusal(ok).is_none());
+        let with_body = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nx";
+        assert!(hyper_refusal(with_body).is_none());
+    }
 }

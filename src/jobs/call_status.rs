@@ -1,6 +1,8 @@
-//! Call state kept for the Twilio job types: the latest status of each call, forward only.
+//! Call state: the latest status of each call, forward only (for the Twilio job types), and which
+//! Media Stream owns each call (for the calls role).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -27,6 +29,19 @@ pub enum CallUpdate {
     Advanced(String),
     /// The status would not move the call forward; it stays at the current one.
     Unchanged(Option<String>),
+}
+
+/// What a stream's claim on its call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamClaim {
+    /// This stream holds the call.
+    Owned,
+    /// Another live stream holds it.
+    Live,
+    /// The call's recording is finalized: it is not reopened.
+    Finalized,
+    /// (Renewing or ending) another stream took the call after this one's lease lapsed.
+    Lost,
 }
 
 super::capability! {
@@ -76,5 +91,60 @@ impl CallStatus<'_> {
                 .and_then(|d| serde_json::from_str(d).ok())
                 .unwrap_or(Value::Null),
         }))
+    }
+
+    /// Claims `call_sid` for the stream `owner` for `lease`.
+    pub async fn claim_stream(
+        &self,
+        call_sid: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<StreamClaim, JobError> {
+        self.call_stream("claim", call_sid, owner, lease).await
+    }
+
+    /// Extends the stream's lease (taking it back if it lapsed and nobody took it).
+    pub async fn renew_stream(
+        &self,
+        call_sid: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<StreamClaim, JobError> {
+        self.call_stream("renew", call_sid, owner, lease).await
+    }
+
+    /// The stream ended: with a recording, the call is marked finalized for `keep`; without,
+    /// the claim is released.
+    pub async fn end_stream(
+        &self,
+        call_sid: &str,
+        owner: &str,
+        recorded: bool,
+        keep: Duration,
+    ) -> Result<StreamClaim, JobError> {
+        let op = if recorded { "end" } else { "release" };
+        self.call_stream(op, call_sid, owner, keep).await
+    }
+
+    async fn call_stream(
+        &self,
+        op: &str,
+        call_sid: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<StreamClaim, JobError> {
+        let found: String = scripts::CALL_STREAM
+            .key(Keys::call_stream(call_sid))
+            .arg(op)
+            .arg(owner)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(match found.as_str() {
+            "owned" | "ok" => StreamClaim::Owned,
+            "live" => StreamClaim::Live,
+            "finalized" => StreamClaim::Finalized,
+            _ => StreamClaim::Lost,
+        })
     }
 }

@@ -30,3 +30,65 @@ pub enum JobError {
     #[error("redis did not answer within {0:?}")]
     Timeout(std::time::Duration),
 }
+
+impl JobError {
+    /// Whether the error says Redis could not do it now, not that it cannot be done: an
+    /// outage, a timeout, a failover in progress (no master, a read-only former master, a
+    /// loading replica) or a write not yet replicated. Retrying later can succeed; callers
+    /// answer "unavailable", not "internal error".
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::NoMaster(_) | Self::NotReplicated { .. } | Self::Timeout(_) => true,
+            Self::Redis(e) => {
+                // Codes a failover, a restart or a full server answer with.
+                const TRANSIENT_CODES: [&str; 8] = [
+                    "READONLY",
+                    "LOADING",
+                    "MASTERDOWN",
+                    "TRYAGAIN",
+                    "BUSY",
+                    "CLUSTERDOWN",
+                    "NOREPLICAS",
+                    "OOM",
+                ];
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
+                    || !matches!(
+                        e.retry_method(),
+                        redis::RetryMethod::NoRetry | redis::RetryMethod::Reconnect
+                    )
+            }
+            Self::Invalid(_) | Self::Corrupt { .. } | Self::BadUrl { .. } | Self::Reply(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_and_failovers_are_transient_and_bugs_are_not() {
+        let io = |kind| JobError::Redis(std::io::Error::new(kind, "x").into());
+        assert!(io(std::io::ErrorKind::ConnectionRefused).is_transient());
+        assert!(io(std::io::ErrorKind::TimedOut).is_transient());
+        assert!(io(std::io::ErrorKind::BrokenPipe).is_transient());
+        // As Redis answers: a RESP error line, parsed by the client.
+        let server = |code: &str| {
+            let line = format!("-{code} detail\r\n");
+            let value = redis::parse_redis_value(line.as_bytes()).unwrap();
+            JobError::Redis(value.extract_error().unwrap_err())
+        };
+        assert!(server("READONLY").is_transient());
+        assert!(server("LOADING").is_transient());
+        assert!(server("BUSY").is_transient());
+        assert!(!server("WRONGTYPE").is_transient());
+        assert!(!server("ERR").is_transient());
+        assert!(JobError::NoMaster("x".into()).is_transient());
+        assert!(JobError::Timeout(std::time::Duration::from_secs(1)).is_transient());
+        assert!(!JobError::Invalid("x".into()).is_transient());
+    }
+}

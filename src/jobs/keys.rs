@@ -16,6 +16,7 @@
 //! | `prosaas:maintenance:<q>` | string | short lock: which worker runs recovery for a queue now |
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
 //! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
+//! | `prosaas:call:<call sid>:stream` | string | the call's one live Media Stream: its owner token while live (a lease of a minute, renewed), then `finalized` for `api.twilio_dedupe_ttl_secs` once recorded, so no other stream takes or reopens the call |
 //! | `prosaas:diag:executions` | hash | job id → executions, written only by the `diag.count` job type |
 //! | `prosaas:worker:<w>:running` | set | `<id>:<execution id>` of the jobs a worker runs (claim.lua adds, settle.lua removes, built in Lua); a dead worker's is swept for orphans |
 //! | `prosaas:fair:<q>:ring` | zset | tenants of fair queue `q` with queued jobs → their pass in the round robin (`''` is the queue's own list) |
@@ -176,6 +177,11 @@ impl Keys {
 
     pub(crate) fn call(call_sid: &str) -> String {
         format!("prosaas:call:{call_sid}")
+    }
+
+    /// The call's Media Stream claim (call_stream.lua).
+    pub(crate) fn call_stream(call_sid: &str) -> String {
+        format!("prosaas:call:{call_sid}:stream")
     }
 
     pub(crate) fn scheduler_lock() -> &'static str {

@@ -37,7 +37,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
 pub use bench::{Bench, RedisCounters};
-pub use call_status::{CallState, CallStatus, CallUpdate};
+pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dashboard::{Dashboard, Minute, Recorded, RunningJob, WAIT_BUCKETS_MS, WorkerRow};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,

@@ -44,6 +44,8 @@ pub(crate) static REQUEUE_FAILED: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_lanes!("lua/requeue_failed.lua")));
 pub(crate) static CALL_STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));
+pub(crate) static CALL_STREAM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/call_stream.lua")));
 pub(crate) static LEADER_LOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/leader_lock.lua")));
 pub(crate) const QUEUE_HEAD_SRC: &str = include_str!("lua/queue_head.lua");

@@ -1,5 +1,5 @@
 //! The `calls` role: Twilio's voice webhook and Media Streams (routes in `http::calls`), and this
-//! task, which on shutdown stops new streams, gives live calls `calls.shutdown_grace_ms`, then
+//! task, which measures the recordings disk every second and, on shutdown, stops new streams, gives live calls `calls.shutdown_grace_ms`, then
 //! finalizes every recording and enqueues its jobs before the process exits. Meanwhile it tells
 //! the dashboard, through Redis, which calls this process holds (the api role cannot see them).
 
@@ -12,17 +12,44 @@ use axum::Router;
 use crate::context::AppContext;
 
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let missing = ctx.settings.missing_calls_secrets();
+    if !missing.is_empty() {
+        if ctx.settings.api.allow_missing_secrets {
+            tracing::warn!(
+                ?missing,
+                "calls: media streams are NOT verified (api.allow_missing_secrets, for development): anyone who can reach the stream URL can open one"
+            );
+        } else {
+            tracing::warn!(
+                ?missing,
+                "calls: media streams are refused with 503 until Twilio's secrets are set"
+            );
+        }
+    }
+    if let Err(e) = ctx.calls.disk.measure() {
+        tracing::error!(error = %e, "cannot measure the recordings disk");
+    }
+    let free_gauge = metrics::gauge!(crate::metrics::RECORDINGS_FREE_BYTES);
+    free_gauge.set(ctx.calls.disk.free_bytes() as f64);
     tracing::info!(
         max_calls = ctx.settings.calls.max_concurrent_calls,
         path = crate::http::calls::STREAM_PATH,
+        free_bytes = ctx.calls.disk.free_bytes(),
         "calls: accepting Twilio media streams"
     );
     let process = format!("{}:{}", crate::worker::hostname(), std::process::id());
     let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut disk = tokio::time::interval(DISK_EVERY);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = report.tick() => publish(&ctx, &process).await,
+            _ = disk.tick() => {
+                // statvfs is one quick system call, but it may block on a network file system.
+                let calls = ctx.calls.clone();
+                let _ = tokio::task::spawn_blocking(move || calls.disk.measure()).await;
+                free_gauge.set(ctx.calls.disk.free_bytes() as f64);
+            }
         }
     }
     crate::http::calls::drain(
@@ -40,6 +67,9 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
+/// How often the recordings disk's free space is measured: at 1,000 calls of two tracks, 16 MB
+/// are written between two measurements.
+const DISK_EVERY: Duration = Duration::from_secs(1);
 /// How often the live calls are reported (the dashboard drops a report 20 s old).
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// The most calls one report lists by age (the count covers them all).

@@ -648,6 +648,7 @@ fn alert_rules_parse_and_name_only_exported_metrics() {
         "prosaas_scheduler_lock_held",
         "prosaas_scheduler_last_tick_timestamp_seconds",
         "prosaas_tenant_oldest_job_age_seconds",
+        "prosaas_recordings_free_bytes",
     ] {
         assert!(named.iter().any(|n| n == needed), "no alert on {needed}");
     }

@@ -10,9 +10,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt, StreamExt};
 use prosaas::audio::{self, ULAW_SILENCE, WavFormat};
 use prosaas::jobs::NewJob;
+use prosaas::webhooks::twilio::stream::StreamTokens;
 use redis::Commands;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 
 use crate::support::client::TestApi;
 use crate::support::process::{TEST_PUBLIC_URL, TEST_TWILIO_TOKEN};
@@ -35,32 +38,71 @@ fn calls(t: &TestDb, dir: &Path, extra: &[(&str, &str)]) -> ProsaasProcess {
     p
 }
 
+/// The URL Twilio signs for a stream: the public base URL's `wss://` form.
+const SIGNED_STREAM_URL: &str = "wss://prosaas.example.com/ws/twilio/media";
+
+/// An upgrade request to the process's stream path with `signature` (none: unsigned).
+fn upgrade(p: &ProsaasProcess, signature: Option<&str>) -> Request {
+    let mut req = format!("ws://{}/ws/twilio/media", p.http_addr())
+        .into_client_request()
+        .unwrap();
+    if let Some(sig) = signature {
+        req.headers_mut()
+            .insert("X-Twilio-Signature", sig.parse().unwrap());
+    }
+    req
+}
+
+/// Twilio's signature of the stream URL, as it signs the upgrade.
+fn stream_signature() -> String {
+    prosaas::webhooks::twilio::signature(TEST_TWILIO_TOKEN, SIGNED_STREAM_URL, &[])
+}
+
+/// A stream opened as Twilio opens one: the upgrade signed.
 async fn connect(p: &ProsaasProcess) -> Ws {
-    let url = format!("ws://{}/ws/twilio/media", p.http_addr());
-    tokio_tungstenite::connect_async(url)
+    tokio_tungstenite::connect_async(upgrade(p, Some(&stream_signature())))
         .await
         .expect("websocket")
         .0
+}
+
+/// The stream token `/twilio/voice` issues for `sid` with tenant `12`.
+fn token(sid: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    StreamTokens::new(TEST_TWILIO_TOKEN).issue(sid, "12", now + 300)
 }
 
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
 
-async fn start(ws: &mut Ws, sid: &str) {
+/// `connected` and a `start` for `sid` carrying `token` in its parameters.
+async fn start_with(ws: &mut Ws, sid: &str, token: Option<&str>) {
     send(
         ws,
         json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
     )
     .await;
+    let mut params = json!({"business_id": "12"});
+    if let Some(t) = token {
+        params["stream_token"] = json!(t);
+    }
     send(
         ws,
         json!({"event": "start", "sequenceNumber": "1", "streamSid": format!("MZ{sid}"), "start": {
         "accountSid": "AC0", "streamSid": format!("MZ{sid}"), "callSid": sid, "tracks": ["inbound"],
-        "customParameters": {"business_id": "12"},
+        "customParameters": params,
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}),
     )
     .await;
+}
+
+/// A `start` as Twilio sends it for a call whose TwiML came from `/twilio/voice`.
+async fn start(ws: &mut Ws, sid: &str) {
+    start_with(ws, sid, Some(&token(sid))).await;
 }
 
 /// 20 ms of a tone, as μ-law, for chunk `n`.
@@ -98,7 +140,12 @@ fn queued_types(t: &TestDb) -> Vec<(String, String)> {
 async fn a_ten_second_call_with_dropped_chunks_is_recorded_and_enqueued_once() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
-    let p = calls(&t, dir.path(), &[]);
+    // Ten seconds of audio sent at once: allowed ahead of the clock here.
+    let p = calls(
+        &t,
+        dir.path(),
+        &[("PROSAAS__CALLS__MAX_TIMESTAMP_LEAD_MS", "60000")],
+    );
     let mut ws = connect(&p).await;
     start(&mut ws, "CA10S").await;
     let dropped = [100, 101, 250];
@@ -358,6 +405,24 @@ async fn the_voice_webhook_answers_twiml_and_extra_streams_are_refused() {
         twiml.contains("<Parameter name=\"From\" value=\"+972501234567\"/>"),
         "{twiml}"
     );
+    // The stream Twilio opens for this call carries the token the TwiML gave it.
+    let token = twiml
+        .split("<Parameter name=\"stream_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a stream token in the TwiML");
+    let mut ws = connect(&p).await;
+    start_with(&mut ws, "CAVOICE", Some(token)).await;
+    media(&mut ws, 0).await;
+    send(&mut ws, json!({"event": "stop"})).await;
+    p.wait_for_log("recording_job for the call", Duration::from_secs(10));
+    let rec = &queued_types(&t)[0];
+    let job = t.store().fetch_job(&rec.0).await.unwrap().unwrap();
+    assert_eq!(job.tenant(), Some("12"));
+    assert!(
+        job.kwargs["parameters"].get("stream_token").is_none(),
+        "the token stays out of the job"
+    );
     let unsigned = http
         .post(p.url(path))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -369,8 +434,7 @@ async fn the_voice_webhook_answers_twiml_and_extra_streams_are_refused() {
 
     let _a = connect(&p).await;
     let _b = connect(&p).await;
-    let url = format!("ws://{}/ws/twilio/media", p.http_addr());
-    let third = tokio_tungstenite::connect_async(url).await;
+    let third = tokio_tungstenite::connect_async(upgrade(&p, Some(&stream_signature()))).await;
     let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = third else {
         panic!("a third stream must be refused")
     };
@@ -434,4 +498,343 @@ async fn a_configured_greeting_is_played_back_then_marked() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be μ-law 8 kHz mono"));
+}
+
+/// Waits until the server closes `ws` (a close frame, an error or the end), within 5 s.
+async fn closed_by_server(ws: &mut Ws) {
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = ws.next().await {
+            if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server closed the stream");
+}
+
+/// The value of `name{reason="<reason>"}` in `/metrics`, 0 when absent.
+async fn by_reason(p: &ProsaasProcess, name: &str, reason: &str) -> f64 {
+    let text = TestApi::new(p).metrics().await.unwrap();
+    let prefix = format!("{name}{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// The answer to an upgrade that must be refused: its status and JSON body.
+async fn refused_upgrade(req: Request) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            (
+                response.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
+        }
+        Ok(_) => panic!("the upgrade must be refused"),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_twilio_opens_a_stream_and_only_for_the_call_it_was_given() {
+    let t = db();
+    let dir = tempfile::tempdir().unwrap();
+    let p = calls(&t, dir.path(), &[]);
+    let (status, body) = refused_upgrade(upgrade(&p, None)).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+    let forged = prosaas::webhooks::twilio::signature("not-the-token", SIGNED_STREAM_URL, &[]);
+    let (status, body) = refused_upgrade(upgrade(&p, Some(&forged))).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+    assert!(body["detail"].as_str().unwrap().contains("does not match"));
+
+    // Signed by Twilio, but the start names a call it holds no token for: the attack of the
+    // issue (a far-future frame right after the start) writes nothing.
+    let attack = |sid: &str| {
+        json!({"event": "media", "streamSid": format!("MZ{sid}"), "media": {"track": "inbound",
+            "timestamp": "21599000", "payload": BASE64.encode([0u8; 160])}})
+    };
+    let mut no_token = connect(&p).await;
+    start_with(&mut no_token, "CANOTOKEN", None).await;
+    let _ = no_token
+        .send(Message::text(attack("CANOTOKEN").to_string()))
+        .await;
+    closed_by_server(&mut no_token).await;
+    let mut other_call = connect(&p).await;
+    start_with(&mut other_call, "CATARGET", Some(&token("CAOTHER"))).await;
+    let _ = other_call
+        .send(Message::text(attack("CATARGET").to_string()))
+        .await;
+    closed_by_server(&mut other_call).await;
+    let mut other_tenant = connect(&p).await;
+    let wrong_tenant = StreamTokens::new(TEST_TWILIO_TOKEN).issue("CATENANT", "13", u64::MAX);
+    start_with(&mut other_tenant, "CATENANT", Some(&wrong_tenant)).await;
+    closed_by_server(&mut other_tenant).await;
+
+    p.wait_for_log("token_mismatch", Duration::from_secs(5));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing on disk"
+    );
+    assert!(queued_types(&t).is_empty(), "nothing enqueued");
+    let name = "prosaas_calls_streams_refused_total";
+    assert_eq!(by_reason(&p, name, "unsigned").await, 1.0);
+    assert_eq!(by_reason(&p, name, "bad_signature").await, 1.0);
+    assert_eq!(by_reason(&p, name, "token_missing").await, 1.0);
+    assert_eq!(by_reason(&p, name, "token_mismatch").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stream_for_a_live_call_is_refused_and_the_first_recording_is_untouched() {
+    let t = db();
+    let dir = tempfile::tempdir().unwrap();
+    let first = calls(&t, dir.path(), &[]);
+    let second = calls(&t, dir.path(), &[]);
+    // The control: the same audio, recorded with nobody interfering.
+    let mut control = connect(&first).await;
+    start(&mut control, "CACONTROL").await;
+    for n in 0..100 {
+        media(&mut control, n).await;
+    }
+    send(&mut control, json!({"event": "stop"})).await;
+
+    let mut live = connect(&first).await;
+    start(&mut live, "CALIVECALL").await;
+    for n in 0..50 {
+        media(&mut live, n).await;
+    }
+    let mut redis = t.connection();
+    eventually("the live call claimed", Duration::from_secs(5), || {
+        let held: Option<String> = redis.get("prosaas:call:CALIVECALL:stream").unwrap();
+        async move { held.filter(|h| h != "finalized") }
+    })
+    .await;
+    // Twilio itself (a valid token) opening a second stream for the live call, on this process
+    // and on another calls process: both are refused, and their frames write nothing.
+    for p in [&first, &second] {
+        let mut again = connect(p).await;
+        start(&mut again, "CALIVECALL").await;
+        let _ = again
+            .send(Message::text(
+                json!({"event": "media", "media": {"track": "inbound", "timestamp": "0",
+                    "payload": BASE64.encode([0u8; 160])}})
+                .to_string(),
+            ))
+            .await;
+        closed_by_server(&mut again).await;
+    }
+    for n in 50..100 {
+        media(&mut live, n).await;
+    }
+    send(&mut live, json!({"event": "stop"})).await;
+    eventually("both calls finalized", Duration::from_secs(10), || async {
+        (queued_types(&t).len() == 4).then_some(())
+    })
+    .await;
+    let control = std::fs::read(dir.path().join("CACONTROL.inbound.wav")).unwrap();
+    let recorded = std::fs::read(dir.path().join("CALIVECALL.inbound.wav")).unwrap();
+    assert_eq!(control.len(), 44 + 100 * 160);
+    assert!(
+        recorded == control,
+        "the live call's recording is byte-identical to the control's"
+    );
+    // A finalized call is not reopened.
+    let mut late = connect(&second).await;
+    start(&mut late, "CALIVECALL").await;
+    closed_by_server(&mut late).await;
+    let held: String = redis.get("prosaas:call:CALIVECALL:stream").unwrap();
+    assert_eq!(held, "finalized");
+
+    let kinds: Vec<String> = queued_types(&t).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "recording_job").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "twilio_callback").count(),
+        2,
+        "{kinds:?}"
+    );
+    let name = "prosaas_calls_streams_refused_total";
+    assert_eq!(by_reason(&first, name, "live").await, 1.0);
+    assert_eq!(by_reason(&second, name, "live").await, 1.0);
+    assert_eq!(by_reason(&second, name, "finalized").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_is_bounded_by_elapsed_time_call_length_and_message_size() {
+    let t = db();
+    let dir = tempfile::tempdir().unwrap();
+    let p = calls(&t, dir.path(), &[("PROSAAS__CALLS__MAX_CALL_SECS", "2")]);
+    // The disk-fill attack's frames, on a real call: dropped and counted, nothing written.
+    let mut ws = connect(&p).await;
+    start(&mut ws, "CAFUTURE").await;
+    media(&mut ws, 0).await;
+    for ts in ["21599000", "21599000", "600000"] {
+        send(
+            &mut ws,
+            json!({"event": "media", "media": {"track": "inbound", "timestamp": ts,
+                "payload": BASE64.encode([0u8; 160])}}),
+        )
+        .await;
+    }
+    send(&mut ws, json!({"event": "stop"})).await;
+    p.wait_for_log("recording_job for the call", Duration::from_secs(10));
+    let len = std::fs::metadata(dir.path().join("CAFUTURE.inbound.wav"))
+        .unwrap()
+        .len();
+    assert_eq!(len, 44 + 160, "only the frame in time was written");
+    assert_eq!(
+        by_reason(&p, "prosaas_calls_frames_dropped_total", "timestamp_lead").await,
+        3.0
+    );
+
+    // A call that goes on past calls.max_call_secs is ended and finalized.
+    let mut long = connect(&p).await;
+    start(&mut long, "CALONG").await;
+    let began = std::time::Instant::now();
+    let mut n = 0;
+    let ended = loop {
+        media(&mut long, n).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(1), long.next()).await
+            && matches!(msg, Ok(Message::Close(_)) | Err(_))
+        {
+            break began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(6),
+            "the call was not ended"
+        );
+    };
+    assert!(ended >= Duration::from_secs(2), "{ended:?}");
+    p.wait_for_log("longest call", Duration::from_secs(5));
+
+    // A message over calls.max_message_bytes (64 KiB) closes the socket; what came before stays.
+    let mut big = connect(&p).await;
+    start(&mut big, "CABIGMSG").await;
+    media(&mut big, 0).await;
+    let huge = json!({"event": "media", "media": {"track": "inbound", "timestamp": "20",
+        "payload": BASE64.encode(vec![0u8; 60 * 1024])}});
+    let _ = big.send(Message::text(huge.to_string())).await;
+    closed_by_server(&mut big).await;
+    eventually("three calls enqueued", Duration::from_secs(10), || async {
+        (queued_types(&t).len() == 6).then_some(())
+    })
+    .await;
+    let wav =
+        audio::read_wav(std::fs::File::open(dir.path().join("CABIGMSG.inbound.wav")).unwrap())
+            .unwrap();
+    assert_eq!(
+        wav.data.len(),
+        160,
+        "the frame before the oversized message"
+    );
+    assert!(p.logs().contains("Message too long"), "the close names why");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_free_space_floor_streams_are_refused_and_live_calls_finalize() {
+    let t = db();
+    let dir = tempfile::tempdir().unwrap();
+    // A floor above any disk: refused at the upgrade, with the reason.
+    let full = calls(
+        &t,
+        dir.path(),
+        &[("PROSAAS__RECORDINGS__MIN_FREE_BYTES", "1000000000000000000")],
+    );
+    let (status, body) = refused_upgrade(upgrade(&full, Some(&stream_signature()))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("disk_low")),
+        "{body}"
+    );
+    let text = TestApi::new(&full).metrics().await.unwrap();
+    let free: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("prosaas_recordings_free_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(free > 0.0);
+    drop(full);
+
+    // A floor just under today's free space: filling the disk past it ends the live call,
+    // which finalizes what it has and enqueues its jobs; new streams are refused until the
+    // space returns.
+    // The margins are wide: tests running beside this one write to the same disk.
+    let stat = rustix::fs::statvfs(dir.path()).unwrap();
+    let free = stat.f_bavail * stat.f_frsize;
+    let margin = (2u64 << 30).min(free / 4);
+    let floor = (free - margin).to_string();
+    let p = calls(
+        &t,
+        dir.path(),
+        &[("PROSAAS__RECORDINGS__MIN_FREE_BYTES", floor.as_str())],
+    );
+    let mut ws = connect(&p).await;
+    start(&mut ws, "CAFILLED").await;
+    for n in 0..25 {
+        media(&mut ws, n).await;
+    }
+    // Every message handled (connected, start, 25 media) before the disk fills.
+    let api = TestApi::new(&p);
+    eventually("the frames handled", Duration::from_secs(5), || async {
+        let text = api.metrics().await?;
+        text.lines()
+            .any(|l| l == "prosaas_call_frame_seconds_count 27")
+            .then_some(())
+    })
+    .await;
+    let filler_path = dir.path().join("filler");
+    let filler = std::fs::File::create(&filler_path).unwrap();
+    rustix::fs::fallocate(&filler, rustix::fs::FallocateFlags::empty(), 0, 2 * margin).unwrap();
+    closed_by_server(&mut ws).await;
+    p.wait_for_log("recording_job for the call", Duration::from_secs(10));
+    let wav =
+        audio::read_wav(std::fs::File::open(dir.path().join("CAFILLED.inbound.wav")).unwrap())
+            .unwrap();
+    assert_eq!(wav.duration_secs(), 0.5, "finalized with what it had");
+    let (status, _) = refused_upgrade(upgrade(&p, Some(&stream_signature()))).await;
+    assert_eq!(status, 503);
+    drop(filler);
+    let lines = p.logs().lines().count();
+    std::fs::remove_file(&filler_path).unwrap();
+    p.wait_for_log_after("recordings disk has room", lines, Duration::from_secs(5));
+    let mut again = connect(&p).await;
+    start(&mut again, "CAROOM").await;
+    send(&mut again, json!({"event": "stop"})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_twilios_secrets_streams_open_only_in_development_and_it_says_so() {
+    let t = db();
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::support::process::run(&["--role", "calls"], &[("REDIS_URL", &t.url())]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the calls role needs TWILIO_AUTH_TOKEN, PUBLIC_BASE_URL"),
+        "{stderr}"
+    );
+    let dev = calls(
+        &t,
+        dir.path(),
+        &[
+            ("TWILIO_AUTH_TOKEN", ""),
+            ("PROSAAS__API__ALLOW_MISSING_SECRETS", "true"),
+        ],
+    );
+    assert!(dev.logs().contains("media streams are NOT verified"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(upgrade(&dev, None))
+        .await
+        .unwrap();
+    start_with(&mut ws, "CADEV", None).await;
+    media(&mut ws, 0).await;
+    send(&mut ws, json!({"event": "stop"})).await;
+    dev.wait_for_log("recording_job for the call", Duration::from_secs(10));
 }

@@ -491,3 +491,85 @@ fn too_low_an_open_file_limit_refuses_to_start_with_one_line() {
     let _ = child.wait();
     assert!(running, "an api sized to the limit must keep running");
 }
+
+/// Sends `request` raw on a new connection and reads the whole answer until the server closes
+/// it or 5 s pass: `(status, content type, JSON body)`.
+async fn raw_answer(addr: SocketAddr, request: &[u8]) -> (u16, String, serde_json::Value) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything sent.
+    let _ = c.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (
+        status,
+        content_type,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_json_even_the_ones_hyper_makes() {
+    let t = db();
+    let p = api(&t, &[]);
+    let addr = p.http_addr();
+    let huge = format!(
+        "GET /api/jobs/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /api/jobs/health HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let bad_path = format!(
+        "GET /api/jobs/%00%ff HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let bad_chunk = format!(
+        "POST /webhook/whatsapp/incoming HTTP/1.1\r\nHost: x\r\nX-Internal-Secret: {TEST_SECRET}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    for (what, request, status, error) in [
+        ("a 1 MiB header", huge.as_bytes(), 431, "headers_too_large"),
+        ("10,000 headers", many.as_bytes(), 431, "headers_too_large"),
+        (
+            "a request line that is not HTTP",
+            &b"GARBAGE\r\n\r\n"[..],
+            400,
+            "malformed_request",
+        ),
+        (
+            "a path that is not UTF-8",
+            bad_path.as_bytes(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "a bad chunk size",
+            bad_chunk.as_bytes(),
+            400,
+            "unreadable_body",
+        ),
+    ] {
+        let (got, content_type, body) = raw_answer(addr, request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(content_type, "application/json", "{what}");
+        assert_eq!(body["error"], error, "{what}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
+    }
+    // The process is unharmed.
+    assert_eq!(get_status(&client(), p.url("/healthz")).await, 200);
+}

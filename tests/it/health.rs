@@ -7,6 +7,7 @@ use prosaas::jobs::NewJob;
 use serde_json::{Value, json};
 
 use crate::support::client::TestApi;
+use crate::support::process::{TEST_PUBLIC_URL, TEST_SECRET, TEST_TOKEN, TEST_TWILIO_TOKEN};
 use crate::support::{ProsaasProcess, TestRedis, eventually, kwargs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,7 @@ async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
         started.elapsed() < Duration::from_secs(5),
         "health must answer promptly while Redis is down"
     );
-    assert_eq!(status, 500);
+    assert_eq!(status, 503);
     assert_eq!(body["status"], "unhealthy");
     assert!(
         body["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -51,6 +52,7 @@ async fn unhealthy_while_redis_is_down_and_healthy_after_it_returns() {
     );
     assert_eq!(api.status("/readyz").await, 503);
     assert_eq!(api.status("/healthz").await, 200, "liveness ignores Redis");
+    every_route_answers_unavailable(&p).await;
 
     redis.restart();
     eventually("health to recover", Duration::from_secs(15), || async {
@@ -247,4 +249,85 @@ async fn jobs_nobody_will_run_are_reported() {
         (!body["reasons"].to_string().contains("no registered worker")).then_some(())
     })
     .await;
+}
+
+/// While Redis is down, every route that needs it answers 503 `unavailable` with `Retry-After`:
+/// a provider or operator retries, and a retried event is de-duplicated.
+async fn every_route_answers_unavailable(p: &ProsaasProcess) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let webhook = json!({"tenantId": "1", "payload": {"messages": [{"key": {"id": "M1",
+        "remoteJid": "972500000000@s.whatsapp.net"}, "message": {"conversation": "hi"}}]}});
+    let twilio: Vec<(String, String)> = vec![
+        ("CallSid".into(), "CA1".into()),
+        ("CallStatus".into(), "ringing".into()),
+    ];
+    let signature = prosaas::webhooks::twilio::signature(
+        TEST_TWILIO_TOKEN,
+        &format!("{TEST_PUBLIC_URL}/webhook/twilio/status"),
+        &twilio,
+    );
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&twilio)
+        .finish();
+    let requests = [
+        (
+            "whatsapp webhook",
+            http.post(p.url("/webhook/whatsapp/incoming"))
+                .header("X-Internal-Secret", TEST_SECRET)
+                .json(&webhook),
+        ),
+        (
+            "twilio status",
+            http.post(p.url("/webhook/twilio/status"))
+                .header("X-Twilio-Signature", signature)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form),
+        ),
+        (
+            "push",
+            http.post(p.url("/api/notifications/push"))
+                .bearer_auth(TEST_TOKEN)
+                .json(&json!({"notification_id": "n1", "user_id": "u", "title": "t", "body": "b"})),
+        ),
+        (
+            "enqueue",
+            http.post(p.url("/api/jobs/enqueue"))
+                .bearer_auth(TEST_TOKEN)
+                .json(&json!({"job_type": "t", "queue": "default"})),
+        ),
+        (
+            "failed jobs",
+            http.get(p.url("/api/jobs/failed?queue=default"))
+                .bearer_auth(TEST_TOKEN),
+        ),
+        (
+            "job detail",
+            http.get(p.url("/api/jobs/some-id")).bearer_auth(TEST_TOKEN),
+        ),
+        (
+            "requeue",
+            http.post(p.url("/api/jobs/failed/some-id/requeue"))
+                .bearer_auth(TEST_TOKEN),
+        ),
+        (
+            "jobs health",
+            http.get(p.url("/api/jobs/health")).bearer_auth(TEST_TOKEN),
+        ),
+    ];
+    for (what, request) in requests {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 503, "{what}");
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+            Some("1"),
+            "{what}"
+        );
+        let body: Value = r.json().await.unwrap();
+        if what != "jobs health" {
+            assert_eq!(body["error"], "unavailable", "{what}: {body}");
+        }
+    }
 }

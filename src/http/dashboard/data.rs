@@ -1,7 +1,7 @@
 //! The dashboard's data (GET, a session) and actions (POST, a session and its CSRF token): what
 //! each page polls, read through the store's views.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 
 use super::session::{Action, Session};
 use crate::context::AppContext;
-use crate::http::extract::JsonQuery;
-use crate::http::ingress::invalid;
-use crate::http::{ApiError, internal_error};
+use crate::http::ApiError;
+use crate::http::extract::{JsonPath, JsonQuery};
 use crate::jobs::is_valid_queue_name;
 
 /// Failed jobs per page.
@@ -48,12 +47,7 @@ async fn overview(State(ctx): State<AppContext>, _s: Session) -> (StatusCode, Js
 }
 
 async fn workers(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>, ApiError> {
-    let workers = ctx
-        .jobs
-        .dashboard()
-        .workers()
-        .await
-        .map_err(|e| internal_error(&e))?;
+    let workers = ctx.jobs.dashboard().workers().await?;
     Ok(Json(json!({"workers": workers})))
 }
 
@@ -73,11 +67,10 @@ async fn failed(
         .jobs
         .stats()
         .queue_stats(&ctx.settings.worker.queues)
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
     let queue = match q.queue {
         Some(queue) if is_valid_queue_name(&queue) => queue,
-        Some(_) => return Err(invalid("queue is not a valid queue name")),
+        Some(_) => return Err(ApiError::invalid("queue is not a valid queue name")),
         // The first queue with failures, else the first configured one.
         None => stats
             .iter()
@@ -91,8 +84,7 @@ async fn failed(
         .jobs
         .admin()
         .failed_jobs(&queue, cursor, FAILED_PAGE)
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
     let now = ctx.jobs.now();
     let rows: Vec<Value> = jobs.iter().map(|j| failed_row(j, now)).collect();
     let queues: Vec<Value> = stats
@@ -132,20 +124,14 @@ fn failed_row(j: &crate::jobs::JobDetail, now: chrono::DateTime<chrono::Utc>) ->
 async fn job(
     State(ctx): State<AppContext>,
     _s: Session,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     crate::http::admin::check_id(&id)?;
-    let Some(detail) = ctx
-        .jobs
-        .admin()
-        .job_detail(&id)
-        .await
-        .map_err(|e| internal_error(&e))?
-    else {
+    let Some(detail) = ctx.jobs.admin().job_detail(&id).await? else {
         return Err(ApiError::not_found(format!("no job {id}")));
     };
     let tenant = detail.info.tenant().map(str::to_owned);
-    let mut v = serde_json::to_value(&detail).map_err(|e| internal_error(&e))?;
+    let mut v = serde_json::to_value(&detail).map_err(|e| ApiError::internal(&e))?;
     for field in ["args", "kwargs", "meta"] {
         if let Some(x) = v.get_mut(field) {
             cut(x);
@@ -160,13 +146,7 @@ async fn job(
         }
     }
     v["tenant"] = json!(tenant);
-    v["recorded"] = json!(
-        ctx.jobs
-            .dashboard()
-            .recorded(&id)
-            .await
-            .map_err(|e| internal_error(&e))?
-    );
+    v["recorded"] = json!(ctx.jobs.dashboard().recorded(&id).await?);
     Ok(Json(v))
 }
 
@@ -216,12 +196,7 @@ fn tail(s: &str, max: usize) -> String {
 
 /// The leader, its lock and each entry as of the last tick.
 async fn scheduler(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>, ApiError> {
-    let health = ctx
-        .jobs
-        .stats()
-        .scheduler_health()
-        .await
-        .map_err(|e| internal_error(&e))?;
+    let health = ctx.jobs.stats().scheduler_health().await?;
     let s = &ctx.settings.scheduler;
     Ok(Json(json!({
         "scheduler": health,
@@ -232,18 +207,12 @@ async fn scheduler(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Va
 
 /// Live calls of every calls process, and the busiest tenants of each fair queue.
 async fn calls(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>, ApiError> {
-    let processes = ctx
-        .jobs
-        .dashboard()
-        .live_calls()
-        .await
-        .map_err(|e| internal_error(&e))?;
+    let processes = ctx.jobs.dashboard().live_calls().await?;
     let stats = ctx
         .jobs
         .stats()
         .queue_stats(&ctx.settings.worker.queues)
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
     let tenants: Vec<Value> = stats
         .iter()
         .filter_map(|(q, s)| Some(json!({"queue": q, "tenants": s.tenants.as_ref()?})))
@@ -265,7 +234,7 @@ fn audit<T>(a: &Action, action: &str, target: &str, result: &Result<T, ApiError>
 async fn requeue(
     State(ctx): State<AppContext>,
     a: Action,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let result = crate::http::admin::requeue_one(&ctx, &id).await;
     audit(&a, "requeue", &id, &result);
@@ -275,7 +244,7 @@ async fn requeue(
 async fn delete(
     State(ctx): State<AppContext>,
     a: Action,
-    Path(id): Path<String>,
+    JsonPath(id): JsonPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let result = crate::http::admin::delete_one(&ctx, &id).await;
     audit(&a, "delete", &id, &result);
@@ -293,14 +262,16 @@ async fn requeue_all(
     JsonQuery(q): JsonQuery<QueueQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(queue) = q.queue.filter(|q| is_valid_queue_name(q)) else {
-        return Err(invalid("queue is missing or not a valid queue name"));
+        return Err(ApiError::invalid(
+            "queue is missing or not a valid queue name",
+        ));
     };
     let result = ctx
         .jobs
         .admin()
         .requeue_all_failed(&queue)
         .await
-        .map_err(|e| internal_error(&e))
+        .map_err(ApiError::from)
         .map(|n| Json(json!({"requeued": n, "queue": queue})));
     audit(&a, "requeue all", &queue, &result);
     result

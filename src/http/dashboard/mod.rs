@@ -171,7 +171,7 @@ async fn logout(State(ctx): State<AppContext>, Action(session): Action) -> Respo
         "dashboard: signed out"
     );
     if let Err(e) = ctx.jobs.dashboard().close_session(&session.id).await {
-        return crate::http::internal_error(&e).into_response();
+        return crate::http::ApiError::from(e).into_response();
     }
     let mut r = Json(json!({"signed_out": true, "login": session::LOGIN_PATH})).into_response();
     if let Ok(v) = HeaderValue::from_str(&session::cleared_cookie()) {

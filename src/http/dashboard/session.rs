@@ -66,21 +66,33 @@ pub(super) fn cleared_cookie() -> String {
     format!("{COOKIE}=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict")
 }
 
-/// The session id a well-signed, unexpired cookie names.
+/// Session cookies tried per request. A cookie planted for a parent domain or another path
+/// comes before ours in the header, so a valid one is looked for among several; a few bound the
+/// HMACs a request can ask for.
+const MAX_SESSION_COOKIES: usize = 8;
+
+/// The session id a well-signed, unexpired cookie names, among every cookie of our name.
 fn verified_id(headers: &HeaderMap, secret: &str, now: i64) -> Option<String> {
-    let value = headers
+    let key = key(secret);
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .take(MAX_SESSION_COOKIES)
+        .find_map(|value| verified_value(value, &key, now))
+}
+
+/// The session id of one cookie value, if it is well signed and unexpired.
+fn verified_value(value: &str, key: &[u8; 32], now: i64) -> Option<String> {
     let mut parts = value.splitn(3, '.');
     let (id, expires, sig) = (parts.next()?, parts.next()?, parts.next()?);
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let exp: i64 = expires.parse().ok()?;
-    let expected = mac_hex(&key(secret), &[id.as_bytes(), b".", expires.as_bytes()]);
+    let expected = mac_hex(key, &[id.as_bytes(), b".", expires.as_bytes()]);
     let good: bool = sig.as_bytes().ct_eq(expected.as_bytes()).into();
     (good && exp > now).then(|| id.to_owned())
 }
@@ -290,6 +302,24 @@ mod tests {
             "expiry edited"
         );
         assert_eq!(verified_id(&headers("x=1"), "s3cret", 1999), None);
+        // A planted cookie of the same name before ours does not hide it.
+        let planted = format!("{COOKIE}=junk; {COOKIE}={id}.1.{sig}; {COOKIE}={id}.2000.{sig}");
+        assert_eq!(
+            verified_id(&headers(&planted), "s3cret", 1999).as_deref(),
+            Some(id)
+        );
+        let mut two = headers(&format!("{COOKIE}=junk"));
+        two.append(header::COOKIE, good.parse().unwrap());
+        assert_eq!(verified_id(&two, "s3cret", 1999).as_deref(), Some(id));
+        let flood = format!(
+            "{}{COOKIE}={id}.2000.{sig}",
+            format!("{COOKIE}=junk; ").repeat(8)
+        );
+        assert_eq!(
+            verified_id(&headers(&flood), "s3cret", 1999),
+            None,
+            "only the first few are tried"
+        );
     }
 
     #[test]
