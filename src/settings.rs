@@ -214,6 +214,7 @@ pub struct ApiSettings {
     pub push_dedupe_ttl_secs: u64,
     pub request_timeout_ms: u64,
     pub max_concurrent_requests: usize,
+    pub max_messages_per_request: usize,
     pub queues: Vec<String>,
     pub ingress_queues: IngressQueues,
     pub alerts: AlertSettings,
@@ -845,6 +846,9 @@ impl Settings {
         let a = &self.api;
         if a.request_timeout_ms == 0 || a.max_concurrent_requests == 0 {
             bail!("api.request_timeout_ms and api.max_concurrent_requests must be positive");
+        }
+        if !(1..=100_000).contains(&a.max_messages_per_request) {
+            bail!("api.max_messages_per_request must be between 1 and 100000");
         }
         let max_ttl = crate::jobs::MAX_DEDUPE_TTL_SECS;
         for (name, ttl) in [

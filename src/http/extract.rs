@@ -15,7 +15,10 @@ use super::ApiError;
 use super::budget::{reservation, reserve};
 use crate::context::AppContext;
 
-pub(super) struct JsonBody<T>(pub(super) T);
+/// A JSON body as `T`, and its room in the body budget, held until the handler returns: what a
+/// handler builds from its body (a parsed tree, the jobs of a batch) is a small multiple of it,
+/// so the budget bounds that memory too.
+pub(super) struct JsonBody<T>(pub(super) T, pub(super) OwnedSemaphorePermit);
 
 /// The query string as `T`; a malformed one is a 400 JSON error (axum's own is plain text).
 pub(super) struct JsonQuery<T>(pub(super) T);
@@ -105,12 +108,11 @@ where
                 "Expected request with `Content-Type: application/json`",
             ));
         }
-        // The room stays reserved while the body is parsed, when it briefly exists twice.
-        let (bytes, _permit) = read_bytes(req, ctx).await?;
+        let (bytes, room) = read_bytes(req, ctx).await?;
         match serde_json::from_slice(&bytes) {
-            Ok(v) => Ok(JsonBody(v)),
+            Ok(v) => Ok(JsonBody(v, room)),
             Err(_) => match Json::<T>::from_bytes(&bytes) {
-                Ok(Json(v)) => Ok(JsonBody(v)),
+                Ok(Json(v)) => Ok(JsonBody(v, room)),
                 Err(rejection) => Err(rejection_error(&rejection)),
             },
         }

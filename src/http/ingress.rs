@@ -51,38 +51,60 @@ async fn admit(
     Ok(r)
 }
 
+/// Events written per round trip: a large batch goes to Redis in bounded pieces, each well
+/// inside the Redis response timeout, rather than as one pipeline of thousands of scripts.
+const ENQUEUE_BATCH: usize = 100;
+
 async fn whatsapp_incoming(
     State(ctx): State<AppContext>,
     _auth: InternalSecret,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body, _room): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let messages = whatsapp::parse(&body).map_err(ApiError::invalid)?;
-    let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+    let max = ctx.settings.api.max_messages_per_request;
+    let carried = whatsapp::message_count(&body);
+    if carried > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_messages",
+            format!(
+                "the request carries {carried} messages; api.max_messages_per_request is {max}"
+            ),
+        ));
+    }
+    let messages = whatsapp::parse(body).map_err(ApiError::invalid)?;
     let queue = &ctx.settings.api.ingress_queues.whatsapp;
-    let events = messages
-        .into_iter()
-        .map(|mut m| {
-            m.job.queue.clone_from(queue);
-            (m.job, m.dedupe_key)
-        })
-        .collect();
-    let results = ctx
-        .jobs
-        .enqueue_many_with_dedupe(events, ctx.settings.api.webhook_dedupe_ttl_secs)
-        .await?;
-    let mut jobs = Vec::with_capacity(results.len());
+    let ttl = ctx.settings.api.webhook_dedupe_ttl_secs;
+    let mut jobs = Vec::with_capacity(messages.len());
     let mut duplicates = 0;
-    for (id, r) in ids.iter().zip(&results) {
-        count("whatsapp", "webhook_process_job", r);
-        if r.is_duplicate() {
-            duplicates += 1;
-            // Escaped: a client's id must not be able to break or forge a text log line.
-            tracing::info!("Skipped duplicate webhook for msg_id={}", id.escape_debug());
+    let mut messages = messages.into_iter().peekable();
+    // If a piece fails (Redis went away, the request's deadline passed), the answer is 503 and
+    // the pieces written stand: the provider's retry finds them de-duplicated and writes the rest.
+    while messages.peek().is_some() {
+        let mut ids = Vec::with_capacity(ENQUEUE_BATCH);
+        let events = messages
+            .by_ref()
+            .take(ENQUEUE_BATCH)
+            .map(|mut m| {
+                m.job.queue.clone_from(queue);
+                ids.push(m.message_id);
+                (m.job, m.dedupe_key)
+            })
+            .collect();
+        let results = ctx.jobs.enqueue_many_with_dedupe(events, ttl).await?;
+        for (id, r) in ids.into_iter().zip(&results) {
+            count("whatsapp", "webhook_process_job", r);
+            if r.is_duplicate() {
+                duplicates += 1;
+                // Escaped: a client's id must not be able to break or forge a text log line.
+                tracing::info!("Skipped duplicate webhook for msg_id={}", id.escape_debug());
+            }
+            jobs.push(
+                json!({"message_id": id, "job_id": r.job_id(), "duplicate": r.is_duplicate()}),
+            );
         }
-        jobs.push(json!({"message_id": id, "job_id": r.job_id(), "duplicate": r.is_duplicate()}));
     }
     Ok(Json(json!({
-        "enqueued": results.len() - duplicates,
+        "enqueued": jobs.len() - duplicates,
         "duplicates": duplicates,
         "jobs": jobs,
     })))
@@ -162,7 +184,7 @@ async fn twilio_callback(
 async fn push_notification(
     State(ctx): State<AppContext>,
     _auth: Bearer,
-    JsonBody(body): JsonBody<Map<String, Value>>,
+    JsonBody(body, _room): JsonBody<Map<String, Value>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     push::validate(&body).map_err(ApiError::invalid)?;
     let id = match &body["notification_id"] {
@@ -213,7 +235,7 @@ fn default_dedupe_ttl() -> u64 {
 async fn enqueue(
     State(ctx): State<AppContext>,
     _auth: Bearer,
-    JsonBody(req): JsonBody<EnqueueRequest>,
+    JsonBody(req, _room): JsonBody<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let queue = ctx
         .settings

@@ -212,16 +212,29 @@ impl Admin<'_> {
 
     /// Puts every failed job of `queue` back, 500 per script call; returns how many went back.
     pub async fn requeue_all_failed(&self, queue: &str) -> Result<u64, JobError> {
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys().failed(queue))
-            .arg(0)
-            .arg(-1)
+        // A page at a time from the registry's head (each page leaves it: requeued, or dropped
+        // when its hash is gone), never all ids at once; at most as many as it held when asked,
+        // so jobs that fail again meanwhile are not chased.
+        const PAGE: isize = 500;
+        let failed = self.keys().failed(queue);
+        let held: u64 = redis::cmd("ZCARD")
+            .arg(&failed)
             .query_async(&mut self.conn().await?)
             .await?;
-        let mut n = 0;
-        for chunk in ids.chunks(500) {
+        let (mut seen, mut n) = (0u64, 0u64);
+        while seen < held {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&failed)
+                .arg(0)
+                .arg(PAGE - 1)
+                .query_async(&mut self.conn().await?)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            seen += ids.len() as u64;
             n += self
-                .requeue_many(queue, chunk)
+                .requeue_many(queue, &ids)
                 .await?
                 .into_iter()
                 .filter(|r| *r == Requeue::Requeued)

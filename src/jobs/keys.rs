@@ -21,6 +21,7 @@
 //! | `prosaas:worker:<w>:running` | set | `<id>:<execution id>` of the jobs a worker runs (claim.lua adds, settle.lua removes, built in Lua); a dead worker's is swept for orphans |
 //! | `prosaas:fair:<q>:ring` | zset | tenants of fair queue `q` with queued jobs → their pass in the round robin (`''` is the queue's own list) |
 //! | `prosaas:fair:<q>:running` | hash | tenant → its jobs of `q` started and not settled (claim.lua adds; settle, recovery subtract; lane_recount.lua recounts; built in Lua only) |
+//! | `prosaas:fair:<q>:queued` | string | jobs waiting in all of fair queue `q`'s tenant lanes (every script that pushes onto a lane or pops one keeps it, built in Lua in lanes.lua; `enqueue_many` adds in its `MULTI`; lane_depth.lua counts it when missing), so health counts any number of lanes in one read |
 //! | `prosaas:fair:<q>:weights` | hash | tenant → weight in the round robin (written by workers at registration; absent = 1) |
 //! | `prosaas:fair:<q>:state` | hash | `vt`: the round robin's current pass |
 //! | `prosaas:fair:<q>:bell` | list | up to 16 tokens that wake idle workers when a lane gets a job |
@@ -89,6 +90,11 @@ impl Keys {
     /// Tokens that wake idle workers of a fair queue.
     pub(crate) fn fair_bell(queue: &str) -> String {
         format!("prosaas:fair:{queue}:bell")
+    }
+
+    /// The jobs waiting in a fair queue's lanes (see lanes.lua's `lanes_queued`).
+    pub(crate) fn fair_queued(queue: &str) -> String {
+        format!("prosaas:fair:{queue}:queued")
     }
 
     /// A rate limit's bucket (its GCRA arrival time, ms): one per limit, or per limit and tenant.

@@ -150,6 +150,8 @@ impl JobStore {
                     .arg(0)
                     .arg(tenant)
                     .ignore();
+                pipe.incr(Keys::fair_queued(queue), back.len() + front.len())
+                    .ignore();
                 let bell = Keys::fair_bell(queue);
                 pipe.rpush(&bell, "1")
                     .ignore()

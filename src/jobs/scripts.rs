@@ -32,6 +32,8 @@ pub(crate) static RECOVER: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_lanes!("lua/recover.lua")));
 pub(crate) static LANE_RECOUNT: LazyLock<Script> =
     LazyLock::new(|| Script::new(with_lanes!("lua/lane_recount.lua")));
+pub(crate) static LANE_DEPTH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(with_lanes!("lua/lane_depth.lua")));
 pub(crate) const LANE_STATS_SRC: &str = with_lanes!("lua/lane_stats.lua");
 pub(crate) static LANE_STATS: LazyLock<Script> = LazyLock::new(|| Script::new(LANE_STATS_SRC));
 pub(crate) static RATE_LIMIT: LazyLock<Script> =

@@ -787,6 +787,18 @@ impl Workers<'_> {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
+    /// Counts the jobs in a fair queue's lanes when that count is missing (lane_depth.lua):
+    /// `Some(count)` when it was counted now.
+    pub async fn count_lanes_if_missing(&self, queue: &str) -> Result<Option<u64>, JobError> {
+        let counted: i64 = scripts::LANE_DEPTH
+            .prepare_invoke()
+            .arg(self.keys().rq_prefix())
+            .arg(queue)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(u64::try_from(counted).ok())
+    }
+
     /// Whether `queue` has tenant lanes to wake workers for.
     pub fn has_lanes(&self, queue: &str) -> bool {
         self.store.fairness(queue).is_some()

@@ -1,7 +1,7 @@
 //! The Baileys bridge's webhook: `{"tenantId": "1", "payload": {"messages": [...]}}`, one
 //! `webhook_process_job` per message, de-duplicated by `webhook:baileys:{message id}`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::jobs::{NewJob, TENANT, is_valid_tenant};
 
@@ -19,7 +19,21 @@ pub struct IncomingMessage {
 /// Validates the whole request before anything is enqueued: a request with one bad message
 /// enqueues nothing. The error names the field at fault.
 // Long on purpose: one check per field, naming the field at fault, in the order of the payload.
-pub fn parse(body: &Value) -> Result<Vec<IncomingMessage>, String> {
+/// The number of messages a request carries (0 when it has no list of them), to refuse a batch
+/// over the limit before any job is built.
+pub fn message_count(body: &Value) -> usize {
+    body.pointer("/payload/messages")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+/// The request's messages as jobs. The messages are moved, not copied, into their jobs: a
+/// request's memory stays a small multiple of its body.
+pub fn parse(mut body: Value) -> Result<Vec<IncomingMessage>, String> {
+    let messages = body
+        .pointer_mut("/payload/messages")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
     let obj = body.as_object().ok_or("the body must be a JSON object")?;
     let tenant = match obj.get("tenantId") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 64 => s.clone(),
@@ -32,19 +46,21 @@ pub fn parse(body: &Value) -> Result<Vec<IncomingMessage>, String> {
         }
         None => return Err("tenantId is missing".into()),
     };
-    let messages = match obj.get("payload").and_then(|p| p.get("messages")) {
-        Some(Value::Array(m)) => m,
-        Some(other) => {
+    let messages = match messages {
+        Value::Array(m) => m,
+        Value::Null if obj.get("payload").and_then(|p| p.get("messages")).is_none() => {
+            return Err("payload.messages is missing".into());
+        }
+        other => {
             return Err(format!(
                 "payload.messages must be a list, got {}",
-                type_name(other)
+                type_name(&other)
             ));
         }
-        None => return Err("payload.messages is missing".into()),
     };
     let mut out = Vec::with_capacity(messages.len());
     let mut seen = std::collections::HashSet::new();
-    for (i, m) in messages.iter().enumerate() {
+    for (i, m) in messages.into_iter().enumerate() {
         let id = match m.get("key").and_then(|k| k.get("id")) {
             Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => id.clone(),
             Some(Value::String(_)) => {
@@ -67,7 +83,7 @@ pub fn parse(body: &Value) -> Result<Vec<IncomingMessage>, String> {
         let mut args = Map::new();
         args.insert("business_id".into(), Value::String(tenant.clone()));
         args.insert("tenant_id".into(), Value::String(tenant.clone()));
-        args.insert("messages".into(), json!([m]));
+        args.insert("messages".into(), Value::Array(vec![m]));
         let mut job = NewJob::new("default", "webhook_process_job", args);
         job.options
             .meta
@@ -103,18 +119,19 @@ fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn requests_are_validated_whole() {
         let ok = json!({"tenantId": "1", "payload": {"messages": [
             {"key": {"id": "A"}}, {"key": {"id": "B"}}, {"key": {"id": "A"}}
         ]}});
-        let msgs = parse(&ok).unwrap();
+        let msgs = parse(ok).unwrap();
         assert_eq!(msgs.len(), 2, "a repeated id in one batch is one event");
         assert_eq!(msgs[0].dedupe_key, "webhook:baileys:A");
         assert_eq!(msgs[0].job.args["tenant_id"], "1");
         let numeric = json!({"tenantId": 7, "payload": {"messages": []}});
-        assert!(parse(&numeric).unwrap().is_empty());
+        assert!(parse(numeric).unwrap().is_empty());
         for (bad, needle) in [
             (json!([]), "JSON object"),
             (json!({"payload": {"messages": []}}), "tenantId is missing"),
@@ -140,7 +157,7 @@ mod tests {
                 "must be a string",
             ),
         ] {
-            let err = parse(&bad).unwrap_err();
+            let err = parse(bad.clone()).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
         }
     }

@@ -141,6 +141,18 @@ impl Maintenance {
                     tracing::warn!(queue = %q, error = %e, "recovery pass failed");
                 }
             }
+            if workers.has_lanes(q) {
+                match workers.count_lanes_if_missing(q).await {
+                    Ok(Some(n)) => {
+                        tracing::info!(queue = %q, queued = n, "counted the jobs in a fair queue's lanes")
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        ok = false;
+                        tracing::warn!(queue = %q, error = %e, "counting a fair queue's lanes failed");
+                    }
+                }
+            }
             if workers.caps_tenants(q)
                 && let Err(e) = workers.recount_lanes(q).await
             {

@@ -573,3 +573,127 @@ async fn every_refusal_is_json_even_the_ones_hyper_makes() {
     // The process is unharmed.
     assert_eq!(get_status(&client(), p.url("/healthz")).await, 200);
 }
+
+/// A WhatsApp webhook of `n` messages with ids `<tag>-<i>`, each with `text` bytes of text.
+fn batch_body(n: usize, text: usize, tag: &str) -> serde_json::Value {
+    let messages: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({"key": {"id": format!("{tag}-{i}"), "remoteJid": "972500000000@s.whatsapp.net"},
+                "message": {"conversation": "x".repeat(text)}})
+        })
+        .collect();
+    serde_json::json!({"tenantId": "1", "payload": {"messages": messages}})
+}
+
+async fn post_batch(
+    http: &reqwest::Client,
+    p: &ProsaasProcess,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = http
+        .post(p.url("/webhook/whatsapp/incoming"))
+        .header("X-Internal-Secret", TEST_SECRET)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_bounded_by_its_messages_and_its_memory_by_its_body() {
+    let t = db();
+    let p = api(&t, &[]);
+    let http = client();
+    // Over api.max_messages_per_request (1,000): refused whole, before any job is built.
+    for n in [1_001, 10_000] {
+        let (status, body) = post_batch(&http, &p, &batch_body(n, 0, "big")).await;
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(body["error"], "too_many_messages");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("api.max_messages_per_request")
+        );
+    }
+    let mut c = t.connection();
+    let queued = |c: &mut redis::Connection| -> usize {
+        redis::Commands::llen(c, "rq:queue:default").unwrap()
+    };
+    assert_eq!(queued(&mut c), 0);
+
+    // 16 webhooks at the limit at once (1,000 messages, ~0.6 MB each): all written, and the
+    // process holds a small multiple of the bodies it is given.
+    let pid = p.pid();
+    let before = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (peak, watching) = (peak.clone(), watching.clone());
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let bodies: Vec<serde_json::Value> = (0..16)
+        .map(|j| batch_body(1_000, 520, &format!("b{j}")))
+        .collect();
+    let answers =
+        futures_util::future::join_all(bodies.iter().map(|b| post_batch(&http, &p, b))).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{}", body["detail"]);
+        assert_eq!(body["enqueued"], 1_000);
+    }
+    assert_eq!(queued(&mut c), 16_000);
+    let grew_mib = (peak.load(std::sync::atomic::Ordering::Relaxed) - before) / 1024;
+    eprintln!("16 webhooks of 1,000 messages: RSS +{grew_mib} MiB at the peak");
+    assert!(grew_mib < 100, "RSS grew {grew_mib} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_short_answers_503_and_its_retry_completes_it_once() {
+    let t = db();
+    // 20,000 messages against a 500 ms deadline: the request is cut after some pieces.
+    let large = [
+        ("PROSAAS__API__MAX_MESSAGES_PER_REQUEST", "20000"),
+        ("PROSAAS__HTTP__BODY_LIMIT_BYTES", "4194304"),
+    ];
+    let mut env = large.to_vec();
+    env.push(("PROSAAS__API__REQUEST_TIMEOUT_MS", "500"));
+    let hurried = api(&t, &env);
+    let http = client();
+    let total = 20_000u64;
+    let body = batch_body(total as usize, 0, "cut");
+    let (status, answer) = post_batch(&http, &hurried, &body).await;
+    assert_eq!((status, answer["error"].as_str()), (503, Some("timeout")));
+    let mut c = t.connection();
+    // The piece in flight at the cut may still land: wait until nothing moves.
+    let mut written: u64 = redis::Commands::llen(&mut c, "rq:queue:default").unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now: u64 = redis::Commands::llen(&mut c, "rq:queue:default").unwrap();
+        if now == written {
+            break;
+        }
+        written = now;
+    }
+    eprintln!("{written} of {total} written before the cut");
+    assert!(
+        written > 0 && written < total,
+        "{written} written before the cut"
+    );
+    // The provider retries (here on another api process): the pieces written are duplicates,
+    // the rest is written, nothing twice.
+    let patient = api(&t, &large);
+    let (status, answer) = post_batch(&http, &patient, &body).await;
+    assert_eq!(status, 200, "{}", answer["detail"]);
+    assert_eq!(answer["duplicates"].as_u64(), Some(written));
+    assert_eq!(answer["enqueued"].as_u64(), Some(total - written));
+    let queued: u64 = redis::Commands::llen(&mut c, "rq:queue:default").unwrap();
+    assert_eq!(queued, total, "every message once");
+}

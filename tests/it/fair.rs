@@ -621,3 +621,67 @@ async fn a_rate_limit_holds_across_three_workers_and_other_tenants_flow() {
         starts.len()
     );
 }
+
+/// Every id in the queue's list and its lanes, as `rq info` counts them.
+fn ids_in_lists(c: &mut redis::Connection) -> u64 {
+    let keys: Vec<String> = c.keys("rq:queue:default*").unwrap();
+    keys.iter().map(|k| c.llen::<_, u64>(k).unwrap()).sum()
+}
+
+#[tokio::test]
+async fn a_fair_queue_of_more_lanes_than_any_walk_is_counted_exactly() {
+    let t = db();
+    let store = fair_store(&t, &[]);
+    // 1,500 tenants: more lanes than one read walks (1,000). Jobs arrive by every path that
+    // pushes: a MULTI batch, the de-dupe script (ingress), and the queue's own list.
+    let batch: Vec<NewJob> = (0..3000)
+        .map(|i| job(Some(&format!("t{}", i % 1500)), &format!("j{i}")))
+        .collect();
+    store.enqueue_many(&batch).await.unwrap();
+    for i in 0..10 {
+        store
+            .enqueue_with_dedupe(
+                job(Some(&format!("d{i}")), &format!("d{i}")),
+                &format!("e:{i}"),
+                60,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue_many(&[job(None, "plain1"), job(None, "plain2")])
+        .await
+        .unwrap();
+    let mut c = t.connection();
+    let stats = crate::support::default_queue(&store).await.unwrap();
+    assert_eq!(ids_in_lists(&mut c), 3012);
+    assert_eq!(stats.queued, 3012, "counted as rq info counts");
+    let tenants = stats.tenants.unwrap();
+    assert_eq!((tenants.with_work, tenants.queued), (1510, 3010));
+    assert!(
+        !tenants.complete,
+        "the listing is bounded, the totals are not"
+    );
+
+    // Taken off by claims (across hundreds of lanes) and by a delete: still exact.
+    let w = crate::support::registered_worker(&store, "w1", &["default"]).await;
+    assert_eq!(claim_ids(&store, &w, 700).await.len(), 700);
+    store.admin().delete_job("j2999").await.unwrap();
+    let stats = crate::support::default_queue(&store).await.unwrap();
+    assert_eq!(stats.queued, ids_in_lists(&mut c));
+    assert_eq!(stats.queued, 3012 - 700 - 1);
+
+    // A count that is missing (lanes written by a release that kept none) is counted once by
+    // maintenance, and then kept.
+    let _: () = c.del("prosaas:fair:default:queued").unwrap();
+    let workers = store.workers();
+    let counted = workers.count_lanes_if_missing("default").await.unwrap();
+    let plain: u64 = c.llen("rq:queue:default").unwrap();
+    assert_eq!(counted, Some(ids_in_lists(&mut c) - plain));
+    assert_eq!(
+        workers.count_lanes_if_missing("default").await.unwrap(),
+        None
+    );
+    let stats = crate::support::default_queue(&store).await.unwrap();
+    assert_eq!(stats.queued, ids_in_lists(&mut c));
+}

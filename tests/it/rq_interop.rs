@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 use std::time::Duration;
 
-use prosaas::jobs::{JobResult, NewJob};
+use prosaas::jobs::{JobOptions, JobResult, NewJob};
 use redis::Commands;
 use serde_json::{Value, json};
 
@@ -796,6 +796,95 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
         }
         drop(rescuer);
     }
+}
+
+/// The same with a bystander: a live prosaas worker on another queue sweeps the dead worker's
+/// record as soon as its registration expires, before RQ 1.x drops the entries it cannot parse.
+/// The record must outlive that sweep (its jobs are still started by the dead worker), so that
+/// once a worker serves the queue again both jobs are recovered: the one without retries failed
+/// as abandoned, the other run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bystander_worker_never_lets_rq_1_tooling_strand_a_dead_workers_jobs() {
+    let m = python_modules();
+    let t = db();
+    let url = t.url();
+    let store = t.store();
+    let fast = [
+        ("REDIS_URL", url.as_str()),
+        ("PROSAAS__WORKER__HEARTBEAT_INTERVAL_MS", "500"),
+        ("PROSAAS__WORKER__HEARTBEAT_TTL_MS", "2000"),
+        ("PROSAAS__WORKER__MAINTENANCE_INTERVAL_MS", "300"),
+    ];
+    let on = |queue: &'static str| {
+        let mut env = fast.to_vec();
+        env.push(("PROSAAS__WORKER__QUEUES", queue));
+        env
+    };
+    let long = |retries: u32| {
+        NewJob::new("kq", "diag.count", kwargs(json!({"ms": 4000}))).with_options(JobOptions {
+            max_retries: Some(retries),
+            ..Default::default()
+        })
+    };
+    let once = store.enqueue(long(0)).await.unwrap();
+    let again = store.enqueue(long(1)).await.unwrap();
+    let victim = ProsaasProcess::start("worker", &on("kq"));
+    let bystander = ProsaasProcess::start("worker", &on("other"));
+    eventually("both jobs to start", Duration::from_secs(10), || async {
+        for id in [&once, &again] {
+            (store.fetch_job(id).await.ok()??.status == "started").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    let mut c = t.connection();
+    let dead: String = c.hget(format!("rq:job:{once}"), "worker_name").unwrap();
+    let record = format!("prosaas:worker:{dead}:running");
+    victim.signal("KILL");
+    // Past the deadlines and the registration's TTL, and several of the bystander's sweeps.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let out = rq_cli("1.16.2", m.path(), &["info", "-u", &url, "--raw", "kq"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [&once, &again] {
+        let status = store.fetch_job(id).await.unwrap().unwrap().status;
+        assert_eq!(status, "started", "RQ 1.x left the job as it was");
+    }
+    let kept: usize = c.scard(&record).unwrap();
+    assert_eq!(
+        kept, 2,
+        "the dead worker's record outlived the bystander's sweeps"
+    );
+    // Whatever RQ 1.x dropped, the bystander's next sweeps put back.
+    eventually("the entries put back", Duration::from_secs(5), || {
+        let entries: usize = c.zcard("rq:wip:kq").unwrap();
+        async move { (entries == 2).then_some(()) }
+    })
+    .await;
+
+    let rescuer = ProsaasProcess::start("worker", &on("kq"));
+    eventually("both jobs recovered", Duration::from_secs(20), || async {
+        let failed = store.fetch_job(&once).await.ok()??.status == "failed";
+        let ran = store.diag().execution_counts().await.ok()?.get(&again) == Some(&2);
+        let finished = store.fetch_job(&again).await.ok()??.status == "finished";
+        (failed && ran && finished).then_some(())
+    })
+    .await;
+    // Nothing needs the record now: the next sweep removes it, and the worker's name with it.
+    eventually(
+        "the dead worker's record gone",
+        Duration::from_secs(5),
+        || {
+            let left: bool = c.exists(&record).unwrap();
+            let listed: bool = c.sismember("prosaas:inboxes", &dead).unwrap();
+            async move { (!left && !listed).then_some(()) }
+        },
+    )
+    .await;
+    drop((bystander, rescuer));
 }
 
 /// With a Python RQ 1.16 worker registered, prosaas writes started-registry entries as plain job

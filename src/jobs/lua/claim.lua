@@ -210,6 +210,7 @@ local function fair_drain(q, cap)
         turns = math.min(room, math.max(QUANTUM, math.floor((next_pass - start) / s) + 1))
       end
       local popped, empty = take_turns(lane_list(p, q, t), q, turns)
+      if t ~= '' then lanes_queued(q, -popped) end
       if popped > 0 then vt = start end
       if empty then
         emptied[#emptied + 1] = t

@@ -17,8 +17,8 @@ end
 local q = h[2]
 if q then
   redis.call('LREM', p .. 'queue:' .. q, 0, id)
-  if h[4] then
-    redis.call('LREM', lane_list(p, q, h[4]), 0, id)
+  if h[4] and h[4] ~= '' then
+    lanes_queued(q, -redis.call('LREM', lane_list(p, q, h[4]), 0, id))
   end
   for _, r in ipairs({'finished', 'failed', 'scheduled', 'deferred', 'canceled'}) do
     redis.call('ZREM', p .. r .. ':' .. q, id)

@@ -46,7 +46,8 @@ if existing then
   -- Its job expired before it started: the event was never processed. Admit it again, without
   -- the expired job's id left in the queue (a worker would drop it, but not before the new one
   -- is pushed under the same id).
-  redis.call('LREM', KEYS[3], 0, ARGV[1])
+  local removed = redis.call('LREM', KEYS[3], 0, ARGV[1])
+  if ARGV[10] ~= '' then lanes_queued(ARGV[9], -removed) end
 end
 
 -- The lock can lapse while the job it admitted still waits or runs (a long queue, a short TTL).

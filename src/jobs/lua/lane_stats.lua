@@ -1,10 +1,11 @@
 -- A queue's tenant lanes as health, metrics and `jobs stats` show them: how many lanes hold
--- jobs and how many jobs they hold, the tenant whose oldest job has waited longest, and the
--- busiest tenants (queued + running) with their numbers. Read-only; an empty answer for a queue
--- without lanes.
+-- jobs and how many jobs they hold (exact, with any number of lanes), the tenant whose oldest
+-- job has waited longest, and the busiest tenants (queued + running) with their numbers.
+-- Read-only; an empty answer for a queue without lanes.
 --
 -- Bounded for callers that anyone may trigger: at most ARGV[4] lanes and ARGV[5] started jobs
--- are looked at (complete = 0 says some were not). Running counts come from the started registry
+-- are looked at for the tenants listed and the oldest (complete = 0 says some were not); past
+-- that the totals come from the ring's size and the lanes' kept count. Running counts come from the started registry
 -- (what runs now, whatever keeps counts), which holds no more than the workers' concurrency.
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] tenants to list   ARGV[4] most lanes to look at
@@ -32,7 +33,14 @@ for _, t in ipairs(redis.call('ZRANGE', ring, 0, most - 1)) do
     end
   end
 end
-local complete = redis.call('ZCARD', ring) <= most and 1 or 0
+local in_ring = redis.call('ZCARD', ring)
+local complete = in_ring <= most and 1 or 0
+if complete == 0 then
+  -- More lanes than one read walks: the totals come from the ring's size and the count the
+  -- moving scripts keep (lanes.lua), exact whatever the number of lanes.
+  lanes = in_ring - (redis.call('ZSCORE', ring, '') and 1 or 0)
+  queued = math.max(queued, tonumber(redis.call('GET', fair_key(q, 'queued')) or '0') or 0)
+end
 if ARGV[6] ~= '1' and redis.call('EXISTS', ring) == 0 then
   -- Not a fair queue, and no lanes left from when it was: no walk of its started jobs.
   return {0, 0, 1, '', ''}

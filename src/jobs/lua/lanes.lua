@@ -4,8 +4,10 @@
 -- not in the queue's own list. The job hash's `lane` field names the tenant, so a job that goes
 -- back (retry, recovery, shutdown, requeue) returns to its lane whoever moves it.
 -- prosaas:fair:<queue>:ring (zset) holds the tenants with queued jobs, scored by their pass in
--- the round robin (claim.lua); :running (hash) counts each tenant's started jobs on a queue with
--- a tenant cap; :bell (list)
+-- the round robin (claim.lua); :queued (string) counts the jobs waiting in all its lanes, kept
+-- by every script that pushes onto a lane or takes off one, so a fair queue of any number of
+-- tenants is counted exactly in one read; :running (hash) counts each tenant's started jobs on a
+-- queue with a tenant cap; :bell (list)
 -- wakes idle workers, since a blocking pop cannot wait on lanes that do not exist yet.
 local LANE_BELL_TOKENS = 16
 
@@ -28,6 +30,13 @@ local function ring_bell(q)
   redis.call('LTRIM', bell, -LANE_BELL_TOKENS, -1)
 end
 
+-- `delta` jobs went onto (or, negative, off) q's tenant lanes.
+local function lanes_queued(q, delta)
+  if delta ~= 0 then
+    redis.call('INCRBY', fair_key(q, 'queued'), delta)
+  end
+end
+
 -- Puts job `id` of queue `q` on its lane (or the queue's own list without one), at the head
 -- when `front`. A tenant joining the ring enters with pass 0: it is served next, one turn, then
 -- takes its place in the rotation (new lanes first, as fq_codel serves new flows).
@@ -39,6 +48,7 @@ local function push_job(p, q, id, lane, front)
     -- The queue itself stays listed too: `rq info` shows its registries (finished, failed).
     redis.call('SADD', p .. 'queues', p .. 'queue:' .. q)
     redis.call('ZADD', fair_key(q, 'ring'), 'NX', 0, lane)
+    lanes_queued(q, 1)
     ring_bell(q)
   end
 end

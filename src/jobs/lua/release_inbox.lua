@@ -8,6 +8,12 @@
 -- would ever recover. Its entry is put back with a deadline in the past, so the recovery pass
 -- that follows treats it as abandoned, with the job's retry policy.
 --
+-- The record stays as long as any job in it is still started by the dead worker: the pass that
+-- sweeps may be a bystander's that does not serve the job's queue, and RQ 1.x tooling can drop
+-- the entry again before a worker of that queue recovers it, so every later pass (anyone's)
+-- must still be able to put it back. Members whose job has moved on (settled, recovered, gone)
+-- leave; the record and the worker's name go when nothing is left.
+--
 -- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] inbox key   ARGV[4] inboxes set key
 -- ARGV[5] force   ARGV[6] fallback queue for ids whose job has no origin
 -- Returns the number of ids returned (and orphans put back), or -1 when the worker is alive and
@@ -41,9 +47,12 @@ if ARGV[5] ~= '1' then
         redis.call('ZADD', wip, 0, member)
         returned = returned + 1
       end
+    else
+      redis.call('SREM', running, member)
     end
   end
-  redis.call('DEL', running)
-  redis.call('SREM', inboxes, w)
+  if redis.call('SCARD', running) == 0 then
+    redis.call('SREM', inboxes, w)
+  end
 end
 return returned

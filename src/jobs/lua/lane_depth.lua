@@ -1,0 +1,20 @@
+-- Count the jobs waiting in a fair queue's tenant lanes into prosaas:fair:<q>:queued, when the
+-- count is missing: lanes written by a release that did not keep it, or a count someone deleted.
+-- Once present, the scripts that push and pop keep it (lanes.lua's lanes_queued). One walk of
+-- the ring, so run by maintenance, never per request.
+--
+-- ARGV[1] RQ prefix   ARGV[2] queue
+-- Returns the count set, or -1 when it was present and left alone.
+local p, q = ARGV[1], ARGV[2]
+local key = fair_key(q, 'queued')
+if redis.call('EXISTS', key) == 1 then
+  return -1
+end
+local total = 0
+for _, t in ipairs(redis.call('ZRANGE', fair_key(q, 'ring'), 0, -1)) do
+  if t ~= '' then
+    total = total + redis.call('LLEN', lane_list(p, q, t))
+  end
+end
+redis.call('SET', key, total)
+return total
