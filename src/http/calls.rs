@@ -181,8 +181,8 @@ async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: 
         rules,
         ctx.jobs.unix_now() as u64,
     );
-    // This stream's claim on its call, once its start is verified and bound.
-    // Host and pid, so an operator reading the key sees who holds the call.
+    // The token of this stream's claim on its call (taken once its start is verified): host and
+    // pid first, so an operator reading the key sees who holds the call.
     let owner = format!(
         "{}:{}:{}",
         crate::worker::hostname(),

@@ -16,9 +16,6 @@ pub struct IncomingMessage {
     pub job: NewJob,
 }
 
-/// Validates the whole request before anything is enqueued: a request with one bad message
-/// enqueues nothing. The error names the field at fault.
-// Long on purpose: one check per field, naming the field at fault, in the order of the payload.
 /// The number of messages a request carries (0 when it has no list of them), to refuse a batch
 /// over the limit before any job is built.
 pub fn message_count(body: &Value) -> usize {
@@ -27,8 +24,10 @@ pub fn message_count(body: &Value) -> usize {
         .map_or(0, Vec::len)
 }
 
-/// The request's messages as jobs. The messages are moved, not copied, into their jobs: a
-/// request's memory stays a small multiple of its body.
+/// The request's messages as jobs, validated whole before anything is enqueued: a request with
+/// one bad message enqueues nothing, and the error names the field at fault. The messages are
+/// moved, not copied, into their jobs: a request's memory stays a small multiple of its body.
+// Long on purpose: one check per field, naming the field at fault, in the order of the payload.
 pub fn parse(mut body: Value) -> Result<Vec<IncomingMessage>, String> {
     let messages = body
         .pointer_mut("/payload/messages")

@@ -286,6 +286,16 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
     }
     let cookie = set.split(';').next().unwrap().to_owned();
     let csrf = csrf_of(&c, &p, &cookie).await;
+    // A cookie of the same name planted before ours (a sibling subdomain's, a parent path's)
+    // does not lock the operator out.
+    let planted = format!("prosaas_dashboard=junk; {cookie}");
+    let r = c
+        .get(p.url("/dashboard/api/overview"))
+        .header(COOKIE, planted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 
     let requeue = p.url("/dashboard/api/jobs/dash-csrf-1/requeue");
     let r = post_as(&c, requeue.clone(), &cookie, None).await;
