@@ -19,6 +19,7 @@ Attacks of #26 (name them, or `edge2` for all):
                  real call's recording against its audio, and the jobs enqueued
   stream_memory  30 anonymous sockets each sending two 11 MB messages; calls RSS before, peak
                  and after
+  stream_replay  stream_disk and stream_memory with a replayed Twilio signature on the upgrade
   batch          16 concurrent WhatsApp webhooks of 10,000 messages (0.55 MB) each, then 16 of
                  1,000 messages (0.6 MB): statuses, api RSS peak and after, jobs enqueued
   outage         webhooks every 20 ms while Redis is stopped for 4 s: answers by status
@@ -331,11 +332,11 @@ def calls_role(binary, redis, extra=None):
     return proc, port, rec
 
 
-def stream_disk(binary):
+def stream_disk(binary, headers=None):
     redis = Redis()
     proc, port, rec = calls_role(binary, redis)
     try:
-        ws = Ws(port)
+        ws = Ws(port, headers)
         if ws.status == 101:
             ws.send(start_msg("CAATTACK", {"business_id": "evil"}))
             ws.send(media(21599000))
@@ -343,7 +344,8 @@ def stream_disk(binary):
             time.sleep(2)
         ws.close()
         time.sleep(1)
-        print(f"stream_disk: anonymous upgrade -> {ws.status}; {dir_bytes(rec)} bytes on disk from 3 messages")
+        who = "signed (replayed), no stream token" if headers else "anonymous"
+        print(f"stream_disk: {who} upgrade -> {ws.status}; {dir_bytes(rec)} bytes on disk from 3 messages")
     finally:
         proc.kill()
         redis.stop()
@@ -427,7 +429,20 @@ def peak_rss(pid, stop, out):
     out.append(peak)
 
 
-def stream_memory(binary):
+def replayed():
+    """The upgrade headers of an attacker who replays a Twilio signature of the stream URL (it
+    covers the URL alone, so one seen once opens sockets until the auth token changes)."""
+    return {"X-Twilio-Signature": twilio_signature(PUBLIC_URL.replace("https://", "wss://") + "/ws/twilio/media")}
+
+
+def stream_replay(binary):
+    """stream_disk and stream_memory again with a replayed signature: the socket opens; what
+    can it make the process write and hold?"""
+    stream_disk(binary, replayed())
+    stream_memory(binary, replayed())
+
+
+def stream_memory(binary, headers=None):
     redis = Redis()
     proc, port, rec = calls_role(binary, redis)
     try:
@@ -437,7 +452,7 @@ def stream_memory(binary):
         watcher.start()
         big = b'{"event":"media","media":{"track":"inbound","timestamp":"0","payload":"' + \
             b"A" * 11_000_000 + b'"}}'
-        socks = [Ws(port) for _ in range(30)]
+        socks = [Ws(port, headers) for _ in range(30)]
         statuses = [s.status for s in socks]
         for i, s in enumerate(socks):
             if s.status == 101:
@@ -460,7 +475,8 @@ def stream_memory(binary):
         stop.set()
         watcher.join()
         after = rss_kib(proc.pid)
-        print(f"stream_memory: 30 anonymous sockets (upgrades {sorted(set(statuses))}) x two 11 MB messages: "
+        who = "signed (replayed)" if headers else "anonymous"
+        print(f"stream_memory: 30 {who} sockets (upgrades {sorted(set(statuses))}) x two 11 MB messages: "
               f"RSS {before // 1024} MB -> peak {peak[0] // 1024} MB -> {after // 1024} MB after")
     finally:
         proc.kill()
@@ -670,8 +686,8 @@ def cookie(binary):
         redis.stop()
 
 
-EDGE2 = ["stream_disk", "stream_hijack", "stream_memory", "batch", "outage", "fair_depth",
-         "errors", "cookie"]
+EDGE2 = ["stream_disk", "stream_hijack", "stream_memory", "stream_replay", "batch", "outage",
+         "fair_depth", "errors", "cookie"]
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ const HELP: [&str; 27] = [
     "Age of the oldest queued job of a fair queue's busiest tenants and of its longest-waiting tenant, in seconds.",
     "Claimed jobs a rate limit deferred to the scheduled registry, by queue and limit.",
     "Media Streams frames dropped unrecorded, by reason (timestamp_lead: stamped further ahead of the stream's elapsed time than calls.max_timestamp_lead_ms).",
-    "Media streams refused, by reason: at the upgrade (unsigned, bad_signature, not_configured, busy, disk_low) or at their start (token_missing, token_malformed, token_expired, token_mismatch, live, finalized).",
+    "Media streams refused, by reason: at the upgrade (unsigned, bad_signature, not_configured, busy, disk_low) or at their start (token_missing, token_malformed, token_expired, token_mismatch, live, finalized, no_start: none within 10 s).",
     "Free bytes on the recordings directory's file system, as this calls process last measured them (every second).",
 ];
 

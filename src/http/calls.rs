@@ -150,6 +150,9 @@ async fn media_stream(
         })
 }
 
+/// How long a stream may go without a verified `start` (Twilio sends it right after
+/// `connected`), or `calls.idle_timeout_ms` if shorter.
+const START_WITHIN: Duration = Duration::from_secs(10);
 /// How long a stream's claim on its call lasts unless renewed (every third of it): a calls
 /// process that dies holds its calls no longer than this.
 const CALL_LEASE: Duration = Duration::from_secs(60);
@@ -194,14 +197,22 @@ async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: 
         tokio::time::interval_at(tokio::time::Instant::now() + CALL_LEASE / 3, CALL_LEASE / 3);
     let longest = tokio::time::sleep(Duration::from_secs(settings.max_call_secs));
     tokio::pin!(longest);
-    let mut greeting: Option<tokio::task::JoinHandle<()>> = None;
+    // Twilio starts a stream as soon as it opens it; a socket that holds a call slot without a
+    // verified start (a replayed upgrade signature sending `connected` now and then) goes.
     let idle = Duration::from_millis(settings.idle_timeout_ms);
+    let start_by = tokio::time::sleep(START_WITHIN.min(idle));
+    tokio::pin!(start_by);
+    let mut greeting: Option<tokio::task::JoinHandle<()>> = None;
     let mut disk_low = ctx.calls.disk.watch();
     let ended = loop {
         let next = tokio::select! {
             () = ctx.calls.end_all.cancelled() => break "shutdown",
             () = turns_low(&mut disk_low) => break "recordings disk low",
             () = &mut longest => break "longest call (calls.max_call_secs)",
+            () = &mut start_by, if !claimed => {
+                metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => "no_start").increment(1);
+                break "no verified start in time";
+            }
             _ = renew.tick(), if claimed => {
                 renew_claim(&ctx, session.call_sid().unwrap_or_default(), &owner).await;
                 continue;

@@ -541,7 +541,11 @@ async fn refused_upgrade(req: Request) -> (u16, Value) {
 async fn only_twilio_opens_a_stream_and_only_for_the_call_it_was_given() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
-    let p = calls(&t, dir.path(), &[]);
+    let p = calls(
+        &t,
+        dir.path(),
+        &[("PROSAAS__CALLS__IDLE_TIMEOUT_MS", "2000")],
+    );
     let (status, body) = refused_upgrade(upgrade(&p, None)).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
     let forged = prosaas::webhooks::twilio::signature("not-the-token", SIGNED_STREAM_URL, &[]);
@@ -572,6 +576,29 @@ async fn only_twilio_opens_a_stream_and_only_for_the_call_it_was_given() {
     start_with(&mut other_tenant, "CATENANT", Some(&wrong_tenant)).await;
     closed_by_server(&mut other_tenant).await;
 
+    // A replayed signature opens a socket, but one that never starts gives its slot back
+    // (here within the 2 s idle timeout, at most 10 s), however often it says `connected`.
+    let mut lingering = connect(&p).await;
+    let opened = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            if lingering
+                .send(Message::text(json!({"event": "connected"}).to_string()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let read = tokio::time::timeout(Duration::from_millis(500), lingering.next()).await;
+            if let Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) = read {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stream without a start was closed");
+    assert!(opened.elapsed() >= Duration::from_millis(1900));
+
     p.wait_for_log("token_mismatch", Duration::from_secs(5));
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
@@ -584,6 +611,7 @@ async fn only_twilio_opens_a_stream_and_only_for_the_call_it_was_given() {
     assert_eq!(by_reason(&p, name, "bad_signature").await, 1.0);
     assert_eq!(by_reason(&p, name, "token_missing").await, 1.0);
     assert_eq!(by_reason(&p, name, "token_mismatch").await, 2.0);
+    assert_eq!(by_reason(&p, name, "no_start").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,8 @@ local function fair_drain(q, cap)
   end
   load()
   local moved, emptied = {}, {}
+  -- Jobs taken off tenant lanes, subtracted from the lanes' count once per claim.
+  local from_lanes = 0
   while n < max do
     local first = pending[pending.head]
     if not first or (boundary and first[1] > boundary) then
@@ -210,7 +212,7 @@ local function fair_drain(q, cap)
         turns = math.min(room, math.max(QUANTUM, math.floor((next_pass - start) / s) + 1))
       end
       local popped, empty = take_turns(lane_list(p, q, t), q, turns)
-      if t ~= '' then lanes_queued(q, -popped) end
+      if t ~= '' then from_lanes = from_lanes + popped end
       if popped > 0 then vt = start end
       if empty then
         emptied[#emptied + 1] = t
@@ -243,6 +245,7 @@ local function fair_drain(q, cap)
   for i = 1, #keys, 2000 do
     redis.call('SREM', p .. 'queues', unpack(keys, i, math.min(i + 1999, #keys)))
   end
+  lanes_queued(q, -from_lanes)
   redis.call('HSET', state, 'vt', vt)
 end
 
