@@ -966,28 +966,20 @@ impl Settings {
     /// What the calls role needs to tell Twilio's streams from anyone else's, when unset.
     pub fn missing_calls_secrets(&self) -> Vec<&'static str> {
         let a = &self.api;
-        [
+        unset(&[
             ("TWILIO_AUTH_TOKEN", &a.twilio_auth_token),
             ("PUBLIC_BASE_URL", &a.public_base_url),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.is_empty())
-        .map(|(name, _)| name)
-        .collect()
+        ])
     }
 
     pub fn missing_api_secrets(&self) -> Vec<&'static str> {
         let a = &self.api;
-        [
+        unset(&[
             ("INTERNAL_SECRET", &a.internal_secret),
             ("INTERNAL_API_TOKEN", &a.internal_api_token),
             ("TWILIO_AUTH_TOKEN", &a.twilio_auth_token),
             ("PUBLIC_BASE_URL", &a.public_base_url),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.is_empty())
-        .map(|(name, _)| name)
-        .collect()
+        ])
     }
 
     /// The Redis URL to use and where it came from.
@@ -1176,6 +1168,15 @@ fn json_to_config(v: serde_json::Value) -> config::Value {
         ),
     };
     config::Value::new(None, kind)
+}
+
+/// The names of the settings in `named` that are empty.
+fn unset(named: &[(&'static str, &String)]) -> Vec<&'static str> {
+    named
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 #[cfg(test)]

@@ -78,25 +78,35 @@ impl FromRequestParts<AppContext> for TwilioSigned {
                 "Twilio callbacks must be application/x-www-form-urlencoded, or JSON with bodySHA256 in the URL",
             ));
         }
-        let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
-        let signature = parts
-            .headers
-            .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| forbidden("X-Twilio-Signature is missing"))?;
-        let settings = parts
-            .headers
-            .get("x-twilio-webhooks-signature-settings")
-            .and_then(|v| v.to_str().ok());
-        let algorithm = twilio::Algorithm::from_settings_header(settings).ok_or_else(|| {
-            forbidden("X-Twilio-Webhooks-Signature-Settings names an unknown algorithm")
-        })?;
+        let signature = signature_headers(&parts.headers).map_err(|(_, e)| e)?;
         Ok(TwilioSigned {
-            signature: signature.to_owned(),
-            algorithm,
+            signature: signature.header.to_owned(),
+            algorithm: signature.algorithm,
             json,
         })
     }
+}
+
+/// The signature a Twilio request carries (`X-Twilio-Signature` and the algorithm its
+/// settings header names), or the 403 refusing it with a metric's reason.
+fn signature_headers(
+    headers: &HeaderMap,
+) -> Result<twilio::Signature<'_>, (&'static str, ApiError)> {
+    let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
+    let header = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ("unsigned", forbidden("X-Twilio-Signature is missing")))?;
+    let settings = headers
+        .get("x-twilio-webhooks-signature-settings")
+        .and_then(|v| v.to_str().ok());
+    let algorithm = twilio::Algorithm::from_settings_header(settings).ok_or_else(|| {
+        (
+            "bad_signature",
+            forbidden("X-Twilio-Webhooks-Signature-Settings names an unknown algorithm"),
+        )
+    })?;
+    Ok(twilio::Signature { header, algorithm })
 }
 
 fn equal(given: &str, expected: &str) -> bool {
@@ -195,7 +205,6 @@ impl FromRequestParts<AppContext> for TwilioStream {
             }
             return Err(refuse("not_configured", e));
         }
-        let forbidden = |why: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = twilio::stream::stream_url(&api.public_base_url, path).ok_or_else(|| {
             refuse(
@@ -203,31 +212,16 @@ impl FromRequestParts<AppContext> for TwilioStream {
                 not_configured("PUBLIC_BASE_URL (http or https)"),
             )
         })?;
-        let Some(header) = parts
-            .headers
-            .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Err(refuse(
-                "unsigned",
-                forbidden("X-Twilio-Signature is missing: only Twilio opens media streams"),
-            ));
-        };
-        let settings = parts
-            .headers
-            .get("x-twilio-webhooks-signature-settings")
-            .and_then(|v| v.to_str().ok());
-        let Some(algorithm) = twilio::Algorithm::from_settings_header(settings) else {
-            return Err(refuse(
-                "bad_signature",
-                forbidden("X-Twilio-Webhooks-Signature-Settings names an unknown algorithm"),
-            ));
-        };
-        let signature = twilio::Signature { header, algorithm };
+        let signature =
+            signature_headers(&parts.headers).map_err(|(reason, e)| refuse(reason, e))?;
         if !twilio::stream::verify_upgrade(&api.twilio_auth_token, &url, signature) {
             return Err(refuse(
                 "bad_signature",
-                forbidden("X-Twilio-Signature does not match the stream URL"),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "X-Twilio-Signature does not match the stream URL: only Twilio opens media streams",
+                ),
             ));
         }
         Ok(TwilioStream::Verified)

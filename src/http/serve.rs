@@ -311,7 +311,8 @@ impl Watched {
 /// its limits (431) by itself, with an empty body, then closes the connection. No handler
 /// answers with an empty body, so such a head is hyper's: it becomes the API's JSON error.
 fn hyper_refusal(head: &[u8]) -> Option<Vec<u8>> {
-    if head.len() > 512 || !head.ends_with(b"\r\n\r\n") {
+    // Every response is written through here: the common ones are passed at the first byte.
+    if !head.starts_with(b"HTTP/1.1 4") || head.len() > 512 || !head.ends_with(b"\r\n\r\n") {
         return None;
     }
     let text = std::str::from_utf8(head).ok()?;
