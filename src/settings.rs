@@ -281,6 +281,7 @@ pub struct WorkerSettings {
     pub heartbeat_ttl_ms: u64,
     pub maintenance_interval_ms: u64,
     pub promote_interval_ms: u64,
+    pub prune_interval_ms: u64,
     pub shutdown_grace_ms: u64,
     pub max_retries: u32,
     pub retry_rq_jobs: bool,
@@ -695,9 +696,10 @@ impl Settings {
         if w.heartbeat_interval_ms == 0
             || w.maintenance_interval_ms == 0
             || w.promote_interval_ms == 0
+            || w.prune_interval_ms == 0
         {
             bail!(
-                "worker.heartbeat_interval_ms, worker.maintenance_interval_ms and worker.promote_interval_ms must be positive"
+                "worker.heartbeat_interval_ms, worker.maintenance_interval_ms, worker.promote_interval_ms and worker.prune_interval_ms must be positive"
             );
         }
         if w.heartbeat_ttl_ms < 2 * w.heartbeat_interval_ms {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -206,12 +206,12 @@ async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: 
     let mut disk_low = ctx.calls.disk.watch();
     let ended = loop {
         let next = tokio::select! {
-            () = ctx.calls.end_all.cancelled() => break "shutdown",
-            () = turns_low(&mut disk_low) => break "recordings disk low",
-            () = &mut longest => break "longest call (calls.max_call_secs)",
+            () = ctx.calls.end_all.cancelled() => break Ended::Shutdown,
+            () = turns_low(&mut disk_low) => break Ended::DiskLow,
+            () = &mut longest => break Ended::Longest,
             () = &mut start_by, if !claimed => {
                 metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => "no_start").increment(1);
-                break "no verified start in time";
+                break Ended::NoStart;
             }
             _ = renew.tick(), if claimed => {
                 renew_claim(&ctx, session.call_sid().unwrap_or_default(), &owner).await;
@@ -220,11 +220,11 @@ async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: 
             next = tokio::time::timeout(idle, stream.next()) => next,
         };
         let text = match next {
-            Err(_) => break "idle timeout",
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break "socket closed",
+            Err(_) => break Ended::Idle,
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break Ended::Closed,
             Ok(Some(Err(e))) => {
                 tracing::warn!(call_sid = session.call_sid().unwrap_or("-"), error = %e, "media stream socket error");
-                break "socket error";
+                break Ended::SocketError;
             }
             Ok(Some(Ok(Message::Text(t)))) => t,
             Ok(Some(Ok(_))) => continue,
@@ -242,7 +242,7 @@ async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: 
                 if let Err(reason) = claim_call(&ctx, &mut slot, &sid, &owner).await {
                     metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => reason).increment(1);
                     tracing::warn!(call_sid = sid, reason, "refused a second stream for a call");
-                    break "refused: the call has another stream";
+                    break Ended::Refused;
                 }
                 claimed = true;
                 if let (Some(audio), Some(stream_sid)) = (&ctx.calls.greeting, session.stream_sid())
@@ -254,29 +254,78 @@ async fn run_call(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: 
                     )));
                 }
             }
-            Step::Stop => break "stop",
+            Step::Stop => break Ended::Stop,
             Step::Refused(reason) => {
                 metrics::counter!(m::CALL_STREAMS_REFUSED, "reason" => reason).increment(1);
                 tracing::warn!(reason, "refused a media stream's start");
-                break "refused: no valid stream token";
+                break Ended::Refused;
             }
             Step::Fail(why) => {
                 tracing::warn!(
                     call_sid = session.call_sid().unwrap_or("-"),
                     "closing a media stream: {why}"
                 );
-                break "malformed stream";
+                break Ended::Malformed;
             }
         }
     };
     if let Some(g) = greeting {
         g.abort();
     }
-    let _ = out_tx.send(Message::Close(None)).await;
+    // A close code the peer can read (Twilio logs it): a bare close frame reads as 1005.
+    let close = CloseFrame {
+        code: ended.close_code(),
+        reason: ended.text().into(),
+    };
+    let _ = out_tx.send(Message::Close(Some(close))).await;
     drop(out_tx);
     let _ = writer.await;
     let claim = claimed.then_some(owner.as_str());
-    finish_call(session, &ctx, ended, claim).await;
+    finish_call(session, &ctx, ended.text(), claim).await;
+}
+
+/// Why a call's stream ended: logged, and told to the peer as a WebSocket close code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Stop,
+    Closed,
+    Idle,
+    Longest,
+    Shutdown,
+    DiskLow,
+    NoStart,
+    Refused,
+    Malformed,
+    SocketError,
+}
+
+impl Ended {
+    fn text(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Closed => "socket closed",
+            Self::Idle => "idle timeout",
+            Self::Longest => "longest call (calls.max_call_secs)",
+            Self::Shutdown => "shutdown",
+            Self::DiskLow => "recordings disk low",
+            Self::NoStart => "no verified start in time",
+            Self::Refused => "refused",
+            Self::Malformed => "malformed stream",
+            Self::SocketError => "socket error",
+        }
+    }
+
+    fn close_code(self) -> u16 {
+        use axum::extract::ws::close_code as code;
+        match self {
+            Self::Stop | Self::Closed | Self::Idle | Self::Longest => code::NORMAL,
+            // The server is going away for this call: shutting down, or out of disk.
+            Self::Shutdown | Self::DiskLow => code::AWAY,
+            Self::NoStart | Self::Refused => code::POLICY,
+            Self::Malformed => code::INVALID,
+            Self::SocketError => code::ERROR,
+        }
+    }
 }
 
 /// Resolves once the recordings disk is low (at once if it is).

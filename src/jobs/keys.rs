@@ -14,6 +14,8 @@
 //! | `job_lock:schedule:<entry>:<slot ms>` | string | a fired slot (the de-dupe lock of its job) |
 //! | `prosaas:worker:<w>:inbox` | list | ids a worker's blocking wake-up moved off a queue, not yet claimed |
 //! | `prosaas:maintenance:<q>` | string | short lock: which worker runs recovery for a queue now |
+//! | `prosaas:prune:<q>:lock`, `prosaas:prune:lock` | string | which worker prunes queue `q`'s registries, or the shared sets, this interval (`SET NX PX worker.prune_interval_ms`, left to expire) |
+//! | `prosaas:prune:<q>` | hash | where the pruning walks of `q`'s canceled, deferred and scheduled registries (and, for `q` = '', of `rq:queues`) stand (built in Lua, prune.lua) |
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
 //! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
 //! | `prosaas:call:<call sid>:stream` | string | the call's one live Media Stream: its owner token while live (a lease of a minute, renewed), then `finalized` for `api.twilio_dedupe_ttl_secs` once recorded, so no other stream takes or reopens the call |
@@ -216,6 +218,16 @@ impl Keys {
     /// Which worker runs recovery for `queue` now.
     pub(crate) fn maintenance_lock(queue: &str) -> String {
         format!("prosaas:maintenance:{queue}")
+    }
+
+    /// Which worker prunes a queue's registries this interval (left to expire).
+    pub(crate) fn prune_lock(queue: &str) -> String {
+        format!("prosaas:prune:{queue}:lock")
+    }
+
+    /// Which worker prunes the shared sets (`rq:workers`, `rq:queues`) this interval.
+    pub(crate) fn prune_shared_lock() -> &'static str {
+        "prosaas:prune:lock"
     }
 
     /// Job id → executions, written only by the `diag.count` job type.

@@ -38,17 +38,20 @@ super::capability! {
 }
 
 impl Schedule<'_> {
-    /// `SET NX PX` to take the lock, compare-and-extend to keep it.
+    /// `SET NX PX` to take the lock, compare-and-extend to keep it. `seen` is the highest cycle
+    /// this scheduler has known: a taken lock's cycle is always past it.
     pub async fn acquire_or_renew_leadership(
         &self,
         token: &str,
         ttl: Duration,
+        seen: u64,
     ) -> Result<Leadership, JobError> {
         let (code, value): (i64, String) = scripts::LEADER_LOCK
             .key(Keys::scheduler_lock())
             .key(Keys::scheduler_cycle())
             .arg(token)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(seen)
             .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(match code {

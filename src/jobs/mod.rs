@@ -22,6 +22,7 @@ mod error;
 mod job;
 mod keys;
 mod leader_lock;
+mod prune;
 mod queue;
 mod redis_config;
 mod scripts;
@@ -49,6 +50,7 @@ pub use job::{
     rq_timestamp,
 };
 pub use leader_lock::{Fired, Leadership, Schedule};
+pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};
 pub use sentinel::{SentinelConfig, is_sentinel_url};
 pub use stats::{MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Stats, TenantRow, TenantStats};

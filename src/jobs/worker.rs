@@ -787,13 +787,16 @@ impl Workers<'_> {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
-    /// Counts the jobs in a fair queue's lanes when that count is missing (lane_depth.lua):
-    /// `Some(count)` when it was counted now.
-    pub async fn count_lanes_if_missing(&self, queue: &str) -> Result<Option<u64>, JobError> {
+    /// Counts the jobs in a fair queue's lanes when that count is missing, or with `anew` when
+    /// the queue has at most 50,000 lanes (lane_depth.lua): `Some(count)` when it
+    /// was counted now.
+    pub async fn count_lanes(&self, queue: &str, anew: bool) -> Result<Option<u64>, JobError> {
         let counted: i64 = scripts::LANE_DEPTH
             .prepare_invoke()
             .arg(self.keys().rq_prefix())
             .arg(queue)
+            .arg(if anew { "1" } else { "0" })
+            .arg(RECOUNTED_LANES)
             .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(u64::try_from(counted).ok())
@@ -811,6 +814,10 @@ impl Workers<'_> {
             .is_some_and(|f| f.tenant_concurrency > 0)
     }
 }
+
+/// The most lanes a fair queue may have for its count to be redone on every pruning pass: one
+/// `LLEN` each, about 10 ms of Redis's time at this bound, once a minute.
+const RECOUNTED_LANES: usize = 50_000;
 
 super::capability! {
     /// The diagnostic job type's execution counter, which tests and the bench read to prove

@@ -138,6 +138,8 @@ impl Scheduler {
             "scheduler standing by for the lock"
         );
         let mut leading: Option<u64> = None;
+        // The highest cycle seen: Redis's counter may restart with Redis's data, this does not.
+        let mut seen_cycle = 0;
         // Entry → newest slot (ms) fired or, for a new entry, the time it was first seen.
         let mut cursors: HashMap<String, i64> = HashMap::new();
         // Missed slots skipped per entry by this process (shown on the dashboard).
@@ -156,7 +158,9 @@ impl Scheduler {
             }
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + self.renew_interval;
-                let (now_leading, gained) = self.contend(leading.is_some(), &mut cursors).await;
+                let (now_leading, gained) = self
+                    .contend(leading.is_some(), &mut seen_cycle, &mut cursors)
+                    .await;
                 leading = now_leading;
                 if gained {
                     next_eval = Instant::now();
@@ -185,14 +189,18 @@ impl Scheduler {
     async fn contend(
         &self,
         was_leading: bool,
+        seen_cycle: &mut u64,
         cursors: &mut HashMap<String, i64>,
     ) -> (Option<u64>, bool) {
-        match self
+        let attempt = self
             .store
             .schedule()
-            .acquire_or_renew_leadership(&self.token, self.lock_ttl)
-            .await
-        {
+            .acquire_or_renew_leadership(&self.token, self.lock_ttl, *seen_cycle)
+            .await;
+        if let Ok(Leadership::Acquired { cycle } | Leadership::Renewed { cycle }) = &attempt {
+            *seen_cycle = (*seen_cycle).max(*cycle);
+        }
+        match attempt {
             // `Acquired` is always a gain, even for a process that believes it leads: the
             // lock vanished (a Redis restart) and was taken anew.
             Ok(Leadership::Acquired { cycle }) => (self.gain(cycle, cursors).await, true),

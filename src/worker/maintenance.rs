@@ -1,5 +1,7 @@
 //! The recovery subsystem: promotes due retries and delayed jobs to their queues, recovers jobs
-//! whose worker died (heartbeat deadline passed), and returns dead workers' inboxes.
+//! whose worker died (heartbeat deadline passed), returns dead workers' inboxes, and prunes what
+//! registries hold past its time (`worker.prune_interval_ms`, one worker of the fleet per queue
+//! and interval), as Python RQ's workers do in their maintenance.
 //!
 //! Bound: a job of a killed worker is recovered within `heartbeat_ttl + maintenance_interval`
 //! of its last heartbeat (plus one script call), by whichever live worker runs the pass.
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::JobStore;
+use crate::jobs::{JobError, JobStore, PrunePass};
 use crate::settings::WorkerSettings;
 use crate::worker::policy::Policies;
 
@@ -28,6 +30,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let promote_every = Duration::from_millis(settings.promote_interval_ms);
     let recover_every = Duration::from_millis(settings.maintenance_interval_ms);
+    let prune_every = Duration::from_millis(settings.prune_interval_ms);
     let settle_for = Duration::from_millis(settings.heartbeat_ttl_ms);
     let m = Maintenance {
         hostname: super::hostname(),
@@ -45,7 +48,8 @@ pub async fn run(
     let mut reachable_since: Option<tokio::time::Instant> = None;
     let mut promote = tokio::time::interval(promote_every);
     let mut recover = tokio::time::interval(recover_every);
-    for t in [&mut promote, &mut recover] {
+    let mut prune = tokio::time::interval(prune_every);
+    for t in [&mut promote, &mut recover, &mut prune] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -61,6 +65,12 @@ pub async fn run(
                 }
                 if !m.recover().await {
                     note_reachability(&mut reachable_since, false);
+                }
+            }
+            _ = prune.tick() => {
+                // Expiry is judged on Redis's clock, as deadlines are.
+                if m.store.clock_synced() {
+                    note_reachability(&mut reachable_since, m.prune(prune_every).await);
                 }
             }
         }
@@ -142,7 +152,7 @@ impl Maintenance {
                 }
             }
             if workers.has_lanes(q) {
-                match workers.count_lanes_if_missing(q).await {
+                match workers.count_lanes(q, false).await {
                     Ok(Some(n)) => {
                         tracing::info!(queue = %q, queued = n, "counted the jobs in a fair queue's lanes")
                     }
@@ -158,6 +168,39 @@ impl Maintenance {
             {
                 ok = false;
                 tracing::warn!(queue = %q, error = %e, "recount of tenants' running jobs failed");
+            }
+        }
+        ok
+    }
+
+    /// Prunes the configured queues' registries and the shared sets, each by one worker of the
+    /// fleet per interval, and recounts fair queues' lanes; `false` if a call failed.
+    async fn prune(&self, every: Duration) -> bool {
+        let prune = self.store.prune();
+        let mut ok = true;
+        let mut note = |what: &str, pass: Result<PrunePass, JobError>| match pass {
+            Ok(PrunePass::Done(p)) if p.total() > 0 || p.unfinished => tracing::info!(
+                what, removed = ?p.removed, unfinished = p.unfinished,
+                "pruned expired registry entries"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                ok = false;
+                tracing::warn!(what, error = %e, "pruning failed");
+            }
+        };
+        for q in &self.settings.queues {
+            note(q, prune.queue(q, every).await);
+        }
+        note(
+            "rq:queues and rq:workers",
+            prune.shared(&self.settings.queues, every).await,
+        );
+        let workers = self.store.workers();
+        for q in self.settings.queues.iter().filter(|q| workers.has_lanes(q)) {
+            if let Err(e) = workers.count_lanes(q, true).await {
+                ok = false;
+                tracing::warn!(queue = %q, error = %e, "recounting a fair queue's lanes failed");
             }
         }
         ok

@@ -352,7 +352,17 @@ async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
         types.iter().filter(|(_, k)| k == "twilio_callback").count(),
         20
     );
-    drop(sockets);
+    // Each stream was told the server is going away (1001), not closed bare (read as 1005).
+    for mut ws in sockets {
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(1001));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

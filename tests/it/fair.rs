@@ -675,13 +675,10 @@ async fn a_fair_queue_of_more_lanes_than_any_walk_is_counted_exactly() {
     // maintenance, and then kept.
     let _: () = c.del("prosaas:fair:default:queued").unwrap();
     let workers = store.workers();
-    let counted = workers.count_lanes_if_missing("default").await.unwrap();
+    let counted = workers.count_lanes("default", false).await.unwrap();
     let plain: u64 = c.llen("rq:queue:default").unwrap();
     assert_eq!(counted, Some(ids_in_lists(&mut c) - plain));
-    assert_eq!(
-        workers.count_lanes_if_missing("default").await.unwrap(),
-        None
-    );
+    assert_eq!(workers.count_lanes("default", false).await.unwrap(), None);
     let stats = crate::support::default_queue(&store).await.unwrap();
     assert_eq!(stats.queued, ids_in_lists(&mut c));
 }

@@ -21,6 +21,7 @@
 //! - `roles`: each role boots only its subsystems; bad roles and bad config exit 2;
 //! - `rq_interop`: Python RQ 3.0 / 2.12 / 1.16 and prosaas sharing queues, `rq info`, a mixed fleet;
 //! - `scheduler`: replicated schedulers: failover bound, paused leaders, random restarts, Redis restart;
+//! - `steady`: what expires leaves Redis: registries pruned, keys and memory settle;
 //! - `worker`: the worker in-process: RQ-recorded outcomes, retries, timeouts, priorities.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
@@ -55,4 +56,5 @@ mod local_redis;
 mod roles;
 mod rq_interop;
 mod scheduler;
+mod steady;
 mod worker;

@@ -205,9 +205,12 @@ async fn leadership_comes_back_after_redis_restarts() {
     s.wait_for_log("Lock acquired for cycle 1", BOOT);
     let before = s.logs().lines().count();
     redis.restart();
-    // The restarted Redis is empty: the lock, the counter and the queue are gone.
-    s.wait_for_log_after("Lock acquired for cycle 1", before, Duration::from_secs(15));
+    // The restarted Redis is empty: the lock, the counter and the queue are gone. The cycle
+    // counts on from what the scheduler saw: acquisitions never go backwards.
+    s.wait_for_log_after("Lock acquired for cycle 2", before, Duration::from_secs(15));
     let mut c = redis.connection(0);
+    let counter: u64 = c.get("prosaas:scheduler:cycle").unwrap();
+    assert_eq!(counter, 2);
     eventually(
         "slots fired into the new Redis",
         Duration::from_secs(10),

@@ -1,13 +1,16 @@
--- Count the jobs waiting in a fair queue's tenant lanes into prosaas:fair:<q>:queued, when the
--- count is missing: lanes written by a release that did not keep it, or a count someone deleted.
--- Once present, the scripts that push and pop keep it (lanes.lua's lanes_queued). One walk of
--- the ring, so run by maintenance, never per request.
+-- Count the jobs waiting in a fair queue's tenant lanes into prosaas:fair:<q>:queued: when the
+-- count is missing (lanes written by a release that did not keep it, or a count someone
+-- deleted), or, with ARGV[3] = '1', anew while the ring has at most ARGV[4] lanes, which
+-- corrects what a tool that moves lanes' jobs by itself (or an older release's worker beside a
+-- newer one, during an upgrade) made it miss. The scripts that push and pop keep it between
+-- (lanes.lua's lanes_queued). One walk of the ring, so run by maintenance, never per request.
 --
--- ARGV[1] RQ prefix   ARGV[2] queue
--- Returns the count set, or -1 when it was present and left alone.
+-- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] '1' to recount a present count   ARGV[4] most lanes
+-- Returns the count set, or -1 when it was left alone.
 local p, q = ARGV[1], ARGV[2]
 local key = fair_key(q, 'queued')
-if redis.call('EXISTS', key) == 1 then
+if redis.call('EXISTS', key) == 1 and (ARGV[3] ~= '1'
+    or redis.call('ZCARD', fair_key(q, 'ring')) > tonumber(ARGV[4])) then
   return -1
 end
 local total = 0

@@ -1,0 +1,107 @@
+-- Prune what a queue's registries, and the shared sets, hold past their purpose: what Python
+-- RQ's workers do in their maintenance (clean_registries, clean_worker_registry), and a little
+-- more, at most ARGV[5] entries per call. Maintenance calls again while a call comes back full,
+-- up to a budget per pass, so a large backlog is pruned over several passes without holding
+-- Redis for long.
+--
+-- ARGV[1] RQ prefix   ARGV[2] queue ('' for the shared phases)   ARGV[3] phase
+-- ARGV[4] now (Unix s, Redis's clock)   ARGV[5] most entries looked at in this call
+-- ARGV[6..] (phase 'queues') the queues this process serves
+--
+-- Phases:
+--   finished, failed   entries whose score is in [0, now]: expired, as RQ's
+--                      ZREMRANGEBYSCORE 0 now (a score of -1 or +inf is kept forever)
+--   canceled, deferred, scheduled
+--                      entries whose job hash is gone: RQ never prunes canceled jobs, a deferred
+--                      entry's score means different things across RQ versions, and a scheduled
+--                      job waits until due, so only the hash tells (walked from a cursor kept in
+--                      prosaas:prune:<q>)
+--   workers            members of rq:workers:<q> whose worker key is gone, from both it and
+--                      rq:workers (RQ's clean_worker_registry); with queue '', rq:workers itself
+--   queues             rq:queues members (SSCAN from a kept cursor) whose list is empty and
+--                      whose registries are all empty, which no registered worker listens on and
+--                      this process does not serve: RQ lists them forever otherwise
+-- Returns {removed, more}: more = 1 when the call stopped at its bound.
+local p, q, phase, now, most = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local cursors = 'prosaas:prune:' .. q
+
+-- ZREM/SREM in slices: unpack() is bounded by Lua's C stack.
+local function remove_all(cmd, key, members)
+  for i = 1, #members, 500 do
+    redis.call(cmd, key, unpack(members, i, math.min(i + 499, #members)))
+  end
+end
+
+if phase == 'finished' or phase == 'failed' then
+  local key = p .. phase .. ':' .. q
+  local ids = redis.call('ZRANGEBYSCORE', key, 0, now, 'LIMIT', 0, most)
+  remove_all('ZREM', key, ids)
+  return {#ids, #ids == most and 1 or 0}
+end
+
+if phase == 'canceled' or phase == 'deferred' or phase == 'scheduled' then
+  local key = p .. phase .. ':' .. q
+  local at = tonumber(redis.call('HGET', cursors, phase) or '0') or 0
+  local ids = redis.call('ZRANGE', key, at, at + most - 1)
+  local gone = {}
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', p .. 'job:' .. id) == 0 then
+      gone[#gone + 1] = id
+    end
+  end
+  remove_all('ZREM', key, gone)
+  local more = #ids == most and 1 or 0
+  redis.call('HSET', cursors, phase, more == 1 and (at + #ids - #gone) or 0)
+  return {#gone, more}
+end
+
+if phase == 'workers' then
+  local all = p .. 'workers'
+  local set = q ~= '' and (p .. 'workers:' .. q) or all
+  local gone = {}
+  for _, w in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('EXISTS', w) == 0 then
+      gone[#gone + 1] = w
+    end
+  end
+  remove_all('SREM', set, gone)
+  if set ~= all then
+    remove_all('SREM', all, gone)
+  end
+  return {#gone, 0}
+end
+
+if phase == 'queues' then
+  local served = {}
+  for i = 6, #ARGV do
+    served[ARGV[i]] = true
+  end
+  local registries = {'wip', 'finished', 'failed', 'scheduled', 'deferred', 'canceled'}
+  local prefix = p .. 'queue:'
+  local scan = redis.call('SSCAN', p .. 'queues', redis.call('HGET', cursors, 'queues') or '0',
+    'COUNT', most)
+  local gone = {}
+  for _, key in ipairs(scan[2]) do
+    local name = string.sub(key, #prefix + 1)
+    local idle = string.sub(key, 1, #prefix) == prefix and not served[name]
+      and redis.call('LLEN', key) == 0
+      and redis.call('SCARD', p .. 'workers:' .. name) == 0
+    -- A tenant lane is the fair queue's, whose registries are its queue's: an empty lane goes.
+    if idle and not string.find(name, '@', 1, true) then
+      for _, r in ipairs(registries) do
+        if redis.call('ZCARD', p .. r .. ':' .. name) > 0 then
+          idle = false
+          break
+        end
+      end
+    end
+    if idle then
+      gone[#gone + 1] = key
+    end
+  end
+  remove_all('SREM', p .. 'queues', gone)
+  redis.call('HSET', cursors, 'queues', scan[1])
+  return {#gone, scan[1] ~= '0' and 1 or 0}
+end
+
+return redis.error_reply('prune.lua: unknown phase ' .. tostring(phase))
