@@ -57,10 +57,10 @@ pub struct BenchCli {
     /// Batch size for enqueue_many.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
-    /// Jobs per second (latency).
+    /// Jobs per second (latency, soak).
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
-    /// Seconds (latency, calls).
+    /// Seconds (latency, calls, rate-limit, soak).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// Print JSON.
@@ -93,6 +93,10 @@ pub enum BenchScenario {
     Fairness,
     /// One tenant limited to 5/s across three workers, another tenant's jobs flowing (--duration).
     RateLimit,
+    /// A mixed load (--rate jobs/s of webhooks and enqueues, --duration s) through an api and two
+    /// workers with this configuration's TTLs: Redis memory and keys, each process's RSS and
+    /// expired registry entries, sampled every minute.
+    Soak,
 }
 
 impl BenchScenario {

@@ -14,6 +14,7 @@ mod latency;
 mod load;
 mod measure;
 mod rate_limit;
+mod soak;
 mod webhook;
 
 use anyhow::{Context, bail};
@@ -96,6 +97,7 @@ async fn scenario(
         Scenario::Calls => vec![calls::run(a, settings, store).await?],
         Scenario::Fairness => fairness::run(a, settings, store).await?,
         Scenario::RateLimit => vec![rate_limit::run(a, settings, store).await?],
+        Scenario::Soak => vec![soak::run(a, settings, store).await?],
     })
 }
 

@@ -7,6 +7,17 @@ use super::JobStore;
 use super::error::JobError;
 use super::keys::Keys;
 
+/// What a long run watches for growth (see [`Bench::footprint`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub used_memory: u64,
+    pub keys: u64,
+    /// Entries in the queue's finished and failed registries.
+    pub registered: u64,
+    /// Of those, entries already past their TTL.
+    pub expired: u64,
+}
+
 /// Counters read by [`Bench::command_totals`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RedisCounters {
@@ -109,6 +120,64 @@ impl Bench<'_> {
             }
         }
         Ok(deleted)
+    }
+
+    /// What a long run watches for growth, in one round trip: Redis's used memory (bytes), the
+    /// database's keys, and `queue`'s finished and failed registries (entries, and entries already
+    /// expired: score in [0, now]).
+    pub async fn footprint(&self, queue: &str) -> Result<Footprint, JobError> {
+        let now = self.store.now().timestamp();
+        let (info, keys, finished, finished_expired, failed, failed_expired): (
+            String,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = redis::pipe()
+            .cmd("INFO")
+            .arg("memory")
+            .cmd("DBSIZE")
+            .zcard(self.store.keys.finished(queue))
+            .zcount(self.store.keys.finished(queue), 0, now)
+            .zcard(self.store.keys.failed(queue))
+            .zcount(self.store.keys.failed(queue), 0, now)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        let used_memory = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Footprint {
+            used_memory,
+            keys,
+            registered: finished + failed,
+            expired: finished_expired + failed_expired,
+        })
+    }
+
+    /// What stopped processes of the bench (workers of `prosaas bench soak`) leave behind by
+    /// design: their names in the inbox set (kept for recovery) and their RQ scheduler record.
+    pub async fn forget_processes(&self, pids: &[u32]) -> Result<(), JobError> {
+        let listed: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(Keys::inboxes())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        let ours: Vec<&String> = listed
+            .iter()
+            .filter(|w| pids.iter().any(|p| w.contains(&format!(".{p}."))))
+            .collect();
+        let mut pipe = redis::pipe();
+        if !ours.is_empty() {
+            pipe.srem(Keys::inboxes(), &ours).ignore();
+        }
+        for p in pids {
+            pipe.del(format!("{}scheduler:{p}", self.store.keys.rq_prefix()))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn().await?).await?;
+        Ok(())
     }
 
     /// Finished jobs of one queue, in one command (the bench polls it while a drain runs).

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::error::JobError;
 use super::job::age_secs;
 use super::keys::Keys;
+use super::scripts;
 
 /// Upper bounds (ms) of the enqueue→start wait buckets `w0`..`w11`; `w12` is everything longer.
 pub const WAIT_BUCKETS_MS: [u64; 12] = [
@@ -377,11 +378,14 @@ impl Dashboard<'_> {
             "at": self.store.unix_now(),
             "calls": calls,
         });
-        redis::pipe()
-            .atomic()
-            .hset(Keys::live_calls(), process, report.to_string())
-            .expire(Keys::live_calls(), 60)
-            .query_async::<()>(&mut self.conn().await?)
+        let _dropped: u64 = scripts::LIVE_CALLS
+            .key(Keys::live_calls())
+            .arg(process)
+            .arg(report.to_string())
+            .arg(self.store.unix_now())
+            .arg(LIVE_CALLS_STALE_SECS)
+            .arg(60)
+            .invoke_async(&mut self.conn().await?)
             .await?;
         Ok(())
     }

@@ -30,7 +30,7 @@
 //! | `prosaas:rate:<limit>[:<tenant>]` | string | a rate limit's bucket: its GCRA theoretical arrival time (Unix ms); PX until it no longer matters |
 //! | `prosaas:minute:<unix minute>` | hash | the dashboard's series: `<outcome>:<wait bucket>` (`ok`, `fail`, `retry`, `requeue`; the enqueue→start wait's bucket, `-` unknown) → executions settled in that minute, counted by settle.lua (built in Lua); 2-hour TTL |
 //! | `prosaas:dashboard:session:<id>` | string | a signed-in dashboard session; TTL = the session's; signing out deletes it |
-//! | `prosaas:calls:live` | hash | calls process → JSON of its live calls and when it said so (every 5 s; stale fields are ignored, the key expires a minute after the last) |
+//! | `prosaas:calls:live` | hash | calls process → JSON of its live calls and when it said so (every 5 s; a field older than 20 s is dropped by the next report, live_calls.lua; the key expires a minute after the last) |
 //! | `prosaas:unstarted:<job id>` | string | a de-duplicated job with a wait TTL has not started yet; TTL = its lock's (built in Lua too: claim.lua, delete_job.lua) |
 //!
 //! prosaas also writes fields RQ ignores into job hashes: `attempts` (claims so far),
@@ -174,6 +174,11 @@ impl Keys {
             Self::dedupe_lock("bench:*"),
             Self::maintenance_lock(queue),
             "prosaas:worker:bench-*".to_owned(),
+            // Its workers' pruning: the queue's lock and cursors, and the shared ones (a lock
+            // and a cursor: deleting them lets a pass come early, nothing more).
+            format!("prosaas:prune:{queue}*"),
+            Self::prune_shared_lock().to_owned(),
+            "prosaas:prune:".to_owned(),
             // The bench runs only on an empty database: every minute counted is its own.
             "prosaas:minute:*".to_owned(),
         ]

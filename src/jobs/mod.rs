@@ -37,7 +37,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
-pub use bench::{Bench, RedisCounters};
+pub use bench::{Bench, Footprint, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dashboard::{Dashboard, Minute, Recorded, RunningJob, WAIT_BUCKETS_MS, WorkerRow};
 pub use dedup::{

@@ -6,8 +6,8 @@
 //!   BullMQ warn about it the same way.
 //! - Redis reserves `stream-node-max-bytes` (up to 4,096 bytes; 0 means that too) for every new
 //!   stream since redis/redis#6281, and every finished job gets one for its RQ result: measured
-//!   on Redis 7.0, 4,736 bytes per result at the default against 1,152 at 512
-//!   (docs/BENCHMARKS.md).
+//!   on Redis 7.0 (`scripts/capacity.py`), a retained finished job takes 5.2 KB at the default
+//!   against 1.6 KB at 512, a failed one 5.9 KB against 2.3 KB (docs/BENCHMARKS.md).
 
 use std::collections::HashMap;
 
@@ -55,8 +55,10 @@ impl RedisConfig {
         {
             advice.push(Advice::Cost(format!(
                 "Redis stream-node-max-bytes is {bytes}: Redis reserves up to 4096 bytes of it \
-                 for every new stream, so each finished job's RQ result takes about 4.7 KB \
-                 (1.2 KB at 512); consider CONFIG SET stream-node-max-bytes 512"
+                 for every new stream, so each retained finished job (hash, RQ result, registry \
+                 entry) takes about 5.2 KB against 1.6 KB at 512, about 360 MB more per 100,000 \
+                 jobs kept by result_ttl or failure_ttl; consider CONFIG SET \
+                 stream-node-max-bytes 512"
             )));
         }
         advice

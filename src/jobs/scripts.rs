@@ -48,6 +48,8 @@ pub(crate) static CALL_STATUS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_status.lua")));
 pub(crate) static CALL_STREAM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/call_stream.lua")));
+pub(crate) static LIVE_CALLS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/live_calls.lua")));
 pub(crate) static PRUNE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/prune.lua")));
 pub(crate) static LEADER_LOCK: LazyLock<Script> =

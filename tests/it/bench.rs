@@ -24,6 +24,7 @@ fn every_scenario_runs_and_cleans_up_after_itself() {
         ("calls", vec!["--concurrency", "3", "--duration", "2"]),
         ("fairness", vec!["--jobs", "300", "--concurrency", "16"]),
         ("rate-limit", vec!["--duration", "2"]),
+        ("soak", vec!["--rate", "30", "--duration", "6"]),
     ] {
         let t = db();
         let mut args = vec!["bench", scenario, "--json"];
@@ -47,7 +48,15 @@ fn every_scenario_runs_and_cleans_up_after_itself() {
                 assert_eq!(f["extra"]["tenant_b_measured"], 50, "{f}");
             }
         }
-        if scenario != "calls" {
+        if scenario == "soak" {
+            let samples = figures[0]["extra"]["samples"].as_array().unwrap();
+            assert!(samples.len() >= 2, "{samples:?}");
+            for s in samples {
+                assert!(s["redis_used_mb"].as_f64().unwrap() > 0.0, "{s}");
+                assert!(s["rss_mb"]["worker_1"].as_f64().unwrap() > 0.0, "{s}");
+            }
+        }
+        if scenario != "calls" && scenario != "soak" {
             assert!(
                 figures[0]["redis_commands_per_job"].as_f64().unwrap() > 0.0,
                 "{scenario}"

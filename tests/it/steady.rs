@@ -140,3 +140,28 @@ async fn expired_entries_leave_and_redis_settles() {
     assert!(w.logs().contains("pruned expired registry entries"));
     drop(w);
 }
+
+/// A calls process killed without withdrawing its live-calls report leaves a field that every
+/// other process's next report drops, so the hash does not collect one field per process ever
+/// started.
+#[tokio::test]
+async fn a_dead_calls_processs_report_is_dropped_by_the_next_report() {
+    let t = crate::support::db();
+    let store = t.store();
+    let mut c = t.connection();
+    let stale = json!({"process": "gone:1", "at": 1_000.0, "calls": {}}).to_string();
+    let _: () = c.hset("prosaas:calls:live", "gone:1", stale).unwrap();
+    let _: () = c
+        .hset("prosaas:calls:live", "garbage:2", "not json")
+        .unwrap();
+    store
+        .dashboard()
+        .publish_calls("alive:3", &json!({"active": 0}))
+        .await
+        .unwrap();
+    let mut fields: Vec<String> = c.hkeys("prosaas:calls:live").unwrap();
+    fields.sort();
+    assert_eq!(fields, ["alive:3"]);
+    let ttl: i64 = c.ttl("prosaas:calls:live").unwrap();
+    assert!(ttl > 0 && ttl <= 60);
+}
