@@ -1,7 +1,11 @@
 # One image for every role; SERVICE_ROLE picks what a container runs.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The commit the image is built from (`prosaas --version`, health, metrics): the build context
+# has no .git, so pass it: docker build --build-arg PROSAAS_COMMIT=$(git rev-parse --short=7 HEAD)
+ARG PROSAAS_COMMIT=unknown
+ENV PROSAAS_COMMIT=${PROSAAS_COMMIT}
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY config config
 COPY tests tests

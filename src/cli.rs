@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "prosaas",
-    version,
+    version = crate::version::DESCRIBE,
     about = "Background-job backbone, wire-compatible with Python RQ"
 )]
 pub struct Cli {

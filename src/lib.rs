@@ -13,6 +13,7 @@
 //! - [`worker`]: the worker runtime (executor, handlers registry, retries, recovery);
 //! - [`handlers`]: the built-in job types;
 //! - [`hex`]: lower-case hex, one encoder for ids and signatures;
+//! - [`version`]: the release version and the commit this binary is built from;
 //! - [`audio`]: μ-law and WAV, for call recordings;
 //! - [`calls_stream`]: Twilio Media Streams sessions, their recordings, the live-call registry;
 //! - [`scheduler`]: periodic entries and the leader-elected loop that fires them;
@@ -44,5 +45,6 @@ pub mod scheduler;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod version;
 pub mod webhooks;
 pub mod worker;

@@ -40,9 +40,10 @@ pub const TENANT_OLDEST_AGE: &str = "prosaas_tenant_oldest_job_age_seconds";
 pub const CALL_FRAMES_DROPPED: &str = "prosaas_calls_frames_dropped_total";
 pub const CALL_STREAMS_REFUSED: &str = "prosaas_calls_streams_refused_total";
 pub const RECORDINGS_FREE_BYTES: &str = "prosaas_recordings_free_bytes";
+pub const BUILD_INFO: &str = "prosaas_build_info";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 28] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -70,10 +71,11 @@ pub const ALL: [&str; 27] = [
     CALL_FRAMES_DROPPED,
     CALL_STREAMS_REFUSED,
     RECORDINGS_FREE_BYTES,
+    BUILD_INFO,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 27] = [
+const HELP: [&str; 28] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -101,6 +103,7 @@ const HELP: [&str; 27] = [
     "Media Streams frames dropped unrecorded, by reason (timestamp_lead: stamped further ahead of the stream's elapsed time than calls.max_timestamp_lead_ms).",
     "Media streams refused, by reason: at the upgrade (unsigned, bad_signature, not_configured, busy, disk_low) or at their start (token_missing, token_malformed, token_expired, token_mismatch, live, finalized, no_start: none within 10 s).",
     "Free bytes on the recordings directory's file system, as this calls process last measured them (every second).",
+    "1, labelled with the version and commit this process runs (two label sets across a fleet mid-deploy).",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.
@@ -147,6 +150,8 @@ pub fn handle() -> &'static PrometheusHandle {
         for (name, help) in ALL.into_iter().zip(HELP) {
             describe(name, help);
         }
+        metrics::gauge!(BUILD_INFO, "version" => crate::version::VERSION, "commit" => crate::version::COMMIT)
+            .set(1.0);
         handle
     })
 }

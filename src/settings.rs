@@ -348,6 +348,7 @@ pub struct CallSettings {
     pub max_timestamp_lead_ms: u64,
     pub max_call_secs: u64,
     pub max_message_bytes: usize,
+    pub require_stream_token: bool,
 }
 
 impl CallSettings {

@@ -60,7 +60,11 @@ pub(super) async fn run(
         for _ in 0..hooks {
             let n = sequence.fetch_add(1, Ordering::Relaxed);
             // A provider retry now and then: the same message id as one sent before.
-            let id = if n.is_multiple_of(20) && n > 0 { n - 1 } else { n };
+            let id = if n.is_multiple_of(20) && n > 0 {
+                n - 1
+            } else {
+                n
+            };
             sends.push(webhook(&http, &api, secret, id, written.clone()));
         }
         for r in futures_util::future::join_all(sends).await {

@@ -82,8 +82,13 @@ pub enum Step {
 /// Who may start a stream.
 #[derive(Clone, Debug)]
 pub enum Gate {
-    /// A start must carry a token issued for its call SID.
-    Tokens(StreamTokens),
+    /// A start must carry a token issued for its call SID (`required`), or, while upgrading
+    /// from a release that issued none (`calls.require_stream_token = false`), may carry none;
+    /// a token that is there must be valid either way.
+    Tokens {
+        tokens: StreamTokens,
+        required: bool,
+    },
     /// Anyone: development without Twilio's secrets (`api.allow_missing_secrets`).
     Open,
 }
@@ -172,14 +177,15 @@ impl Session {
         let mut parameters = s.custom_parameters;
         // The token is a credential: checked here, never passed on to jobs.
         let token = parameters.remove(TOKEN_PARAMETER);
-        if let Gate::Tokens(tokens) = &self.rules.gate {
+        if let Gate::Tokens { tokens, required } = &self.rules.gate {
             let tenant = parameters
                 .get("business_id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let now_unix = self.opened.1 + now.saturating_duration_since(self.opened.0).as_secs();
             let token = token.as_ref().and_then(Value::as_str);
-            if let Err(refused) = tokens.check(token, &s.call_sid, tenant, now_unix) {
+            let tolerated = !required && token.is_none();
+            if !tolerated && let Err(refused) = tokens.check(token, &s.call_sid, tenant, now_unix) {
                 return Step::Refused(refused.label());
             }
         }
@@ -359,7 +365,10 @@ mod tests {
         let tokens = StreamTokens::new("auth");
         let session = || {
             let rules = StreamRules {
-                gate: Gate::Tokens(tokens.clone()),
+                gate: Gate::Tokens {
+                    tokens: tokens.clone(),
+                    required: true,
+                },
                 max_timestamp_lead: Duration::from_secs(2),
             };
             Session::new(dir.path(), rules, 1_000)
@@ -396,6 +405,27 @@ mod tests {
         assert!(
             !rec.parameters.contains_key(TOKEN_PARAMETER),
             "the token is not passed on"
+        );
+
+        // While upgrading from a release that issued no tokens: none is tolerated, a bad one
+        // is not.
+        let lenient = || {
+            let rules = StreamRules {
+                gate: Gate::Tokens {
+                    tokens: tokens.clone(),
+                    required: false,
+                },
+                max_timestamp_lead: Duration::from_secs(2),
+            };
+            Session::new(dir.path(), rules, 1_000)
+        };
+        assert_eq!(
+            lenient().handle(&start_with(None, "CA9", "12"), now),
+            Step::Started
+        );
+        assert_eq!(
+            lenient().handle(&start_with(Some("nope"), "CA9", "12"), now),
+            Step::Refused("token_malformed")
         );
     }
 

@@ -131,9 +131,10 @@ async fn media_stream(
         Err(why) => return refuse("busy", why.to_owned()),
     };
     let gate = match signed {
-        TwilioStream::Verified => {
-            Gate::Tokens(StreamTokens::new(&ctx.settings.api.twilio_auth_token))
-        }
+        TwilioStream::Verified => Gate::Tokens {
+            tokens: StreamTokens::new(&ctx.settings.api.twilio_auth_token),
+            required: ctx.settings.calls.require_stream_token,
+        },
         TwilioStream::Unverified => Gate::Open,
     };
     let limit = ctx.settings.calls.max_message_bytes;

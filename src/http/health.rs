@@ -45,6 +45,11 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
         .await
     {
         Ok((queues, scheduler)) => {
+            // Which builds the fleet runs (two during a deploy); left out if Redis is slow now.
+            let versions = tokio::time::timeout(HEALTH_TIMEOUT, ctx.jobs.stats().worker_versions())
+                .await
+                .ok()
+                .and_then(Result::ok);
             let mut reasons = queue_reasons(&queues, &ctx.settings.api.alerts);
             reasons.extend(scheduler_reason(&scheduler, &ctx.settings));
             let status = if reasons.is_empty() {
@@ -61,6 +66,8 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
                     "redis": redis_endpoint(ctx),
                     "role": role,
                     "subsystems": subsystems,
+                    "build": build(),
+                    "worker_versions": versions,
                     "status": status,
                     "reasons": reasons,
                 }),
@@ -76,10 +83,16 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
                     "redis": redis_endpoint(ctx),
                     "role": role,
                     "subsystems": subsystems,
+                    "build": build(),
                 }),
             )
         }
     }
+}
+
+/// This process's version and commit.
+fn build() -> Value {
+    json!({"version": crate::version::VERSION, "commit": crate::version::COMMIT})
 }
 
 /// The master in use and the failovers followed, so an operator sees a failover happen.

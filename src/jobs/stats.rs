@@ -87,6 +87,9 @@ pub struct SchedulerHealth {
     pub entries: Vec<serde_json::Value>,
 }
 
+/// The most worker registrations health reads for the versions they run.
+const MAX_LISTED_WORKERS: usize = 1000;
+
 /// The most queues health and metrics list besides the configured ones.
 pub(crate) const MAX_LISTED_QUEUES: usize = 100;
 
@@ -218,6 +221,27 @@ impl Stats<'_> {
             tokio::try_join!(self.queue_stats(also), self.scheduler_health())
         })
         .await
+    }
+
+    /// How many registered workers (prosaas's and Python RQ's) run each version, as their
+    /// registrations say (`prosaas 0.2.0 (commit 1a2b3c4)`, `1.16.2`): a mixed fleet during a
+    /// deploy shows as two entries. At most [`MAX_LISTED_WORKERS`] registrations are read.
+    pub async fn worker_versions(&self) -> Result<BTreeMap<String, u64>, JobError> {
+        let workers: Vec<String> = redis::cmd("SRANDMEMBER")
+            .arg(self.keys().workers())
+            .arg(MAX_LISTED_WORKERS)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        let mut pipe = redis::pipe();
+        for w in &workers {
+            pipe.hget(w, "version");
+        }
+        let versions: Vec<Option<String>> = pipe.query_async(&mut self.conn().await?).await?;
+        let mut out = BTreeMap::new();
+        for v in versions.into_iter().flatten() {
+            *out.entry(v).or_insert(0) += 1;
+        }
+        Ok(out)
     }
 
     /// The leader lock and the leader's last tick, in one round trip.

@@ -222,7 +222,9 @@ impl Workers<'_> {
                     ("pid", &w.pid.to_string()),
                     ("hostname", &w.hostname),
                     ("ip_address", "unknown"),
-                    ("version", concat!("prosaas ", env!("CARGO_PKG_VERSION"))),
+                    // `prosaas 0.2.0 (commit 1a2b3c4)`: `rq info`, the dashboard and health
+                    // show which build each worker of a mixed fleet runs.
+                    ("version", &format!("prosaas {}", crate::version::DESCRIBE)),
                     (
                         "python_version",
                         concat!("rust (prosaas ", env!("CARGO_PKG_VERSION"), ")"),

@@ -26,6 +26,11 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             );
         }
     }
+    if missing.is_empty() && !ctx.settings.calls.require_stream_token {
+        tracing::warn!(
+            "calls: starts without a stream token are accepted (calls.require_stream_token = false, for upgrading from 0.1.0): turn it back on once every calls process answers /twilio/voice with tokens"
+        );
+    }
     if let Err(e) = ctx.calls.disk.measure() {
         tracing::error!(error = %e, "cannot measure the recordings disk");
     }

@@ -603,6 +603,16 @@ async fn metrics_parse_and_move_as_jobs_flow() {
     })
     .await;
     let s = parse_prometheus(&promtext::scrape_clean(&http, w.url("/metrics")).await);
+    let build = format!(
+        "version=\"{}\",commit=\"{}\"",
+        prosaas::version::VERSION,
+        prosaas::version::COMMIT
+    );
+    assert_eq!(
+        sample(&s, "prosaas_build_info", &build),
+        1.0,
+        "the build this process runs"
+    );
     assert!(
         s.iter()
             .any(|(n, _, _)| n == "prosaas_job_duration_seconds_bucket"),

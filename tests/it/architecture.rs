@@ -317,6 +317,7 @@ const FLOORS: &[&[&str]] = &[
     &["settings", "webhooks"],
     &["jobs"],
     &["role", "hex", "mac", "backoff", "audio", "cli", "shutdown"],
+    &["version"],
 ];
 
 /// Every import between top-level modules runs down the stack: an upward or sideways arrow

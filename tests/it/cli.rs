@@ -156,3 +156,22 @@ fn secrets_in_the_redis_url_are_never_printed() {
     assert!(!all.contains("hunter2"), "{all}");
     assert!(all.contains("***@127.0.0.1"), "{all}");
 }
+
+#[test]
+fn the_version_names_the_release_and_the_commit() {
+    let out = crate::support::process::run(&["--version"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("prosaas {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    let commit = text
+        .trim()
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert!(
+        commit == "unknown" || (commit.len() == 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}

@@ -22,6 +22,7 @@
 //! - `rq_interop`: Python RQ 3.0 / 2.12 / 1.16 and prosaas sharing queues, `rq info`, a mixed fleet;
 //! - `scheduler`: replicated schedulers: failover bound, paused leaders, random restarts, Redis restart;
 //! - `steady`: what expires leaves Redis: registries pruned, keys and memory settle;
+//! - `upgrade`: the previous release and this build on one Redis, upgrading and rolling back;
 //! - `worker`: the worker in-process: RQ-recorded outcomes, retries, timeouts, priorities.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
@@ -57,4 +58,5 @@ mod roles;
 mod rq_interop;
 mod scheduler;
 mod steady;
+mod upgrade;
 mod worker;

@@ -16,7 +16,7 @@ use crate::worker::InProcWorker;
 
 const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
 
-fn venv(version: &str) -> PathBuf {
+pub fn venv(version: &str) -> PathBuf {
     static SETUP: Once = Once::new();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     SETUP.call_once(|| {

@@ -30,10 +30,13 @@ local function ring_bell(q)
   redis.call('LTRIM', bell, -LANE_BELL_TOKENS, -1)
 end
 
--- `delta` jobs went onto (or, negative, off) q's tenant lanes.
+-- `delta` jobs went onto (or, negative, off) q's tenant lanes. A count that is not there is
+-- not started from a wrong base (lanes an older release filled): maintenance counts it whole
+-- first (lane_depth.lua).
 local function lanes_queued(q, delta)
-  if delta ~= 0 then
-    redis.call('INCRBY', fair_key(q, 'queued'), delta)
+  local key = fair_key(q, 'queued')
+  if delta ~= 0 and redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, delta)
   end
 end
 

@@ -18,7 +18,12 @@ pub const TEST_PUBLIC_URL: &str = "https://prosaas.example.com";
 
 /// A command line of the binary with a clean environment.
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_of(BIN, args, env)
+}
+
+/// A command line of `bin` (this build's binary, or another release's) with a clean environment.
+pub fn command_of(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -54,6 +59,11 @@ impl ProsaasProcess {
     }
 
     pub fn start_args(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_bin(BIN, args, env)
+    }
+
+    /// Starts `bin` (another release's binary, for the upgrade tests) like [`Self::start_args`].
+    pub fn start_bin(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut full_env = vec![
             ("PORT", "0"),
             ("PROSAAS__HTTP__HOST", "127.0.0.1"),
@@ -63,7 +73,7 @@ impl ProsaasProcess {
             ("PUBLIC_BASE_URL", TEST_PUBLIC_URL),
         ];
         full_env.extend_from_slice(env);
-        let mut child = command(args, &full_env)
+        let mut child = command_of(bin, args, &full_env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -90,7 +100,11 @@ impl ProsaasProcess {
         Self {
             child,
             log,
-            label: args.join(" "),
+            label: if bin == BIN {
+                args.join(" ")
+            } else {
+                format!("{bin} {}", args.join(" "))
+            },
         }
     }
 
