@@ -402,10 +402,6 @@ async fn workers_record_the_series_and_their_current_job() {
         );
         store.enqueue(job).await.unwrap();
     }
-    for i in 0..5 {
-        let job = NewJob::new("default", "diag.fail", kwargs(json!({"permanent": i < 2})));
-        store.enqueue(job).await.unwrap();
-    }
     let dashboard = store.dashboard();
     let busy = eventually(
         "a worker shows its sleeping jobs",
@@ -427,6 +423,12 @@ async fn workers_record_the_series_and_their_current_job() {
     let key = format!("rq:worker:{}", busy.name);
     let raw: Option<String> = conn.hget(&key, "current_job").unwrap();
     assert_eq!(raw, Some(current), "RQ's field, as Python RQ reads it");
+    // Failures for the series, enqueued only now: with a free slot the worker would claim one
+    // between the two reads above, and its current job would move on.
+    for i in 0..5 {
+        let job = NewJob::new("default", "diag.fail", kwargs(json!({"permanent": i < 2})));
+        store.enqueue(job).await.unwrap();
+    }
 
     let idle = eventually("the worker goes idle", Duration::from_secs(15), || async {
         let workers = dashboard.workers().await.ok()?;
