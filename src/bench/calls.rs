@@ -7,11 +7,10 @@ use serde_json::{Map, Value, json};
 
 use super::measure::{cpu_secs, histogram_quantile, rss_mb};
 use super::{BenchArgs, Figure};
-use crate::http::calls::STREAM_PATH;
 use crate::jobs::{JobStore, job_id_for_dedupe_key};
 use crate::settings::Settings;
 use crate::webhooks::twilio;
-use crate::webhooks::twilio::stream::{self, StreamTokens};
+use crate::webhooks::twilio::stream::{self, STREAM_PATH, StreamTokens};
 
 /// N concurrent simulated calls at real-time pace (50 frames/s each) against a separate
 /// `prosaas --role calls` process; reports its frame handling p99 (from its own histogram),

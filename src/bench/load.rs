@@ -158,7 +158,7 @@ pub(super) fn limited_worker(
             ),
             queues: w.queues.clone(),
             pid: std::process::id(),
-            hostname: crate::worker::hostname(),
+            hostname: crate::identity::hostname(),
         },
         registry: Arc::new(crate::handlers::registry(&w)),
         config: ExecutorConfig {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::AppContext;
+use crate::identity::{hostname, process_name};
 use crate::jobs::WorkerInfo;
 use crate::worker::executor::{Executor, ExecutorConfig};
 use crate::worker::handler::{HandlerContext, RecordingAccess};
 use crate::worker::http_target::Delivery;
 use crate::worker::limits::RateLimits;
-use crate::worker::{hostname, maintenance, worker_name};
+use crate::worker::maintenance;
 
 pub async fn run_executor(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
     executor(&ctx)?.run(shutdown).await
@@ -22,7 +23,7 @@ pub fn executor(ctx: &AppContext) -> anyhow::Result<Executor> {
     Ok(Executor {
         store: ctx.jobs.clone(),
         info: WorkerInfo {
-            name: worker_name(),
+            name: process_name(),
             queues: w.queues.clone(),
             pid: std::process::id(),
             hostname: hostname(),
@@ -54,7 +55,7 @@ fn recording_access(s: &crate::settings::Settings) -> RecordingAccess {
 }
 
 pub async fn run_recovery(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let owner = format!("maintenance.{}", worker_name());
+    let owner = format!("maintenance.{}", process_name());
     maintenance::run(
         ctx.jobs.clone(),
         owner,

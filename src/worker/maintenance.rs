@@ -33,7 +33,7 @@ pub async fn run(
     let prune_every = Duration::from_millis(settings.prune_interval_ms);
     let settle_for = Duration::from_millis(settings.heartbeat_ttl_ms);
     let m = Maintenance {
-        hostname: super::hostname(),
+        hostname: crate::identity::hostname(),
         // Held a little longer than a pass is apart, so that one worker keeps a queue while
         // alive.
         promote_lock: (promote_every * 5).max(Duration::from_secs(5)),

@@ -311,12 +311,14 @@ const FLOORS: &[&[&str]] = &[
     &["roles"],
     &["http"],
     &["handlers"],
-    &["scheduler", "worker"],
+    &["scheduler", "worker", "calls"],
     &["metrics", "context", "telemetry", "local_redis"],
     &["calls_stream"],
     &["settings", "webhooks"],
     &["jobs"],
-    &["role", "hex", "mac", "backoff", "audio", "cli", "shutdown"],
+    &[
+        "role", "hex", "mac", "backoff", "audio", "cli", "shutdown", "identity",
+    ],
     &["version"],
 ];
 

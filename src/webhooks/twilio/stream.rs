@@ -18,6 +18,9 @@ use subtle::ConstantTimeEq;
 use super::{Signature, Signed, verify_request};
 use crate::hex::hex;
 
+/// The path of the Media Streams WebSocket (the stream URL's, under the public base URL).
+pub const STREAM_PATH: &str = "/ws/twilio/media";
+
 /// The `<Parameter>` that carries the stream token.
 pub const TOKEN_PARAMETER: &str = "stream_token";
 
