@@ -14,10 +14,9 @@ use super::ApiError;
 use super::auth::{Bearer, InternalSecret, TwilioSigned};
 use super::extract::{JsonBody, RawBody};
 use crate::context::AppContext;
-use crate::handlers::push;
 use crate::jobs::{Enqueued, JobOptions, NewJob};
 use crate::metrics as m;
-use crate::webhooks::{twilio, whatsapp};
+use crate::webhooks::{Event, push, twilio, whatsapp};
 
 pub(super) fn routes() -> Router<AppContext> {
     Router::new()
@@ -161,7 +160,7 @@ async fn twilio_recording(
 }
 
 /// How a callback's form becomes its event (`twilio::status_event`, `twilio::recording_event`).
-type EventOf = fn(&[(String, String)], &str) -> Result<twilio::Event, String>;
+type EventOf = fn(&[(String, String)], &str) -> Result<Event, String>;
 
 /// A verified Twilio callback turned into its job by `event` (with the callback URL's tenant)
 /// and admitted under its de-dupe key.
@@ -186,26 +185,9 @@ async fn push_notification(
     _auth: Bearer,
     JsonBody(body, _room): JsonBody<Map<String, Value>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    push::validate(&body).map_err(ApiError::invalid)?;
-    let id = match &body["notification_id"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut job = NewJob::new(
-        ctx.settings.api.ingress_queues.push.clone(),
-        "push_send_job",
-        body,
-    );
-    job.options.meta.insert("source".into(), "push_api".into());
-    let key = format!("push:notification:{id}");
-    let r = admit(
-        &ctx,
-        "push_api",
-        job,
-        &key,
-        ctx.settings.api.push_dedupe_ttl_secs,
-    )
-    .await?;
+    let e = push::event(body, &ctx.settings.api.ingress_queues.push).map_err(ApiError::invalid)?;
+    let ttl = ctx.settings.api.push_dedupe_ttl_secs;
+    let r = admit(&ctx, "push_api", e.job, &e.dedupe_key, ttl).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"job_id": r.job_id(), "duplicate": r.is_duplicate()})),

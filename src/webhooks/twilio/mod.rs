@@ -23,6 +23,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::Event;
 use crate::hex::hex;
 use crate::jobs::NewJob;
 
@@ -43,13 +44,6 @@ pub fn status_key(call_sid: &str, status: &str) -> String {
 /// recording of the same call are one event.
 pub fn recording_key(call_sid: &str) -> String {
     format!("recording:{call_sid}")
-}
-
-/// A verified Twilio callback as the job it becomes, under its de-dupe key.
-#[derive(Debug)]
-pub struct Event {
-    pub job: NewJob,
-    pub dedupe_key: String,
 }
 
 fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
