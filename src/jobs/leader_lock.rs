@@ -34,10 +34,10 @@ pub enum Fired {
 
 super::capability! {
     /// The scheduler's leader lock and fenced slot firing; only `src/scheduler/` uses it.
-    Schedule via schedule
+    LeaderLock via leader_lock
 }
 
-impl Schedule<'_> {
+impl LeaderLock<'_> {
     /// `SET NX PX` to take the lock, compare-and-extend to keep it. `seen` is the highest cycle
     /// this scheduler has known: a taken lock's cycle is always past it.
     pub async fn acquire_or_renew_leadership(

@@ -49,7 +49,7 @@ pub use job::{
     check_job, is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp,
     rq_timestamp,
 };
-pub use leader_lock::{Fired, Leadership, Schedule};
+pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};
 pub use sentinel::{SentinelConfig, is_sentinel_url};

@@ -194,7 +194,7 @@ impl Scheduler {
     ) -> (Option<u64>, bool) {
         let attempt = self
             .store
-            .schedule()
+            .leader_lock()
             .acquire_or_renew_leadership(&self.token, self.lock_ttl, *seen_cycle)
             .await;
         if let Ok(Leadership::Acquired { cycle } | Leadership::Renewed { cycle }) = &attempt {
@@ -245,7 +245,7 @@ impl Scheduler {
     /// (stand by) if that state cannot be read.
     async fn gain(&self, cycle: u64, cursors: &mut HashMap<String, i64>) -> Option<u64> {
         tracing::info!(token = %self.token, cycle, "Lock acquired for cycle {cycle}");
-        match self.store.schedule().schedule_state().await {
+        match self.store.leader_lock().schedule_state().await {
             Ok(state) => {
                 // Keep what we fired ourselves if Redis lost its record of it.
                 for (entry, slot) in state {
@@ -325,7 +325,7 @@ impl Scheduler {
         }
         if let Err(err) = self
             .store
-            .schedule()
+            .leader_lock()
             .record_tick(&self.token, cycle, &Value::Array(report))
             .await
         {
@@ -344,7 +344,7 @@ impl Scheduler {
             .insert("scheduled_for".into(), Value::String(slot.to_rfc3339()));
         let job = NewJob::new(&e.queue, &e.job_type, e.args.clone()).with_options(options);
         self.store
-            .schedule()
+            .leader_lock()
             .fire_slot(
                 &self.token,
                 &e.name,

@@ -364,7 +364,7 @@ fn imports_run_down_the_stack() {
 #[test]
 fn narrow_capabilities_stay_with_their_callers() {
     let homes = [
-        (".schedule()", "src/scheduler/"),
+        (".leader_lock()", "src/scheduler/"),
         (".bench()", "src/bench"),
         (".diag()", "src/handlers/diag.rs"),
     ];

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session::{Action, Session};
+use super::session::{Action, OperatorSession};
 use crate::context::AppContext;
 use crate::http::ApiError;
 use crate::http::extract::{JsonPath, JsonQuery};
@@ -37,7 +37,7 @@ pub(super) fn routes() -> Router<AppContext> {
 }
 
 /// Queues, health status and reasons (the jobs health report), and the last hour per minute.
-async fn overview(State(ctx): State<AppContext>, _s: Session) -> (StatusCode, Json<Value>) {
+async fn overview(State(ctx): State<AppContext>, _s: OperatorSession) -> (StatusCode, Json<Value>) {
     let (status, mut report) = crate::http::health::report(&ctx).await;
     match ctx.jobs.dashboard().series().await {
         Ok(series) => report["series"] = json!(series),
@@ -46,7 +46,10 @@ async fn overview(State(ctx): State<AppContext>, _s: Session) -> (StatusCode, Js
     (status, Json(report))
 }
 
-async fn workers(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>, ApiError> {
+async fn workers(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+) -> Result<Json<Value>, ApiError> {
     let workers = ctx.jobs.dashboard().workers().await?;
     Ok(Json(json!({"workers": workers})))
 }
@@ -60,7 +63,7 @@ struct FailedQuery {
 /// One page of a queue's failed jobs (oldest failure first), with the queues to choose from.
 async fn failed(
     State(ctx): State<AppContext>,
-    _s: Session,
+    _s: OperatorSession,
     JsonQuery(q): JsonQuery<FailedQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let stats = ctx
@@ -123,7 +126,7 @@ fn failed_row(j: &crate::jobs::JobDetail, now: chrono::DateTime<chrono::Utc>) ->
 /// One job in full, with large values cut so a page stays small.
 async fn job(
     State(ctx): State<AppContext>,
-    _s: Session,
+    _s: OperatorSession,
     JsonPath(id): JsonPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     crate::http::admin::check_id(&id)?;
@@ -195,7 +198,10 @@ fn tail(s: &str, max: usize) -> String {
 }
 
 /// The leader, its lock and each entry as of the last tick.
-async fn scheduler(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>, ApiError> {
+async fn scheduler(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+) -> Result<Json<Value>, ApiError> {
     let health = ctx.jobs.stats().scheduler_health().await?;
     let s = &ctx.settings.scheduler;
     Ok(Json(json!({
@@ -206,7 +212,10 @@ async fn scheduler(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Va
 }
 
 /// Live calls of every calls process, and the busiest tenants of each fair queue.
-async fn calls(State(ctx): State<AppContext>, _s: Session) -> Result<Json<Value>, ApiError> {
+async fn calls(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+) -> Result<Json<Value>, ApiError> {
     let processes = ctx.jobs.dashboard().live_calls().await?;
     let stats = ctx
         .jobs

@@ -17,7 +17,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::context::AppContext;
-use session::{Action, LoginLimiter, NOT_CONFIGURED, Session};
+use session::{Action, LoginLimiter, NOT_CONFIGURED, OperatorSession};
 
 const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_HTML: &str = include_str!("assets/app.html");
@@ -72,7 +72,7 @@ fn html(status: StatusCode, body: String) -> Response {
 }
 
 /// The page shell, with this session's CSRF token for the script's actions.
-async fn page(session: Session) -> Response {
+async fn page(session: OperatorSession) -> Response {
     html(StatusCode::OK, APP_HTML.replace("{{csrf}}", &session.csrf))
 }
 
@@ -80,7 +80,7 @@ async fn css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
 }
 
-async fn js(_session: Session) -> Response {
+async fn js(_session: OperatorSession) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         APP_JS,

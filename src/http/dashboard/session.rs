@@ -98,14 +98,14 @@ fn verified_value(value: &str, key: &[u8; 32], now: i64) -> Option<String> {
 }
 
 /// A signed-in operator: take it as a handler parameter to require a session.
-pub(super) struct Session {
+pub(super) struct OperatorSession {
     pub(super) id: String,
     /// The token this session's actions must carry (`X-CSRF-Token`).
     pub(super) csrf: String,
 }
 
 /// Why a request has no session: pages redirect to the sign-in form, data answers 401.
-pub(super) enum Refused {
+pub(super) enum NoSession {
     SignedOut {
         page: bool,
     },
@@ -116,7 +116,7 @@ pub(super) enum Refused {
     Unavailable,
 }
 
-impl IntoResponse for Refused {
+impl IntoResponse for NoSession {
     fn into_response(self) -> Response {
         match self {
             Self::SignedOut { page: true } | Self::NotConfigured { page: true } => {
@@ -151,8 +151,8 @@ pub(super) fn not_configured() -> ApiError {
     )
 }
 
-impl FromRequestParts<AppContext> for Session {
-    type Rejection = Refused;
+impl FromRequestParts<AppContext> for OperatorSession {
+    type Rejection = NoSession;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -163,24 +163,24 @@ impl FromRequestParts<AppContext> for Session {
             .settings
             .dashboard
             .secret(&ctx.settings.api)
-            .ok_or(Refused::NotConfigured { page })?;
+            .ok_or(NoSession::NotConfigured { page })?;
         let now = chrono::Utc::now().timestamp();
-        let id = verified_id(&parts.headers, secret, now).ok_or(Refused::SignedOut { page })?;
+        let id = verified_id(&parts.headers, secret, now).ok_or(NoSession::SignedOut { page })?;
         match ctx.jobs.dashboard().session_open(&id).await {
             Ok(true) => {}
-            Ok(false) => return Err(Refused::SignedOut { page }),
+            Ok(false) => return Err(NoSession::SignedOut { page }),
             Err(e) => {
                 tracing::warn!(error = %e, "dashboard: cannot check a session");
-                return Err(Refused::Unavailable);
+                return Err(NoSession::Unavailable);
             }
         }
         let csrf = mac_hex(&key(secret), &[b"csrf.", id.as_bytes()]);
-        Ok(Session { id, csrf })
+        Ok(OperatorSession { id, csrf })
     }
 }
 
 /// A signed-in operator's action: a session, and the session's CSRF token in `X-CSRF-Token`.
-pub(super) struct Action(pub(super) Session);
+pub(super) struct Action(pub(super) OperatorSession);
 
 impl FromRequestParts<AppContext> for Action {
     type Rejection = Response;
@@ -189,7 +189,7 @@ impl FromRequestParts<AppContext> for Action {
         parts: &mut Parts,
         ctx: &AppContext,
     ) -> Result<Self, Self::Rejection> {
-        let session = Session::from_request_parts(parts, ctx)
+        let session = OperatorSession::from_request_parts(parts, ctx)
             .await
             .map_err(IntoResponse::into_response)?;
         let given = parts
