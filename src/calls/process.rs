@@ -61,7 +61,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         Duration::from_millis(ctx.settings.calls.shutdown_grace_ms),
     )
     .await;
-    let dashboard = ctx.jobs.dashboard();
+    let dashboard = ctx.jobs.call_status();
     if !matches!(
         tokio::time::timeout(REPORT_EVERY, dashboard.withdraw_calls(&process)).await,
         Ok(Ok(()))
@@ -87,7 +87,7 @@ async fn publish(ctx: &AppContext, process: &str) {
         "ages_secs": ctx.calls.ages(REPORTED_AGES),
     });
     // Bounded, so that a Redis outage never holds up shutdown behind a report.
-    let dashboard = ctx.jobs.dashboard();
+    let dashboard = ctx.jobs.call_status();
     match tokio::time::timeout(REPORT_EVERY, dashboard.publish_calls(process, &calls)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "cannot report live calls to the dashboard"),

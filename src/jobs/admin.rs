@@ -86,6 +86,22 @@ fn decode_result(fields: &HashMap<String, Vec<u8>>) -> Option<JobResult> {
 
 type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
 
+/// One entry of a job's RQ result stream: an outcome that was recorded, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Recorded {
+    /// When it was recorded (Unix ms, the stream entry's id).
+    pub at_ms: u64,
+    /// `finished`, `failed`, `stopped`, `retried`, `retries exhausted` (RQ's types 1-5).
+    pub outcome: String,
+    pub worker_name: Option<String>,
+    /// The execution's start and end (Unix seconds), where the writer recorded them.
+    pub started_at: Option<f64>,
+    pub ended_at: Option<f64>,
+}
+
+/// The most result entries one job's history shows (RQ keeps about 10).
+const MAX_RECORDED: usize = 10;
+
 super::capability! {
     /// Operator views and actions: failed jobs, requeue, delete, one job in full.
     Admin via admin
@@ -241,5 +257,44 @@ impl Admin<'_> {
                 .count() as u64;
         }
         Ok(n)
+    }
+
+    /// The outcomes recorded in a job's result stream, oldest first (at most
+    /// [`MAX_RECORDED`]): with the job's timestamps, its history across requeues.
+    pub async fn recorded(&self, id: &str) -> Result<Vec<Recorded>, JobError> {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            .arg(self.keys().results(id))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(MAX_RECORDED)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .rev()
+            .map(|(entry, fields)| Recorded {
+                at_ms: entry
+                    .split('-')
+                    .next()
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0),
+                outcome: match fields.get("type").map(String::as_str) {
+                    Some("1") => "finished".into(),
+                    Some("2") => "failed".into(),
+                    Some("3") => "stopped".into(),
+                    Some("4") => "retried".into(),
+                    Some("5") => "retries exhausted".into(),
+                    other => format!("type {}", other.unwrap_or("?")),
+                },
+                worker_name: fields.get("worker_name").cloned(),
+                started_at: fields
+                    .get("execution_started_at")
+                    .and_then(|v| v.parse().ok()),
+                ended_at: fields
+                    .get("execution_ended_at")
+                    .and_then(|v| v.parse().ok()),
+            })
+            .collect())
     }
 }

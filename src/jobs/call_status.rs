@@ -1,5 +1,6 @@
-//! Call state: the latest status of each call, forward only (for the Twilio job types), and which
-//! Media Stream owns each call (for the calls role).
+//! Call state: the latest status of each call, forward only (for the Twilio job types), which
+//! Media Stream owns each call, and the live calls each calls process reports (the calls role
+//! writes both; the dashboard reads the reports).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -43,6 +44,9 @@ pub enum StreamClaim {
     /// (Renewing or ending) another stream took the call after this one's lease lapsed.
     Lost,
 }
+
+/// A calls process's report older than this is from a process that is gone.
+const LIVE_CALLS_STALE_SECS: f64 = 20.0;
 
 super::capability! {
     /// Call status records written by Twilio status callbacks.
@@ -146,5 +150,57 @@ impl CallStatus<'_> {
             "finalized" => StreamClaim::Finalized,
             _ => StreamClaim::Lost,
         })
+    }
+
+    /// Publishes this calls process's live calls (`calls`: JSON), replacing its last report.
+    pub async fn publish_calls(&self, process: &str, calls: &Value) -> Result<(), JobError> {
+        let report = serde_json::json!({
+            "process": process,
+            "at": self.store.unix_now(),
+            "calls": calls,
+        });
+        let _dropped: u64 = scripts::LIVE_CALLS
+            .key(Keys::live_calls())
+            .arg(process)
+            .arg(report.to_string())
+            .arg(self.store.unix_now())
+            .arg(LIVE_CALLS_STALE_SECS)
+            .arg(60)
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Withdraws this process's report (it stops taking calls).
+    pub async fn withdraw_calls(&self, process: &str) -> Result<(), JobError> {
+        redis::cmd("HDEL")
+            .arg(Keys::live_calls())
+            .arg(process)
+            .query_async::<()>(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// The current report of every calls process, with `age_secs` (how old the report is);
+    /// reports of processes that stopped reporting are left out.
+    pub async fn live_calls(&self) -> Result<Vec<Value>, JobError> {
+        let reports: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(Keys::live_calls())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        let now = self.store.unix_now();
+        let mut out: Vec<Value> = reports
+            .values()
+            .filter_map(|r| serde_json::from_str::<Value>(r).ok())
+            .filter_map(|mut r| {
+                let age = now - r.get("at")?.as_f64()?;
+                (age <= LIVE_CALLS_STALE_SECS).then(|| {
+                    r["age_secs"] = Value::from(age.max(0.0).round());
+                    r
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a["process"].as_str().cmp(&b["process"].as_str()));
+        Ok(out)
     }
 }

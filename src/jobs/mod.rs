@@ -16,9 +16,9 @@ mod admin;
 mod bench;
 mod call_status;
 mod clock;
-mod dashboard;
 mod dedup;
 mod error;
+mod fleet;
 mod job;
 mod keys;
 mod leader_lock;
@@ -27,6 +27,8 @@ mod queue;
 mod redis_config;
 mod scripts;
 mod sentinel;
+mod series;
+mod sessions;
 mod stats;
 mod worker;
 mod zlib;
@@ -36,14 +38,14 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use admin::{Admin, Deleted, JobDetail, JobResult, Requeue};
+pub use admin::{Admin, Deleted, JobDetail, JobResult, Recorded, Requeue};
 pub use bench::{Bench, Footprint, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
-pub use dashboard::{Dashboard, Minute, Recorded, RunningJob, WAIT_BUCKETS_MS, WorkerRow};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
 };
 pub use error::JobError;
+pub use fleet::{RunningJob, WorkerRow};
 pub use job::{
     DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, TENANT, age_secs,
     check_job, is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp,
@@ -53,6 +55,8 @@ pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};
 pub use sentinel::{SentinelConfig, is_sentinel_url};
+pub use series::{Minute, WAIT_BUCKETS_MS};
+pub use sessions::Sessions;
 pub use stats::{MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Stats, TenantRow, TenantStats};
 pub use worker::{
     ClaimedJob, Deferred, Diag, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
@@ -77,19 +81,21 @@ macro_rules! capability {
             }
         }
 
+        // Visible to the whole jobs module: a capability's reads can live in the files of the
+        // data they read (the series, the worker listing), not only where it is declared.
         #[allow(dead_code, reason = "not every capability reads the clock or the keys")]
         impl $name<'_> {
-            async fn conn(
+            pub(super) async fn conn(
                 &self,
             ) -> Result<redis::aio::ConnectionManager, $crate::jobs::error::JobError> {
                 self.store.conn().await
             }
 
-            fn keys(&self) -> &$crate::jobs::keys::Keys {
+            pub(super) fn keys(&self) -> &$crate::jobs::keys::Keys {
                 &self.store.keys
             }
 
-            fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            pub(super) fn now(&self) -> chrono::DateTime<chrono::Utc> {
                 self.store.now()
             }
         }

@@ -527,9 +527,10 @@ impl Workers<'_> {
                 .arg(left)
                 .arg(err)
                 .arg(&e.lane)
-                .arg(s.waited.map_or(String::new(), |w| {
-                    super::dashboard::wait_bucket(w).to_string()
-                }));
+                .arg(
+                    s.waited
+                        .map_or(String::new(), |w| super::series::wait_bucket(w).to_string()),
+                );
         }
         let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(applied

@@ -318,7 +318,7 @@ async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
         "the live calls reported",
         Duration::from_secs(8),
         || async {
-            let reports = store.dashboard().live_calls().await.ok()?;
+            let reports = store.call_status().live_calls().await.ok()?;
             reports.into_iter().find(|r| r["calls"]["active"] == 20)
         },
     )
@@ -329,7 +329,7 @@ async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
     let status = p.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
     assert!(
-        store.dashboard().live_calls().await.unwrap().is_empty(),
+        store.call_status().live_calls().await.unwrap().is_empty(),
         "a stopped process withdraws its report"
     );
     for i in 0..20 {

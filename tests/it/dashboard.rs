@@ -402,7 +402,7 @@ async fn workers_record_the_series_and_their_current_job() {
         );
         store.enqueue(job).await.unwrap();
     }
-    let dashboard = store.dashboard();
+    let dashboard = store.stats();
     let busy = eventually(
         "a worker shows its sleeping jobs",
         Duration::from_secs(15),

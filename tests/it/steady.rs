@@ -155,7 +155,7 @@ async fn a_dead_calls_processs_report_is_dropped_by_the_next_report() {
         .hset("prosaas:calls:live", "garbage:2", "not json")
         .unwrap();
     store
-        .dashboard()
+        .call_status()
         .publish_calls("alive:3", &json!({"active": 0}))
         .await
         .unwrap();

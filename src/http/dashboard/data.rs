@@ -39,7 +39,7 @@ pub(super) fn routes() -> Router<AppContext> {
 /// Queues, health status and reasons (the jobs health report), and the last hour per minute.
 async fn overview(State(ctx): State<AppContext>, _s: OperatorSession) -> (StatusCode, Json<Value>) {
     let (status, mut report) = crate::http::health::report(&ctx).await;
-    match ctx.jobs.dashboard().series().await {
+    match ctx.jobs.stats().series().await {
         Ok(series) => report["series"] = json!(series),
         Err(e) => tracing::warn!(error = %e, "dashboard: cannot read the series"),
     }
@@ -50,7 +50,7 @@ async fn workers(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
 ) -> Result<Json<Value>, ApiError> {
-    let workers = ctx.jobs.dashboard().workers().await?;
+    let workers = ctx.jobs.stats().workers().await?;
     Ok(Json(json!({"workers": workers})))
 }
 
@@ -149,7 +149,7 @@ async fn job(
         }
     }
     v["tenant"] = json!(tenant);
-    v["recorded"] = json!(ctx.jobs.dashboard().recorded(&id).await?);
+    v["recorded"] = json!(ctx.jobs.admin().recorded(&id).await?);
     Ok(Json(v))
 }
 
@@ -216,7 +216,7 @@ async fn calls(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
 ) -> Result<Json<Value>, ApiError> {
-    let processes = ctx.jobs.dashboard().live_calls().await?;
+    let processes = ctx.jobs.call_status().live_calls().await?;
     let stats = ctx
         .jobs
         .stats()

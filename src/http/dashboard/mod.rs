@@ -147,7 +147,7 @@ async fn login(
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let ttl = settings.session_ttl_secs;
-    if let Err(e) = ctx.jobs.dashboard().open_session(&id, ttl).await {
+    if let Err(e) = ctx.jobs.sessions().open_session(&id, ttl).await {
         tracing::warn!(error = %e, "dashboard: cannot record a session");
         return login_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +170,7 @@ async fn logout(State(ctx): State<AppContext>, Action(session): Action) -> Respo
         session = session.id.get(..8).unwrap_or_default(),
         "dashboard: signed out"
     );
-    if let Err(e) = ctx.jobs.dashboard().close_session(&session.id).await {
+    if let Err(e) = ctx.jobs.sessions().close_session(&session.id).await {
         return crate::http::ApiError::from(e).into_response();
     }
     let mut r = Json(json!({"signed_out": true, "login": session::LOGIN_PATH})).into_response();

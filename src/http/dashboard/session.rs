@@ -166,7 +166,7 @@ impl FromRequestParts<AppContext> for OperatorSession {
             .ok_or(NoSession::NotConfigured { page })?;
         let now = chrono::Utc::now().timestamp();
         let id = verified_id(&parts.headers, secret, now).ok_or(NoSession::SignedOut { page })?;
-        match ctx.jobs.dashboard().session_open(&id).await {
+        match ctx.jobs.sessions().session_open(&id).await {
             Ok(true) => {}
             Ok(false) => return Err(NoSession::SignedOut { page }),
             Err(e) => {
