@@ -3,10 +3,14 @@
 //! and the worker role hands it in. Redis access goes through [`crate::jobs`]; this module decides
 //! what to do, `jobs` makes each step atomic.
 
+mod claimer;
+pub mod config;
 pub mod executor;
 pub mod handler;
 pub mod http_target;
+mod inflight;
 pub mod input;
 pub mod limits;
 pub mod maintenance;
+mod outcome;
 pub mod policy;

@@ -1,0 +1,224 @@
+//! The claim loop: claims while there are free slots (applying the rate limits), spawns one
+//! task per job, and, with nothing to claim, lets the wakers block on the queues and records the
+//! worker idle once it has been a moment. Each job's task runs it to its outcome and hands that
+//! to the settler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::ExecutorConfig;
+use super::handler::{HandlerContext, Registry};
+use super::inflight::{Running, lock};
+use super::outcome::execute;
+use super::policy::Policies;
+use crate::jobs::{ClaimedJob, JobStore, Outcome, Settlement, WorkerInfo, parse_rq_timestamp};
+use crate::metrics as m;
+
+/// How long an idle executor waits before claiming again even without a wake-up (a safety net
+/// for a waker whose connection broke).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long a worker must have had nothing to do before `rq info` is told it is idle.
+const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
+/// What every job task of one executor shares: how to run a job, where its outcome goes, and
+/// the signal that returns unfinished jobs at the end of the shutdown grace.
+#[derive(Clone)]
+pub(super) struct JobEnv {
+    pub(super) ctx: HandlerContext,
+    pub(super) registry: Arc<Registry>,
+    pub(super) policies: Arc<Policies>,
+    pub(super) settle_tx: mpsc::UnboundedSender<Settlement>,
+    pub(super) running: Running,
+    pub(super) abort: CancellationToken,
+}
+
+/// The claim loop's view of the executor: the worker it claims for and what it signals.
+pub(super) struct Claimer<'a> {
+    pub(super) store: &'a JobStore,
+    pub(super) info: &'a WorkerInfo,
+    pub(super) config: &'a ExecutorConfig,
+    pub(super) running: &'a Running,
+    pub(super) slots: Arc<Semaphore>,
+    /// Wakers block on the queues only while this is `true` (the executor waits for work).
+    pub(super) wanted: watch::Sender<bool>,
+    pub(super) wake: Arc<Notify>,
+}
+
+impl Claimer<'_> {
+    /// Claims while slots are free and spawns a task per job, until `shutdown`.
+    pub(super) async fn run(
+        &self,
+        shutdown: &CancellationToken,
+        jobs: &TaskTracker,
+        env: &JobEnv,
+    ) -> anyhow::Result<()> {
+        let mut claim_errors = 0u32;
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                permit = self.slots.clone().acquire_owned() => permit?,
+            };
+            let want = 1 + self.slots.available_permits();
+            let (took, claimed) = match self.claim(want, env).await {
+                Ok(c) => {
+                    claim_errors = 0;
+                    c
+                }
+                Err(e) => {
+                    drop(first);
+                    claim_errors += 1;
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                    let pause = Duration::from_millis(100 * u64::from(claim_errors.min(20)));
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            let may_be_idle = lock(self.running).end_claim(&claimed);
+            if claimed.is_empty() && took > 0 {
+                // Every job was deferred by a rate limit: others may be queued behind them.
+                drop(first);
+                continue;
+            }
+            if claimed.is_empty() {
+                drop(first);
+                self.wait_for_work(may_be_idle, shutdown).await;
+                continue;
+            }
+            let mut permits = vec![first];
+            for _ in 1..claimed.len() {
+                // Nobody else takes permits, so the ones counted above are still there.
+                permits.push(self.slots.clone().acquire_owned().await?);
+            }
+            for (job, permit) in claimed.into_iter().zip(permits) {
+                jobs.spawn(run_job(job, env.clone(), permit));
+            }
+        }
+    }
+
+    /// Claims up to `want` jobs and applies the rate limits: how many the claim took, and those
+    /// to run now. The claim is numbered for the worker's state (see [`Inflight`]); the caller
+    /// ends it with the jobs it keeps.
+    async fn claim(
+        &self,
+        want: usize,
+        env: &JobEnv,
+    ) -> Result<(usize, Vec<ClaimedJob>), crate::jobs::JobError> {
+        let seq = lock(self.running).begin_claim();
+        let claimed = match self
+            .store
+            .workers()
+            .claim(self.info, want, self.config.heartbeat_ttl, seq)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                lock(self.running).end_claim(&[]);
+                return Err(e);
+            }
+        };
+        let took = claimed.len();
+        let claimed = self
+            .config
+            .limits
+            .admit(self.store, self.info, &env.registry, claimed)
+            .await;
+        Ok((took, claimed))
+    }
+
+    /// With nothing claimed: lets the wakers block on the queues until one wakes us, the idle
+    /// poll lapses or shutdown comes.
+    async fn wait_for_work(&self, may_be_idle: bool, shutdown: &CancellationToken) {
+        self.wanted.send_replace(true);
+        // Record "idle" only once the worker has been idle a moment: a worker woken again
+        // within milliseconds (a steady producer) would pay a round trip per job.
+        let mut idle_pending = may_be_idle;
+        loop {
+            let mark_in = if idle_pending {
+                IDLE_MARK_AFTER
+            } else {
+                IDLE_POLL
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => break,
+                () = tokio::time::sleep(mark_in) => {}
+            }
+            if !idle_pending {
+                break;
+            }
+            idle_pending = false;
+            let state = lock(self.running).idle_now();
+            if let Some(state) = state
+                && let Err(e) = self
+                    .store
+                    .workers()
+                    .settle(self.info, &[], Some(state))
+                    .await
+            {
+                tracing::debug!(error = %e, "cannot record the idle state");
+            }
+        }
+        self.wanted.send_replace(false);
+    }
+}
+
+/// One job's task: runs it (or gives it back when aborted), counts it, hands its outcome to
+/// the settler. `_slot` holds its place in the concurrency limit until the task ends.
+async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
+    let store = env.ctx.jobs.clone();
+    let started_at = store.unix_now();
+    let waited = waited_since_enqueue(&job, started_at);
+    if let Some(waited) = waited {
+        metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
+            .record(waited);
+    }
+    let (outcome, job_type) = tokio::select! {
+        biased;
+        () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
+        done = execute(&job, env.ctx, &env.registry, &env.policies) => done,
+    };
+    let ended_at = store.unix_now();
+    let label = match &outcome {
+        Outcome::Finished { .. } => "finished",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Requeue => "requeued",
+    };
+    let job_type = m::job_type_label(&job_type);
+    metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
+    metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
+    let execution = job.execution;
+    lock(&env.running).executions.remove(&execution.member());
+    match &outcome {
+        Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
+            tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
+        }
+        _ => {}
+    }
+    // The settler only stops after every job task has ended, so this cannot fail in practice;
+    // if it did, the heartbeat deadline lapses and recovery re-runs the job.
+    let _ = env.settle_tx.send(Settlement {
+        execution,
+        started_at,
+        ended_at,
+        waited,
+        outcome,
+    });
+}
+
+/// Seconds from the job's enqueue to `started_at`, when its `enqueued_at` is readable.
+pub(super) fn waited_since_enqueue(job: &ClaimedJob, started_at: f64) -> Option<f64> {
+    let enqueued = job.enqueued_at.as_deref().and_then(parse_rq_timestamp)?;
+    Some((started_at - enqueued.timestamp_micros() as f64 / 1e6).max(0.0))
+}
+
+fn last_line(s: &str) -> &str {
+    s.trim_end().lines().last().unwrap_or(s)
+}

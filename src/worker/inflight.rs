@@ -1,0 +1,72 @@
+//! What a worker runs now, and the numbering of its busy/idle decisions (several tasks record
+//! them and their Redis calls can arrive in any order; the scripts keep the newest number).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::jobs::{ClaimedJob, Execution, WorkerState};
+
+/// The executions this worker runs, and the numbering of its state decisions.
+///
+/// `rq info` shows a worker busy or idle. Several tasks decide that (the claim loop, the
+/// settler) and their Redis calls can arrive in any order, so each decision is numbered here,
+/// under this lock, and the scripts keep the newest.
+#[derive(Default)]
+pub(super) struct Inflight {
+    pub(super) executions: HashMap<String, Execution>,
+    /// A claim is on its way: its jobs are not in `executions` yet, so "idle" would be wrong.
+    claiming: bool,
+    seq: u64,
+    last: Option<WorkerState>,
+}
+
+impl Inflight {
+    pub(super) fn decide(&mut self, state: WorkerState) -> (WorkerState, u64) {
+        self.seq += 1;
+        self.last = Some(state);
+        (state, self.seq)
+    }
+
+    /// Before sending a claim: the number its "busy" will carry.
+    pub(super) fn begin_claim(&mut self) -> u64 {
+        self.claiming = true;
+        self.decide(WorkerState::Busy).1
+    }
+
+    /// After a claim: records its jobs. `true` when it got none, nothing runs and "idle" is not
+    /// recorded yet; the caller then records it (via [`Self::idle_now`]) if the worker stays idle.
+    /// Nothing is decided here: a decision that is never written would block the later one.
+    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> bool {
+        self.claiming = false;
+        for job in claimed {
+            self.executions
+                .insert(job.execution.member(), job.execution.clone());
+        }
+        claimed.is_empty() && self.executions.is_empty() && self.last != Some(WorkerState::Idle)
+    }
+
+    /// "Idle", numbered, if nothing runs and no claim is under way.
+    pub(super) fn idle_now(&mut self) -> Option<(WorkerState, u64)> {
+        (self.executions.is_empty() && !self.claiming && self.last != Some(WorkerState::Idle))
+            .then(|| self.decide(WorkerState::Idle))
+    }
+
+    /// For a settle call: the state after these outcomes, unless a claim is under way.
+    pub(super) fn after_settle(&mut self) -> Option<(WorkerState, u64)> {
+        if self.claiming {
+            return None;
+        }
+        let state = if self.executions.is_empty() {
+            WorkerState::Idle
+        } else {
+            WorkerState::Busy
+        };
+        Some(self.decide(state))
+    }
+}
+
+pub(super) type Running = Arc<Mutex<Inflight>>;
+
+pub(super) fn lock(r: &Running) -> std::sync::MutexGuard<'_, Inflight> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
