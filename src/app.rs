@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -16,8 +15,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::calls_stream::disk::RecordingDisk;
-use crate::calls_stream::registry::CallRegistry;
 use crate::context::AppContext;
 use crate::jobs::{Advice, JobError, JobStore};
 use crate::roles::{self, Role, Subsystem};
@@ -65,20 +62,7 @@ impl App {
             )
         };
         Ok(Self {
-            ctx: AppContext {
-                role,
-                calls: Arc::new(CallRegistry::with(
-                    settings.calls.max_concurrent_calls,
-                    settings.calls.greeting()?,
-                    RecordingDisk::new(
-                        &settings.recordings.dir,
-                        settings.recordings.min_free_bytes,
-                    ),
-                )),
-                body_budget: Arc::new(crate::context::BodyBudget::new(h.body_budget_bytes)),
-                settings: Arc::new(settings),
-                jobs,
-            },
+            ctx: AppContext::new(role, settings, jobs)?,
             listener,
             ops_listener,
         })

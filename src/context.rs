@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::calls_stream::disk::RecordingDisk;
 use crate::calls_stream::registry::CallRegistry;
 use crate::jobs::JobStore;
 use crate::role::Role;
@@ -21,6 +22,25 @@ pub struct AppContext {
     pub calls: Arc<CallRegistry>,
     /// Memory that request bodies being read may hold together (`http.body_budget_bytes`).
     pub body_budget: Arc<BodyBudget>,
+}
+
+impl AppContext {
+    /// The context of a process of `role`: what the supervisor builds (and tests build the same
+    /// way). Fails only on a greeting file that cannot be read.
+    pub fn new(role: Role, settings: Settings, jobs: JobStore) -> anyhow::Result<Self> {
+        let calls = CallRegistry::with(
+            settings.calls.max_concurrent_calls,
+            settings.calls.greeting()?,
+            RecordingDisk::new(&settings.recordings.dir, settings.recordings.min_free_bytes),
+        );
+        Ok(Self {
+            role,
+            calls: Arc::new(calls),
+            body_budget: Arc::new(BodyBudget::new(settings.http.body_budget_bytes)),
+            settings: Arc::new(settings),
+            jobs,
+        })
+    }
 }
 
 /// The memory that request bodies being read may hold together. Each authenticated body

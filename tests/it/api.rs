@@ -369,7 +369,7 @@ async fn internal_push_enqueue_and_admin_api() {
     assert_eq!(api.get("/api/jobs/nope").await.0, StatusCode::NOT_FOUND);
 
     // Fail it (as a worker would), list, requeue, delete.
-    let w = crate::worker::InProcWorker::start(&t, &[]);
+    let w = crate::support::worker::InProcWorker::start(&t, &[]);
     crate::support::eventually("the job to fail", Duration::from_secs(10), || async {
         let d = t.store().fetch_job(&id).await.ok()??;
         (d.status == "failed").then_some(())

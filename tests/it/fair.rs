@@ -10,8 +10,8 @@ use redis::Commands;
 use serde_json::json;
 
 use crate::support::redis_server::TestDb;
+use crate::support::worker::worker_context;
 use crate::support::{ProsaasProcess, db, eventually, kwargs};
-use crate::worker::worker_context;
 
 const FAIR: (&str, &str) = ("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant");
 
@@ -473,7 +473,7 @@ async fn a_rate_limit_defers_jobs_to_their_slots_without_a_retry_and_others_run(
     let mut batch = jobs("A", 5);
     batch.extend(jobs("B", 3));
     store.enqueue_many(&batch).await.unwrap();
-    let w = crate::worker::executor(&t, &[FAIR, limits]);
+    let w = crate::support::worker::executor(&t, &[FAIR, limits]);
     let before = store.unix_now();
     let mut ran: Vec<String> = w
         .run_once(10)

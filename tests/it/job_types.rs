@@ -14,8 +14,8 @@ use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob};
 use prosaas::worker::http_target::verify;
 use serde_json::{Value, json};
 
+use crate::support::worker::InProcWorker;
 use crate::support::{db, eventually, kwargs};
-use crate::worker::InProcWorker;
 
 #[derive(Clone, Default)]
 struct Seen(Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>);

@@ -2,7 +2,7 @@
 //! started (never one it did not start), and multi-process behaviour runs the real binary.
 //!
 //! Modules:
-//! - `support`: private Redis servers (db per test, kill/restart) and the binary as a process;
+//! - `support`: private Redis servers (db per test, kill/restart), the binary as a process, the worker in-process;
 //! - `api`: the api role: webhook de-dupe, Twilio signatures, internal/admin API, hostile input, metrics;
 //! - `architecture`: tidy checks on the source tree (Redis only in `src/jobs/`, docs on files);
 //! - `bench`: every `prosaas bench` scenario once at a tiny size (a smoke test, never timed);

@@ -11,8 +11,8 @@ use prosaas::jobs::{JobOptions, JobResult, NewJob};
 use redis::Commands;
 use serde_json::{Value, json};
 
+use crate::support::worker::InProcWorker;
 use crate::support::{ProsaasProcess, db, eventually, kwargs, process};
-use crate::worker::InProcWorker;
 
 const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
 
@@ -987,7 +987,7 @@ async fn a_fair_queues_lanes_are_what_rq_counts(version: &str) {
     let m = python_modules();
     let url = t.url();
     let fair = [("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant")];
-    let store = crate::worker::worker_context(&t, &fair).jobs;
+    let store = crate::support::worker::worker_context(&t, &fair).jobs;
     let job = |tenant: &str| {
         let mut j = NewJob::new("default", "diag.noop", kwargs(json!({})));
         j.set_tenant(tenant).unwrap();

@@ -1,79 +1,14 @@
 //! The worker in-process against a private database: outcomes as RQ records them, retries with
 //! backoff, timeouts, unknown types, promotion of delayed jobs, registration.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prosaas::context::AppContext;
 use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob, Outcome, Settled};
-use prosaas::roles::{Role, worker};
-use prosaas::settings::Settings;
-use prosaas::worker::executor::Executor;
 use redis::Commands;
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::redis_server::TestDb;
+use crate::support::worker::{InProcWorker, executor};
 use crate::support::{db, eventually, kwargs, process};
-
-/// A worker (executor + recovery) running in this process until dropped or stopped.
-pub struct InProcWorker {
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-}
-
-/// The worker role's context for a private database, with settings overrides.
-pub fn worker_context(t: &TestDb, overrides: &[(&str, &str)]) -> AppContext {
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), t.url()),
-        ("PROSAAS__WORKER__PROMOTE_INTERVAL_MS".into(), "100".into()),
-    ]);
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let settings = Settings::load(None, &env).unwrap();
-    AppContext {
-        calls: Arc::new(prosaas::calls_stream::registry::CallRegistry::new(1)),
-        role: Role::Worker,
-        jobs: JobStore::connect(&settings.store_config()).unwrap(),
-        body_budget: Arc::new(prosaas::context::BodyBudget::new(1 << 20)),
-        settings: Arc::new(settings),
-    }
-}
-
-/// The worker role's executor, not running: for [`prosaas::worker::executor::Executor::run_once`].
-pub fn executor(t: &TestDb, overrides: &[(&str, &str)]) -> Executor {
-    worker::executor(&worker_context(t, overrides)).unwrap()
-}
-
-impl InProcWorker {
-    pub fn start(t: &TestDb, overrides: &[(&str, &str)]) -> Self {
-        let ctx = worker_context(t, overrides);
-        let stop = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(worker::run_executor(ctx.clone(), stop.clone())),
-            tokio::spawn(worker::run_recovery(ctx, stop.clone())),
-        ];
-        Self { stop, tasks }
-    }
-
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        for t in self.tasks.drain(..) {
-            t.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for InProcWorker {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
 
 async fn wait_status(store: &JobStore, id: &str, status: &str, within: Duration) {
     eventually(&format!("job {id} to be {status}"), within, || async {

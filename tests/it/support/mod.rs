@@ -1,10 +1,12 @@
-//! Shared test helpers: private Redis servers and the real binary as a process.
+//! Shared test helpers: private Redis servers, the real binary as a process, and the worker in
+//! this process.
 
 pub mod client;
 pub mod process;
 pub mod promtext;
 pub mod redis_server;
 pub mod sentinel;
+pub mod worker;
 
 use std::time::{Duration, Instant};
 
