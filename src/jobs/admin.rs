@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::JobError;
 use super::job::{JobInfo, rq_timestamp};
-use super::scripts;
+use super::scripts::{Layout, LuaScript, args, with_lanes};
 
 /// The latest entry of a job's RQ result stream, decoded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -187,13 +187,9 @@ impl Admin<'_> {
 
     /// Puts failed jobs of `queue` back on it, in one script call; one outcome per id.
     async fn requeue_many(&self, queue: &str, ids: &[String]) -> Result<Vec<Requeue>, JobError> {
-        let mut inv = scripts::REQUEUE_FAILED.prepare_invoke();
-        inv.arg(self.keys().rq_prefix())
-            .arg(queue)
-            .arg(rq_timestamp(self.now()));
-        for id in ids {
-            inv.arg(id);
-        }
+        let mut inv = REQUEUE_FAILED.prepare_invoke();
+        args!(inv, REQUEUE_ARGS; self.keys().rq_prefix(), queue, rq_timestamp(self.now()));
+        inv.arg(ids);
         let codes: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(codes
             .into_iter()
@@ -214,11 +210,9 @@ impl Admin<'_> {
 
     /// Deletes a job from its queue, its registries, its hash and its results.
     pub async fn delete_job(&self, id: &str) -> Result<Deleted, JobError> {
-        let r: i64 = scripts::DELETE_JOB
-            .arg(self.keys().rq_prefix())
-            .arg(id)
-            .invoke_async(&mut self.conn().await?)
-            .await?;
+        let mut inv = DELETE_JOB.prepare_invoke();
+        args!(inv, DELETE_ARGS; self.keys().rq_prefix(), id);
+        let r: i64 = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(match r {
             1 => Deleted::Deleted,
             -2 => Deleted::Running,
@@ -298,3 +292,21 @@ impl Admin<'_> {
             .collect())
     }
 }
+
+pub(crate) static REQUEUE_FAILED: LuaScript =
+    LuaScript::new(with_lanes!("lua/requeue_failed.lua"), &[&REQUEUE_ARGS]);
+
+/// requeue_failed.lua's arguments before its job ids.
+const REQUEUE_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["prefix", "queue", "now"],
+};
+
+pub(crate) static DELETE_JOB: LuaScript =
+    LuaScript::new(with_lanes!("lua/delete_job.lua"), &[&DELETE_ARGS]);
+
+/// delete_job.lua's arguments.
+const DELETE_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["prefix", "id"],
+};

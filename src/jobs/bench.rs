@@ -173,7 +173,7 @@ impl Bench<'_> {
             pipe.srem(Keys::inboxes(), &ours).ignore();
         }
         for p in pids {
-            pipe.del(format!("{}scheduler:{p}", self.store.keys.rq_prefix()))
+            pipe.del(self.store.keys.rq_scheduler(&p.to_string()))
                 .ignore();
         }
         pipe.query_async::<()>(&mut self.conn().await?).await?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::JobError;
 use super::keys::Keys;
-use super::scripts;
+use super::scripts::{Layout, LuaScript, args, keys, plain};
 
 /// How long a call's state is kept after its last change.
 const CALL_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -62,18 +62,18 @@ impl CallStatus<'_> {
         rank: u8,
         details: &Value,
     ) -> Result<CallUpdate, JobError> {
-        let (applied, current): (i64, Option<String>) = scripts::CALL_STATUS
-            .key(Keys::call(call_sid))
-            .arg(status)
-            .arg(rank)
-            .arg(
-                self.now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            )
-            .arg(CALL_TTL_SECS)
-            .arg(details.to_string())
-            .invoke_async(&mut self.conn().await?)
-            .await?;
+        let mut inv = CALL_STATUS.prepare_invoke();
+        keys!(inv, STATUS_KEYS; Keys::call(call_sid));
+        args!(inv, STATUS_ARGS;
+            status,
+            rank,
+            self.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            CALL_TTL_SECS,
+            details.to_string(),
+        );
+        const _: () = assert!(STATUS_REPLY.len() == 2);
+        let (applied, current): (i64, Option<String>) =
+            inv.invoke_async(&mut self.conn().await?).await?;
         Ok(if applied == 1 {
             CallUpdate::Advanced(status.to_owned())
         } else {
@@ -137,13 +137,10 @@ impl CallStatus<'_> {
         owner: &str,
         ttl: Duration,
     ) -> Result<StreamClaim, JobError> {
-        let found: String = scripts::CALL_STREAM
-            .key(Keys::call_stream(call_sid))
-            .arg(op)
-            .arg(owner)
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn().await?)
-            .await?;
+        let mut inv = CALL_STREAM.prepare_invoke();
+        keys!(inv, STREAM_KEYS; Keys::call_stream(call_sid));
+        args!(inv, STREAM_ARGS; op, owner, ttl.as_millis().max(1) as u64);
+        let found: String = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(match found.as_str() {
             "owned" | "ok" => StreamClaim::Owned,
             "live" => StreamClaim::Live,
@@ -159,15 +156,16 @@ impl CallStatus<'_> {
             "at": self.store.unix_now(),
             "calls": calls,
         });
-        let _dropped: u64 = scripts::LIVE_CALLS
-            .key(Keys::live_calls())
-            .arg(process)
-            .arg(report.to_string())
-            .arg(self.store.unix_now())
-            .arg(LIVE_CALLS_STALE_SECS)
-            .arg(60)
-            .invoke_async(&mut self.conn().await?)
-            .await?;
+        let mut inv = LIVE_CALLS.prepare_invoke();
+        keys!(inv, LIVE_KEYS; Keys::live_calls());
+        args!(inv, LIVE_ARGS;
+            process,
+            report.to_string(),
+            self.store.unix_now(),
+            LIVE_CALLS_STALE_SECS,
+            60,
+        );
+        let _dropped: u64 = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(())
     }
 
@@ -204,3 +202,53 @@ impl CallStatus<'_> {
         Ok(out)
     }
 }
+
+pub(crate) static CALL_STATUS: LuaScript = LuaScript::new(
+    plain!("lua/call_status.lua"),
+    &[&STATUS_KEYS, &STATUS_ARGS, &STATUS_REPLY],
+);
+
+const STATUS_KEYS: Layout = Layout {
+    name: "FIXED_KEYS",
+    fields: &["call"],
+};
+
+/// call_status.lua's arguments.
+const STATUS_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["status", "rank", "at", "ttl", "details"],
+};
+
+/// Whether the status was recorded, and the call's status now.
+const STATUS_REPLY: Layout = Layout {
+    name: "REPLY",
+    fields: &["recorded", "status"],
+};
+
+pub(crate) static CALL_STREAM: LuaScript =
+    LuaScript::new(plain!("lua/call_stream.lua"), &[&STREAM_KEYS, &STREAM_ARGS]);
+
+const STREAM_KEYS: Layout = Layout {
+    name: "FIXED_KEYS",
+    fields: &["stream"],
+};
+
+/// call_stream.lua's arguments.
+const STREAM_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["op", "owner", "ms"],
+};
+
+pub(crate) static LIVE_CALLS: LuaScript =
+    LuaScript::new(plain!("lua/live_calls.lua"), &[&LIVE_KEYS, &LIVE_ARGS]);
+
+const LIVE_KEYS: Layout = Layout {
+    name: "FIXED_KEYS",
+    fields: &["live_calls"],
+};
+
+/// live_calls.lua's arguments.
+const LIVE_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["process", "report", "now", "stale_after", "ttl"],
+};

@@ -8,10 +8,11 @@
 
 use sha2::{Digest, Sha256};
 
+use super::JobStore;
 use super::error::JobError;
 use super::job::{Field, NewJob, rq_timestamp};
 use super::keys::Keys;
-use super::{JobStore, scripts};
+use super::scripts::{self, Layout, LuaScript, args, with_lanes};
 
 /// The longest a provider event id is remembered. Providers retry for hours, not weeks, and a
 /// bound keeps client input from overflowing Redis's integer arguments.
@@ -137,6 +138,7 @@ impl JobStore {
     ) -> Result<Admitted, JobError> {
         let mut pipe = redis::pipe();
         pipe.add_command(self.dedupe_cmd(job, lock, fence)?);
+        const _: () = assert!(REPLY.len() == 2);
         let (code, value): (i64, String) = self
             .admit_acknowledged::<(i64, String)>(pipe)
             .await?
@@ -160,13 +162,11 @@ impl JobStore {
     ) -> Result<Vec<T>, JobError> {
         let mut conn = self.write_conn().await?;
         let Some((wanted, wait)) = self.wait_cmd() else {
-            return Ok(
-                scripts::query_loading(&mut conn, scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?,
-            );
+            return Ok(scripts::query_loading(&mut conn, &ENQUEUE_DEDUPE, &pipe).await?);
         };
         pipe.add_command(wait);
         let mut replies: Vec<redis::Value> =
-            scripts::query_loading(&mut conn, scripts::ENQUEUE_DEDUPE_SRC, &pipe).await?;
+            scripts::query_loading(&mut conn, &ENQUEUE_DEDUPE, &pipe).await?;
         let got: u32 = match replies.pop() {
             Some(v) => redis::from_redis_value(v)?,
             None => 0,
@@ -234,28 +234,32 @@ impl JobStore {
         }
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(scripts::ENQUEUE_DEDUPE.get_hash())
-            .arg(7)
-            .arg(&lock_key)
-            .arg(keys.job(&id))
-            .arg(match lane {
+        cmd.arg(ENQUEUE_DEDUPE.get_hash()).arg(FIXED_KEYS.len());
+        args!(cmd, FIXED_KEYS;
+            &lock_key,
+            keys.job(&id),
+            match lane {
                 Some(tenant) => keys.lane(&job.queue, tenant),
                 None => keys.queue(&job.queue),
-            })
-            .arg(keys.queues())
-            .arg(Keys::scheduler_lock())
-            .arg(Keys::scheduler_entries())
-            .arg(Keys::unstarted(&id))
-            .arg(&id)
-            .arg(ttl_secs)
-            .arg(if job.options.at_front { "L" } else { "R" })
-            .arg(job.options.ttl.unwrap_or(0))
-            .arg(keys.rq_prefix());
-        match fence {
-            Some(f) => cmd.arg(f.token).arg(f.entry).arg(f.slot_ms),
-            None => cmd.arg("").arg("").arg(0),
-        };
-        cmd.arg(&job.queue).arg(lane.unwrap_or(""));
+            },
+            keys.queues(),
+            Keys::scheduler_lock(),
+            Keys::scheduler_entries(),
+            Keys::unstarted(&id),
+        );
+        let (token, entry, slot_ms) = fence.map_or(("", "", 0), |f| (f.token, f.entry, f.slot_ms));
+        args!(cmd, FIXED_ARGS;
+            &id,
+            ttl_secs,
+            if job.options.at_front { "L" } else { "R" },
+            job.options.ttl.unwrap_or(0),
+            keys.rq_prefix(),
+            token,
+            entry,
+            slot_ms,
+            &job.queue,
+            lane.unwrap_or(""),
+        );
         for (field, value) in &fields {
             cmd.arg(*field).arg(value.as_bytes());
         }
@@ -283,6 +287,40 @@ pub(crate) enum Admitted {
     /// Without a lock: a job of that id is active (its status); nothing was written.
     Busy(String),
 }
+
+pub(crate) static ENQUEUE_DEDUPE: LuaScript = LuaScript::new(
+    with_lanes!("lua/enqueue_dedupe.lua"),
+    &[&FIXED_KEYS, &FIXED_ARGS, &REPLY],
+);
+
+/// enqueue_dedupe.lua's keys.
+const FIXED_KEYS: Layout = Layout {
+    name: "FIXED_KEYS",
+    fields: &[
+        "lock",
+        "job",
+        "list",
+        "queues",
+        "leader_lock",
+        "entries",
+        "unstarted",
+    ],
+};
+
+/// enqueue_dedupe.lua's arguments before the job hash's fields.
+const FIXED_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &[
+        "id", "lock_ttl", "side", "wait_ttl", "prefix", "fence", "entry", "slot_ms", "queue",
+        "lane",
+    ],
+};
+
+/// Enqueued, duplicate, fenced out or busy (the code), and the id, holder or status.
+const REPLY: Layout = Layout {
+    name: "REPLY",
+    fields: &["code", "value"],
+};
 
 #[cfg(test)]
 mod tests {

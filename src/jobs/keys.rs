@@ -89,6 +89,30 @@ impl Keys {
         format!("prosaas:fair:{queue}:weights")
     }
 
+    /// The round robin's current pass (`vt`) of a fair queue.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn fair_state(queue: &str) -> String {
+        format!("prosaas:fair:{queue}:state")
+    }
+
+    /// Tenant → its started jobs of a fair queue with a tenant cap.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn fair_running(queue: &str) -> String {
+        format!("prosaas:fair:{queue}:running")
+    }
+
     /// Tokens that wake idle workers of a fair queue.
     pub(crate) fn fair_bell(queue: &str) -> String {
         format!("prosaas:fair:{queue}:bell")
@@ -137,6 +161,35 @@ impl Keys {
         format!("{}deferred:{queue}", self.rq)
     }
 
+    /// Canceled registry (RQ never prunes it; prune.lua drops entries whose job is gone).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn canceled(&self, queue: &str) -> String {
+        format!("{}canceled:{queue}", self.rq)
+    }
+
+    /// RQ's per-queue scheduler lock (value: the promoting process's name, a PID for RQ).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn rq_scheduler_lock(&self, queue: &str) -> String {
+        format!("{}scheduler-lock:{queue}", self.rq)
+    }
+
+    /// RQ 2.10+'s record of a scheduler process, which its lock's value names.
+    pub(crate) fn rq_scheduler(&self, name: &str) -> String {
+        format!("{}scheduler:{name}", self.rq)
+    }
+
     pub(crate) fn worker(&self, name: &str) -> String {
         format!("{}worker:{name}", self.rq)
     }
@@ -170,7 +223,7 @@ impl Keys {
             format!("{p}job:bench-*"),
             format!("{p}results:bench-*"),
             format!("{p}worker:bench-*"),
-            format!("{p}scheduler:{pid}"),
+            self.rq_scheduler(&pid.to_string()),
             Self::dedupe_lock("bench:*"),
             Self::maintenance_lock(queue),
             "prosaas:worker:bench-*".to_owned(),
@@ -228,6 +281,18 @@ impl Keys {
     /// Which worker prunes a queue's registries this interval (left to expire).
     pub(crate) fn prune_lock(queue: &str) -> String {
         format!("prosaas:prune:{queue}:lock")
+    }
+
+    /// Where the pruning walks of a queue's registries stand (`''`: of `rq:queues`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn prune_cursors(queue: &str) -> String {
+        format!("prosaas:prune:{queue}")
     }
 
     /// Which worker prunes the shared sets (`rq:workers`, `rq:queues`) this interval.
@@ -290,6 +355,76 @@ mod tests {
             Keys::dedupe_lock("webhook:baileys:X"),
             "job_lock:webhook:baileys:X"
         );
+    }
+
+    /// keys.lua's builders evaluated with `args` standing for their parameters, as Lua would.
+    fn lua_keys(args: &dyn Fn(&str) -> &'static str) -> Vec<(String, String)> {
+        use crate::jobs::scripts::{KeyPart, key_builders};
+        key_builders()
+            .iter()
+            .map(|(name, builder)| {
+                let value: String = builder
+                    .parts
+                    .iter()
+                    .map(|part| match part {
+                        KeyPart::Literal(l) => l.trim_matches('\'').to_owned(),
+                        KeyPart::Param(n) => args(builder.params[*n]).to_owned(),
+                    })
+                    .collect();
+                ((*name).to_owned(), value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_lua_builds_every_key_as_keys_rs_does() {
+        let k = Keys::new("pfx");
+        let arg = |name: &str| match name {
+            "p" => "pfx:",
+            "q" => "q1",
+            "id" => "j1",
+            "w" => "w1",
+            "tenant" => "t1",
+            "name" => "n1",
+            "m" => "29000000",
+            other => panic!("keys.lua parameter {other} has no test value"),
+        };
+        let rust = |name: &str| -> String {
+            match name {
+                "queues" => k.queues(),
+                "queue" => k.queue("q1"),
+                "lane" => k.lane("q1", "t1"),
+                "job" => k.job("j1"),
+                "results" => k.results("j1"),
+                "started" => k.started("q1"),
+                "finished" => k.finished("q1"),
+                "failed" => k.failed("q1"),
+                "scheduled" => k.scheduled("q1"),
+                "deferred" => k.deferred("q1"),
+                "canceled" => k.canceled("q1"),
+                "worker" => k.worker("w1"),
+                "workers" => k.workers(),
+                "workers_of" => k.workers_of("q1"),
+                "rq_scheduler_lock" => k.rq_scheduler_lock("q1"),
+                "rq_scheduler" => k.rq_scheduler("n1"),
+                "fair_ring" => Keys::fair_ring("q1"),
+                "fair_state" => Keys::fair_state("q1"),
+                "fair_weights" => Keys::fair_weights("q1"),
+                "fair_running" => Keys::fair_running("q1"),
+                "fair_queued" => Keys::fair_queued("q1"),
+                "fair_bell" => Keys::fair_bell("q1"),
+                "running" => Keys::running("w1"),
+                "unstarted" => Keys::unstarted("j1"),
+                "minute" => Keys::minute(29_000_000),
+                "prune_cursors" => Keys::prune_cursors("q1"),
+                other => panic!("keys.lua builds Key.{other}, which keys.rs does not name"),
+            }
+        };
+        let built = lua_keys(&arg);
+        assert!(built.len() >= 26, "keys.lua read as {} keys", built.len());
+        for (name, value) in built {
+            assert_eq!(value, rust(&name), "Key.{name} differs from keys.rs");
+        }
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::Enqueued;
 use super::dedup::{Admitted, Fence};
 use super::error::JobError;
 use super::job::NewJob;
 use super::keys::Keys;
-use super::{Enqueued, scripts};
+use super::scripts::{Layout, LuaScript, args, keys, plain};
 
 /// Where this process stands after one lock attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,14 +47,15 @@ impl LeaderLock<'_> {
         ttl: Duration,
         seen: u64,
     ) -> Result<Leadership, JobError> {
-        let (code, value): (i64, String) = scripts::LEADER_LOCK
-            .key(Keys::scheduler_lock())
-            .key(Keys::scheduler_cycle())
-            .arg(token)
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .arg(seen)
-            .invoke_async(&mut self.conn().await?)
-            .await?;
+        let mut inv = LEADER_LOCK.prepare_invoke();
+        keys!(inv, FIXED_KEYS; Keys::scheduler_lock(), Keys::scheduler_cycle());
+        args!(inv, FIXED_ARGS;
+            token,
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            seen,
+        );
+        const _: () = assert!(REPLY.len() == 2);
+        let (code, value): (i64, String) = inv.invoke_async(&mut self.conn().await?).await?;
         Ok(match code {
             1 => Leadership::Acquired {
                 cycle: value.parse().unwrap_or(0),
@@ -133,3 +135,25 @@ impl LeaderLock<'_> {
         Ok(())
     }
 }
+
+pub(crate) static LEADER_LOCK: LuaScript = LuaScript::new(
+    plain!("lua/leader_lock.lua"),
+    &[&FIXED_KEYS, &FIXED_ARGS, &REPLY],
+);
+
+const FIXED_KEYS: Layout = Layout {
+    name: "FIXED_KEYS",
+    fields: &["lock", "cycle"],
+};
+
+/// leader_lock.lua's arguments.
+const FIXED_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["token", "ttl_ms", "seen"],
+};
+
+/// Acquired, renewed or held by another (the code), and the cycle or the holder.
+const REPLY: Layout = Layout {
+    name: "REPLY",
+    fields: &["code", "value"],
+};

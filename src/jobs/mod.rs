@@ -17,11 +17,13 @@ mod bench;
 mod call_status;
 mod clock;
 mod dedup;
+mod diag;
 mod error;
 mod fleet;
 mod job;
 mod keys;
 mod leader_lock;
+mod ops;
 mod prune;
 mod queue;
 mod redis_config;
@@ -30,7 +32,6 @@ mod sentinel;
 mod series;
 mod sessions;
 mod stats;
-mod worker;
 mod zlib;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dedup::{
     Enqueued, MAX_DEDUPE_TTL_SECS, generate_deterministic_job_id, job_id_for_dedupe_key,
 };
+pub use diag::Diag;
 pub use error::JobError;
 pub use fleet::{RunningJob, WorkerRow};
 pub use job::{
@@ -52,16 +54,16 @@ pub use job::{
     rq_timestamp,
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};
+pub use ops::{
+    ClaimedJob, Deferred, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
+    Settlement, WAKER_BLOCK, WorkerInfo, WorkerState, Workers,
+};
 pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};
 pub use sentinel::{SentinelConfig, is_sentinel_url};
 pub use series::{Minute, WAIT_BUCKETS_MS};
 pub use sessions::Sessions;
 pub use stats::{MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Stats, TenantRow, TenantStats};
-pub use worker::{
-    ClaimedJob, Deferred, Diag, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
-    Settlement, WAKER_BLOCK, WorkerInfo, WorkerState, Workers,
-};
 
 use keys::Keys;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::error::JobError;
 use super::keys::Keys;
-use super::scripts;
+use super::scripts::{Layout, LuaScript, args, plain};
 
 /// Entries one script call looks at: about a millisecond of Redis's time.
 const PER_CALL: usize = 1000;
@@ -93,15 +93,16 @@ impl Prune<'_> {
     ) -> Result<(), JobError> {
         let mut removed = 0;
         for call in 1..=CALLS_PER_PASS {
-            let mut inv = scripts::PRUNE.prepare_invoke();
-            inv.arg(self.keys().rq_prefix())
-                .arg(queue)
-                .arg(phase)
-                .arg(self.now().timestamp())
-                .arg(PER_CALL);
-            for q in served {
-                inv.arg(q);
-            }
+            let mut inv = PRUNE.prepare_invoke();
+            args!(inv, FIXED_ARGS;
+                self.keys().rq_prefix(),
+                queue,
+                phase,
+                self.now().timestamp(),
+                PER_CALL,
+            );
+            inv.arg(served);
+            const _: () = assert!(REPLY.len() == 2);
             let (n, more): (u64, u8) = inv.invoke_async(&mut self.conn().await?).await?;
             removed += n;
             if more == 0 {
@@ -117,3 +118,18 @@ impl Prune<'_> {
         Ok(())
     }
 }
+
+pub(crate) static PRUNE: LuaScript =
+    LuaScript::new(plain!("lua/prune.lua"), &[&FIXED_ARGS, &REPLY]);
+
+/// prune.lua's arguments before the queues this process serves.
+const FIXED_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["prefix", "queue", "phase", "now", "most"],
+};
+
+/// How many entries a call removed, and whether it stopped at its bound.
+const REPLY: Layout = Layout {
+    name: "REPLY",
+    fields: &["removed", "more"],
+};

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::error::JobError;
 use super::keys::Keys;
-use super::scripts;
+use super::scripts::{self, Layout, LuaScript, args, plain, with_lanes};
 
 /// One queue's numbers, read from RQ's list and registries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -152,33 +152,28 @@ impl Stats<'_> {
         for q in &names {
             heads
                 .cmd("EVALSHA")
-                .arg(scripts::QUEUE_HEAD.get_hash())
-                .arg(2)
-                .arg(self.keys().queue(q))
-                .arg(self.keys().workers_of(q))
-                .arg(self.keys().rq_prefix());
+                .arg(QUEUE_HEAD.get_hash())
+                .arg(HEAD_KEYS.len());
+            args!(heads, HEAD_KEYS; self.keys().queue(q), self.keys().workers_of(q));
+            args!(heads, HEAD_ARGS; self.keys().rq_prefix());
         }
+        const _: () = assert!(HEAD_REPLY.len() == 2);
         let heads: Vec<(String, u64)> =
-            scripts::query_loading(&mut conn, scripts::QUEUE_HEAD_SRC, &heads).await?;
+            scripts::query_loading(&mut conn, &QUEUE_HEAD, &heads).await?;
         let mut lanes = redis::pipe();
         for q in &names {
-            lanes
-                .cmd("EVALSHA")
-                .arg(scripts::LANE_STATS.get_hash())
-                .arg(0)
-                .arg(self.keys().rq_prefix())
-                .arg(q)
-                .arg(MAX_LISTED_TENANTS)
-                .arg(MAX_WALKED_LANES)
-                .arg(MAX_WALKED_STARTED)
-                .arg(if self.store.fairness(q).is_some() {
-                    "1"
-                } else {
-                    "0"
-                });
+            lanes.cmd("EVALSHA").arg(LANE_STATS.get_hash()).arg(0);
+            args!(lanes, LANE_ARGS;
+                self.keys().rq_prefix(),
+                q,
+                MAX_LISTED_TENANTS,
+                MAX_WALKED_LANES,
+                MAX_WALKED_STARTED,
+                if self.store.fairness(q).is_some() { "1" } else { "0" },
+            );
         }
         let lanes: Vec<Vec<redis::Value>> =
-            scripts::query_loading(&mut conn, scripts::LANE_STATS_SRC, &lanes).await?;
+            scripts::query_loading(&mut conn, &LANE_STATS, &lanes).await?;
         let now_dt = self.now();
         let age = |at: &str| super::job::age_secs(at, now_dt);
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
@@ -275,22 +270,76 @@ impl Stats<'_> {
 fn tenant_stats(reply: &[redis::Value], age: &dyn Fn(&str) -> Option<u64>) -> Option<TenantStats> {
     let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone()).unwrap_or_default();
     let num = |v: &redis::Value| redis::from_redis_value::<u64>(v.clone()).unwrap_or(0);
-    let (head, rows) = reply.split_at_checked(5)?;
+    let (head, rows) = reply.split_first_chunk::<{ LANE_REPLY_HEAD.len() }>()?;
+    let [lanes, queued, complete, oldest_at, oldest_tenant] = head;
     let stats = TenantStats {
-        with_work: num(&head[0]),
-        queued: num(&head[1]),
-        complete: num(&head[2]) == 1,
-        oldest_queued_secs: age(&text(&head[3])),
-        oldest_tenant: Some(text(&head[4])).filter(|t| !t.is_empty()),
+        with_work: num(lanes),
+        queued: num(queued),
+        complete: num(complete) == 1,
+        oldest_queued_secs: age(&text(oldest_at)),
+        oldest_tenant: Some(text(oldest_tenant)).filter(|t| !t.is_empty()),
         busiest: rows
-            .chunks_exact(4)
-            .map(|r| TenantRow {
-                tenant: text(&r[0]),
-                queued: num(&r[1]),
-                running: num(&r[2]),
-                oldest_queued_secs: age(&text(&r[3])),
+            .chunks_exact(FIELDS_PER_TENANT.len())
+            .filter_map(|r| r.first_chunk::<{ FIELDS_PER_TENANT.len() }>())
+            .map(|[tenant, queued, running, oldest_at]| TenantRow {
+                tenant: text(tenant),
+                queued: num(queued),
+                running: num(running),
+                oldest_queued_secs: age(&text(oldest_at)),
             })
             .collect(),
     };
     (stats.with_work > 0 || !stats.busiest.is_empty()).then_some(stats)
 }
+
+pub(crate) static QUEUE_HEAD: LuaScript = LuaScript::new(
+    plain!("lua/queue_head.lua"),
+    &[&HEAD_KEYS, &HEAD_ARGS, &HEAD_REPLY],
+);
+
+const HEAD_KEYS: Layout = Layout {
+    name: "FIXED_KEYS",
+    fields: &["queue", "workers_of"],
+};
+
+/// queue_head.lua's arguments.
+const HEAD_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["prefix"],
+};
+
+/// The head job's `enqueued_at` ('' for an empty queue), and the live workers listening.
+const HEAD_REPLY: Layout = Layout {
+    name: "REPLY",
+    fields: &["enqueued_at", "live_workers"],
+};
+
+pub(crate) static LANE_STATS: LuaScript = LuaScript::new(
+    with_lanes!("lua/lane_stats.lua"),
+    &[&LANE_ARGS, &LANE_REPLY_HEAD, &FIELDS_PER_TENANT],
+);
+
+/// lane_stats.lua's arguments.
+const LANE_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &[
+        "prefix",
+        "queue",
+        "top",
+        "most_lanes",
+        "most_started",
+        "fair",
+    ],
+};
+
+/// The totals that open lane_stats.lua's reply.
+const LANE_REPLY_HEAD: Layout = Layout {
+    name: "REPLY_HEAD",
+    fields: &["lanes", "queued", "complete", "oldest_at", "oldest_tenant"],
+};
+
+/// One listed tenant in lane_stats.lua's reply.
+const FIELDS_PER_TENANT: Layout = Layout {
+    name: "FIELDS_PER_TENANT",
+    fields: &["tenant", "queued", "running", "oldest_at"],
+};

@@ -60,20 +60,6 @@ fn every_source_file_says_what_it_is_for() {
 }
 
 #[test]
-fn every_lua_script_is_loaded_and_every_loaded_script_exists() {
-    let scripts = std::fs::read_to_string(root().join("src/jobs/scripts.rs")).unwrap();
-    for entry in std::fs::read_dir(root().join("src/jobs/lua")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        // with_lanes! loads a script with lanes.lua in front of it.
-        assert!(
-            scripts.contains(&format!("include_str!(\"lua/{name}\")"))
-                || scripts.contains(&format!("with_lanes!(\"lua/{name}\")")),
-            "src/jobs/lua/{name} is not loaded by scripts.rs"
-        );
-    }
-}
-
-#[test]
 fn periodic_enqueuing_lives_only_in_the_scheduler() {
     let scheduler = root().join("src/scheduler");
     let jobs = root().join("src/jobs");

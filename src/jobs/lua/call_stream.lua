@@ -7,6 +7,10 @@
 -- ARGV[3] ms: the lease (claim, renew) or how long the finalized mark is kept (end)
 -- Returns: claim/renew 'owned'; claim 'live' or 'finalized' when another stream has or had the
 -- call; renew/end/release 'lost' when another stream took it; end/release 'ok'.
+-- FIXED_KEYS: stream
+-- FIXED_ARGS: op, owner, ms
+local FIXED_KEYS = 1
+local FIXED_ARGS = 3
 local held = redis.call('GET', KEYS[1])
 local op = ARGV[1]
 if held and held ~= ARGV[2] then

@@ -5,8 +5,10 @@
 --
 -- ARGV[1] RQ prefix   ARGV[2] job id
 -- Returns 1 deleted, 0 no such job, -2 the job is running.
+-- FIXED_ARGS: prefix, id
+local FIXED_ARGS = 2
 local p, id = ARGV[1], ARGV[2]
-local jkey = p .. 'job:' .. id
+local jkey = Key.job(p, id)
 local h = redis.call('HMGET', jkey, 'status', 'origin', 'dedupe_lock', 'lane')
 if not h[1] and not h[2] then
   return 0
@@ -16,16 +18,17 @@ if h[1] == 'started' then
 end
 local q = h[2]
 if q then
-  redis.call('LREM', p .. 'queue:' .. q, 0, id)
+  redis.call('LREM', Key.queue(p, q), 0, id)
   if h[4] and h[4] ~= '' then
     lanes_queued(q, -redis.call('LREM', lane_list(p, q, h[4]), 0, id))
   end
-  for _, r in ipairs({'finished', 'failed', 'scheduled', 'deferred', 'canceled'}) do
-    redis.call('ZREM', p .. r .. ':' .. q, id)
+  for _, registry in ipairs({Key.finished(p, q), Key.failed(p, q), Key.scheduled(p, q),
+      Key.deferred(p, q), Key.canceled(p, q)}) do
+    redis.call('ZREM', registry, id)
   end
 end
 if h[3] and redis.call('GET', h[3]) == id then
   redis.call('DEL', h[3])
 end
-redis.call('DEL', jkey, p .. 'results:' .. id, 'prosaas:unstarted:' .. id)
+redis.call('DEL', jkey, Key.results(p, id), Key.unstarted(id))
 return 1

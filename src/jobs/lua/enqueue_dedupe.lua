@@ -23,6 +23,12 @@
 -- ARGV[11..] job hash field/value pairs
 -- Returns {1, id} when enqueued, {0, existing id} for a duplicate, {-1, holder} when fenced out,
 -- {-2, status} when (without a lock) the id is busy.
+-- FIXED_KEYS: lock, job, list, queues, leader_lock, entries, unstarted
+-- FIXED_ARGS: id, lock_ttl, side, wait_ttl, prefix, fence, entry, slot_ms, queue, lane
+-- REPLY: code, value
+local FIXED_KEYS = 7
+local FIXED_ARGS = 10
+local REPLY = 2
 if ARGV[6] ~= '' then
   local holder = redis.call('GET', KEYS[5])
   if holder ~= ARGV[6] then
@@ -65,8 +71,8 @@ if status then
   -- and drop its registry entries so the new run is not also counted as finished or failed.
   local origin = redis.call('HGET', KEYS[2], 'origin')
   if origin then
-    redis.call('ZREM', ARGV[5] .. 'finished:' .. origin, ARGV[1])
-    redis.call('ZREM', ARGV[5] .. 'failed:' .. origin, ARGV[1])
+    redis.call('ZREM', Key.finished(ARGV[5], origin), ARGV[1])
+    redis.call('ZREM', Key.failed(ARGV[5], origin), ARGV[1])
   end
   redis.call('DEL', KEYS[2])
 end
@@ -74,7 +80,7 @@ end
 if locked then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 11))
+redis.call('HSET', KEYS[2], unpack(ARGV, FIXED_ARGS + 1))
 if tonumber(ARGV[4]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
   if locked and tonumber(ARGV[4]) < tonumber(ARGV[2]) then

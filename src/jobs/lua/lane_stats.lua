@@ -12,8 +12,14 @@
 -- ARGV[5] most started jobs to look at   ARGV[6] '1' when the queue is configured fair
 -- Returns {lanes, queued, complete, oldest enqueued_at or '', its tenant or '',
 --          then per listed tenant: tenant, queued, running, oldest enqueued_at or ''}.
+-- FIXED_ARGS: prefix, queue, top, most_lanes, most_started, fair
+-- REPLY_HEAD: lanes, queued, complete, oldest_at, oldest_tenant
+-- FIELDS_PER_TENANT: tenant, queued, running, oldest_at
+local FIXED_ARGS = 6
+local REPLY_HEAD = 5
+local FIELDS_PER_TENANT = 4
 local p, q, top, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local ring = fair_key(q, 'ring')
+local ring = Key.fair_ring(q)
 local rows, by_tenant = {}, {}
 local lanes, queued, oldest_at, oldest_t = 0, 0, '', ''
 for _, t in ipairs(redis.call('ZRANGE', ring, 0, most - 1)) do
@@ -23,7 +29,7 @@ for _, t in ipairs(redis.call('ZRANGE', ring, 0, most - 1)) do
     if depth > 0 then
       lanes, queued = lanes + 1, queued + depth
       local id = redis.call('LINDEX', lane, 0)
-      local at = id and redis.call('HGET', p .. 'job:' .. id, 'enqueued_at') or ''
+      local at = id and redis.call('HGET', Key.job(p, id), 'enqueued_at') or ''
       local row = {t, depth, 0, at}
       rows[#rows + 1], by_tenant[t] = row, row
       -- RQ's timestamps are fixed-width UTC: text order is time order.
@@ -39,20 +45,20 @@ if complete == 0 then
   -- More lanes than one read walks: the totals come from the ring's size and the count the
   -- moving scripts keep (lanes.lua), exact whatever the number of lanes.
   lanes = in_ring - (redis.call('ZSCORE', ring, '') and 1 or 0)
-  queued = math.max(queued, tonumber(redis.call('GET', fair_key(q, 'queued')) or '0') or 0)
+  queued = math.max(queued, tonumber(redis.call('GET', Key.fair_queued(q)) or '0') or 0)
 end
 if ARGV[6] ~= '1' and redis.call('EXISTS', ring) == 0 then
   -- Not a fair queue, and no lanes left from when it was: no walk of its started jobs.
   return {0, 0, 1, '', ''}
 end
-local wip = p .. 'wip:' .. q
+local wip = Key.started(p, q)
 local most_started = tonumber(ARGV[5])
 if redis.call('ZCARD', wip) > most_started then
   complete = 0
 end
 for _, member in ipairs(redis.call('ZRANGE', wip, 0, most_started - 1)) do
   local id = string.match(member, '^[^:]+')
-  local t = redis.call('HGET', p .. 'job:' .. id, 'lane')
+  local t = redis.call('HGET', Key.job(p, id), 'lane')
   if t and t ~= '' then
     local row = by_tenant[t]
     if not row then

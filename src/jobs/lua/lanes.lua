@@ -11,21 +11,17 @@
 -- wakes idle workers, since a blocking pop cannot wait on lanes that do not exist yet.
 local LANE_BELL_TOKENS = 16
 
-local function fair_key(q, what)
-  return 'prosaas:fair:' .. q .. ':' .. what
-end
-
 local function lane_list(p, q, lane)
   if lane and lane ~= '' then
-    return p .. 'queue:' .. q .. '@' .. lane
+    return Key.lane(p, q, lane)
   end
-  return p .. 'queue:' .. q
+  return Key.queue(p, q)
 end
 
 -- Wakes up to LANE_BELL_TOKENS idle workers: one token per waiting worker is enough, and the
 -- bound keeps a flood of enqueues from piling tokens up while every worker is busy.
 local function ring_bell(q)
-  local bell = fair_key(q, 'bell')
+  local bell = Key.fair_bell(q)
   redis.call('RPUSH', bell, '1')
   redis.call('LTRIM', bell, -LANE_BELL_TOKENS, -1)
 end
@@ -34,7 +30,7 @@ end
 -- not started from a wrong base (lanes an older release filled): maintenance counts it whole
 -- first (lane_depth.lua).
 local function lanes_queued(q, delta)
-  local key = fair_key(q, 'queued')
+  local key = Key.fair_queued(q)
   if delta ~= 0 and redis.call('EXISTS', key) == 1 then
     redis.call('INCRBY', key, delta)
   end
@@ -46,11 +42,11 @@ end
 local function push_job(p, q, id, lane, front)
   local key = lane_list(p, q, lane)
   redis.call(front and 'LPUSH' or 'RPUSH', key, id)
-  redis.call('SADD', p .. 'queues', key)
+  redis.call('SADD', Key.queues(p), key)
   if lane and lane ~= '' then
     -- The queue itself stays listed too: `rq info` shows its registries (finished, failed).
-    redis.call('SADD', p .. 'queues', p .. 'queue:' .. q)
-    redis.call('ZADD', fair_key(q, 'ring'), 'NX', 0, lane)
+    redis.call('SADD', Key.queues(p), Key.queue(p, q))
+    redis.call('ZADD', Key.fair_ring(q), 'NX', 0, lane)
     lanes_queued(q, 1)
     ring_bell(q)
   end
@@ -59,7 +55,7 @@ end
 -- One started job of `lane` in `q` has stopped running (settled, recovered, deferred).
 local function lane_done(q, lane)
   if lane and lane ~= '' then
-    local key = fair_key(q, 'running')
+    local key = Key.fair_running(q)
     if redis.call('HINCRBY', key, lane, -1) <= 0 then
       redis.call('HDEL', key, lane)
     end

@@ -5,6 +5,12 @@
 -- ARGV[1] owner token   ARGV[2] TTL (ms)   ARGV[3] the highest cycle this scheduler has seen
 -- Returns {1, cycle} when acquired now (the counter counts acquisitions), {2, cycle} when renewed
 -- (already ours), {0, holder} when another owner holds it.
+-- FIXED_KEYS: lock, cycle
+-- FIXED_ARGS: token, ttl_ms, seen
+-- REPLY: code, value
+local FIXED_KEYS = 2
+local FIXED_ARGS = 3
+local REPLY = 2
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local cycle = redis.call('INCR', KEYS[2])
   -- A Redis that lost its data (a restart without persistence) starts the counter again; a

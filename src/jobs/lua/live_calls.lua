@@ -6,6 +6,10 @@
 -- ARGV[1] process   ARGV[2] report (JSON with "at", Unix seconds)   ARGV[3] now (Unix seconds)
 -- ARGV[4] seconds after which a report is stale   ARGV[5] the key's TTL (s)
 -- Returns the number of stale reports dropped.
+-- FIXED_KEYS: live_calls
+-- FIXED_ARGS: process, report, now, stale_after, ttl
+local FIXED_KEYS = 1
+local FIXED_ARGS = 5
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local now, stale, dropped = tonumber(ARGV[3]), tonumber(ARGV[4]), 0

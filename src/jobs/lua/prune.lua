@@ -22,8 +22,12 @@
 --                      whose registries are all empty, which no registered worker listens on and
 --                      this process does not serve: RQ lists them forever otherwise
 -- Returns {removed, more}: more = 1 when the call stopped at its bound.
+-- FIXED_ARGS: prefix, queue, phase, now, most
+-- REPLY: removed, more
+local FIXED_ARGS = 5
+local REPLY = 2
 local p, q, phase, now, most = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local cursors = 'prosaas:prune:' .. q
+local cursors = Key.prune_cursors(q)
 
 -- ZREM/SREM in slices: unpack() is bounded by Lua's C stack.
 local function remove_all(cmd, key, members)
@@ -32,20 +36,24 @@ local function remove_all(cmd, key, members)
   end
 end
 
+-- The registries a phase walks, by its name.
+local registry = {finished = Key.finished(p, q), failed = Key.failed(p, q),
+  canceled = Key.canceled(p, q), deferred = Key.deferred(p, q), scheduled = Key.scheduled(p, q)}
+
 if phase == 'finished' or phase == 'failed' then
-  local key = p .. phase .. ':' .. q
+  local key = registry[phase]
   local ids = redis.call('ZRANGEBYSCORE', key, 0, now, 'LIMIT', 0, most)
   remove_all('ZREM', key, ids)
   return {#ids, #ids == most and 1 or 0}
 end
 
 if phase == 'canceled' or phase == 'deferred' or phase == 'scheduled' then
-  local key = p .. phase .. ':' .. q
+  local key = registry[phase]
   local at = tonumber(redis.call('HGET', cursors, phase) or '0') or 0
   local ids = redis.call('ZRANGE', key, at, at + most - 1)
   local gone = {}
   for _, id in ipairs(ids) do
-    if redis.call('EXISTS', p .. 'job:' .. id) == 0 then
+    if redis.call('EXISTS', Key.job(p, id)) == 0 then
       gone[#gone + 1] = id
     end
   end
@@ -56,8 +64,8 @@ if phase == 'canceled' or phase == 'deferred' or phase == 'scheduled' then
 end
 
 if phase == 'workers' then
-  local all = p .. 'workers'
-  local set = q ~= '' and (p .. 'workers:' .. q) or all
+  local all = Key.workers(p)
+  local set = q ~= '' and (Key.workers_of(p, q)) or all
   local gone = {}
   for _, w in ipairs(redis.call('SMEMBERS', set)) do
     if redis.call('EXISTS', w) == 0 then
@@ -73,23 +81,23 @@ end
 
 if phase == 'queues' then
   local served = {}
-  for i = 6, #ARGV do
+  for i = FIXED_ARGS + 1, #ARGV do
     served[ARGV[i]] = true
   end
-  local registries = {'wip', 'finished', 'failed', 'scheduled', 'deferred', 'canceled'}
-  local prefix = p .. 'queue:'
-  local scan = redis.call('SSCAN', p .. 'queues', redis.call('HGET', cursors, 'queues') or '0',
+  local prefix = Key.queue(p, '')
+  local scan = redis.call('SSCAN', Key.queues(p), redis.call('HGET', cursors, 'queues') or '0',
     'COUNT', most)
   local gone = {}
   for _, key in ipairs(scan[2]) do
     local name = string.sub(key, #prefix + 1)
     local idle = string.sub(key, 1, #prefix) == prefix and not served[name]
       and redis.call('LLEN', key) == 0
-      and redis.call('SCARD', p .. 'workers:' .. name) == 0
+      and redis.call('SCARD', Key.workers_of(p, name)) == 0
     -- A tenant lane is the fair queue's, whose registries are its queue's: an empty lane goes.
     if idle and not string.find(name, '@', 1, true) then
-      for _, r in ipairs(registries) do
-        if redis.call('ZCARD', p .. r .. ':' .. name) > 0 then
+      for _, r in ipairs({Key.started(p, name), Key.finished(p, name), Key.failed(p, name),
+          Key.scheduled(p, name), Key.deferred(p, name), Key.canceled(p, name)}) do
+        if redis.call('ZCARD', r) > 0 then
           idle = false
           break
         end
@@ -99,7 +107,7 @@ if phase == 'queues' then
       gone[#gone + 1] = key
     end
   end
-  remove_all('SREM', p .. 'queues', gone)
+  remove_all('SREM', Key.queues(p), gone)
   redis.call('HSET', cursors, 'queues', scan[1])
   return {#gone, scan[1] ~= '0' and 1 or 0}
 end

@@ -5,10 +5,16 @@
 --
 -- KEYS[1] rq:queue:<q>   KEYS[2] rq:workers:<q>   ARGV[1] RQ prefix with colon
 -- Returns {enqueued_at or '', live workers}.
+-- FIXED_KEYS: queue, workers_of
+-- FIXED_ARGS: prefix
+-- REPLY: enqueued_at, live_workers
+local FIXED_KEYS = 2
+local FIXED_ARGS = 1
+local REPLY = 2
 local at = ''
 local id = redis.call('LINDEX', KEYS[1], 0)
 if id then
-  at = redis.call('HGET', ARGV[1] .. 'job:' .. id, 'enqueued_at') or ''
+  at = redis.call('HGET', Key.job(ARGV[1], id), 'enqueued_at') or ''
 end
 local live = 0
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do

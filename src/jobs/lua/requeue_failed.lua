@@ -3,14 +3,16 @@
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] now (RQ timestamp)   ARGV[4..] job ids
 -- Returns one code per id: 1 requeued, 0 not in the failed registry, -1 its hash is gone.
+-- FIXED_ARGS: prefix, queue, now
+local FIXED_ARGS = 3
 local p, q = ARGV[1], ARGV[2]
 local codes = {}
-for i = 4, #ARGV do
+for i = FIXED_ARGS + 1, #ARGV do
   local id = ARGV[i]
-  if redis.call('ZREM', p .. 'failed:' .. q, id) == 0 then
+  if redis.call('ZREM', Key.failed(p, q), id) == 0 then
     codes[#codes + 1] = 0
   else
-    local jkey = p .. 'job:' .. id
+    local jkey = Key.job(p, id)
     if redis.call('EXISTS', jkey) == 0 then
       codes[#codes + 1] = -1
     else

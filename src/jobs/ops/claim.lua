@@ -13,8 +13,11 @@
 -- ARGV[10] number of queues Q   ARGV[11 .. 10+Q] queue names, highest priority first
 -- ARGV[11+Q .. 10+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
 -- only a capped queue keeps per-tenant running counts)
--- Returns {dropped, id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
---          failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta, ...} (14 fields per job).
+-- Returns {dropped, then FIELDS_PER_JOB per job}.
+-- FIXED_ARGS: prefix, worker, now, deadline, max, eid_base, inbox, state_seq, current_job,
+--   queue_count
+-- FIELDS_PER_JOB: id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
+--   failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta
 --
 -- A queue with tenant lanes (its ring exists, see lanes.lua) is served by stride scheduling:
 -- the tenant with the lowest pass goes next, and each job it takes adds STRIDE/weight to its pass
@@ -22,9 +25,13 @@
 -- proportion to their weights and FIFO within each lane. The queue's own list (jobs without a
 -- tenant, and what Python RQ producers push) is one more member of the ring, named ''. A tenant
 -- at its cap is passed over, keeping its place.
+local FIXED_ARGS = 10
+local FIELDS_PER_JOB = 14
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[10])
+-- The queues are ARGV[first_queue .. last_queue]; each one's tenant cap follows nq later.
+local first_queue, last_queue = FIXED_ARGS + 1, FIXED_ARGS + nq
 local out = {0}
 -- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end (capped queues).
 local lanes_started, lanes_order = {}, {}
@@ -44,7 +51,7 @@ local NEXT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', [
 
 -- Returns whether the job was taken (false: its hash is gone and the id was dropped).
 local function take(id, queue)
-  local jkey = p .. 'job:' .. id
+  local jkey = Key.job(p, id)
   local h = redis.call('HMGET', jkey, 'data', 'origin', 'timeout', 'retries_left',
     'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl', 'enqueued_by',
     'lane', 'meta')
@@ -64,7 +71,7 @@ local function take(id, queue)
   -- and only such a job can have an unstarted marker (see enqueue_dedupe.lua): it has started.
   if h[10] then
     redis.call('PERSIST', jkey)
-    redis.call('DEL', 'prosaas:unstarted:' .. id)
+    redis.call('DEL', Key.unstarted(id))
   end
   local members = wip[q]
   if not members then
@@ -80,7 +87,7 @@ local function take(id, queue)
   -- The hash's lane, wherever the id was popped from: the running count follows the job.
   local lane = h[12] or ''
   out[o + 13], out[o + 14] = lane, h[13] or ''
-  o = o + 14
+  o = o + FIELDS_PER_JOB
   if lane ~= '' and capped[q] then
     local key = q .. '@' .. lane
     local c = lanes_started[key]
@@ -146,17 +153,17 @@ local RING_MOST = 2048
 -- is read in chunks (entries beyond the last read have a pass at least its), each turn pops
 -- from one lane, and the new passes go back in one ZADD (emptied lanes in one ZREM).
 local function fair_drain(q, cap)
-  local ring = fair_key(q, 'ring')
-  local plain = p .. 'queue:' .. q
+  local ring = Key.fair_ring(q)
+  local plain = Key.queue(p, q)
   if redis.call('EXISTS', ring) == 0 then
     return drain(plain, q)
   end
   if redis.call('LLEN', plain) > 0 then
     redis.call('ZADD', ring, 'NX', 0, '')
   end
-  local state = fair_key(q, 'state')
+  local state = Key.fair_state(q)
   local vt = tonumber(redis.call('HGET', state, 'vt') or '0') or 0
-  local weights, running = fair_key(q, 'weights'), fair_key(q, 'running')
+  local weights, running = Key.fair_weights(q), Key.fair_running(q)
   local weighted = redis.call('EXISTS', weights) == 1
   local strides = {}
   local function stride(t)
@@ -243,33 +250,33 @@ local function fair_drain(q, cap)
     redis.call('ZREM', ring, unpack(emptied, i, math.min(i + 1999, #emptied)))
   end
   for i = 1, #keys, 2000 do
-    redis.call('SREM', p .. 'queues', unpack(keys, i, math.min(i + 1999, #keys)))
+    redis.call('SREM', Key.queues(p), unpack(keys, i, math.min(i + 1999, #keys)))
   end
   lanes_queued(q, -from_lanes)
   redis.call('HSET', state, 'vt', vt)
 end
 
-for i = 11, 10 + nq do
+for i = first_queue, last_queue do
   if (tonumber(ARGV[i + nq]) or 0) > 0 then capped[ARGV[i]] = true end
 end
-drain(inbox, ARGV[11])
-for i = 11, 10 + nq do
+drain(inbox, ARGV[first_queue])
+for i = first_queue, last_queue do
   if n >= max then break end
   fair_drain(ARGV[i], tonumber(ARGV[i + nq]) or 0)
 end
 for _, ql in ipairs(lanes_order) do
-  redis.call('HINCRBY', fair_key(ql[1], 'running'), ql[2], lanes_started[ql[1] .. '@' .. ql[2]])
+  redis.call('HINCRBY', Key.fair_running(ql[1]), ql[2], lanes_started[ql[1] .. '@' .. ql[2]])
 end
 -- Still inside the one script: no moment exists where a popped id is in neither place.
 -- The worker's own set of what it runs (prosaas:worker:<w>:running) gets the same members: if a
 -- tool that cannot read them (RQ 1.x's cleanup) drops a dead worker's entries, recovery still
 -- finds its jobs there (release_inbox.lua).
-local running = 'prosaas:worker:' .. w .. ':running'
+local running = Key.running(w)
 for _, q in ipairs(wip_order) do
   local members = wip[q]
   -- unpack() is bounded by Lua's C stack; claims are at most a few hundred jobs, but stay safe.
   for i = 1, #members, 2000 do
-    redis.call('ZADD', p .. 'wip:' .. q, unpack(members, i, math.min(i + 1999, #members)))
+    redis.call('ZADD', Key.started(p, q), unpack(members, i, math.min(i + 1999, #members)))
   end
   local names = {}
   for i = 2, #members, 2 do names[#names + 1] = members[i] end
@@ -277,7 +284,7 @@ for _, q in ipairs(wip_order) do
     redis.call('SADD', running, unpack(names, i, math.min(i + 1999, #names)))
   end
 end
-local wkey = p .. 'worker:' .. w
+local wkey = Key.worker(p, w)
 if n > 0 and redis.call('EXISTS', wkey) == 1 then
   -- RQ's `current_job` (RQ <= 2.12's field; its tools read it): the last job claimed. settle.lua
   -- moves it to another running job when this one ends.

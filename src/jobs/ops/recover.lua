@@ -18,11 +18,20 @@
 -- ARGV[6] base64 zlib error text
 -- ARGV[7] failure TTL for jobs that carry none   ARGV[8] max entries this call
 -- ARGV[9] maintenance lock key   ARGV[10] lock owner   ARGV[11] lock TTL (ms)
--- ARGV[12] the longest TTL (s) to set   ARGV[13..] id, retries pairs decided by the caller
--- Returns {requeued, failed, removed, busy, kept, id, data, enqueued_by, ...}: removed counts stale
--- entries dropped, kept the expired entries left in place (a live worker's, or waiting for the
--- caller's decision, whose ids and data follow); busy = 1 when another worker holds the queue's
+-- ARGV[12] the longest TTL (s) to set   then FIELDS_PER_DECISION per job decided by the caller
+-- Returns REPLY_HEAD, then FIELDS_PER_UNDECIDED per job left for the caller to decide: removed
+-- counts stale entries dropped, kept the expired entries left in place (a live worker's, or
+-- waiting for the caller's decision); busy = 1 when another worker holds the queue's
 -- maintenance lock (it is recovering this queue; nothing was done).
+-- FIXED_ARGS: prefix, queue, now, now_ts, passed_over, exc_string, failure_ttl, max_entries,
+--   lock, owner, lock_ttl_ms, max_ttl
+-- FIELDS_PER_DECISION: id, retries
+-- REPLY_HEAD: requeued, failed, removed, busy, kept
+-- FIELDS_PER_UNDECIDED: id, data, enqueued_by
+local FIXED_ARGS = 12
+local FIELDS_PER_DECISION = 2
+local REPLY_HEAD = 5
+local FIELDS_PER_UNDECIDED = 3
 local p, q, now, now_ts = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local holder = redis.call('GET', ARGV[9])
 if holder and holder ~= ARGV[10] then
@@ -32,7 +41,7 @@ redis.call('SET', ARGV[9], ARGV[10], 'PX', ARGV[11])
 local exc, default_ttl = ARGV[6], tonumber(ARGV[7])
 local max_ttl = tonumber(ARGV[12])
 local decided = {}
-for i = 13, #ARGV, 2 do
+for i = FIXED_ARGS + 1, #ARGV, FIELDS_PER_DECISION do
   decided[ARGV[i]] = tonumber(ARGV[i + 1])
 end
 -- A failure TTL from the job hash (anyone may have written it) as RQ means it: negative is no
@@ -42,7 +51,7 @@ local function stored_ttl(v)
   if v < 0 then return -1 end
   return math.min(math.floor(v), max_ttl)
 end
-local wip = p .. 'wip:' .. q
+local wip = Key.started(p, q)
 local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'WITHSCORES', 'LIMIT',
   tonumber(ARGV[5]), tonumber(ARGV[8]))
 local requeued, failed, removed, kept = 0, 0, 0, 0
@@ -53,7 +62,7 @@ local function owned(name, deadline)
   if not name or name == '' then return false end
   local seen = alive[name]
   if seen == nil then
-    local wkey = p .. 'worker:' .. name
+    local wkey = Key.worker(p, name)
     -- RQ keeps a dead worker's hash a while after register_death, with a `death` mark.
     if redis.call('EXISTS', wkey) == 1 and redis.call('HEXISTS', wkey, 'death') == 0 then
       seen = tonumber(redis.call('HGET', wkey, 'prosaas_deadline') or '0') or 0
@@ -67,7 +76,7 @@ end
 for k = 1, #expired, 2 do
   local member, deadline = expired[k], tonumber(expired[k + 1])
   local id = string.match(member, '^[^:]+')
-  local jkey = p .. 'job:' .. id
+  local jkey = Key.job(p, id)
   local h = redis.call('HMGET', jkey, 'status', 'retries_left', 'failure_ttl', 'worker_name',
     'enqueued_by', 'lane')
   if h[1] ~= 'started' then
@@ -96,16 +105,16 @@ for k = 1, #expired, 2 do
       redis.call('ZREM', wip, member)
       lane_done(q, h[6])
       local ttl = stored_ttl(tonumber(h[3]) or default_ttl)
-      local rkey = p .. 'results:' .. id
+      local rkey = Key.results(p, id)
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts)
       redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', '',
         'exc_string', exc)
       if ttl == -1 then
-        redis.call('ZADD', p .. 'failed:' .. q, -1, id)
+        redis.call('ZADD', Key.failed(p, q), -1, id)
       else
         redis.call('EXPIRE', jkey, ttl)
         redis.call('EXPIRE', rkey, ttl)
-        redis.call('ZADD', p .. 'failed:' .. q, now + ttl, id)
+        redis.call('ZADD', Key.failed(p, q), now + ttl, id)
       end
       failed = failed + 1
     end

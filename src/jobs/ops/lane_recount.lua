@@ -6,11 +6,13 @@
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue
 -- Returns the number of started jobs found in lanes.
+-- FIXED_ARGS: prefix, queue
+local FIXED_ARGS = 2
 local p, q = ARGV[1], ARGV[2]
 local counts, order, total = {}, {}, 0
-for _, member in ipairs(redis.call('ZRANGE', p .. 'wip:' .. q, 0, -1)) do
+for _, member in ipairs(redis.call('ZRANGE', Key.started(p, q), 0, -1)) do
   local id = string.match(member, '^[^:]+')
-  local h = redis.call('HMGET', p .. 'job:' .. id, 'lane', 'status')
+  local h = redis.call('HMGET', Key.job(p, id), 'lane', 'status')
   if h[1] and h[1] ~= '' and h[2] == 'started' then
     if not counts[h[1]] then
       order[#order + 1] = h[1]
@@ -20,7 +22,7 @@ for _, member in ipairs(redis.call('ZRANGE', p .. 'wip:' .. q, 0, -1)) do
     total = total + 1
   end
 end
-local running = fair_key(q, 'running')
+local running = Key.fair_running(q)
 redis.call('DEL', running)
 for _, lane in ipairs(order) do
   redis.call('HSET', running, lane, counts[lane])

@@ -18,8 +18,10 @@
 -- ARGV[5] force   ARGV[6] fallback queue for ids whose job has no origin
 -- Returns the number of ids returned (and orphans put back), or -1 when the worker is alive and
 -- force is not set.
+-- FIXED_ARGS: prefix, worker, inbox, inboxes, force, fallback_queue
+local FIXED_ARGS = 6
 local p, w, inbox, inboxes = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local wkey = p .. 'worker:' .. w
+local wkey = Key.worker(p, w)
 -- A worker is alive while its registration exists without a `death` mark (RQ keeps a dead
 -- worker's hash for 60 s after register_death).
 if ARGV[5] ~= '1' and redis.call('EXISTS', wkey) == 1 and redis.call('HEXISTS', wkey, 'death') == 0 then
@@ -30,19 +32,19 @@ while true do
   -- From the tail, pushed to the head: the queue keeps the inbox's order.
   local id = redis.call('RPOP', inbox)
   if not id then break end
-  local h = redis.call('HMGET', p .. 'job:' .. id, 'origin', 'lane')
+  local h = redis.call('HMGET', Key.job(p, id), 'origin', 'lane')
   push_job(p, h[1] or ARGV[6], id, h[2], true)
   returned = returned + 1
 end
 -- The worker's own release at shutdown keeps its name listed, so that an id its closing
 -- wake-up connection moved in at the last moment is still found by recovery later.
 if ARGV[5] ~= '1' then
-  local running = 'prosaas:worker:' .. w .. ':running'
+  local running = Key.running(w)
   for _, member in ipairs(redis.call('SMEMBERS', running)) do
     local id = string.match(member, '^[^:]+')
-    local h = redis.call('HMGET', p .. 'job:' .. id, 'status', 'worker_name', 'origin')
+    local h = redis.call('HMGET', Key.job(p, id), 'status', 'worker_name', 'origin')
     if h[1] == 'started' and h[2] == w and h[3] then
-      local wip = p .. 'wip:' .. h[3]
+      local wip = Key.started(p, h[3])
       if not redis.call('ZSCORE', wip, member) then
         redis.call('ZADD', wip, 0, member)
         returned = returned + 1

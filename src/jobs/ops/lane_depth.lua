@@ -7,14 +7,16 @@
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] '1' to recount a present count   ARGV[4] most lanes
 -- Returns the count set, or -1 when it was left alone.
+-- FIXED_ARGS: prefix, queue, anew, most_lanes
+local FIXED_ARGS = 4
 local p, q = ARGV[1], ARGV[2]
-local key = fair_key(q, 'queued')
+local key = Key.fair_queued(q)
 if redis.call('EXISTS', key) == 1 and (ARGV[3] ~= '1'
-    or redis.call('ZCARD', fair_key(q, 'ring')) > tonumber(ARGV[4])) then
+    or redis.call('ZCARD', Key.fair_ring(q)) > tonumber(ARGV[4])) then
   return -1
 end
 local total = 0
-for _, t in ipairs(redis.call('ZRANGE', fair_key(q, 'ring'), 0, -1)) do
+for _, t in ipairs(redis.call('ZRANGE', Key.fair_ring(q), 0, -1)) do
   if t ~= '' then
     total = total + redis.call('LLEN', lane_list(p, q, t))
   end

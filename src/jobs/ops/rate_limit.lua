@@ -11,17 +11,27 @@
 -- reserving again. The jobs behind it are not held up: it has left the queue.
 --
 -- ARGV[1] RQ prefix   ARGV[2] worker name   ARGV[3] now (ms, Redis's clock)   ARGV[4] tolerance (ms)
--- then per job: id, eid, queue, lane, bucket count B, then B x (key, interval ms, burst, name)
--- Returns per job: '' (run now) or the name of the limit that deferred it, then its slot (ms).
+-- then per job FIELDS_PER_JOB (its buckets' count last), followed by FIELDS_PER_BUCKET per bucket
+-- Returns per job FIELDS_PER_RESULT: the limit that deferred it ('' to run now), its slot (ms).
+-- FIXED_ARGS: prefix, worker, now_ms, tolerance_ms
+-- FIELDS_PER_JOB: id, eid, queue, lane, buckets
+-- FIELDS_PER_BUCKET: key, interval_ms, burst, name
+-- FIELDS_PER_RESULT: limit, slot_ms
+local FIXED_ARGS = 4
+local FIELDS_PER_JOB = 5
+local FIELDS_PER_BUCKET = 4
+local FIELDS_PER_RESULT = 2
 local p, w, now, early = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local running = 'prosaas:worker:' .. w .. ':running'
+local running = Key.running(w)
 local out = {}
-local i = 5
+local i = FIXED_ARGS + 1
 while i <= #ARGV do
-  local id, eid, q, lane, nb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local first = i + 5
-  i = first + nb * 4
-  local jkey = p .. 'job:' .. id
+  local id, eid, q, lane, nb = unpack(ARGV, i, i + FIELDS_PER_JOB - 1)
+  nb = tonumber(nb)
+  local first = i + FIELDS_PER_JOB
+  local last = first + (nb - 1) * FIELDS_PER_BUCKET
+  i = first + nb * FIELDS_PER_BUCKET
+  local jkey = Key.job(p, id)
   local held = tonumber(redis.call('HGET', jkey, 'rate_slot') or '')
   local slot, why = now, ''
   if held and held <= now + early then
@@ -29,7 +39,7 @@ while i <= #ARGV do
     redis.call('HDEL', jkey, 'rate_slot', 'deferred_reason')
   else
     local tats = {}
-    for b = first, first + (nb - 1) * 4, 4 do
+    for b = first, last, FIELDS_PER_BUCKET do
       local interval, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
       local tat = math.max(tonumber(redis.call('GET', ARGV[b]) or '') or now, now)
       tats[#tats + 1] = tat
@@ -39,7 +49,7 @@ while i <= #ARGV do
       end
     end
     local k = 0
-    for b = first, first + (nb - 1) * 4, 4 do
+    for b = first, last, FIELDS_PER_BUCKET do
       k = k + 1
       local interval = tonumber(ARGV[b + 1])
       local tat = math.max(tats[k], slot) + interval
@@ -47,14 +57,14 @@ while i <= #ARGV do
         string.format('%d', math.ceil(tat - now + interval)))
     end
   end
+  local n = #out
   if slot <= now then
-    out[#out + 1] = ''
-    out[#out + 1] = '0'
+    out[n + 1], out[n + FIELDS_PER_RESULT] = '', '0'
   else
     local member = eid == '' and id or id .. ':' .. eid
     -- Only a claim this worker still holds is undone (recovery cannot have taken it yet, but
     -- the registry is the truth, as in settle.lua).
-    if redis.call('ZREM', p .. 'wip:' .. q, member) == 1 then
+    if redis.call('ZREM', Key.started(p, q), member) == 1 then
       redis.call('SREM', running, member)
       local attempts = tonumber(redis.call('HGET', jkey, 'attempts') or '1') or 1
       -- Back to how it was before the claim: not started, by nobody.
@@ -62,11 +72,10 @@ while i <= #ARGV do
       redis.call('HSET', jkey, 'status', 'scheduled', 'attempts', math.max(attempts - 1, 0),
         'rate_slot', string.format('%d', slot),
         'deferred_reason', 'rate limit ' .. why)
-      redis.call('ZADD', p .. 'scheduled:' .. q, string.format('%.3f', slot / 1000), id)
+      redis.call('ZADD', Key.scheduled(p, q), string.format('%.3f', slot / 1000), id)
       lane_done(q, lane)
     end
-    out[#out + 1] = why
-    out[#out + 1] = string.format('%d', slot)
+    out[n + 1], out[n + FIELDS_PER_RESULT] = why, string.format('%d', slot)
   end
 end
 return out

@@ -6,25 +6,27 @@
 -- ARGV[5] lock owner: our PID, which RQ <= 2.9 reads with int()   ARGV[6] lock TTL (s)
 -- ARGV[7] max jobs this call   ARGV[8] hostname
 -- Returns the number promoted, or -1 when another scheduler holds the queue.
+-- FIXED_ARGS: prefix, queue, now, now_ts, owner, lock_ttl, max_jobs, hostname
+local FIXED_ARGS = 8
 local p, q, now, now_ts, me = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local lock = p .. 'scheduler-lock:' .. q
+local lock = Key.rq_scheduler_lock(p, q)
 local holder = redis.call('GET', lock)
 if holder and holder ~= me then
   return -1
 end
 redis.call('SET', lock, me, 'EX', ARGV[6])
 -- RQ >= 2.10 resolves the lock's value through rq:scheduler:<name> to a pid.
-local info = p .. 'scheduler:' .. me
+local info = Key.rq_scheduler(p, me)
 redis.call('HSET', info, 'name', me, 'pid', me, 'hostname', ARGV[8], 'queues', q,
   'last_heartbeat', now_ts)
 redis.call('HSETNX', info, 'created_at', now_ts)
 redis.call('EXPIRE', info, ARGV[6])
-local sched = p .. 'scheduled:' .. q
+local sched = Key.scheduled(p, q)
 local ids = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
 local moved = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', sched, id)
-  local jkey = p .. 'job:' .. id
+  local jkey = Key.job(p, id)
   if redis.call('EXISTS', jkey) == 1 then
     redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
     local h = redis.call('HMGET', jkey, 'enqueue_at_front', 'lane')

@@ -12,7 +12,7 @@
 -- counts drop with each outcome, and a freed slot wakes idle workers)
 -- ARGV[8] the minute this batch is counted in (Unix seconds / 60), for the dashboard's series
 -- ARGV[9] '1' when claims write RQ's `current_job` (see claim.lua), else ''
--- then 13 fields per outcome:
+-- then FIELDS_PER_OUTCOME per outcome:
 --   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
 --   score (ok, fail: the finished/failed registry score; retry with a delay: its due time),
@@ -20,12 +20,17 @@
 --   started (Unix s, float), ended (Unix s, float),
 --   retries_left (retry: the new value), error (retry: the attempt's error text),
 --   lane (the job's tenant lane, '' for none: a job that goes back to the queue goes back to
---   its lane), wait (the bucket of its enqueue->start wait, see jobs/dashboard.rs; '' unknown)
+--   its lane), wait (the bucket of its enqueue->start wait, see jobs/series.rs; '' unknown)
 -- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
 -- Returns one integer per outcome: 1 applied, 0 conflict.
+-- FIXED_ARGS: prefix, worker, now, working, state, state_seq, capped, minute, current_job
+-- FIELDS_PER_OUTCOME: kind, id, eid, queue, ttl, score, payload, started, ended, retries_left,
+--   error, lane, wait
+local FIXED_ARGS = 9
+local FIELDS_PER_OUTCOME = 13
 local p, w, now_ts = ARGV[1], ARGV[2], ARGV[3]
-local wkey = p .. 'worker:' .. w
+local wkey = Key.worker(p, w)
 local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
 local ok_count, fail_count = 0, 0
@@ -64,12 +69,15 @@ end
 
 -- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
 local by_queue, queue_order = {}, {}
-for i = 10, #ARGV, 13 do
+-- The index in ARGV of each outcome's first field, and of its n-th outcome's.
+local FIRST = FIXED_ARGS + 1
+local function nth(i) return (i - FIRST) / FIELDS_PER_OUTCOME + 1 end
+for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
   local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
 end
 for _, q in ipairs(queue_order) do
-  local wip = p .. 'wip:' .. q
+  local wip = Key.started(p, q)
   local members, owned = {}, {}
   for k, i in ipairs(by_queue[q]) do
     -- An execution without an id was claimed in RQ 1.x's format: its member is the plain id.
@@ -84,21 +92,21 @@ for _, q in ipairs(queue_order) do
     -- A plain-id entry does not tell executions apart: it is ours only while the job still
     -- names this worker (recovery and another worker's claim would have changed that).
     if scores[k] and ARGV[i + 2] == '' and
-        redis.call('HGET', p .. 'job:' .. ARGV[i + 1], 'worker_name') ~= w then
+        redis.call('HGET', Key.job(p, ARGV[i + 1]), 'worker_name') ~= w then
       scores[k] = false
     end
     if scores[k] then
-      applied[(i - 10) / 13 + 1] = 1
+      applied[nth(i)] = 1
       owned[#owned + 1] = members[k]
     else
-      applied[(i - 10) / 13 + 1] = 0
+      applied[nth(i)] = 0
     end
   end
   if #owned > 0 then
     each_slice(owned, function(...) redis.call('ZREM', wip, ...) end)
   end
   -- Settled or not (a conflict: recovery took it), this worker no longer runs it.
-  each_slice(members, function(...) redis.call('SREM', 'prosaas:worker:' .. w .. ':running', ...) end)
+  each_slice(members, function(...) redis.call('SREM', Key.running(w), ...) end)
 end
 
 -- A settled job's hash and its result stream are kept alike: for `ttl` seconds, or forever
@@ -115,24 +123,23 @@ local function keep(jkey, rkey, ttl)
 end
 
 -- Enters `id` in a final registry (finished or failed) with `score`, grouped per key.
-local function enter(registry, q, score, id)
-  local list = group(p .. registry .. ':' .. q)
+local function enter(registry, score, id)
+  local list = group(registry)
   list[#list + 1] = score
   list[#list + 1] = id
 end
 
-for i = 10, #ARGV, 13 do
-  local kind, id, eid, q = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local ttl, score, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local started, ended, lane = ARGV[i + 7], ARGV[i + 8], ARGV[i + 11]
-  local jkey, rkey = p .. 'job:' .. id, p .. 'results:' .. id
+for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
+  local kind, id, eid, q, ttl, score, payload, started, ended, left, err, lane, wait =
+    unpack(ARGV, i, i + FIELDS_PER_OUTCOME - 1)
+  local jkey, rkey = Key.job(p, id), Key.results(p, id)
   if track_current then settled_ids[id] = true end
-  if applied[(i - 10) / 13 + 1] ~= 1 then
+  if applied[nth(i)] ~= 1 then
     if kind ~= 'requeue' then
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
   else
-    local field = kind .. ':' .. (ARGV[i + 12] == '' and '-' or ARGV[i + 12])
+    local field = kind .. ':' .. (wait == '' and '-' or wait)
     if not minute_counts[field] then
       minute_counts[field] = 0
       minute_fields[#minute_fields + 1] = field
@@ -161,7 +168,7 @@ for i = 10, #ARGV, 13 do
             'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
         end
         keep(jkey, rkey, ttl)
-        enter('finished', q, score, id)
+        enter(Key.finished(p, q), score, id)
       end
     elseif kind == 'fail' then
       fail_count = fail_count + 1
@@ -170,17 +177,16 @@ for i = 10, #ARGV, 13 do
         'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
       keep(jkey, rkey, ttl)
-      enter('failed', q, score, id)
+      enter(Key.failed(p, q), score, id)
     elseif kind == 'retry' then
       fail_count = fail_count + 1
-      local left, err = ARGV[i + 9], ARGV[i + 10]
       if score == '' then
         redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts, 'retries_left', left,
           'last_error', err)
         push_job(p, q, id, lane, false)
       else
         redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left, 'last_error', err)
-        redis.call('ZADD', p .. 'scheduled:' .. q, score, id)
+        redis.call('ZADD', Key.scheduled(p, q), score, id)
       end
     else -- requeue: put back, untouched, at the head of its queue (shutdown)
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
@@ -212,7 +218,7 @@ if worker_alive then
   -- RQ's `current_job` (when claims write it, see claim.lua): a job still running, if any.
   local current = track_current and redis.call('HGET', wkey, 'current_job')
   if current and settled_ids[current] then
-    local other = redis.call('SRANDMEMBER', 'prosaas:worker:' .. w .. ':running')
+    local other = redis.call('SRANDMEMBER', Key.running(w))
     if other then
       redis.call('HSET', wkey, 'current_job', string.match(other, '^[^:]+'))
     else
@@ -226,7 +232,7 @@ end
 -- The dashboard's per-minute series (prosaas:minute:<m>): one HINCRBY per kind and wait bucket
 -- in the batch. The key is kept two hours; its expiry is set when a field is created (every key
 -- starts so), not on every batch.
-local minute = 'prosaas:minute:' .. ARGV[8]
+local minute = Key.minute(ARGV[8])
 local new_field = false
 for _, field in ipairs(minute_fields) do
   local n = minute_counts[field]

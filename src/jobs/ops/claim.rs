@@ -1,0 +1,205 @@
+//! claim.lua's owner: up to N jobs popped and started for one worker, in one step.
+
+use std::time::Duration;
+
+use redis::Value as RedisValue;
+use serde_json::Value;
+
+use super::super::error::JobError;
+use super::super::job::{ENQUEUED_BY_PROSAAS, JobCall, decode_data, rq_timestamp, stored_ttl};
+use super::super::keys::Keys;
+use super::super::scripts::{Layout, LuaScript, args, with_lanes};
+use super::{Execution, WorkerInfo, Workers, ttl_secs};
+
+pub(crate) static CLAIM: LuaScript = LuaScript::new(
+    with_lanes!("ops/claim.lua"),
+    &[&FIXED_ARGS, &FIELDS_PER_JOB],
+);
+
+/// claim.lua's arguments before its queues (the queue names, then each one's tenant cap).
+const FIXED_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &[
+        "prefix",
+        "worker",
+        "now",
+        "deadline",
+        "max",
+        "eid_base",
+        "inbox",
+        "state_seq",
+        "current_job",
+        "queue_count",
+    ],
+};
+
+/// One claimed job in claim.lua's reply (after the count of dropped ids).
+const FIELDS_PER_JOB: Layout = Layout {
+    name: "FIELDS_PER_JOB",
+    fields: &[
+        "id",
+        "eid",
+        "queue",
+        "data",
+        "timeout",
+        "retries_left",
+        "retry_intervals",
+        "result_ttl",
+        "failure_ttl",
+        "enqueued_at",
+        "attempts",
+        "enqueued_by",
+        "lane",
+        "meta",
+    ],
+};
+
+/// A job this worker now holds (in `rq:wip:<queue>` with a heartbeat deadline).
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub execution: Execution,
+    /// The decoded call, or why it cannot be decoded (the job then fails permanently).
+    pub call: Result<JobCall, String>,
+    pub timeout: Option<i64>,
+    pub retries_left: Option<u32>,
+    pub retry_intervals: Option<Vec<u64>>,
+    pub result_ttl: Option<i64>,
+    pub failure_ttl: Option<i64>,
+    pub enqueued_at: Option<String>,
+    /// How many times the job has been claimed, this time included.
+    pub attempts: u32,
+    /// prosaas enqueued it (else Python RQ or another client): a missing `retries_left` then
+    /// means the type's policy rather than RQ's "run once".
+    pub enqueued_by_prosaas: bool,
+    /// The job's `meta` as stored (JSON; empty when it has none), read for its tenant.
+    pub meta: Vec<u8>,
+}
+
+impl ClaimedJob {
+    /// Its tenant: the lane it waited in, else `meta["tenant"]` (whoever enqueued it). Parsed
+    /// when asked (rate limits), not for every claimed job.
+    pub fn tenant(&self) -> Option<String> {
+        if !self.execution.lane.is_empty() {
+            return Some(self.execution.lane.clone());
+        }
+        serde_json::from_slice::<Value>(&self.meta)
+            .ok()?
+            .get(super::super::job::TENANT)?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+impl Workers<'_> {
+    /// Claims up to `max` jobs: the worker's inbox first, then its queues in priority order.
+    /// Each claimed job is in `rq:wip:<queue>` with deadline `now + job_ttl`.
+    /// `state_seq` numbers the "busy" this claim writes when it gets jobs (see [`WorkerState`](super::WorkerState)).
+    // Long on purpose: one script call, its arguments in claim.lua's layout, and the decoding of
+    // its reply.
+    pub async fn claim(
+        &self,
+        w: &WorkerInfo,
+        max: usize,
+        job_ttl: Duration,
+        state_seq: u64,
+    ) -> Result<Vec<ClaimedJob>, JobError> {
+        let now = self.now();
+        // No execution ids in RQ 1.x's format (see claim.lua).
+        let base = if self.rq1_entries() {
+            String::new()
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()[..24].to_owned()
+        };
+        let mut inv = CLAIM.prepare_invoke();
+        args!(inv, FIXED_ARGS;
+            self.keys().rq_prefix(),
+            &w.name,
+            rq_timestamp(now),
+            now.timestamp() + ttl_secs(job_ttl),
+            max,
+            &base,
+            Keys::inbox(&w.name),
+            state_seq,
+            if self.store.record_current_job { "1" } else { "" },
+            w.queues.len(),
+        );
+        inv.arg(&w.queues);
+        for q in &w.queues {
+            inv.arg(self.store.fairness(q).map_or(0, |f| f.tenant_concurrency));
+        }
+        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
+        let mut fields = reply.into_iter();
+        let dropped: i64 = fields
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or(0);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "claimed ids whose job hash no longer exists; dropped as RQ does"
+            );
+        }
+        // Values are moved out of the reply, not cloned: `data` can be the largest part.
+        let text = |v: RedisValue| -> Result<String, JobError> { Ok(redis::from_redis_value(v)?) };
+        let opt = |v: RedisValue| -> Result<Option<String>, JobError> {
+            Ok(Some(text(v)?).filter(|s| !s.is_empty()))
+        };
+        if !fields.len().is_multiple_of(FIELDS_PER_JOB.len()) {
+            return Err(JobError::Invalid(format!(
+                "the claim script returned {} fields, not rows of {}",
+                fields.len(),
+                FIELDS_PER_JOB.len()
+            )));
+        }
+        let mut jobs = Vec::with_capacity(fields.len() / FIELDS_PER_JOB.len());
+        while fields.len() >= FIELDS_PER_JOB.len() {
+            // A row of another length than the layout's does not compile.
+            let row: [RedisValue; FIELDS_PER_JOB.len()] =
+                std::array::from_fn(|_| fields.next().unwrap_or(RedisValue::Nil));
+            let [
+                id,
+                execution_id,
+                queue,
+                data,
+                timeout,
+                retries_left,
+                retry_intervals,
+                result_ttl,
+                failure_ttl,
+                enqueued_at,
+                attempts,
+                enqueued_by,
+                lane,
+                meta,
+            ] = row;
+            let (id, execution_id, queue) = (text(id)?, text(execution_id)?, text(queue)?);
+            let data: Vec<u8> = redis::from_redis_value(data)?;
+            let lane = text(lane)?;
+            let meta: Vec<u8> = redis::from_redis_value(meta)?;
+            jobs.push(ClaimedJob {
+                call: decode_data(&id, &data).map_err(|e| e.to_string()),
+                timeout: opt(timeout)?.and_then(|v| v.parse().ok()),
+                retries_left: opt(retries_left)?.and_then(|v| v.parse().ok()),
+                retry_intervals: opt(retry_intervals)?.and_then(|v| serde_json::from_str(&v).ok()),
+                result_ttl: opt(result_ttl)?
+                    .and_then(|v| v.parse().ok())
+                    .map(stored_ttl),
+                failure_ttl: opt(failure_ttl)?
+                    .and_then(|v| v.parse().ok())
+                    .map(stored_ttl),
+                enqueued_at: opt(enqueued_at)?,
+                attempts: text(attempts)?.parse().unwrap_or(1),
+                enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
+                meta,
+                execution: Execution {
+                    id,
+                    execution_id,
+                    queue,
+                    lane,
+                },
+            });
+        }
+        Ok(jobs)
+    }
+}

@@ -1,0 +1,224 @@
+//! settle.lua's owner: a batch of outcomes recorded as RQ records them, in one step.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::Value;
+
+use super::super::error::JobError;
+use super::super::job::rq_timestamp;
+use super::super::scripts::{Layout, LuaScript, args, with_lanes};
+use super::super::series::wait_bucket;
+use super::{Execution, WorkerInfo, Workers, encode_exc_string};
+
+pub(crate) static SETTLE: LuaScript = LuaScript::new(
+    with_lanes!("ops/settle.lua"),
+    &[&FIXED_ARGS, &FIELDS_PER_OUTCOME],
+);
+
+/// settle.lua's arguments before its outcomes.
+const FIXED_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &[
+        "prefix",
+        "worker",
+        "now",
+        "working",
+        "state",
+        "state_seq",
+        "capped",
+        "minute",
+        "current_job",
+    ],
+};
+
+/// One outcome's arguments (see settle.lua's header for what each holds by kind).
+const FIELDS_PER_OUTCOME: Layout = Layout {
+    name: "FIELDS_PER_OUTCOME",
+    fields: &[
+        "kind",
+        "id",
+        "eid",
+        "queue",
+        "ttl",
+        "score",
+        "payload",
+        "started",
+        "ended",
+        "retries_left",
+        "error",
+        "lane",
+        "wait",
+    ],
+};
+
+/// A worker's state as `rq info` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Idle,
+    Busy,
+}
+
+impl WorkerState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+        }
+    }
+}
+
+/// What became of one execution.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Success; `result_ttl` seconds to keep it (`-1` forever, `0` delete at once).
+    Finished {
+        result: Option<Value>,
+        result_ttl: i64,
+    },
+    /// Final failure; kept `failure_ttl` seconds in the failed registry (`-1` forever).
+    Failed { error: String, failure_ttl: i64 },
+    /// Failed, to be tried again after `delay_secs` with `retries_left` still to go.
+    Retry {
+        error: String,
+        delay_secs: u64,
+        retries_left: u32,
+    },
+    /// Not run to completion (shutdown): back to the head of its queue, no retry consumed.
+    Requeue,
+}
+
+/// An outcome ready to record.
+#[derive(Clone, Debug)]
+pub struct Settlement {
+    pub execution: Execution,
+    /// Unix seconds.
+    pub started_at: f64,
+    pub ended_at: f64,
+    /// Seconds from enqueue to this start, when the job's `enqueued_at` is known: counted in
+    /// the dashboard's per-minute series by the same settle call.
+    pub waited: Option<f64>,
+    pub outcome: Outcome,
+}
+
+/// Whether a settlement was recorded, or found its job already taken away (recovered as
+/// abandoned, or failed by `rq info`) and left it alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Applied,
+    Conflict,
+}
+
+impl Workers<'_> {
+    /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement. With an
+    /// empty batch it only records the worker's state.
+    // Long on purpose: one script call: its KEYS/ARGV are built here in the order settle.lua reads
+    // them, and split up that layout would be spread over several functions.
+    pub async fn settle(
+        &self,
+        w: &WorkerInfo,
+        batch: &[Settlement],
+        state: Option<(WorkerState, u64)>,
+    ) -> Result<Vec<Settled>, JobError> {
+        let now = self.now();
+        let now_secs = now.timestamp();
+        let now_exact = now.timestamp_millis() as f64 / 1000.0;
+        // Registry scores and the working time are computed here and sent as strings: the
+        // script passes them on untouched (see settle.lua on Lua's number conversions).
+        let working: f64 = batch
+            .iter()
+            .filter(|s| !matches!(s.outcome, Outcome::Requeue))
+            .map(|s| s.ended_at - s.started_at)
+            .sum();
+        let capped: Vec<&str> = w
+            .queues
+            .iter()
+            .filter(|q| self.caps_tenants(q))
+            .map(String::as_str)
+            .collect();
+        let mut inv = SETTLE.prepare_invoke();
+        args!(inv, FIXED_ARGS;
+            self.keys().rq_prefix(),
+            &w.name,
+            rq_timestamp(now),
+            if working > 0.0 { format!("{working:.6}") } else { String::new() },
+            state.map_or("", |(s, _)| s.as_str()),
+            state.map_or(0, |(_, seq)| seq),
+            capped.join(" "),
+            now_secs.div_euclid(60),
+            if self.store.record_current_job { "1" } else { "" },
+        );
+        let registry_score = |ttl: i64, forever: &str| match ttl {
+            -1 => forever.to_owned(),
+            ttl => (now_secs + ttl).to_string(),
+        };
+        for s in batch {
+            let (kind, ttl, score, payload, left, err) = match &s.outcome {
+                Outcome::Finished { result, result_ttl } => {
+                    let payload = match result {
+                        Some(v) => BASE64.encode(serde_json::to_vec(v).unwrap_or_default()),
+                        None => String::new(),
+                    };
+                    let score = registry_score(*result_ttl, "+inf");
+                    ("ok", *result_ttl, score, payload, 0, "")
+                }
+                Outcome::Failed { error, failure_ttl } => {
+                    let score = registry_score(*failure_ttl, "-1");
+                    ("fail", *failure_ttl, score, encode_exc_string(error), 0, "")
+                }
+                Outcome::Retry {
+                    error,
+                    delay_secs,
+                    retries_left,
+                } => {
+                    let delay = i64::try_from(*delay_secs).unwrap_or(i64::MAX);
+                    // No score: back on the queue now; otherwise due `delay` from now, with
+                    // the milliseconds kept so a short backoff is neither cut nor stretched.
+                    let due = if delay > 0 {
+                        format!("{:.3}", now_exact + delay as f64)
+                    } else {
+                        String::new()
+                    };
+                    (
+                        "retry",
+                        delay,
+                        due,
+                        String::new(),
+                        *retries_left,
+                        error.as_str(),
+                    )
+                }
+                Outcome::Requeue => ("requeue", 0, String::new(), String::new(), 0, ""),
+            };
+            let e = &s.execution;
+            let wait = s
+                .waited
+                .map_or(String::new(), |w| wait_bucket(w).to_string());
+            args!(inv, FIELDS_PER_OUTCOME;
+                kind,
+                &e.id,
+                &e.execution_id,
+                &e.queue,
+                ttl,
+                score,
+                payload,
+                format!("{:.6}", s.started_at),
+                format!("{:.6}", s.ended_at),
+                left,
+                err,
+                &e.lane,
+                wait,
+            );
+        }
+        let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
+        Ok(applied
+            .into_iter()
+            .map(|a| {
+                if a == 1 {
+                    Settled::Applied
+                } else {
+                    Settled::Conflict
+                }
+            })
+            .collect())
+    }
+}
