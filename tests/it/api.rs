@@ -160,6 +160,8 @@ async fn post_signed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one signed callback, then each byte that can change (body, signature, URL)
+// changed against the same process.
 async fn twilio_callbacks_are_verified_against_the_public_url() {
     let t = db();
     let p = api(&t);
@@ -215,9 +217,30 @@ async fn twilio_callbacks_are_verified_against_the_public_url() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(job_count(&t), 1);
+    the_recording_callback_is_a_duplicate_of_the_calls_roles(&t, &http, &p).await;
 
-    // The calls role enqueued this call's recording already: Twilio's recording callback is a
-    // duplicate of it.
+    // The application's callback URL names the tenant; the signature covers it.
+    let path = "/webhook/twilio/status?business_id=shop-7";
+    let done = [("CallSid", "CA42"), ("CallStatus", "completed")];
+    assert_eq!(
+        post_signed(&http, &p, path, &done).await,
+        StatusCode::NO_CONTENT
+    );
+    let id: String = t.connection().lindex("rq:queue:default", -1).unwrap();
+    let job = t.store().fetch_job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.kwargs["event_type"].as_str(), job.tenant()),
+        (Some("completed"), Some("shop-7"))
+    );
+}
+
+/// The calls role enqueued this call's recording already: Twilio's recording callback is a
+/// duplicate of it.
+async fn the_recording_callback_is_a_duplicate_of_the_calls_roles(
+    t: &TestDb,
+    http: &reqwest::Client,
+    p: &ProsaasProcess,
+) {
     let calls_side = t
         .store()
         .enqueue_with_dedupe(
@@ -238,24 +261,10 @@ async fn twilio_callbacks_are_verified_against_the_public_url() {
         ("RecordingSid", "RE1"),
     ];
     assert_eq!(
-        post_signed(&http, &p, "/webhook/twilio/recording", &rec).await,
+        post_signed(http, p, "/webhook/twilio/recording", &rec).await,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(job_count(&t), 2, "one status job and one recording job");
-
-    // The application's callback URL names the tenant; the signature covers it.
-    let path = "/webhook/twilio/status?business_id=shop-7";
-    let done = [("CallSid", "CA42"), ("CallStatus", "completed")];
-    assert_eq!(
-        post_signed(&http, &p, path, &done).await,
-        StatusCode::NO_CONTENT
-    );
-    let id: String = t.connection().lindex("rq:queue:default", -1).unwrap();
-    let job = t.store().fetch_job(&id).await.unwrap().unwrap();
-    assert_eq!(
-        (job.kwargs["event_type"].as_str(), job.tenant()),
-        (Some("completed"), Some("shop-7"))
-    );
+    assert_eq!(job_count(t), 2, "one status job and one recording job");
 }
 
 /// What Twilio's own validator accepts gets through: the URL signed with its default port,
@@ -338,34 +347,7 @@ async fn internal_push_enqueue_and_admin_api() {
     let (_, job) = api.get(&format!("/api/jobs/{id}")).await;
     assert_eq!(job["status"], "queued");
     assert_eq!(job["origin"], "high");
-
-    // A tenant, given at the top or in meta (not both, differing), is stored as meta.tenant.
-    let with_tenant = json!({"job_type": "diag.noop", "tenant": "shop-7"});
-    let (status, r) = api.post("/api/jobs/enqueue", Some(&with_tenant)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
-    let (_, job) = api
-        .get(&format!("/api/jobs/{}", r["job_id"].as_str().unwrap()))
-        .await;
-    assert_eq!(job["meta"]["tenant"], "shop-7", "{job}");
-    for (bad, why) in [
-        (
-            json!({"job_type": "t", "tenant": "a b"}),
-            "1-128 characters",
-        ),
-        (json!({"job_type": "t", "tenant": ""}), "1-128 characters"),
-        (
-            json!({"job_type": "t", "options": {"meta": {"tenant": 7}}}),
-            "1-128 characters",
-        ),
-        (
-            json!({"job_type": "t", "tenant": "x", "options": {"meta": {"tenant": "y"}}}),
-            "differs",
-        ),
-    ] {
-        let (status, r) = api.post("/api/jobs/enqueue", Some(&bad)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {r}");
-        assert!(r["detail"].as_str().unwrap().contains(why), "{bad}: {r}");
-    }
+    a_tenant_is_stored_as_meta(&api).await;
     assert_eq!(api.get("/api/jobs/nope").await.0, StatusCode::NOT_FOUND);
 
     // Fail it (as a worker would), list, requeue, delete.
@@ -376,23 +358,7 @@ async fn internal_push_enqueue_and_admin_api() {
     })
     .await;
     w.stop().await;
-    let (_, failed) = api.get("/api/jobs/failed?queue=high&limit=10").await;
-    assert_eq!(failed["jobs"][0]["id"], id.as_str());
-    // A malformed query is a JSON 400 naming the parameter, like every other bad input.
-    let (status, bad) = api.get("/api/jobs/failed?limit=ten").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(bad["error"], "invalid_request");
-    assert!(bad["detail"].as_str().unwrap().contains("limit"), "{bad}");
-    let far = format!("/api/jobs/failed?queue=high&cursor={}", usize::MAX);
-    let (status, page) = api.get(&far).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!(page["jobs"], json!([]));
-    assert!(
-        failed["jobs"][0]["result"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("PermanentJobError")
-    );
+    the_failed_list_pages_and_names_bad_queries(&api, &id).await;
     let requeue = format!("/api/jobs/failed/{id}/requeue");
     assert_eq!(api.post(&requeue, None).await.0, StatusCode::OK);
     assert_eq!(
@@ -421,7 +387,61 @@ async fn internal_push_enqueue_and_admin_api() {
     );
 }
 
+/// A tenant, given at the top or in meta (not both, differing), is stored as meta.tenant; a
+/// malformed one is a 400 naming the rule.
+async fn a_tenant_is_stored_as_meta(api: &TestApi) {
+    let with_tenant = json!({"job_type": "diag.noop", "tenant": "shop-7"});
+    let (status, r) = api.post("/api/jobs/enqueue", Some(&with_tenant)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let (_, job) = api
+        .get(&format!("/api/jobs/{}", r["job_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(job["meta"]["tenant"], "shop-7", "{job}");
+    for (bad, why) in [
+        (
+            json!({"job_type": "t", "tenant": "a b"}),
+            "1-128 characters",
+        ),
+        (json!({"job_type": "t", "tenant": ""}), "1-128 characters"),
+        (
+            json!({"job_type": "t", "options": {"meta": {"tenant": 7}}}),
+            "1-128 characters",
+        ),
+        (
+            json!({"job_type": "t", "tenant": "x", "options": {"meta": {"tenant": "y"}}}),
+            "differs",
+        ),
+    ] {
+        let (status, r) = api.post("/api/jobs/enqueue", Some(&bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {r}");
+        assert!(r["detail"].as_str().unwrap().contains(why), "{bad}: {r}");
+    }
+}
+
+/// The failed list shows the job and its error; a malformed query is a JSON 400 naming the
+/// parameter, like every other bad input; a cursor past the end is an empty page.
+async fn the_failed_list_pages_and_names_bad_queries(api: &TestApi, id: &str) {
+    let (_, failed) = api.get("/api/jobs/failed?queue=high&limit=10").await;
+    assert_eq!(failed["jobs"][0]["id"], id);
+    let (status, bad) = api.get("/api/jobs/failed?limit=ten").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad["error"], "invalid_request");
+    assert!(bad["detail"].as_str().unwrap().contains("limit"), "{bad}");
+    let far = format!("/api/jobs/failed?queue=high&cursor={}", usize::MAX);
+    let (status, page) = api.get(&far).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["jobs"], json!([]));
+    assert!(
+        failed["jobs"][0]["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("PermanentJobError")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of hostile requests against one api process; after all of them, nothing
+// changed.
 async fn hostile_input_gets_a_json_4xx_and_changes_nothing() {
     let t = db();
     let p = ProsaasProcess::start(
@@ -552,6 +572,8 @@ fn sample(samples: &[(String, String, f64)], name: &str, label: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the api's exposition, then a worker's once jobs flowed, each parsed strictly
+// and read for the samples the same jobs moved.
 async fn metrics_parse_and_move_as_jobs_flow() {
     let t = db();
     let p = api(&t);

@@ -106,22 +106,8 @@ fn import_graph(
     dir: &Path,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
     use std::collections::{BTreeMap, BTreeSet};
-    let module_of = |file: &Path| -> Vec<String> {
-        let rel = file.strip_prefix(dir).unwrap().with_extension("");
-        let mut parts: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        if parts
-            .last()
-            .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
-        {
-            parts.pop();
-        }
-        parts
-    };
     let files = rust_files(dir);
-    let known: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f)).collect();
+    let known: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(dir, f)).collect();
     // The deepest module a path names: `crate::jobs::keys::Keys` is `jobs::keys`.
     let resolve = |path: &[String]| -> Option<Vec<String>> {
         (1..=path.len())
@@ -129,90 +115,111 @@ fn import_graph(
             .map(|n| path[..n].to_vec())
             .find(|p| known.contains(p))
     };
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect()
-    };
     let mut graph = BTreeMap::new();
     for file in &files {
-        let me = module_of(file);
+        let me = module_of(dir, file);
         if me.is_empty() {
             continue;
         }
         let is_mod_rs = file.file_name().is_some_and(|n| n == "mod.rs");
+        // `super` of `a/b.rs` is `a`; of `a/b/mod.rs` it is `a` too.
+        let mut parent = me.clone();
+        parent.pop();
+        if is_mod_rs && me.len() > 1 {
+            parent = me[..me.len() - 1].to_vec();
+        }
         let text = std::fs::read_to_string(file).unwrap();
-        let before_tests = text.split("#[cfg(test)]").next().unwrap_or("");
-        // Comments name modules without importing them (doc links): drop them.
-        let code: String = before_tests
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .map(|l| l.split(" //").next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let code = code.as_str();
+        let code = code_outside_tests_and_comments(&text);
         let mut targets: BTreeSet<String> = BTreeSet::new();
-        for (anchor, base) in [
-            ("crate::", Vec::new()),
-            ("super::", {
-                // `super` of `a/b.rs` is `a`; of `a/b/mod.rs` it is `a` too.
-                let mut parent = me.clone();
-                if !is_mod_rs || parent.len() > 1 {
-                    parent.pop();
-                }
-                if is_mod_rs {
-                    parent = me[..me.len().saturating_sub(1)].to_vec();
-                }
-                parent
-            }),
-        ] {
-            for (i, _) in code.match_indices(anchor) {
-                if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
-                    continue;
-                }
-                let rest = &code[i + anchor.len()..];
-                let mut paths: Vec<Vec<String>> = Vec::new();
-                let mut prefix = base.clone();
-                let mut tail = rest;
-                loop {
-                    let seg = ident(tail);
-                    if seg.is_empty() {
-                        break;
-                    }
-                    prefix.push(seg.clone());
-                    tail = &tail[seg.len()..];
-                    if let Some(t) = tail.strip_prefix("::") {
-                        tail = t;
-                        if let Some(group) = tail.strip_prefix('{') {
-                            // `use crate::a::{b, c::d}`: each item starts a path of its own.
-                            let inside = group.split('}').next().unwrap_or("");
-                            for item in inside.split(',') {
-                                let mut p = prefix.clone();
-                                p.extend(
-                                    item.trim()
-                                        .split("::")
-                                        .map(ident)
-                                        .filter(|s| !s.is_empty() && s != "self"),
-                                );
-                                paths.push(p);
-                            }
-                            break;
-                        }
-                    } else {
-                        break;
-                    }
-                }
-                paths.push(prefix);
-                for p in paths {
-                    if let Some(m) = resolve(&p).filter(|m| *m != me && !me.starts_with(m)) {
-                        targets.insert(m.join("::"));
-                    }
+        for (anchor, base) in [("crate::", Vec::new()), ("super::", parent)] {
+            for path in paths_after(&code, anchor, &base) {
+                if let Some(m) = resolve(&path).filter(|m| *m != me && !me.starts_with(m)) {
+                    targets.insert(m.join("::"));
                 }
             }
         }
         graph.insert(me.join("::"), targets);
     }
     graph
+}
+
+/// The module a file under `dir` is: `jobs/keys.rs` is `jobs::keys`, `jobs/mod.rs` is `jobs`.
+fn module_of(dir: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(dir).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts
+        .last()
+        .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+    {
+        parts.pop();
+    }
+    parts
+}
+
+/// A file's code before its `#[cfg(test)]` part, without comments: they name modules without
+/// importing them (doc links).
+fn code_outside_tests_and_comments(text: &str) -> String {
+    let before_tests = text.split("#[cfg(test)]").next().unwrap_or("");
+    before_tests
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .map(|l| l.split(" //").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every path that starts with `anchor` in `code`, as segments from the crate's root: `base` is
+/// where the anchor points (nothing for `crate::`, the parent for `super::`), each further
+/// `super` climbs one more, and `use a::{b, c::d}` gives one path per item.
+fn paths_after(code: &str, anchor: &str, base: &[String]) -> Vec<Vec<String>> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut paths: Vec<Vec<String>> = Vec::new();
+    for (i, _) in code.match_indices(anchor) {
+        if code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let mut prefix = base.to_vec();
+        let mut tail = &code[i + anchor.len()..];
+        loop {
+            let seg = ident(tail);
+            if seg.is_empty() {
+                break;
+            }
+            if seg == "super" {
+                prefix.pop();
+            } else {
+                prefix.push(seg.clone());
+            }
+            tail = &tail[seg.len()..];
+            let Some(t) = tail.strip_prefix("::") else {
+                break;
+            };
+            tail = t;
+            if let Some(group) = tail.strip_prefix('{') {
+                let inside = group.split('}').next().unwrap_or("");
+                for item in inside.split(',') {
+                    let mut p = prefix.clone();
+                    p.extend(
+                        item.trim()
+                            .split("::")
+                            .map(ident)
+                            .filter(|s| !s.is_empty() && s != "self"),
+                    );
+                    paths.push(p);
+                }
+                break;
+            }
+        }
+        paths.push(prefix);
+    }
+    paths
 }
 
 /// The first import loop in `graph`, as the modules around it.
@@ -494,8 +501,12 @@ fn long_functions_say_why() {
     let explained = sample.replace("fn long", "// Long on purpose: a sample.\nfn long");
     assert!(long_functions(&explained, 60).is_empty());
 
+    // Tests too: a long test is a story told in one breath; most read better as steps with names.
     let mut offenders = Vec::new();
-    for file in rust_files(&root().join("src")) {
+    let files = rust_files(&root().join("src"))
+        .into_iter()
+        .chain(rust_files(&root().join("tests")));
+    for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for (line, name, length) in long_functions(&text, 60) {
             offenders.push(format!("{}:{line} {name}: {length} lines", file.display()));

@@ -7,6 +7,8 @@ use serde_json::Value;
 use crate::support::{db, process};
 
 #[test]
+// Long on purpose: one table of every bench scenario against the same Redis, which must be left as
+// it was.
 fn every_scenario_runs_and_cleans_up_after_itself() {
     for (scenario, extra) in [
         (

@@ -137,6 +137,8 @@ fn queued_types(t: &TestDb) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one call's media stream, frame by frame with gaps, then its recording and its
+// jobs read back.
 async fn a_ten_second_call_with_dropped_chunks_is_recorded_and_enqueued_once() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -216,6 +218,8 @@ async fn a_ten_second_call_with_dropped_chunks_is_recorded_and_enqueued_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: three sockets live at once on one calls process; what happens to each depends on
+// the others staying open.
 async fn a_dropped_socket_is_finalized_and_a_malformed_one_leaves_others_alone() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +287,8 @@ async fn a_dropped_socket_is_finalized_and_a_malformed_one_leaves_others_alone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: twenty streams held open across the SIGTERM, then every recording checked
+// against what was sent.
 async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -366,6 +372,8 @@ async fn sigterm_with_twenty_live_calls_finalizes_every_recording() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the TwiML's stream URL and token are used by the streams that follow, on the
+// same calls process.
 async fn the_voice_webhook_answers_twiml_and_extra_streams_are_refused() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -548,6 +556,8 @@ async fn refused_upgrade(req: Request) -> (u16, Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of forged upgrades, each tried against the same calls process, then the
+// genuine one.
 async fn only_twilio_opens_a_stream_and_only_for_the_call_it_was_given() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -625,6 +635,8 @@ async fn only_twilio_opens_a_stream_and_only_for_the_call_it_was_given() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the second stream is tried while the first is live, then the first's recording
+// is read whole.
 async fn a_second_stream_for_a_live_call_is_refused_and_the_first_recording_is_untouched() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -703,6 +715,8 @@ async fn a_second_stream_for_a_live_call_is_refused_and_the_first_recording_is_u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: three bounds on one calls process, each with the stream that crosses it and the
+// recording it leaves.
 async fn audio_is_bounded_by_elapsed_time_call_length_and_message_size() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();
@@ -776,6 +790,8 @@ async fn audio_is_bounded_by_elapsed_time_call_length_and_message_size() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the floor is crossed while a call is live: the refusal, the finalized call and
+// the metric are one sequence.
 async fn below_the_free_space_floor_streams_are_refused_and_live_calls_finalize() {
     let t = db();
     let dir = tempfile::tempdir().unwrap();

@@ -24,6 +24,8 @@ fn command(service: &Yaml) -> Vec<&str> {
 }
 
 #[test]
+// Long on purpose: what the services share (one image, one Redis) is gathered over all of them,
+// then checked once.
 fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
     let doc = compose();
     let services = doc["services"].as_hash().expect("services");
@@ -67,40 +69,7 @@ fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
             .and_then(|u| u.strip_suffix('}'))
             .unwrap_or_else(|| panic!("{name}: REDIS_URL must be ${{REDIS_URL:-...}}: {url}"));
         urls.insert(default.to_owned());
-        assert_eq!(
-            svc["environment"]["PROSAAS__REDIS__ACK_REPLICAS"].as_str(),
-            Some("${PROSAAS_ACK_REPLICAS:-0}"),
-            "{name}"
-        );
-        assert_eq!(
-            svc["depends_on"]["redis"]["condition"].as_str(),
-            Some("service_healthy"),
-            "{name} must wait for a healthy Redis"
-        );
-        let check: Vec<&str> = svc["healthcheck"]["test"]
-            .as_vec()
-            .unwrap_or_else(|| panic!("{name}: no healthcheck"))
-            .iter()
-            .filter_map(Yaml::as_str)
-            .collect();
-        assert_eq!(check, ["CMD", "prosaas", "probe"], "{name}");
-        // A secret must be given, never defaulted: a default defeats the api role's guard.
-        for (var, value) in svc["environment"].as_hash().unwrap() {
-            let (var, value) = (var.as_str().unwrap(), value.as_str().unwrap_or_default());
-            if [
-                "INTERNAL_SECRET",
-                "INTERNAL_API_TOKEN",
-                "TWILIO_AUTH_TOKEN",
-                "PUBLIC_BASE_URL",
-            ]
-            .contains(&var)
-            {
-                assert!(
-                    value.starts_with(&format!("${{{var}:?")),
-                    "{name}: {var} must be required with ${{{var}:?...}}, not {value}"
-                );
-            }
-        }
+        a_role_service_waits_checks_and_requires_its_secrets(name, svc);
     }
     assert_eq!(images.len(), 1, "one image for every role: {images:?}");
     assert_eq!(urls.len(), 1, "one Redis for every role: {urls:?}");
@@ -124,6 +93,45 @@ fn compose_services_run_valid_roles_from_one_image_against_one_redis() {
         doc["services"]["scheduler"]["deploy"]["replicas"].as_i64(),
         Some(2)
     );
+}
+
+/// A prosaas service acknowledges writes as configured, waits for a healthy Redis, answers its
+/// health check with `prosaas probe`, and takes its secrets only as required variables.
+fn a_role_service_waits_checks_and_requires_its_secrets(name: &str, svc: &Yaml) {
+    assert_eq!(
+        svc["environment"]["PROSAAS__REDIS__ACK_REPLICAS"].as_str(),
+        Some("${PROSAAS_ACK_REPLICAS:-0}"),
+        "{name}"
+    );
+    assert_eq!(
+        svc["depends_on"]["redis"]["condition"].as_str(),
+        Some("service_healthy"),
+        "{name} must wait for a healthy Redis"
+    );
+    let check: Vec<&str> = svc["healthcheck"]["test"]
+        .as_vec()
+        .unwrap_or_else(|| panic!("{name}: no healthcheck"))
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(check, ["CMD", "prosaas", "probe"], "{name}");
+    // A secret must be given, never defaulted: a default defeats the api role's guard.
+    for (var, value) in svc["environment"].as_hash().unwrap() {
+        let (var, value) = (var.as_str().unwrap(), value.as_str().unwrap_or_default());
+        if [
+            "INTERNAL_SECRET",
+            "INTERNAL_API_TOKEN",
+            "TWILIO_AUTH_TOKEN",
+            "PUBLIC_BASE_URL",
+        ]
+        .contains(&var)
+        {
+            assert!(
+                value.starts_with(&format!("${{{var}:?")),
+                "{name}: {var} must be required with ${{{var}:?...}}, not {value}"
+            );
+        }
+    }
 }
 
 /// The `ha` profile: a replica of `redis` and three sentinels (quorum 2) monitoring it, and a

@@ -266,25 +266,7 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
     failed_job(&store, "dash-csrf-1").await;
     let p = api_process(&t, &[]);
     let c = http();
-    let r = c
-        .post(p.url("/dashboard/login"))
-        .form(&[("token", TEST_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()[LOCATION], "/dashboard");
-    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
-    for attribute in [
-        "HttpOnly",
-        "SameSite=Strict",
-        "Max-Age=43200",
-        "Secure",
-        "Path=/dashboard",
-    ] {
-        assert!(set.contains(attribute), "{attribute} missing from {set}");
-    }
-    let cookie = set.split(';').next().unwrap().to_owned();
+    let cookie = the_session_cookie_is_locked_down(&c, &p).await;
     let csrf = csrf_of(&c, &p, &cookie).await;
     // A cookie of the same name planted before ours (a sibling subdomain's, a parent path's)
     // does not lock the operator out.
@@ -307,32 +289,7 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
     let mut conn = t.connection();
     let status: String = conn.hget("rq:job:dash-csrf-1", "status").unwrap();
     assert_eq!(status, "failed", "a refused action changed nothing");
-
-    // Bad input gets a JSON 400 naming it, and changes nothing.
-    let r = post_as(
-        &c,
-        p.url("/dashboard/api/failed/requeue-all"),
-        &cookie,
-        Some(&csrf),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
-    let r = get_as(&c, p.url("/dashboard/api/failed?cursor=-1"), &cookie).await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        body["detail"].as_str().unwrap().contains("cursor"),
-        "{body}"
-    );
-    let far = format!("/dashboard/api/failed?queue=default&cursor={}", usize::MAX);
-    let r = get_as(&c, p.url(&far), &cookie).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::OK,
-        "a cursor past the end is an empty page"
-    );
-    assert_eq!(r.json::<Value>().await.unwrap()["jobs"], json!([]));
+    bad_input_is_a_json_400(&c, &p, &cookie, &csrf).await;
 
     let r = post_as(&c, requeue, &cookie, Some(&csrf)).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -347,15 +304,82 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
         line.contains(session) && line.contains("dash-csrf-1") && line.contains("done=true"),
         "{line}"
     );
+    signing_out_ends_only_this_session(&c, &p, &cookie, &csrf).await;
+}
 
-    // Another session's token does not do for this one.
-    let (_, other) = sign_in(&c, &p, TEST_TOKEN).await;
-    let other_csrf = csrf_of(&c, &p, &other).await;
+/// Signing in answers with a cookie that scripts cannot read, other sites cannot send, that
+/// expires and travels only over TLS to the dashboard's paths; returns it (`name=value`).
+async fn the_session_cookie_is_locked_down(c: &reqwest::Client, p: &ProsaasProcess) -> String {
+    let r = c
+        .post(p.url("/dashboard/login"))
+        .form(&[("token", TEST_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/dashboard");
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=43200",
+        "Secure",
+        "Path=/dashboard",
+    ] {
+        assert!(set.contains(attribute), "{attribute} missing from {set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// Bad input gets a JSON 400 naming it, and changes nothing; a cursor past the end is an empty
+/// page, not an error.
+async fn bad_input_is_a_json_400(
+    c: &reqwest::Client,
+    p: &ProsaasProcess,
+    cookie: &str,
+    csrf: &str,
+) {
+    let r = post_as(
+        c,
+        p.url("/dashboard/api/failed/requeue-all"),
+        cookie,
+        Some(csrf),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = get_as(c, p.url("/dashboard/api/failed?cursor=-1"), cookie).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("cursor"),
+        "{body}"
+    );
+    let far = format!("/dashboard/api/failed?queue=default&cursor={}", usize::MAX);
+    let r = get_as(c, p.url(&far), cookie).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a cursor past the end is an empty page"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["jobs"], json!([]));
+}
+
+/// Another session's token does not sign this one out; its own does, on the server, so the
+/// cookie replayed is refused, and the other session is untouched.
+async fn signing_out_ends_only_this_session(
+    c: &reqwest::Client,
+    p: &ProsaasProcess,
+    cookie: &str,
+    csrf: &str,
+) {
+    let (_, other) = sign_in(c, p, TEST_TOKEN).await;
+    let other_csrf = csrf_of(c, p, &other).await;
     assert_ne!(other_csrf, csrf);
-    let r = post_as(&c, p.url("/dashboard/logout"), &cookie, Some(&other_csrf)).await;
+    let r = post_as(c, p.url("/dashboard/logout"), cookie, Some(&other_csrf)).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
-    let r = post_as(&c, p.url("/dashboard/logout"), &cookie, Some(&csrf)).await;
+    let r = post_as(c, p.url("/dashboard/logout"), cookie, Some(csrf)).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         r.headers()[SET_COOKIE]
@@ -363,16 +387,15 @@ async fn actions_need_the_csrf_token_and_signing_out_ends_the_session() {
             .unwrap()
             .contains("Max-Age=0")
     );
-    let r = get_as(&c, p.url("/dashboard"), &cookie).await;
+    let r = get_as(c, p.url("/dashboard"), cookie).await;
     assert_eq!(
         r.status(),
         StatusCode::SEE_OTHER,
         "a signed-out cookie replayed"
     );
-    let r = get_as(&c, p.url("/dashboard/api/overview"), &cookie).await;
+    let r = get_as(c, p.url("/dashboard/api/overview"), cookie).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    // The other session is untouched.
-    let r = get_as(&c, p.url("/dashboard/api/overview"), &other).await;
+    let r = get_as(c, p.url("/dashboard/api/overview"), &other).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -438,10 +461,14 @@ async fn workers_record_the_series_and_their_current_job() {
     assert_eq!(idle.current_job, None, "{idle:?}");
     let raw: Option<String> = conn.hget(&key, "current_job").unwrap();
     assert_eq!(raw, None);
+    the_series_counts_every_settled_start(&store, &mut conn).await;
+}
 
-    // diag.fail's retryable failures may still be retrying (with a backoff): at least their
-    // first attempts have settled, and every settled start has its wait counted.
-    let series = dashboard.series().await.unwrap();
+/// diag.fail's retryable failures may still be retrying (with a backoff): at least their first
+/// attempts have settled, and every settled start has its wait counted, in minutes kept a
+/// bounded time.
+async fn the_series_counts_every_settled_start(store: &JobStore, conn: &mut redis::Connection) {
+    let series = store.stats().series().await.unwrap();
     assert_eq!(series.len(), 60);
     let finished: u64 = series.iter().map(|m| m.finished).sum();
     let failed: u64 = series.iter().map(|m| m.failed).sum();
@@ -600,12 +627,51 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
             .ends_with("/dashboard/login")
     );
     screenshot(&b, "login").await;
+    sign_in_with_the_form(&b).await;
+    the_overview_shows_what_health_says(&b, &api).await;
+    requeue_from_the_failed_list(&b, &api).await;
+    let mut worker = ProsaasProcess::start("worker", &[("REDIS_URL", &t.url())]);
+    the_open_job_page_shows_it_finish(&b, &api).await;
+    every_page_draws(&b, &api).await;
+    the_overview_fits_a_phone(&driver, &api).await;
+    the_job_box_opens_the_job_and_its_timeline(&b, &api).await;
+    every_page_weighs_under_300_kb(&b, &api).await;
+    signing_out_locks_the_pages(&b, &api).await;
+    b.close().await.unwrap();
+    worker.stop();
+    scheduler.stop();
+}
+
+/// With a worker running, the job page left open shows the job finish by itself, and the job
+/// is gone from the failed list.
+async fn the_open_job_page_shows_it_finish(b: &fantoccini::Client, api: &ProsaasProcess) {
+    eventually(
+        "the page shows the job finished",
+        Duration::from_secs(30),
+        || async { (text_now(b, "#job-status").await? == "finished").then_some(()) },
+    )
+    .await;
+    b.goto(&api.url("/dashboard/failed?queue=default"))
+        .await
+        .unwrap();
+    text_of(b, "#failed").await;
+    assert!(
+        b.find(fantoccini::Locator::Css("tr[data-job=\"dash-browser-1\"]"))
+            .await
+            .is_err(),
+        "the requeued job left the failed list"
+    );
+}
+
+async fn sign_in_with_the_form(b: &fantoccini::Client) {
     let form = b.form(fantoccini::Locator::Css("form")).await.unwrap();
     form.set_by_name("token", TEST_TOKEN).await.unwrap();
     form.submit().await.unwrap();
-    let shown_status = text_of(&b, "#health-status").await;
+}
 
-    // The status and counts on the page are the health endpoint's.
+/// The status and counts on the overview are the health endpoint's.
+async fn the_overview_shows_what_health_says(b: &fantoccini::Client, api: &ProsaasProcess) {
+    let shown_status = text_of(b, "#health-status").await;
     let health: Value = http()
         .get(api.url("/api/jobs/health"))
         .send()
@@ -624,7 +690,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
         ("default", "queued"),
     ] {
         let shown = text_of(
-            &b,
+            b,
             &format!("tr[data-queue=\"{queue}\"] td[data-count=\"{count}\"]"),
         )
         .await;
@@ -635,14 +701,17 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
         );
     }
     assert_eq!(health["queues"]["low"]["queued"], 3);
-    screenshot(&b, "overview").await;
+    screenshot(b, "overview").await;
+}
 
+/// The failed list names the error; the job's page requeues it.
+async fn requeue_from_the_failed_list(b: &fantoccini::Client, api: &ProsaasProcess) {
     b.goto(&api.url("/dashboard/failed?queue=default"))
         .await
         .unwrap();
-    let error = text_of(&b, "tr[data-job=\"dash-browser-1\"] td:nth-child(3)").await;
+    let error = text_of(b, "tr[data-job=\"dash-browser-1\"] td:nth-child(3)").await;
     assert_eq!(error, "ValueError: the order was on fire");
-    screenshot(&b, "failed").await;
+    screenshot(b, "failed").await;
     b.find(fantoccini::Locator::Css(
         "tr[data-job=\"dash-browser-1\"] a",
     ))
@@ -651,41 +720,25 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     .click()
     .await
     .unwrap();
-    assert_eq!(text_of(&b, "#job-status").await, "failed");
+    assert_eq!(text_of(b, "#job-status").await, "failed");
     assert!(
-        text_of(&b, "#result")
+        text_of(b, "#result")
             .await
             .contains("the order was on fire")
     );
-    screenshot(&b, "job").await;
+    screenshot(b, "job").await;
     b.find(fantoccini::Locator::Id("requeue"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    assert!(text_of(&b, "#toast").await.contains("requeued"));
-    assert_eq!(text_of(&b, "#job-status").await, "queued");
+    assert!(text_of(b, "#toast").await.contains("requeued"));
+    assert_eq!(text_of(b, "#job-status").await, "queued");
+}
 
-    // A worker starts; the job page, left open, shows the job finish by itself.
-    let mut worker = ProsaasProcess::start("worker", &[("REDIS_URL", &t.url())]);
-    eventually(
-        "the page shows the job finished",
-        Duration::from_secs(30),
-        || async { (text_now(&b, "#job-status").await? == "finished").then_some(()) },
-    )
-    .await;
-    b.goto(&api.url("/dashboard/failed?queue=default"))
-        .await
-        .unwrap();
-    text_of(&b, "#failed").await;
-    assert!(
-        b.find(fantoccini::Locator::Css("tr[data-job=\"dash-browser-1\"]"))
-            .await
-            .is_err(),
-        "the requeued job left the failed list"
-    );
-
+/// The workers, scheduler and calls pages draw their data; the scheduler's shows the leader.
+async fn every_page_draws(b: &fantoccini::Client, api: &ProsaasProcess) {
     for page in ["workers", "scheduler", "calls"] {
         b.goto(&api.url(&format!("/dashboard/{page}")))
             .await
@@ -694,7 +747,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
             &format!("{page} drawn"),
             Duration::from_secs(10),
             || async {
-                text_now(&b, "#updated")
+                text_now(b, "#updated")
                     .await?
                     .starts_with("Updated")
                     .then_some(())
@@ -704,26 +757,26 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
         if page == "scheduler" {
             // The leader's lock and its entries, as of its last tick.
             eventually("the leader shown", Duration::from_secs(20), || async {
-                let text = text_now(&b, "#scheduler").await?;
+                let text = text_now(b, "#scheduler").await?;
                 text.contains("scheduler.").then_some(())
             })
             .await;
-            assert!(text_of(&b, "main").await.contains("send-due-reminders"));
+            assert!(text_of(b, "main").await.contains("send-due-reminders"));
         }
-        screenshot(&b, page).await;
+        screenshot(b, page).await;
     }
     assert!(
-        text_of(&b, "main")
+        text_of(b, "main")
             .await
             .contains("No queue has tenant lanes")
     );
+}
 
-    // Phone width: the overview still reads (no horizontal overflow of the page itself).
-    let phone = browser(&driver, 390, 844).await;
+/// Phone width: the overview still reads (no horizontal overflow of the page itself).
+async fn the_overview_fits_a_phone(driver: &Chromedriver, api: &ProsaasProcess) {
+    let phone = browser(driver, 390, 844).await;
     phone.goto(&api.url("/dashboard/login")).await.unwrap();
-    let form = phone.form(fantoccini::Locator::Css("form")).await.unwrap();
-    form.set_by_name("token", TEST_TOKEN).await.unwrap();
-    form.submit().await.unwrap();
+    sign_in_with_the_form(&phone).await;
     text_of(&phone, "#queues").await;
     let overflow = phone
         .execute(
@@ -735,24 +788,28 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     assert_eq!(overflow, json!(0), "the page is no wider than a phone");
     screenshot(&phone, "overview-phone").await;
     phone.close().await.unwrap();
+}
 
-    // The header's job box opens a job by id from any page.
+/// The header's job box opens a job by id from any page; its timeline holds both runs: the
+/// failure, then (after the requeue) the finish.
+async fn the_job_box_opens_the_job_and_its_timeline(b: &fantoccini::Client, api: &ProsaasProcess) {
     b.goto(&api.url("/dashboard/workers")).await.unwrap();
     let find = b.form(fantoccini::Locator::Id("find")).await.unwrap();
     find.set_by_name("id", "dash-browser-1").await.unwrap();
     find.submit().await.unwrap();
-    assert_eq!(text_of(&b, "#job-status").await, "finished");
+    assert_eq!(text_of(b, "#job-status").await, "finished");
     assert_eq!(b.title().await.unwrap(), "Job · prosaas");
-    // Its timeline holds both runs: the failure, then (after the requeue) the finish.
-    let timeline = text_of(&b, "#timeline").await;
+    let timeline = text_of(b, "#timeline").await;
     let failed = timeline
         .find("failed on dashboard-test-worker")
         .expect(&timeline);
     let finished = timeline.find("finished on ").expect(&timeline);
     assert!(failed < finished, "{timeline}");
+}
 
-    // What loading each page transfers (shell, style, script and its first data), measured by
-    // the browser itself right after the page first draws.
+/// What loading each page transfers (shell, style, script and its first data), measured by the
+/// browser itself right after the page first draws.
+async fn every_page_weighs_under_300_kb(b: &fantoccini::Client, api: &ProsaasProcess) {
     for (path, drawn) in [
         ("/dashboard", "#queues"),
         ("/dashboard/workers", "#workers"),
@@ -762,7 +819,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
         ("/dashboard/calls", "main h2"),
     ] {
         b.goto(&api.url(path)).await.unwrap();
-        text_of(&b, drawn).await;
+        text_of(b, drawn).await;
         let bytes = b
             .execute(
                 "const r = performance.getEntriesByType('resource')
@@ -777,7 +834,10 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
         eprintln!("page weight of {path}: {bytes} bytes");
         assert!(bytes > 1000.0 && bytes < 300_000.0, "{path}: {bytes}");
     }
+}
 
+/// Signing out returns to the sign-in page, and every page sends there again.
+async fn signing_out_locks_the_pages(b: &fantoccini::Client, api: &ProsaasProcess) {
     b.find(fantoccini::Locator::Id("logout"))
         .await
         .unwrap()
@@ -797,7 +857,4 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
             .path()
             .ends_with("/dashboard/login")
     );
-    b.close().await.unwrap();
-    worker.stop();
-    scheduler.stop();
 }

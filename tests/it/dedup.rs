@@ -136,6 +136,8 @@ async fn distinct_events_and_bad_keys() {
 /// out before it started leaves the event admissible again (it was never processed); a job
 /// that did start stays a duplicate even once its hash is gone (it was processed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: three lives of one de-dupe lock (deleted job, expired wait, started job) on the
+// same key.
 async fn a_lock_ends_with_its_job() {
     use prosaas::jobs::{Deleted, JobOptions};
     let t = db();

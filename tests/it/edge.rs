@@ -110,6 +110,8 @@ fn client() -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of unauthenticated requests against one api process, its memory read
+// before and after.
 async fn unauthenticated_bodies_are_refused_unread_and_cost_no_memory() {
     let t = db();
     let p = api(&t, &[]);
@@ -176,6 +178,8 @@ async fn unauthenticated_bodies_are_refused_unread_and_cost_no_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the budget is held by slow bodies in flight while the oversize requests are
+// refused: one process, one sequence.
 async fn a_declared_oversize_is_refused_at_once_and_the_body_budget_holds() {
     let t = db();
     // Room for two 1 MB bodies in flight.
@@ -286,6 +290,8 @@ async fn health_answers_while_the_request_cap_is_saturated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: raw sockets in three states at once against one api process, each timed against
+// the same limits.
 async fn slow_heads_and_idle_connections_are_closed() {
     let t = db();
     let p = api(

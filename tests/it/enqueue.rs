@@ -22,6 +22,7 @@ fn field(h: &HashMap<String, Vec<u8>>, k: &str) -> String {
 }
 
 #[tokio::test]
+// Long on purpose: every field of RQ's job hash, checked against the protocol note in one place.
 async fn enqueue_writes_the_rq_job_layout() {
     let t = db();
     let store = t.store();
@@ -255,6 +256,7 @@ async fn invalid_jobs_are_refused_before_redis() {
 }
 
 #[tokio::test]
+// Long on purpose: every registry filled by hand, then each count read once.
 async fn queue_stats_count_what_is_in_the_registries() {
     let t = db();
     let store = t.store();

@@ -146,6 +146,8 @@ async fn through_failover(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: webhooks are sent across two failovers of the same Sentinel set; every
+// acknowledged one is then looked for.
 async fn failovers_lose_no_acknowledged_webhook_and_every_role_follows() {
     let mut sentinels = Sentinels::start(2);
     let url = sentinels.url();

@@ -253,6 +253,8 @@ async fn jobs_nobody_will_run_are_reported() {
 
 /// While Redis is down, every route that needs it answers 503 `unavailable` with `Retry-After`:
 /// a provider or operator retries, and a retried event is de-duplicated.
+// Long on purpose: one table of every route that needs Redis, each asked while the same Redis is
+// down.
 async fn every_route_answers_unavailable(p: &ProsaasProcess) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

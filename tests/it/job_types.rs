@@ -115,32 +115,7 @@ async fn http_targets_sign_and_map_statuses_to_outcomes() {
     let store = t.store();
     let seen = Seen::default();
     let base = business_app(seen.clone()).await;
-    let target = |name: &str, path: &str| -> Vec<(String, String)> {
-        let up = name.to_uppercase();
-        vec![
-            (
-                format!("PROSAAS__WORKER__HTTP_TARGETS__{up}__URL"),
-                format!("{base}{path}"),
-            ),
-            (
-                format!("PROSAAS__WORKER__HTTP_TARGETS__{up}__SECRET"),
-                "s3cret".into(),
-            ),
-            (
-                format!("PROSAAS__WORKER__HTTP_TARGETS__{up}__TIMEOUT_MS"),
-                "500".into(),
-            ),
-        ]
-    };
-    let mut env: Vec<(String, String)> = [
-        target("crm_sync", "/ok"),
-        target("crm_reject", "/reject"),
-        target("crm_flaky", "/flaky"),
-        target("crm_hang", "/hang"),
-    ]
-    .concat();
-    env.push(("PROSAAS__WORKER__BACKOFF_SECS".into(), "0".into()));
-    env.push(("PROSAAS__WORKER__MAX_RETRIES".into(), "2".into()));
+    let env = four_targets(&base);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let w = InProcWorker::start(&t, &env_ref);
 
@@ -155,31 +130,7 @@ async fn http_targets_sign_and_map_statuses_to_outcomes() {
     let reject = store.enqueue(job("crm_reject")).await.unwrap();
     let flaky = store.enqueue(job("crm_flaky")).await.unwrap();
     let hang = store.enqueue(job("crm_hang")).await.unwrap();
-
-    let d = wait_final(&store, &ok).await;
-    assert_eq!(d.info.status, "finished");
-    assert_eq!(
-        d.result,
-        Some(JobResult::Finished {
-            return_value: Some(json!({"delivered": true}))
-        })
-    );
-    let (headers, body) = seen.last("/ok");
-    assert_eq!(
-        body,
-        json!({"lead_id": 7, "tenant_id": "1"}),
-        "the job's arguments are the body"
-    );
-    let sig = headers["x-prosaas-signature"].to_str().unwrap();
-    let raw = serde_json::to_vec(&body).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    assert!(
-        verify("s3cret", sig, &raw, now, Duration::from_secs(60)),
-        "signature verifies"
-    );
-    assert!(!verify("wrong", sig, &raw, now, Duration::from_secs(60)));
-    assert_eq!(headers["x-prosaas-job-id"], ok.as_str());
-    assert_eq!(headers["idempotency-key"], ok.as_str());
+    a_delivery_is_signed_and_its_answer_is_the_result(&store, &seen, &ok).await;
 
     let d = wait_final(&store, &reject).await;
     assert_eq!(d.info.status, "failed");
@@ -206,6 +157,71 @@ async fn http_targets_sign_and_map_statuses_to_outcomes() {
         error_of(&d)
     );
     w.stop().await;
+}
+
+/// Four HTTP targets on the business app (answering, rejecting, failing twice, hanging), with
+/// a secret, a 500 ms timeout, no backoff and two retries.
+fn four_targets(base: &str) -> Vec<(String, String)> {
+    let target = |name: &str, path: &str| -> Vec<(String, String)> {
+        let up = name.to_uppercase();
+        vec![
+            (
+                format!("PROSAAS__WORKER__HTTP_TARGETS__{up}__URL"),
+                format!("{base}{path}"),
+            ),
+            (
+                format!("PROSAAS__WORKER__HTTP_TARGETS__{up}__SECRET"),
+                "s3cret".into(),
+            ),
+            (
+                format!("PROSAAS__WORKER__HTTP_TARGETS__{up}__TIMEOUT_MS"),
+                "500".into(),
+            ),
+        ]
+    };
+    let mut env: Vec<(String, String)> = [
+        target("crm_sync", "/ok"),
+        target("crm_reject", "/reject"),
+        target("crm_flaky", "/flaky"),
+        target("crm_hang", "/hang"),
+    ]
+    .concat();
+    env.push(("PROSAAS__WORKER__BACKOFF_SECS".into(), "0".into()));
+    env.push(("PROSAAS__WORKER__MAX_RETRIES".into(), "2".into()));
+    env
+}
+
+/// The job's arguments are the body, signed with the target's secret and named by the job's
+/// id (its idempotency key); what the target answers is the job's result.
+async fn a_delivery_is_signed_and_its_answer_is_the_result(
+    store: &JobStore,
+    seen: &Seen,
+    ok: &str,
+) {
+    let d = wait_final(store, ok).await;
+    assert_eq!(d.info.status, "finished");
+    assert_eq!(
+        d.result,
+        Some(JobResult::Finished {
+            return_value: Some(json!({"delivered": true}))
+        })
+    );
+    let (headers, body) = seen.last("/ok");
+    assert_eq!(
+        body,
+        json!({"lead_id": 7, "tenant_id": "1"}),
+        "the job's arguments are the body"
+    );
+    let sig = headers["x-prosaas-signature"].to_str().unwrap();
+    let raw = serde_json::to_vec(&body).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        verify("s3cret", sig, &raw, now, Duration::from_secs(60)),
+        "signature verifies"
+    );
+    assert!(!verify("wrong", sig, &raw, now, Duration::from_secs(60)));
+    assert_eq!(headers["x-prosaas-job-id"], ok);
+    assert_eq!(headers["idempotency-key"], ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,6 +278,7 @@ async fn whatsapp_messages_are_normalized_and_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of callbacks delivered out of order, then the one state they leave.
 async fn twilio_callbacks_out_of_order_leave_the_latest_state() {
     let t = db();
     let store = t.store();
@@ -329,28 +346,10 @@ async fn recording_job_turns_mulaw_into_pcm_with_the_right_duration() {
     let t = db();
     let store = t.store();
     let dir = tempfile::tempdir().unwrap();
-    // 2.5 s of a 440 Hz tone at 8 kHz, μ-law, as the calls role writes it.
-    let samples: Vec<u8> = (0..20_000)
-        .map(|i| {
-            let v = (f64::from(i) * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 12_000.0;
-            audio::linear_to_ulaw(v as i16)
-        })
-        .collect();
-    let mut file = Vec::new();
-    audio::write_wav(&mut file, WavFormat::MULAW_8K_MONO, &samples).unwrap();
-    std::fs::write(dir.path().join("CA1.inbound.wav"), &file).unwrap();
-    std::fs::write(
-        dir.path().join("broken.wav"),
-        b"RIFF\x00\x00\x00\x00WAVEjunk",
-    )
-    .unwrap();
+    let samples = a_recording_as_the_calls_role_writes_it(dir.path());
 
     let rec = dir.path().display().to_string();
     let w = InProcWorker::start(&t, &[("PROSAAS__RECORDINGS__DIR", &rec)]);
-    let no_retry = JobOptions {
-        max_retries: Some(0),
-        ..Default::default()
-    };
     let id = store
         .enqueue(NewJob::new(
             "default",
@@ -384,7 +383,33 @@ async fn recording_job_turns_mulaw_into_pcm_with_the_right_duration() {
         .map(|b| audio::ulaw_to_linear(*b))
         .collect();
     assert_eq!(first, expected, "samples are the decoded μ-law");
+    bad_recordings_fail_saying_why(&store).await;
+    w.stop().await;
+}
 
+/// 2.5 s of a 440 Hz tone at 8 kHz, μ-law, as the calls role writes it, in `CA1.inbound.wav`
+/// (and a broken WAV beside it); returns its samples.
+fn a_recording_as_the_calls_role_writes_it(dir: &std::path::Path) -> Vec<u8> {
+    let samples: Vec<u8> = (0..20_000)
+        .map(|i| {
+            let v = (f64::from(i) * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 12_000.0;
+            audio::linear_to_ulaw(v as i16)
+        })
+        .collect();
+    let mut file = Vec::new();
+    audio::write_wav(&mut file, WavFormat::MULAW_8K_MONO, &samples).unwrap();
+    std::fs::write(dir.join("CA1.inbound.wav"), &file).unwrap();
+    std::fs::write(dir.join("broken.wav"), b"RIFF\x00\x00\x00\x00WAVEjunk").unwrap();
+    samples
+}
+
+/// A path outside the directory, a broken WAV, a missing file and no file at all each fail the
+/// job, permanently, saying which.
+async fn bad_recordings_fail_saying_why(store: &JobStore) {
+    let no_retry = JobOptions {
+        max_retries: Some(0),
+        ..Default::default()
+    };
     for (args, needle) in [
         (
             json!({"call_sid": "CA1", "path": "../etc/passwd"}),
@@ -410,10 +435,9 @@ async fn recording_job_turns_mulaw_into_pcm_with_the_right_duration() {
             )
             .await
             .unwrap();
-        let e = error_of(&wait_final(&store, &id).await);
+        let e = error_of(&wait_final(store, &id).await);
         assert!(e.contains(needle), "{needle}: {e}");
     }
-    w.stop().await;
 }
 
 /// A recording host: `/rec.wav` serves a WAV to basic auth `AC1:twilio-token` only, `/big`
@@ -463,6 +487,8 @@ async fn recording_host(wav: Vec<u8>, seen: Seen) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of hostile recording URLs against one recording host, each with what it
+// must not do.
 async fn recording_downloads_are_confined_capped_and_authenticated() {
     let t = db();
     let store = t.store();
@@ -534,6 +560,8 @@ async fn recording_downloads_are_confined_capped_and_authenticated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of notifications, valid and not, against one gateway, then what the
+// gateway received.
 async fn push_notifications_are_validated_and_delivered_to_the_gateway() {
     let t = db();
     let store = t.store();

@@ -7,10 +7,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 use std::time::Duration;
 
-use prosaas::jobs::{JobOptions, JobResult, NewJob};
+use prosaas::jobs::{JobOptions, JobResult, JobStore, NewJob};
 use redis::Commands;
 use serde_json::{Value, json};
 
+use crate::support::redis_server::TestDb;
 use crate::support::worker::InProcWorker;
 use crate::support::{ProsaasProcess, db, eventually, kwargs, process};
 
@@ -127,6 +128,8 @@ for jid in sys.argv[2:]:
 print(json.dumps(out))
 "#;
 
+// Long on purpose: one Python RQ producer's jobs, every shape it enqueues, run by prosaas and read
+// back through RQ.
 async fn python_enqueues_and_prosaas_runs(version: &str) {
     let t = db();
     let m = python_modules();
@@ -226,6 +229,8 @@ async fn rq_1_enqueues_prosaas_runs() {
     python_enqueues_and_prosaas_runs("1.16.2").await;
 }
 
+// Long on purpose: prosaas's jobs, every shape, run by each RQ version's worker and read back by
+// both sides.
 async fn prosaas_enqueues_and_python_runs(version: &str) {
     let t = db();
     let m = python_modules();
@@ -388,9 +393,65 @@ async fn rqs_tools_agree_with_prosaas() {
     // While both slots are busy, these wait on the queue.
     store.enqueue_many(&queued).await.unwrap();
     let failed_id = store.enqueue(failing).await.unwrap();
+    every_rq_info_counts_what_prosaas_counts(&store, m.path(), &url, &longs).await;
+    every_job_ends_as_rq_info_expects(&store, m.path(), &url, &longs, &failed_id).await;
+    pythons_requeue_runs_the_job_again(&store, m.path(), &url, &failed_id).await;
+    assert!(w.stop().success());
+    rq_requeue_and_empty_work_on_prosaas_queues(&t, m.path());
+}
 
+/// rq info cleaned the registries on every run; the long jobs it saw running still finish, the
+/// failing one fails, and the worker is shown idle once it has had nothing to do for a moment.
+async fn every_job_ends_as_rq_info_expects(
+    store: &JobStore,
+    modules: &Path,
+    url: &str,
+    longs: &[String],
+    failed_id: &str,
+) {
+    for id in longs {
+        eventually(
+            "a long job to finish despite rq info",
+            Duration::from_secs(15),
+            || async { (store.fetch_job(id).await.ok()??.status == "finished").then_some(()) },
+        )
+        .await;
+    }
+    eventually(
+        "the failing job to fail",
+        Duration::from_secs(10),
+        || async { (store.fetch_job(failed_id).await.ok()??.status == "failed").then_some(()) },
+    )
+    .await;
+    let (numbers, _) = rq_info("3.0.0", modules, url);
+    assert_eq!(numbers, [0, 0, 5, 1], "after: 5 finished, 1 failed");
+    // A worker is recorded idle once it has had nothing to do for a moment (50 ms).
+    eventually(
+        "rq info to show the worker idle",
+        Duration::from_secs(3),
+        || {
+            let (_, workers) = rq_info("3.0.0", modules, url);
+            async move {
+                workers
+                    .first()
+                    .is_some_and(|w| w.contains(" idle "))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// While two long jobs run and four wait, every RQ version's `rq info` counts what prosaas
+/// counts, and sees the worker busy on one of the long jobs.
+async fn every_rq_info_counts_what_prosaas_counts(
+    store: &JobStore,
+    modules: &Path,
+    url: &str,
+    longs: &[String],
+) {
     for version in VERSIONS {
-        let (numbers, workers) = rq_info(version, m.path(), &url);
+        let (numbers, workers) = rq_info(version, modules, url);
         let stats = &store.stats().queue_stats(&[]).await.unwrap()["default"];
         assert_eq!(
             numbers,
@@ -403,7 +464,7 @@ async fn rqs_tools_agree_with_prosaas() {
         // RQ's `current_job` (`worker.record_current_job`): up to 2.12, Python reads one of the
         // long jobs as the worker's current job; 3.0 reads its own executions set instead, which
         // prosaas does not write, and sees none.
-        let current = python(version, m.path(), CURRENT_JOB, &[&url]);
+        let current = python(version, modules, CURRENT_JOB, &[url]);
         if version == "3.0.0" {
             assert_eq!(current, json!({"id": null, "func": null}), "{version}");
         } else {
@@ -414,43 +475,18 @@ async fn rqs_tools_agree_with_prosaas() {
             assert_eq!(current["func"], "diag.sleep", "{version}: {current}");
         }
     }
-    // rq info cleaned the registries on every run; the long jobs it saw running still finish.
-    for id in &longs {
-        eventually(
-            "a long job to finish despite rq info",
-            Duration::from_secs(15),
-            || async { (store.fetch_job(id).await.ok()??.status == "finished").then_some(()) },
-        )
-        .await;
-    }
-    eventually(
-        "the failing job to fail",
-        Duration::from_secs(10),
-        || async { (store.fetch_job(&failed_id).await.ok()??.status == "failed").then_some(()) },
-    )
-    .await;
-    let (numbers, _) = rq_info("3.0.0", m.path(), &url);
-    assert_eq!(numbers, [0, 0, 5, 1], "after: 5 finished, 1 failed");
-    // A worker is recorded idle once it has had nothing to do for a moment (50 ms).
-    eventually(
-        "rq info to show the worker idle",
-        Duration::from_secs(3),
-        || {
-            let (_, workers) = rq_info("3.0.0", m.path(), &url);
-            async move {
-                workers
-                    .first()
-                    .is_some_and(|w| w.contains(" idle "))
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+}
 
-    // FailedJobRegistry.requeue from Python runs the job again under prosaas.
+/// FailedJobRegistry.requeue from Python runs the job again under prosaas.
+async fn pythons_requeue_runs_the_job_again(
+    store: &JobStore,
+    modules: &Path,
+    url: &str,
+    failed_id: &str,
+) {
     let requeued = python(
         "3.0.0",
-        m.path(),
+        modules,
         r#"
 import json, sys
 from redis import Redis
@@ -464,24 +500,26 @@ for jid in ids:
     reg.requeue(jid)
 print(json.dumps(ids))
 "#,
-        &[&url],
+        &[url],
     );
     assert_eq!(requeued, json!([failed_id]));
     eventually(
         "the requeued job to run again",
         Duration::from_secs(10),
         || async {
-            let d = store.admin().job_detail(&failed_id).await.ok()??;
+            let d = store.admin().job_detail(failed_id).await.ok()??;
             (d.attempts == 2 && d.info.status == "failed").then_some(())
         },
     )
     .await;
-    assert!(w.stop().success());
+}
 
-    // rq requeue --all and rq empty behave on prosaas's queues as on RQ's own.
+/// rq requeue --all and rq empty behave on prosaas's queues as on RQ's own.
+fn rq_requeue_and_empty_work_on_prosaas_queues(t: &TestDb, modules: &Path) {
+    let url = t.url();
     let out = rq_cli(
         "3.0.0",
-        m.path(),
+        modules,
         &[
             "requeue",
             "-u",
@@ -500,7 +538,7 @@ print(json.dumps(ids))
     );
     let len: usize = t.connection().llen("rq:queue:default").unwrap();
     assert_eq!(len, 1, "rq requeue --all put the failed job back");
-    let out = rq_cli("3.0.0", m.path(), &["empty", "-u", &url, "default"]);
+    let out = rq_cli("3.0.0", modules, &["empty", "-u", &url, "default"]);
     assert!(
         out.status.success(),
         "{}",
@@ -563,6 +601,8 @@ async fn a_mixed_fleet_drains_two_thousand_jobs_once_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: every kind of key prosaas writes is made by one `all` process, then each RQ
+// version's tools run over all of them.
 async fn prosaas_keys_never_confuse_rq() {
     let t = db();
     let m = python_modules();
@@ -731,6 +771,8 @@ async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
 /// `started` forever. The dead worker's own running set still names it, so recovery finds the
 /// orphan and runs it again; with RQ 2.x and 3.0 (which parse the entries) too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a kill, RQ 1.x's cleanup and the recovery that follows are one sequence on the
+// same queue, for each RQ version.
 async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
     let m = python_modules();
     let fast = [
@@ -804,6 +846,8 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
 /// once a worker serves the queue again both jobs are recovered: the one without retries failed
 /// as abandoned, the other run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the kill, the bystander's sweep, RQ 1.x's cleanup and the recovery are one
+// sequence.
 async fn a_bystander_worker_never_lets_rq_1_tooling_strand_a_dead_workers_jobs() {
     let m = python_modules();
     let t = db();
@@ -891,6 +935,8 @@ async fn a_bystander_worker_never_lets_rq_1_tooling_strand_a_dead_workers_jobs()
 /// ids ("auto"), so RQ 1.x lists the jobs prosaas runs, prosaas still records their outcomes, and
 /// RQ 1.x's own cleanup handles a killed prosaas worker's job instead of dropping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a Python RQ 1.16 worker stays registered through the whole run: listing,
+// outcomes and its cleanup of a kill.
 async fn with_an_rq_1_worker_registered_entries_are_plain_ids() {
     let t = db();
     let m = python_modules();

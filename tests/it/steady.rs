@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use prosaas::jobs::NewJob;
+use prosaas::jobs::{JobStore, NewJob};
 use redis::Commands;
 use serde_json::json;
 
@@ -35,8 +35,40 @@ async fn expired_entries_leave_and_redis_settles() {
     let url = redis.url_db(0);
     let store = TestDb::store_for(&url);
     let mut c = redis.connection(0);
-    // What only RQ's maintenance used to prune: a dead worker's name, an empty queue nobody
-    // serves, registry entries whose jobs are gone.
+    plant_what_only_rqs_maintenance_pruned(&mut c);
+    let w = ProsaasProcess::start(
+        "worker",
+        &[
+            ("REDIS_URL", &url),
+            ("PROSAAS__WORKER__RESULT_TTL_SECS", "2"),
+            ("PROSAAS__WORKER__FAILURE_TTL_SECS", "2"),
+            ("PROSAAS__WORKER__PRUNE_INTERVAL_MS", "1000"),
+            ("PROSAAS__WORKER__CONCURRENCY", "16"),
+        ],
+    );
+    w.wait_for_log("worker registered", Duration::from_secs(20));
+    five_rounds_finish_and_fail(&store).await;
+    let peak_keys: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    every_registry_is_pruned(&mut c).await;
+    // Settled: the jobs' hashes and results leave with their TTLs (Redis expires them as it
+    // samples keys), and what is left is the worker's own keys, a couple of dozen.
+    let keys = eventually("the jobs' keys expired", Duration::from_secs(20), || {
+        let keys: Vec<String> = c.keys("*").unwrap();
+        async move { (keys.len() < 30).then_some(keys) }
+    })
+    .await;
+    eprintln!(
+        "{peak_keys} keys at the peak, {} settled: {keys:?}",
+        keys.len()
+    );
+    keys_and_memory_stay_flat(&mut c).await;
+    assert!(w.logs().contains("pruned expired registry entries"));
+    drop(w);
+}
+
+/// What only RQ's maintenance used to prune: a dead worker's name, an empty queue nobody
+/// serves, registry entries whose jobs are gone.
+fn plant_what_only_rqs_maintenance_pruned(c: &mut redis::Connection) {
     let _: () = c.sadd("rq:workers", "rq:worker:ghost").unwrap();
     let _: () = c.sadd("rq:workers:default", "rq:worker:ghost").unwrap();
     let _: () = c.sadd("rq:queues", "rq:queue:abandoned").unwrap();
@@ -49,18 +81,10 @@ async fn expired_entries_leave_and_redis_settles() {
             )
             .unwrap();
     }
-    let w = ProsaasProcess::start(
-        "worker",
-        &[
-            ("REDIS_URL", &url),
-            ("PROSAAS__WORKER__RESULT_TTL_SECS", "2"),
-            ("PROSAAS__WORKER__FAILURE_TTL_SECS", "2"),
-            ("PROSAAS__WORKER__PRUNE_INTERVAL_MS", "1000"),
-            ("PROSAAS__WORKER__CONCURRENCY", "16"),
-        ],
-    );
-    w.wait_for_log("worker registered", Duration::from_secs(20));
-    // Five rounds a second apart: jobs finish and fail across several TTLs.
+}
+
+/// Five rounds a second apart: 1,000 jobs finish and fail across several TTLs.
+async fn five_rounds_finish_and_fail(store: &JobStore) {
     for round in 0..5 {
         let jobs: Vec<NewJob> = (0..200)
             .map(|i| {
@@ -79,13 +103,15 @@ async fn expired_entries_leave_and_redis_settles() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     eventually("all 1,000 jobs run", Duration::from_secs(20), || async {
-        let s = crate::support::default_queue(&store).await?;
+        let s = crate::support::default_queue(store).await?;
         (s.queued == 0 && s.started == 0).then_some(())
     })
     .await;
-    let peak_keys: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
-    // Past every TTL and a pruning pass: nothing expired is left in any registry, and the jobs'
-    // hashes and results are gone with their TTLs.
+}
+
+/// Past every TTL and a pruning pass: nothing expired is left in any registry, nor the planted
+/// ghosts, while the served queue stays listed.
+async fn every_registry_is_pruned(c: &mut redis::Connection) {
     eventually("the registries pruned", Duration::from_secs(15), || {
         let left: u64 = ["rq:finished:default", "rq:failed:default"]
             .iter()
@@ -100,35 +126,28 @@ async fn expired_entries_leave_and_redis_settles() {
         async move { (left == 0 && gone_entries == 0 && !ghost && !abandoned).then_some(()) }
     })
     .await;
-    assert_eq!(expired(&mut c, "rq:finished:default"), 0);
-    assert_eq!(expired(&mut c, "rq:failed:default"), 0);
+    assert_eq!(expired(c, "rq:finished:default"), 0);
+    assert_eq!(expired(c, "rq:failed:default"), 0);
     let served: bool = c.sismember("rq:queues", "rq:queue:default").unwrap();
     assert!(served, "a served queue stays listed");
     let ghost_by_queue: bool = c
         .sismember("rq:workers:default", "rq:worker:ghost")
         .unwrap();
     assert!(!ghost_by_queue);
-    // Settled: the jobs' hashes and results leave with their TTLs (Redis expires them as it
-    // samples keys), and what is left is the worker's own keys, a couple of dozen.
-    let keys = eventually("the jobs' keys expired", Duration::from_secs(20), || {
-        let keys: Vec<String> = c.keys("*").unwrap();
-        async move { (keys.len() < 30).then_some(keys) }
-    })
-    .await;
-    eprintln!(
-        "{peak_keys} keys at the peak, {} settled: {keys:?}",
-        keys.len()
-    );
+}
+
+/// Once settled, the key count and used memory stay flat while the worker keeps working.
+async fn keys_and_memory_stay_flat(c: &mut redis::Connection) {
     // This server has 1,024 databases, so Redis's active expiry reaches each one seldom; a scan
     // reclaims what has expired at once, as a production Redis's own cycle does within seconds.
     let _: Vec<redis::RedisResult<String>> = c.scan().unwrap().collect();
-    let settled: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let settled: u64 = redis::cmd("DBSIZE").query(c).unwrap();
     assert!(settled < 30, "{settled} keys in the database");
-    let memory = used_memory(&mut c);
+    let memory = used_memory(c);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _: Vec<redis::RedisResult<String>> = c.scan().unwrap().collect();
-    let later_keys: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
-    let later_memory = used_memory(&mut c);
+    let later_keys: u64 = redis::cmd("DBSIZE").query(c).unwrap();
+    let later_memory = used_memory(c);
     assert!(
         later_keys <= settled + 2,
         "{settled} keys, then {later_keys}"
@@ -137,8 +156,6 @@ async fn expired_entries_leave_and_redis_settles() {
         later_memory < memory + 256 * 1024,
         "used memory {memory} -> {later_memory}"
     );
-    assert!(w.logs().contains("pruned expired registry entries"));
-    drop(w);
 }
 
 /// A calls process killed without withdrawing its live-calls report leaves a field that every

@@ -133,6 +133,8 @@ async fn failures_retry_with_backoff_then_fail_and_requeue_runs_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one deterministic claim-run-settle step runs all three jobs; the checks read
+// what that one step recorded.
 async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
     let t = db();
     let store = t.store();
@@ -189,31 +191,20 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
         started.elapsed() < Duration::from_secs(8),
         "the sleeper was cut off at its timeout"
     );
-    let error = |id: &str| {
-        let store = store.clone();
-        let id = id.to_owned();
-        async move {
-            match store.admin().job_detail(&id).await.unwrap().unwrap().result {
-                Some(JobResult::Failed { error }) => error,
-                other => panic!("{other:?}"),
-            }
-        }
-    };
-    assert!(
-        error(&slow)
-            .await
-            .contains("JobTimeoutException: Task exceeded maximum timeout value (1 seconds)")
-    );
-    let e = error(&unknown).await;
-    assert!(
-        e.contains("UnknownJobType: no handler is registered for job type \"billing.charge_card\""),
-        "{e}"
-    );
-    assert!(
-        error(&permanent)
-            .await
-            .contains("PermanentJobError: bad input")
-    );
+    for (id, says) in [
+        (
+            &slow,
+            "JobTimeoutException: Task exceeded maximum timeout value (1 seconds)",
+        ),
+        (
+            &unknown,
+            "UnknownJobType: no handler is registered for job type \"billing.charge_card\"",
+        ),
+        (&permanent, "PermanentJobError: bad input"),
+    ] {
+        let error = failure_of(&store, id).await;
+        assert!(error.contains(says), "{error}");
+    }
     // RQ leaves a failed job's result stream without a TTL when failure_ttl is unset (trap 7);
     // prosaas gives it the job's failure TTL so failed results do not pile up forever.
     let stream_ttl: i64 = t
@@ -223,20 +214,22 @@ async fn timeouts_unknown_types_and_permanent_errors_fail_clearly() {
     assert!(stream_ttl > 31_000_000, "result stream TTL {stream_ttl}");
     // Neither unknown types nor permanent errors are retried.
     for id in [&unknown, &permanent] {
-        assert_eq!(
-            store
-                .admin()
-                .job_detail(id)
-                .await
-                .unwrap()
-                .unwrap()
-                .attempts,
-            1
-        );
+        let detail = store.admin().job_detail(id).await.unwrap().unwrap();
+        assert_eq!(detail.attempts, 1);
+    }
+}
+
+/// The error a failed job's latest result records.
+async fn failure_of(store: &JobStore, id: &str) -> String {
+    match store.admin().job_detail(id).await.unwrap().unwrap().result {
+        Some(JobResult::Failed { error }) => error,
+        other => panic!("{other:?}"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the order in which one worker takes jobs across priorities and delays is the
+// subject: one run.
 async fn priorities_delayed_jobs_and_dotted_names() {
     let t = db();
     let store = t.store();
@@ -380,6 +373,8 @@ async fn worker_with_jobs(
 /// `rq info` would): the claim enters every job in its queue's started registry, and the settle
 /// applies exactly the outcomes whose entries it still finds, leaving the taken job alone.
 #[tokio::test]
+// Long on purpose: one claim and one settle, with a job taken away between them: the batch is the
+// subject.
 async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
     use prosaas::jobs::Settlement;
     let t = db();
@@ -445,17 +440,19 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
             Settled::Applied
         ]
     );
+    each_outcome_is_recorded_as_rq_records_it(&mut c);
+    the_worker_counts_only_what_applied(&mut c);
+}
+
+/// Applied outcomes in their registries with RQ's scores and TTLs; the taken job left alone.
+fn each_outcome_is_recorded_as_rq_records_it(c: &mut redis::Connection) {
     let status = |c: &mut redis::Connection, id: &str| -> String {
         c.hget(format!("rq:job:{id}"), "status").unwrap()
     };
-    assert_eq!(status(&mut c, "j0"), "finished");
-    assert_eq!(
-        status(&mut c, "j2"),
-        "started",
-        "the taken job is left alone"
-    );
-    assert_eq!(status(&mut c, "j1"), "failed");
-    assert_eq!(status(&mut c, "j3"), "finished");
+    assert_eq!(status(c, "j0"), "finished");
+    assert_eq!(status(c, "j2"), "started", "the taken job is left alone");
+    assert_eq!(status(c, "j1"), "failed");
+    assert_eq!(status(c, "j3"), "finished");
     let finished_high: Vec<String> = c.zrange("rq:finished:high", 0, -1).unwrap();
     assert_eq!(finished_high, ["j0"]);
     let finished_low: Vec<(String, f64)> = c.zrange_withscores("rq:finished:low", 0, -1).unwrap();
@@ -468,18 +465,6 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
         let n: usize = c.zcard(format!("rq:wip:{q}")).unwrap();
         assert_eq!(n, 0, "{q}: settled entries left the started registry");
     }
-    let done: (u64, u64) = redis::cmd("HMGET")
-        .arg("rq:worker:batch-w")
-        .arg("successful_job_count")
-        .arg("failed_job_count")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(done, (2, 1), "the conflict is counted nowhere");
-    let worked: f64 = c.hget("rq:worker:batch-w", "total_working_time").unwrap();
-    assert!(
-        (worked - 1.5).abs() < 1e-9,
-        "three applied outcomes of 0.5 s each; the conflict's time is not counted: {worked}"
-    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -491,7 +476,25 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
     );
 }
 
+/// The worker's counts and working time hold the applied outcomes, not the conflict.
+fn the_worker_counts_only_what_applied(c: &mut redis::Connection) {
+    let done: (u64, u64) = redis::cmd("HMGET")
+        .arg("rq:worker:batch-w")
+        .arg("successful_job_count")
+        .arg("failed_job_count")
+        .query(c)
+        .unwrap();
+    assert_eq!(done, (2, 1), "the conflict is counted nowhere");
+    let worked: f64 = c.hget("rq:worker:batch-w", "total_working_time").unwrap();
+    assert!(
+        (worked - 1.5).abs() < 1e-9,
+        "three applied outcomes of 0.5 s each; the conflict's time is not counted: {worked}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one heartbeat after the registry was changed under the worker, checked entry by
+// entry.
 async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
     let t = db();
     let store = t.store();
@@ -574,6 +577,8 @@ async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
 /// holding up every outcome behind it; it is now cut to `MAX_TTL_SECS`, and a negative one
 /// means "no expiry", as in RQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: a table of hostile TTLs, each through a settle and a recovery of the same
+// worker.
 async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
     use prosaas::jobs::{MAX_TTL_SECS, Settlement};
     let t = db();

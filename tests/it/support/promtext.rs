@@ -8,86 +8,94 @@ use std::collections::{HashMap, HashSet};
 
 /// Every problem in `text`, one line each; empty when the exposition is clean.
 pub fn problems(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut help: HashSet<String> = HashSet::new();
-    let mut types: HashMap<String, String> = HashMap::new();
-    let mut finished: HashSet<String> = HashSet::new();
-    let mut current: Option<String> = None;
-    let mut series: HashSet<String> = HashSet::new();
-    // histogram family -> labels without `le` -> (buckets (le, value), count)
-    type Buckets = Vec<(f64, f64)>;
-    let mut hist: HashMap<String, HashMap<String, (Buckets, Option<f64>)>> = HashMap::new();
+    let mut check = Check::default();
     for (n, line) in text.lines().enumerate() {
         let at = |what: String| format!("line {}: {what}: {line}", n + 1);
         if line.trim().is_empty() {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            let name = rest.split(' ').next().unwrap_or_default().to_owned();
-            if !help.insert(name.clone()) {
-                out.push(at(format!("second HELP for {name}")));
-            }
-            if rest.len() <= name.len() + 1 {
-                out.push(at(format!("empty HELP for {name}")));
-            }
-            continue;
+            check.help(rest, at);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            check.kind(rest, at);
+        } else if !line.starts_with('#') {
+            check.sample(line, at);
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split(' ');
-            let name = parts.next().unwrap_or_default().to_owned();
-            let kind = parts.next().unwrap_or_default().to_owned();
-            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind.as_str()) {
-                out.push(at(format!("unknown type {kind}")));
-            }
-            if types.insert(name.clone(), kind).is_some() {
-                out.push(at(format!("second TYPE for {name}")));
-            }
-            continue;
+    }
+    check.histograms()
+}
+
+/// Histogram buckets as read: (le, value) in order.
+type Buckets = Vec<(f64, f64)>;
+
+/// What the check has read so far, and the problems found.
+#[derive(Default)]
+struct Check {
+    out: Vec<String>,
+    help: HashSet<String>,
+    types: HashMap<String, String>,
+    /// Families whose samples ended (another family's began after them).
+    finished: HashSet<String>,
+    current: Option<String>,
+    series: HashSet<String>,
+    /// histogram family -> labels without `le` -> (buckets, count)
+    hist: HashMap<String, HashMap<String, (Buckets, Option<f64>)>>,
+}
+
+impl Check {
+    fn help(&mut self, rest: &str, at: impl Fn(String) -> String) {
+        let name = rest.split(' ').next().unwrap_or_default().to_owned();
+        if !self.help.insert(name.clone()) {
+            self.out.push(at(format!("second HELP for {name}")));
         }
-        if line.starts_with('#') {
-            continue;
+        if rest.len() <= name.len() + 1 {
+            self.out.push(at(format!("empty HELP for {name}")));
         }
+    }
+
+    fn kind(&mut self, rest: &str, at: impl Fn(String) -> String) {
+        let mut parts = rest.split(' ');
+        let name = parts.next().unwrap_or_default().to_owned();
+        let kind = parts.next().unwrap_or_default().to_owned();
+        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind.as_str()) {
+            self.out.push(at(format!("unknown type {kind}")));
+        }
+        if self.types.insert(name.clone(), kind).is_some() {
+            self.out.push(at(format!("second TYPE for {name}")));
+        }
+    }
+
+    fn sample(&mut self, line: &str, at: impl Fn(String) -> String) {
         let Some((name, labels, value)) = parse_sample(line) else {
-            out.push(at("unparsable sample".into()));
-            continue;
+            self.out.push(at("unparsable sample".into()));
+            return;
         };
-        let family = family_of(&name, &types);
-        if current.as_deref() != Some(family.as_str()) {
-            if let Some(prev) = current.take() {
-                finished.insert(prev);
+        let family = family_of(&name, &self.types);
+        if self.current.as_deref() != Some(family.as_str()) {
+            if let Some(prev) = self.current.take() {
+                self.finished.insert(prev);
             }
-            if finished.contains(&family) {
-                out.push(at(format!("samples of {family} are not contiguous")));
+            if self.finished.contains(&family) {
+                self.out
+                    .push(at(format!("samples of {family} are not contiguous")));
             }
-            current = Some(family.clone());
+            self.current = Some(family.clone());
         }
-        let Some(kind) = types.get(&family) else {
-            out.push(at(format!("no TYPE before the samples of {family}")));
-            continue;
+        let Some(kind) = self.types.get(&family).cloned() else {
+            self.out
+                .push(at(format!("no TYPE before the samples of {family}")));
+            return;
         };
-        if !help.contains(&family) {
-            out.push(at(format!("no HELP for {family}")));
-        }
-        if family.bytes().any(|b| b.is_ascii_uppercase()) {
-            out.push(at(format!("{family} is not snake_case")));
-        }
-        match kind.as_str() {
-            "counter" if !family.ends_with("_total") => {
-                out.push(at(format!("counter {family} should end in _total")))
-            }
-            k if k != "counter" && family.ends_with("_total") => {
-                out.push(at(format!("non-counter {family} should not end in _total")))
-            }
-            _ => {}
-        }
+        self.naming(&family, &kind, &at);
         let mut sorted = labels.clone();
         sorted.sort();
-        if !series.insert(format!("{name}{sorted:?}")) {
-            out.push(at("duplicate series".into()));
+        if !self.series.insert(format!("{name}{sorted:?}")) {
+            self.out.push(at("duplicate series".into()));
         }
         if kind == "histogram" {
             let key: Vec<&(String, String)> = sorted.iter().filter(|(k, _)| k != "le").collect();
-            let entry = hist
+            let entry = self
+                .hist
                 .entry(family.clone())
                 .or_default()
                 .entry(format!("{key:?}"))
@@ -99,31 +107,55 @@ pub fn problems(text: &str) -> Vec<String> {
                     .map(|(_, v)| parse_value(v))
                 {
                     Some(Some(le)) => entry.0.push((le, value)),
-                    _ => out.push(at("bucket without a numeric le".into())),
+                    _ => self.out.push(at("bucket without a numeric le".into())),
                 }
             } else if name.ends_with("_count") {
                 entry.1 = Some(value);
             }
         }
     }
-    for (family, by_labels) in hist {
-        for (labels, (buckets, count)) in by_labels {
-            let ordered = buckets
-                .windows(2)
-                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
-            let last = buckets.last().copied();
-            if !ordered {
-                out.push(format!(
-                    "{family}{labels}: buckets not ascending and cumulative"
-                ));
-            }
-            match (last, count) {
-                (Some((le, v)), Some(c)) if le.is_infinite() && v == c => {}
-                _ => out.push(format!("{family}{labels}: no +Inf bucket equal to _count")),
-            }
+
+    /// HELP present, snake_case, and `_total` on counters only.
+    fn naming(&mut self, family: &str, kind: &str, at: &impl Fn(String) -> String) {
+        if !self.help.contains(family) {
+            self.out.push(at(format!("no HELP for {family}")));
+        }
+        if family.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.out.push(at(format!("{family} is not snake_case")));
+        }
+        match kind {
+            "counter" if !family.ends_with("_total") => self
+                .out
+                .push(at(format!("counter {family} should end in _total"))),
+            k if k != "counter" && family.ends_with("_total") => self
+                .out
+                .push(at(format!("non-counter {family} should not end in _total"))),
+            _ => {}
         }
     }
-    out
+
+    /// Each histogram's buckets ascend, are cumulative and end at `+Inf` equal to `_count`.
+    fn histograms(mut self) -> Vec<String> {
+        for (family, by_labels) in self.hist {
+            for (labels, (buckets, count)) in by_labels {
+                let ordered = buckets
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+                if !ordered {
+                    self.out.push(format!(
+                        "{family}{labels}: buckets not ascending and cumulative"
+                    ));
+                }
+                match (buckets.last().copied(), count) {
+                    (Some((le, v)), Some(c)) if le.is_infinite() && v == c => {}
+                    _ => self
+                        .out
+                        .push(format!("{family}{labels}: no +Inf bucket equal to _count")),
+                }
+            }
+        }
+        self.out
+    }
 }
 
 /// Runs `promtool check metrics` over `text` when promtool is on PATH; `None` when it is not.

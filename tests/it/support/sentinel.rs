@@ -2,6 +2,7 @@
 //! all `redis-server` processes on free loopback ports, killed on `Drop`. Sentinels decide a
 //! node is down after [`DOWN_AFTER_MS`] (quorum 2).
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -93,119 +94,52 @@ impl Sentinels {
 
     fn start_inner(replicas: usize, auth: Option<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data_pw = auth.as_ref().map(|(d, _)| d.clone());
-        let sentinel_pw = auth.as_ref().map(|(_, s)| s.clone());
-        let node_args = |port: u16, name: &str| -> Vec<String> {
-            [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                &format!("{name}.log"),
-                "--dir",
-                &dir.path().display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(data_pw.iter().flat_map(|p| {
-                [
-                    "--requirepass".to_owned(),
-                    p.clone(),
-                    "--masterauth".to_owned(),
-                    p.clone(),
-                ]
-            }))
-            .collect()
-        };
-        let master_port = free_port();
-        let mut data = vec![Node {
-            child: Some(spawn(&node_args(master_port, "master"), dir.path())),
-            port: master_port,
-        }];
-        until("the master", Duration::from_secs(10), || {
-            query_as::<String>(master_port, data_pw.as_deref(), &redis::cmd("PING"))
-        });
-        for i in 0..replicas {
-            let port = free_port();
-            let mut args = node_args(port, &format!("replica{i}"));
-            args.extend([
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master_port.to_string(),
-            ]);
-            data.push(Node {
-                child: Some(spawn(&args, dir.path())),
-                port,
-            });
-        }
-        let mut sentinels = Vec::new();
-        for i in 0..3 {
-            let port = free_port();
-            let conf = dir.path().join(format!("sentinel{i}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel{i}.log\n\
-                     sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
-                     sentinel failover-timeout {SERVICE} 5000\n\
-                     sentinel parallel-syncs {SERVICE} 1\n{}",
-                    dir.path().display(),
-                    match (&data_pw, &sentinel_pw) {
-                        (Some(d), Some(s)) =>
-                            format!("sentinel auth-pass {SERVICE} {d}\nrequirepass {s}\nsentinel sentinel-pass {s}\n"),
-                        _ => String::new(),
-                    }
-                ),
-            )
-            .expect("sentinel config");
-            let args = vec![conf.display().to_string(), "--sentinel".into()];
-            sentinels.push(Node {
-                child: Some(spawn(&args, dir.path())),
-                port,
-            });
-        }
+        let data_pw = auth.as_ref().map(|(d, _)| d.as_str());
+        let sentinel_pw = auth.as_ref().map(|(_, s)| s.as_str());
+        let data = start_data_nodes(dir.path(), replicas, data_pw);
+        let sentinels = start_sentinels(dir.path(), data[0].port, data_pw, sentinel_pw);
         let set = Self {
             data,
             sentinels,
             dir,
             auth,
         };
-        for s in &set.sentinels {
+        set.wait_until_settled(replicas);
+        set
+    }
+
+    /// Until every sentinel sees every replica and the two other sentinels, and every replica
+    /// is in sync with the master.
+    fn wait_until_settled(&self, replicas: usize) {
+        for s in &self.sentinels {
             until(
                 "sentinels to see every replica and each other",
                 Duration::from_secs(30),
                 || {
                     let replicas_seen: Vec<redis::Value> = query_as(
                         s.port,
-                        set.sentinel_password(),
+                        self.sentinel_password(),
                         redis::cmd("SENTINEL").arg("replicas").arg(SERVICE),
                     )?;
                     let peers: Vec<redis::Value> = query_as(
                         s.port,
-                        set.sentinel_password(),
+                        self.sentinel_password(),
                         redis::cmd("SENTINEL").arg("sentinels").arg(SERVICE),
                     )?;
                     (replicas_seen.len() == replicas && peers.len() == 2).then_some(())
                 },
             );
         }
-        for node in &set.data[1..] {
+        for node in &self.data[1..] {
             until("replicas in sync", Duration::from_secs(10), || {
                 let info: String = query_as(
                     node.port,
-                    set.data_password(),
+                    self.data_password(),
                     redis::cmd("INFO").arg("replication"),
                 )?;
                 info.contains("master_link_status:up").then_some(())
             });
         }
-        set
     }
 
     fn data_password(&self) -> Option<&str> {
@@ -330,4 +264,97 @@ impl Drop for Sentinels {
             n.kill();
         }
     }
+}
+
+/// A data node's command line: no persistence, its log in `dir`, the password when there is one.
+fn node_args(dir: &Path, port: u16, name: &str, password: Option<&str>) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--logfile",
+        &format!("{name}.log"),
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(password.iter().flat_map(|p| {
+        [
+            "--requirepass".to_owned(),
+            p.to_string(),
+            "--masterauth".to_owned(),
+            p.to_string(),
+        ]
+    }))
+    .collect()
+}
+
+/// The master, answering, then `replicas` replicas of it; the master first.
+fn start_data_nodes(dir: &Path, replicas: usize, password: Option<&str>) -> Vec<Node> {
+    let master_port = free_port();
+    let mut data = vec![Node {
+        child: Some(spawn(&node_args(dir, master_port, "master", password), dir)),
+        port: master_port,
+    }];
+    until("the master", Duration::from_secs(10), || {
+        query_as::<String>(master_port, password, &redis::cmd("PING"))
+    });
+    for i in 0..replicas {
+        let port = free_port();
+        let mut args = node_args(dir, port, &format!("replica{i}"), password);
+        args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master_port.to_string(),
+        ]);
+        data.push(Node {
+            child: Some(spawn(&args, dir)),
+            port,
+        });
+    }
+    data
+}
+
+/// Three sentinels monitoring the master, a quorum of two.
+fn start_sentinels(
+    dir: &Path,
+    master_port: u16,
+    data_pw: Option<&str>,
+    sentinel_pw: Option<&str>,
+) -> Vec<Node> {
+    let mut sentinels = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel{i}.log\n\
+                 sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
+                 sentinel failover-timeout {SERVICE} 5000\n\
+                 sentinel parallel-syncs {SERVICE} 1\n{}",
+                dir.display(),
+                match (data_pw, sentinel_pw) {
+                    (Some(d), Some(s)) => format!(
+                        "sentinel auth-pass {SERVICE} {d}\nrequirepass {s}\nsentinel sentinel-pass {s}\n"
+                    ),
+                    _ => String::new(),
+                }
+            ),
+        )
+        .expect("sentinel config");
+        let args = vec![conf.display().to_string(), "--sentinel".into()];
+        sentinels.push(Node {
+            child: Some(spawn(&args, dir)),
+            port,
+        });
+    }
+    sentinels
 }
