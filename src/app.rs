@@ -34,7 +34,7 @@ impl App {
     pub async fn build(role: Role, settings: Settings, jobs: JobStore) -> anyhow::Result<Self> {
         let h = &settings.http;
         let calls = if role.runs(Subsystem::Calls) {
-            settings.calls.max_concurrent_calls
+            settings.calls.max_concurrent_calls.get()
         } else {
             0
         };
@@ -90,8 +90,8 @@ impl App {
         let h = &self.ctx.settings.http;
         let limits = crate::http::ConnLimits {
             max_connections: h.max_connections,
-            header_read: Duration::from_millis(h.header_read_timeout_ms),
-            idle: Duration::from_millis(h.idle_timeout_ms),
+            header_read: h.header_read_timeout_ms.get(),
+            idle: h.idle_timeout_ms.get(),
         };
         let mut tasks: Vec<(&'static str, SubsystemFuture)> = vec![(
             "http",
@@ -131,7 +131,13 @@ impl App {
         // Advisory only, so not supervised: it ends on its own.
         tokio::spawn(report_redis_config(self.ctx.jobs.clone(), stop.clone()));
         tokio::spawn(follow_redis_clock(self.ctx.jobs.clone(), stop.clone()));
-        supervise(tasks, &shutdown, &stop, self.ctx.settings.shutdown_grace()).await?;
+        supervise(
+            tasks,
+            &shutdown,
+            &stop,
+            self.ctx.settings.shutdown.grace_ms.get(),
+        )
+        .await?;
         tracing::info!(role = %role, "stopped cleanly");
         Ok(())
     }

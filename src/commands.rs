@@ -19,7 +19,7 @@ use crate::settings::{RedisUrlSource, Settings};
 /// Serves `role` until SIGTERM/SIGINT.
 pub async fn serve(role: Role, settings: Settings) -> anyhow::Result<()> {
     if role.runs(Subsystem::PublicApi) || role.runs(Subsystem::Calls) {
-        let missing = settings.missing_api_secrets();
+        let missing = settings.api.missing_secrets();
         if !missing.is_empty() {
             tracing::warn!(
                 "{} not set: the endpoints that need them answer 503 until they are",
@@ -27,12 +27,14 @@ pub async fn serve(role: Role, settings: Settings) -> anyhow::Result<()> {
             );
         }
     }
-    let local = if role == Role::All && settings.redis_url().1 == RedisUrlSource::LocalDefault {
-        local_redis::ensure(&settings).await?
+    // One connection for the whole process; it reconnects by itself, so it is made before a
+    // local server exists and reaches it once it answers.
+    let jobs = JobStore::connect(settings.store_config())?;
+    let local = if role == Role::All && settings.redis.url().1 == RedisUrlSource::LocalDefault {
+        local_redis::ensure(&settings, &jobs).await?
     } else {
         None
     };
-    let jobs = JobStore::connect(&settings.store_config())?;
     tracing::info!(url = jobs.redacted_url(), "Redis");
     let result = async {
         let app = App::build(role, settings, jobs).await?;
@@ -78,7 +80,7 @@ pub async fn bench(b: crate::cli::BenchCli, settings: &Settings) -> anyhow::Resu
 
 /// `prosaas check`: the configuration already loaded; now Redis must answer.
 pub async fn check(settings: &Settings) -> anyhow::Result<()> {
-    let jobs = JobStore::connect(&settings.store_config())?;
+    let jobs = JobStore::connect(settings.store_config())?;
     jobs.ping(Duration::from_secs(3))
         .await
         .with_context(|| format!("Redis at {} does not answer", jobs.redacted_url()))?;
@@ -109,7 +111,7 @@ pub async fn probe(settings: &Settings, live: bool) -> anyhow::Result<()> {
 }
 
 pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
-    let jobs = JobStore::connect(&settings.store_config())?;
+    let jobs = JobStore::connect(settings.store_config())?;
     // Timestamps it writes (enqueued_at) and ages it shows are on Redis's clock; an
     // unreachable Redis is reported by the command itself.
     let _ = jobs.sync_clock().await;

@@ -29,7 +29,7 @@ impl AppContext {
     /// way). Fails only on a greeting file that cannot be read.
     pub fn new(role: Role, settings: Settings, jobs: JobStore) -> anyhow::Result<Self> {
         let calls = CallRegistry::with(
-            settings.calls.max_concurrent_calls,
+            settings.calls.max_concurrent_calls.get(),
             settings.calls.greeting()?,
             RecordingDisk::new(&settings.recordings.dir, settings.recordings.min_free_bytes),
         );

@@ -21,11 +21,11 @@ pub struct LocalRedis {
     url: String,
 }
 
-/// Starts the private server if nothing answers at the local default address.
+/// Starts the private server if nothing answers at the local default address, which `store`
+/// (the process's one connection, made before the server exists) reaches once it does.
 // Long on purpose: the steps of starting a private server (probe, spawn, wait, verify) read best in
 // sequence.
-pub async fn ensure(settings: &Settings) -> anyhow::Result<Option<LocalRedis>> {
-    let store = JobStore::connect(&settings.store_config())?;
+pub async fn ensure(settings: &Settings, store: &JobStore) -> anyhow::Result<Option<LocalRedis>> {
     if store.ping(Duration::from_secs(1)).await.is_ok() {
         tracing::info!(
             url = store.redacted_url(),

@@ -34,8 +34,8 @@ fn main() -> ExitCode {
     // The internet-facing roles refuse to start unable to authenticate what they take; `all`
     // (development, small installs) answers 503 on what it cannot authenticate instead.
     let missing = match role {
-        Role::Api => settings.missing_api_secrets(),
-        Role::Calls => settings.missing_calls_secrets(),
+        Role::Api => settings.api.missing_secrets(),
+        Role::Calls => settings.api.missing_calls_secrets(),
         _ => Vec::new(),
     };
     if !missing.is_empty() && !settings.api.allow_missing_secrets {

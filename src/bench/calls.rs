@@ -86,7 +86,7 @@ impl CallsProcess {
             .port();
         let child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["--role", "calls"])
-            .env("REDIS_URL", settings.redis_url().0)
+            .env("REDIS_URL", settings.redis.url().0)
             .env("PORT", port.to_string())
             .env("PROSAAS__HTTP__HOST", "127.0.0.1")
             .env("PROSAAS__RECORDINGS__DIR", &dir)

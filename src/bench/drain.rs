@@ -25,7 +25,7 @@ pub(super) async fn run(
         .concurrency
         .map_or_else(|| vec![1, 16, 64, 256], |c| vec![c]);
     // The same Redis, seen by a store that knows the bench queue is fair.
-    let mut fair_config = settings.store_config();
+    let mut fair_config = settings.store_config().clone();
     fair_config
         .fair_queues
         .insert(QUEUE.into(), FairQueue::default());

@@ -37,7 +37,7 @@ pub(super) async fn run(
     for (run, fair) in [(0, true), (1, false)] {
         store.bench().delete_bench_keys(QUEUE).await?;
         // The same Redis, seen by a store that knows the bench queue's fairness.
-        let mut config = settings.store_config();
+        let mut config = settings.store_config().clone();
         if fair {
             config
                 .fair_queues

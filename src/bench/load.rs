@@ -1,6 +1,7 @@
 //! Load for the scenarios: bench jobs (`diag.noop`, ids `bench-<run>-<i>`), producers with a
 //! fixed number of calls in flight, an in-process worker, and the wait for a drain to finish.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -147,7 +148,7 @@ pub(super) fn limited_worker(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
     let mut w = settings.worker.clone();
-    w.concurrency = concurrency;
+    w.concurrency = NonZeroUsize::new(concurrency).unwrap_or(NonZeroUsize::MIN);
     w.queues = vec![QUEUE.to_owned()];
     let executor = Executor {
         store: store.clone(),

@@ -59,7 +59,7 @@ pub struct Report {
 }
 
 pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<Report> {
-    let store = JobStore::connect(&settings.store_config())?;
+    let store = JobStore::connect(settings.store_config())?;
     let keys = store
         .bench()
         .key_count()

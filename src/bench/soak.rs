@@ -194,7 +194,7 @@ impl Child {
         let w = &settings.worker;
         let child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["--role", role])
-            .env("REDIS_URL", settings.redis_url().0)
+            .env("REDIS_URL", settings.redis.url().0)
             .env("PORT", port.to_string())
             .env("PROSAAS__HTTP__HOST", "127.0.0.1")
             .env("INTERNAL_SECRET", secret)
@@ -212,7 +212,7 @@ impl Child {
             )
             .env(
                 "PROSAAS__WORKER__PRUNE_INTERVAL_MS",
-                w.prune_interval_ms.to_string(),
+                w.prune_interval_ms.as_millis().to_string(),
             )
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)

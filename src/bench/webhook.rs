@@ -1,6 +1,7 @@
 //! Webhook: HTTP load on the WhatsApp webhook of an in-process api, with unique and repeated
 //! message ids, from a load generator far cheaper per request than the server it measures.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -28,7 +29,10 @@ pub(super) async fn run(
     s.http.host = "127.0.0.1".into();
     s.http.port = 0;
     s.api.internal_secret = "bench-secret".into();
-    s.api.max_concurrent_requests = s.api.max_concurrent_requests.max(c * 2);
+    s.api.max_concurrent_requests = s
+        .api
+        .max_concurrent_requests
+        .max(NonZeroUsize::new(c * 2).unwrap_or(NonZeroUsize::MIN));
     let app = crate::app::App::build(crate::roles::Role::Api, s, store.clone()).await?;
     let addr = app.local_addr()?;
     let stop = CancellationToken::new();

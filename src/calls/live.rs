@@ -33,7 +33,7 @@ pub async fn run(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: G
     let settings = &ctx.settings.calls;
     let rules = StreamRules {
         gate,
-        max_timestamp_lead: Duration::from_millis(settings.max_timestamp_lead_ms),
+        max_timestamp_lead: settings.max_timestamp_lead_ms.get(),
     };
     let mut session = Session::new(
         &ctx.settings.recordings.dir,
@@ -57,7 +57,7 @@ pub async fn run(socket: WebSocket, ctx: AppContext, mut slot: CallSlot, gate: G
     tokio::pin!(longest);
     // Twilio starts a stream as soon as it opens it; a socket that holds a call slot without a
     // verified start (a replayed upgrade signature sending `connected` now and then) goes.
-    let idle = Duration::from_millis(settings.idle_timeout_ms);
+    let idle = settings.idle_timeout_ms.get();
     let start_by = tokio::time::sleep(START_WITHIN.min(idle));
     tokio::pin!(start_by);
     let mut greeting: Option<tokio::task::JoinHandle<()>> = None;

@@ -11,7 +11,7 @@ use crate::calls_stream::registry::CallRegistry;
 use crate::context::AppContext;
 
 pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let missing = ctx.settings.missing_calls_secrets();
+    let missing = ctx.settings.api.missing_calls_secrets();
     if !missing.is_empty() {
         if ctx.settings.api.allow_missing_secrets {
             tracing::warn!(
@@ -56,11 +56,7 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
             }
         }
     }
-    drain(
-        &ctx.calls,
-        Duration::from_millis(ctx.settings.calls.shutdown_grace_ms),
-    )
-    .await;
+    drain(&ctx.calls, ctx.settings.calls.shutdown_grace_ms.get()).await;
     let dashboard = ctx.jobs.call_status();
     if !matches!(
         tokio::time::timeout(REPORT_EVERY, dashboard.withdraw_calls(&process)).await,

@@ -132,7 +132,7 @@ fn queue_reasons(queues: &BTreeMap<String, QueueStats>, alerts: &AlertSettings) 
 
 /// A tick older than three tick intervals means no leader is evaluating the schedule.
 fn scheduler_reason(scheduler: &SchedulerHealth, settings: &Settings) -> Option<String> {
-    let tick_ms = settings.scheduler.tick_interval_ms;
+    let tick_ms = settings.scheduler.tick_interval_ms.as_millis();
     let stale_after = chrono::Duration::milliseconds(
         i64::try_from(tick_ms.saturating_mul(3)).unwrap_or(i64::MAX),
     );

@@ -31,9 +31,9 @@ pub fn router(ctx: AppContext, public: Option<Router<AppContext>>) -> Router {
     let body_limit = ctx.settings.http.body_limit_bytes;
     let limits = middleware::Limits {
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
-            ctx.settings.api.max_concurrent_requests,
+            ctx.settings.api.max_concurrent_requests.get(),
         )),
-        timeout: std::time::Duration::from_millis(ctx.settings.api.request_timeout_ms),
+        timeout: ctx.settings.api.request_timeout_ms.get(),
         body_limit,
     };
     let mut router = ops::routes();

@@ -105,8 +105,9 @@ macro_rules! capability {
 }
 use capability;
 
-/// How to reach Redis. Built from the `[redis]` settings.
-#[derive(Clone, Debug)]
+/// How to reach Redis. Built from the `[redis]` settings, once, when they load (the `Default`
+/// exists for that: a `Settings` field skipped by serde and filled in after validation).
+#[derive(Clone, Default)]
 pub struct StoreConfig {
     /// `redis://`, `rediss://`, `redis+unix://`, or `redis+sentinel://` (then `sentinel`
     /// below is built from it unless given).
@@ -123,6 +124,21 @@ pub struct StoreConfig {
     pub fair_queues: std::collections::BTreeMap<String, FairQueue>,
     /// Claims write RQ's `current_job` on the worker's registration (`worker.record_current_job`).
     pub record_current_job: bool,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Passwords never reach a log line: the URL is redacted, Sentinel shown by its service.
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field(
+                "sentinel",
+                &self.sentinel.as_ref().map(|s| (&s.addrs, &s.master)),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("ack_replicas", &self.ack_replicas)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a fair queue shares its workers among tenants.

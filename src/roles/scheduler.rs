@@ -1,7 +1,5 @@
 //! The `scheduler` role's subsystem: the leader-elected periodic scheduler.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::context::AppContext;
@@ -14,9 +12,9 @@ pub async fn run(ctx: AppContext, shutdown: CancellationToken) -> anyhow::Result
         store: ctx.jobs.clone(),
         token: format!("scheduler.{}", process_name()),
         entries: entries(s)?,
-        lock_ttl: Duration::from_millis(s.lock_ttl_ms),
-        renew_interval: Duration::from_millis(s.renew_interval_ms),
-        tick_interval: Duration::from_millis(s.tick_interval_ms),
+        lock_ttl: s.lock_ttl_ms.get(),
+        renew_interval: s.renew_interval_ms.get(),
+        tick_interval: s.tick_interval_ms.get(),
     };
     scheduler.run(shutdown).await
 }

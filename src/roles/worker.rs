@@ -48,7 +48,7 @@ fn recording_access(s: &crate::settings::Settings) -> RecordingAccess {
     RecordingAccess {
         dir: r.dir.clone(),
         allowed_hosts: r.allowed_hosts.clone(),
-        max_download_bytes: r.max_download_bytes,
+        max_download_bytes: r.max_download_bytes.get(),
         allow_http: r.allow_http,
         basic_auth: (!r.twilio_account_sid.is_empty() && !token.is_empty())
             .then(|| (r.twilio_account_sid.clone(), token.clone())),

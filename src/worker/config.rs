@@ -63,10 +63,10 @@ pub(super) async fn choose_entry_format(store: &JobStore, format: StartedEntries
 impl ExecutorConfig {
     pub fn from_settings(w: &WorkerSettings) -> Self {
         Self {
-            concurrency: w.concurrency,
-            heartbeat_interval: Duration::from_millis(w.heartbeat_interval_ms),
-            heartbeat_ttl: Duration::from_millis(w.heartbeat_ttl_ms),
-            shutdown_grace: Duration::from_millis(w.shutdown_grace_ms),
+            concurrency: w.concurrency.get(),
+            heartbeat_interval: w.heartbeat_interval_ms.get(),
+            heartbeat_ttl: w.heartbeat_ttl_ms.get(),
+            shutdown_grace: w.shutdown_grace_ms.get(),
             policies: Arc::new(Policies::from_settings(w)),
             started_entries: match w.started_entries.as_str() {
                 "rq1" => StartedEntries::Rq1,

@@ -99,7 +99,7 @@ impl Delivery {
                         HttpTarget {
                             url: t.url.clone(),
                             secret: t.secret.clone(),
-                            timeout: Duration::from_millis(t.timeout_ms),
+                            timeout: t.timeout_ms.get(),
                         },
                     )
                 })

@@ -28,10 +28,10 @@ pub async fn run(
     registry: std::sync::Arc<super::handler::Registry>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let promote_every = Duration::from_millis(settings.promote_interval_ms);
-    let recover_every = Duration::from_millis(settings.maintenance_interval_ms);
-    let prune_every = Duration::from_millis(settings.prune_interval_ms);
-    let settle_for = Duration::from_millis(settings.heartbeat_ttl_ms);
+    let promote_every = settings.promote_interval_ms.get();
+    let recover_every = settings.maintenance_interval_ms.get();
+    let prune_every = settings.prune_interval_ms.get();
+    let settle_for = settings.heartbeat_ttl_ms.get();
     let m = Maintenance {
         hostname: crate::identity::hostname(),
         // Held a little longer than a pass is apart, so that one worker keeps a queue while

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::jobs::ClaimedJob;
-use crate::settings::WorkerSettings;
+use crate::settings::{TimeoutSecs, WorkerSettings};
 
 /// Timeout and retry rules for one job type.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,14 +27,10 @@ pub struct Policies {
     pub failure_ttl: i64,
 }
 
-fn timeout_of(secs: i64) -> Option<Duration> {
-    u64::try_from(secs).ok().map(Duration::from_secs)
-}
-
 impl Policies {
     pub fn from_settings(w: &WorkerSettings) -> Self {
         let default = Policy {
-            timeout: timeout_of(w.timeout_secs),
+            timeout: w.timeout_secs.limit(),
             max_retries: w.max_retries,
             backoff_secs: w.backoff_secs.clone(),
             retry_rq_jobs: w.retry_rq_jobs,
@@ -44,7 +40,7 @@ impl Policies {
             .iter()
             .map(|(name, t)| {
                 let p = Policy {
-                    timeout: t.timeout_secs.map_or(default.timeout, timeout_of),
+                    timeout: t.timeout_secs.map_or(default.timeout, TimeoutSecs::limit),
                     max_retries: t.max_retries.unwrap_or(default.max_retries),
                     backoff_secs: t
                         .backoff_secs
@@ -71,7 +67,8 @@ impl Policies {
     /// The job's own timeout (RQ's `timeout` field; `-1` none) wins over the type's.
     pub fn timeout(&self, job: &ClaimedJob, job_type: &str) -> Option<Duration> {
         match job.timeout {
-            Some(t) => timeout_of(t),
+            // Job data, not a setting: a negative number is no limit, as in RQ.
+            Some(t) => u64::try_from(t).ok().map(Duration::from_secs),
             None => self.for_type(job_type).timeout,
         }
     }
@@ -152,7 +149,7 @@ mod tests {
         w.types.insert(
             "slow".into(),
             crate::settings::JobTypeSettings {
-                timeout_secs: Some(-1),
+                timeout_secs: Some(crate::settings::TimeoutSecs::try_from(-1).unwrap()),
                 max_retries: Some(1),
                 backoff_secs: None,
                 retry_rq_jobs: None,

@@ -206,8 +206,8 @@ async fn scheduler(
     let s = &ctx.settings.scheduler;
     Ok(Json(json!({
         "scheduler": health,
-        "tick_interval_ms": s.tick_interval_ms,
-        "lock_ttl_ms": s.lock_ttl_ms,
+        "tick_interval_ms": s.tick_interval_ms.as_millis(),
+        "lock_ttl_ms": s.lock_ttl_ms.as_millis(),
     })))
 }
 

@@ -122,7 +122,7 @@ async fn login(
         return login_page(StatusCode::SERVICE_UNAVAILABLE, NOT_CONFIGURED);
     };
     let ip = session::client_ip(request.extensions());
-    if let Err(wait) = limiter.check(ip, settings.login_failures_per_minute) {
+    if let Err(wait) = limiter.check(ip, settings.login_failures_per_minute.get()) {
         let mut r = login_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins from this address; wait a minute.",

@@ -32,7 +32,7 @@ pub fn worker_context(t: &TestDb, overrides: &[(&str, &str)]) -> AppContext {
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let settings = Settings::load(None, &env).unwrap();
-    let jobs = JobStore::connect(&settings.store_config()).unwrap();
+    let jobs = JobStore::connect(settings.store_config()).unwrap();
     AppContext::new(Role::Worker, settings, jobs).unwrap()
 }
 
