@@ -3,8 +3,10 @@
 # (1,000 jobs/s), old and new alternating RUNS times (default 5) against one private
 # redis-server, so a slow hour slows both alike. Prints each run and the medians with the
 # new/old ratio. Usage: bash scripts/ab.sh OLD_BINARY NEW_BINARY [RUNS]
+# SCENARIOS="drain" (or "latency") runs one of the two.
 set -euo pipefail
 OLD=${1:?old binary}; NEW=${2:?new binary}; RUNS=${3:-5}
+SCENARIOS=${SCENARIOS:-"drain latency"}
 for b in "$OLD" "$NEW"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 1; }; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
@@ -16,8 +18,12 @@ results="$dir/results"
 for i in $(seq "$RUNS"); do
   for side in old new; do
     bin=$OLD; [ "$side" = new ] && bin=$NEW
-    echo "$side drain $("$bin" bench drain --jobs 50000 --concurrency 64 --json)" >> "$results"
-    echo "$side latency $("$bin" bench latency --rate 1000 --duration 10 --concurrency 64 --json)" >> "$results"
+    if [[ " $SCENARIOS " == *" drain "* ]]; then
+      echo "$side drain $("$bin" bench drain --jobs 50000 --concurrency 64 --json)" >> "$results"
+    fi
+    if [[ " $SCENARIOS " == *" latency "* ]]; then
+      echo "$side latency $("$bin" bench latency --rate 1000 --duration 10 --concurrency 64 --json)" >> "$results"
+    fi
   done
 done
 python3 - "$results" <<'PY'

@@ -40,7 +40,7 @@ pub struct CallRegistry {
 }
 
 /// Counts of live calls, for `/api/jobs/health` and `/metrics`.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CallsSnapshot {
     pub active: usize,
     pub max: usize,

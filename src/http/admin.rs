@@ -4,14 +4,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
 use super::auth::Bearer;
+use super::error::{BadRequest, ErrorBody, NotFound, Unauthorized, Unavailable};
 use super::extract::{JsonPath, JsonQuery};
 use crate::context::AppContext;
-use crate::jobs::{Deleted, Requeue, is_valid_job_id, is_valid_queue_name};
+use crate::jobs::{Deleted, JobDetail, Requeue, is_valid_job_id, is_valid_queue_name};
 
 pub(super) fn routes() -> Router<AppContext> {
     Router::new()
@@ -31,30 +32,65 @@ pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "admin",
+    summary = "One job",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "the job: status, attempts, timestamps, arguments and its latest result or error", body = JobDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ))]
 async fn show(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonPath(id): JsonPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobDetail>, ApiError> {
     check_id(&id)?;
     match ctx.jobs.admin().job_detail(&id).await? {
-        Some(d) => Ok(Json(serde_json::to_value(d).unwrap_or(Value::Null))),
+        Some(d) => Ok(Json(d)),
         None => Err(ApiError::not_found(format!("no job {id}"))),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FailedQuery {
+    /// The queue (default `default`).
     queue: Option<String>,
+    /// Jobs per page, 1-500 (default 50).
+    #[param(maximum = 500)]
     limit: Option<usize>,
+    /// Where the page starts: 0, or the `next_cursor` of the page before.
     cursor: Option<usize>,
 }
 
+/// A page of a queue's failed jobs.
+#[derive(Serialize, ToSchema)]
+pub(super) struct FailedPage {
+    queue: String,
+    jobs: Vec<JobDetail>,
+    /// The cursor of the next page; absent on the last.
+    next_cursor: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/jobs/failed", tag = "admin",
+    summary = "Failed jobs of a queue, oldest first, with cursor paging",
+    security(("bearer" = [])),
+    params(FailedQuery),
+    responses(
+        (status = 200, description = "jobs and next_cursor", body = FailedPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ))]
 async fn failed(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonQuery(q): JsonQuery<FailedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FailedPage>, ApiError> {
     let queue = q.queue.unwrap_or_else(|| "default".into());
     if !is_valid_queue_name(&queue) {
         return Err(ApiError::invalid("queue is not a valid queue name"));
@@ -63,27 +99,52 @@ async fn failed(
     let cursor = q.cursor.unwrap_or(0);
     let jobs = ctx.jobs.admin().failed_jobs(&queue, cursor, limit).await?;
     let next = (jobs.len() == limit).then_some(cursor.saturating_add(limit));
-    Ok(Json(
-        json!({"queue": queue, "jobs": jobs, "next_cursor": next}),
-    ))
+    Ok(Json(FailedPage {
+        queue,
+        jobs,
+        next_cursor: next,
+    }))
 }
 
+#[utoipa::path(post, path = "/api/jobs/failed/{id}/requeue", tag = "admin",
+    summary = "Requeue one failed job",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "requeued", body = Requeued),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "the job is not failed (not_failed)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
 async fn requeue(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonPath(id): JsonPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Requeued>, ApiError> {
     requeue_one(&ctx, &id).await
 }
 
+/// A failed job put back on its queue.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Requeued {
+    /// The job's id.
+    requeued: String,
+    queue: String,
+}
+
 /// Puts one failed job back on its queue (the admin API's and the dashboard's action).
-pub(super) async fn requeue_one(ctx: &AppContext, id: &str) -> Result<Json<Value>, ApiError> {
+pub(super) async fn requeue_one(ctx: &AppContext, id: &str) -> Result<Json<Requeued>, ApiError> {
     check_id(id)?;
     let Some(job) = ctx.jobs.fetch_job(id).await? else {
         return Err(ApiError::not_found(format!("no job {id}")));
     };
     match ctx.jobs.admin().requeue_failed(&job.origin, id).await? {
-        Requeue::Requeued => Ok(Json(json!({"requeued": id, "queue": job.origin}))),
+        Requeue::Requeued => Ok(Json(Requeued {
+            requeued: id.to_owned(),
+            queue: job.origin,
+        })),
         Requeue::NotFailed => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_failed",
@@ -93,16 +154,35 @@ pub(super) async fn requeue_one(ctx: &AppContext, id: &str) -> Result<Json<Value
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct QueueQuery {
+    /// One queue; absent: every worker queue.
     queue: Option<String>,
 }
 
+/// How many failed jobs went back, from which queues.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RequeuedAll {
+    requeued: u64,
+    queues: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/api/jobs/failed/requeue-all", tag = "admin",
+    summary = "Requeue every failed job of a queue (or of every worker queue)",
+    security(("bearer" = [])),
+    params(QueueQuery),
+    responses(
+        (status = 200, description = "how many were requeued", body = RequeuedAll),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ))]
 async fn requeue_all(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonQuery(q): JsonQuery<QueueQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequeuedAll>, ApiError> {
     let queues = match q.queue {
         Some(queue) if is_valid_queue_name(&queue) => vec![queue],
         Some(_) => {
@@ -114,22 +194,46 @@ async fn requeue_all(
     for queue in &queues {
         n += ctx.jobs.admin().requeue_all_failed(queue).await?;
     }
-    Ok(Json(json!({"requeued": n, "queues": queues})))
+    Ok(Json(RequeuedAll {
+        requeued: n,
+        queues,
+    }))
 }
 
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "admin",
+    summary = "Delete a job that is not running",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "deleted", body = DeletedJob),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "the job is running (running)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
 async fn delete(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonPath(id): JsonPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedJob>, ApiError> {
     delete_one(&ctx, &id).await
 }
 
+/// A job deleted with its result and registry entries.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeletedJob {
+    /// The job's id.
+    deleted: String,
+}
+
 /// Deletes a job that is not running (the admin API's and the dashboard's action).
-pub(super) async fn delete_one(ctx: &AppContext, id: &str) -> Result<Json<Value>, ApiError> {
+pub(super) async fn delete_one(ctx: &AppContext, id: &str) -> Result<Json<DeletedJob>, ApiError> {
     check_id(id)?;
     match ctx.jobs.admin().delete_job(id).await? {
-        Deleted::Deleted => Ok(Json(json!({"deleted": id}))),
+        Deleted::Deleted => Ok(Json(DeletedJob {
+            deleted: id.to_owned(),
+        })),
         Deleted::Missing => Err(ApiError::not_found(format!("no job {id}"))),
         Deleted::Running => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -10,12 +10,12 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 
 use super::ApiError;
 use super::auth::{TwilioSigned, TwilioStream};
+use super::error::{BadRequest, ErrorBody};
 use super::extract::RawBody;
-use super::ingress::twilio_form;
+use super::ingress::{TwilioForm, twilio_form};
 use crate::calls_stream::session::Gate;
 use crate::context::AppContext;
 use crate::metrics as m;
@@ -40,6 +40,16 @@ fn xml_escape(s: &str) -> String {
 /// TwiML connecting the call to our stream; the business id (from the webhook URL's query), the
 /// call's parameters and the stream token that lets the stream start (for this call only) travel
 /// as `<Parameter>`s and come back in the stream's `start`.
+#[utoipa::path(post, path = "/twilio/voice", tag = "calls",
+    summary = "Twilio voice webhook (calls role): answers TwiML that connects the call to the media stream; ?business_id= is passed on as a stream parameter",
+    security(("twilioSignature" = [])),
+    params(("business_id" = Option<String>, Query, description = "passed on to the stream's start")),
+    request_body(content = TwilioForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "TwiML", content_type = "text/xml", body = String),
+        (status = 400, response = BadRequest),
+        (status = 403, description = "bad signature (forbidden)", body = ErrorBody),
+    ))]
 async fn voice(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
@@ -93,6 +103,16 @@ const WRITE_BUFFER_MAX: usize = 64 * 1024;
 /// The upgrade: Twilio's signature (checked by [`TwilioStream`] before anything else), then
 /// room on the recordings disk and a call slot, then a socket whose messages are capped at
 /// `calls.max_message_bytes`.
+#[utoipa::path(get, path = "/ws/twilio/media", tag = "calls",
+    summary = "Twilio Media Streams WebSocket (calls role): connected, start, media, mark, dtmf, stop; records the call and enqueues recording_job on stop, disconnect, idle timeout or calls.max_call_secs",
+    description = "The upgrade must carry Twilio's X-Twilio-Signature over the stream URL (wss:// of PUBLIC_BASE_URL and the path, no parameters). The start must carry the stream_token parameter /twilio/voice put in the TwiML for its callSid, or the socket is closed with nothing written; a call already streaming (on any calls process) or already finalized is refused the same way. Messages over calls.max_message_bytes close the socket; media stamped more than calls.max_timestamp_lead_ms ahead of the stream's elapsed time is dropped.",
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the stream URL")),
+    responses(
+        (status = 101, description = "switching to WebSocket"),
+        (status = 400, description = "not a WebSocket upgrade (not_websocket)", body = ErrorBody),
+        (status = 403, description = "the upgrade is not signed by Twilio (forbidden)", body = ErrorBody),
+        (status = 503, description = "at the maximum of concurrent calls or shutting down (busy), the recordings disk under recordings.min_free_bytes (disk_low), or Twilio's secrets not configured (not_configured); with Retry-After", body = ErrorBody),
+    ))]
 async fn media_stream(
     State(ctx): State<AppContext>,
     signed: TwilioStream,
@@ -144,8 +164,4 @@ async fn media_stream(
                 .tracker
                 .track_future(crate::calls::live::run(socket, ctx, slot, gate))
         })
-}
-
-pub(crate) fn snapshot(ctx: &AppContext) -> Value {
-    json!(ctx.calls.snapshot())
 }

@@ -6,7 +6,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToResponse;
 
 use crate::jobs::JobError;
 
@@ -71,13 +72,23 @@ impl From<JobError> for ApiError {
     }
 }
 
+/// Every error answer's body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(super) struct ErrorBody {
+    /// A stable code (`invalid_request`, `not_found`, `unavailable`, ...).
+    error: &'static str,
+    /// What was wrong, for a person.
+    detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": self.error, "detail": self.detail})),
-        )
-            .into_response();
+        let body = ErrorBody {
+            error: self.error,
+            detail: self.detail,
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -86,6 +97,32 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+// The error answers the OpenAPI document names by reference (`response = BadRequest`).
+
+/// The request was malformed or named something invalid.
+#[derive(ToResponse)]
+#[response(description = "invalid request")]
+#[allow(dead_code)]
+pub(super) struct BadRequest(ErrorBody);
+
+/// Credentials missing or wrong.
+#[derive(ToResponse)]
+#[response(description = "missing or wrong credentials")]
+#[allow(dead_code)]
+pub(super) struct Unauthorized(ErrorBody);
+
+#[derive(ToResponse)]
+#[response(description = "no such job")]
+#[allow(dead_code)]
+pub(super) struct NotFound(ErrorBody);
+
+#[derive(ToResponse)]
+#[response(
+    description = "Redis unavailable, or the API at its limit of requests in flight, its body budget or its timeout; retry after Retry-After seconds (a retried event is de-duplicated)"
+)]
+#[allow(dead_code)]
+pub(super) struct Unavailable(ErrorBody);
 
 #[cfg(test)]
 mod tests {

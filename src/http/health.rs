@@ -8,8 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::calls_stream::registry::CallsSnapshot;
 use crate::context::AppContext;
 use crate::jobs::{QueueStats, SchedulerHealth};
 use crate::settings::{AlertSettings, Settings};
@@ -21,6 +23,67 @@ pub(super) fn routes() -> Router<AppContext> {
     Router::new().route("/api/jobs/health", get(jobs_health))
 }
 
+/// The jobs health report: the numbers while Redis answers, the error while it does not.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum Health {
+    Up(Box<HealthReport>),
+    Down(Unhealthy),
+}
+
+/// Queue counts, scheduler state, live calls and this process, with a verdict.
+#[derive(Serialize, ToSchema)]
+pub(super) struct HealthReport {
+    /// Every worker queue, and queues with work up to a bound.
+    queues: BTreeMap<String, QueueStats>,
+    scheduler: SchedulerHealth,
+    calls: CallsSnapshot,
+    redis: RedisEndpoint,
+    role: &'static str,
+    subsystems: Vec<&'static str>,
+    build: Build,
+    /// Registered workers per version they run (two during a deploy); absent when Redis was too
+    /// slow to list them.
+    worker_versions: Option<BTreeMap<String, u64>>,
+    /// `healthy`, or `degraded` with `reasons`.
+    status: &'static str,
+    /// Which alert thresholds are passed (`api.alerts`), and the scheduler's silence.
+    reasons: Vec<String>,
+}
+
+/// Redis did not answer in time.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Unhealthy {
+    /// `unhealthy`.
+    status: &'static str,
+    error: String,
+    redis: RedisEndpoint,
+    role: &'static str,
+    subsystems: Vec<&'static str>,
+    build: Build,
+}
+
+/// This process's version and commit.
+#[derive(Serialize, ToSchema)]
+struct Build {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The master in use and the failovers followed, so an operator sees a failover happen.
+#[derive(Serialize, ToSchema)]
+struct RedisEndpoint {
+    /// `host:port`; absent while Sentinel names none.
+    master: Option<String>,
+    failovers: u64,
+}
+
+#[utoipa::path(get, path = "/api/jobs/health", tag = "jobs",
+    summary = "Queue counts, scheduler state, role; degraded with reasons past alert thresholds",
+    responses(
+        (status = 200, description = "healthy or degraded", body = HealthReport),
+        (status = 503, description = "unhealthy: Redis unreachable; with Retry-After", body = Unhealthy),
+    ))]
 async fn jobs_health(State(ctx): State<AppContext>) -> Response {
     let (status, report) = report(&ctx).await;
     let mut response = (status, Json(report)).into_response();
@@ -35,7 +98,7 @@ async fn jobs_health(State(ctx): State<AppContext>) -> Response {
 
 /// The jobs health report (also the dashboard overview's): 200 with the numbers, or 503 with
 /// the error while Redis cannot answer.
-pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
+pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Health) {
     let role = ctx.role.name();
     let subsystems = ctx.role.subsystem_names();
     match ctx
@@ -59,45 +122,49 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Value) {
             };
             (
                 StatusCode::OK,
-                json!({
-                    "queues": queues,
-                    "scheduler": scheduler,
-                    "calls": super::calls::snapshot(ctx),
-                    "redis": redis_endpoint(ctx),
-                    "role": role,
-                    "subsystems": subsystems,
-                    "build": build(),
-                    "worker_versions": versions,
-                    "status": status,
-                    "reasons": reasons,
-                }),
+                Health::Up(Box::new(HealthReport {
+                    queues,
+                    scheduler,
+                    calls: ctx.calls.snapshot(),
+                    redis: redis_endpoint(ctx),
+                    role,
+                    subsystems,
+                    build: build(),
+                    worker_versions: versions,
+                    status,
+                    reasons,
+                })),
             )
         }
         Err(e) => {
             tracing::warn!(error = %e, "jobs health: Redis unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "status": "unhealthy",
-                    "error": e.to_string(),
-                    "redis": redis_endpoint(ctx),
-                    "role": role,
-                    "subsystems": subsystems,
-                    "build": build(),
+                Health::Down(Unhealthy {
+                    status: "unhealthy",
+                    error: e.to_string(),
+                    redis: redis_endpoint(ctx),
+                    role,
+                    subsystems,
+                    build: build(),
                 }),
             )
         }
     }
 }
 
-/// This process's version and commit.
-fn build() -> Value {
-    json!({"version": crate::version::VERSION, "commit": crate::version::COMMIT})
+fn build() -> Build {
+    Build {
+        version: crate::version::VERSION,
+        commit: crate::version::COMMIT,
+    }
 }
 
-/// The master in use and the failovers followed, so an operator sees a failover happen.
-fn redis_endpoint(ctx: &AppContext) -> Value {
-    json!({"master": ctx.jobs.redis_master(), "failovers": ctx.jobs.redis_failovers()})
+fn redis_endpoint(ctx: &AppContext) -> RedisEndpoint {
+    RedisEndpoint {
+        master: ctx.jobs.redis_master(),
+        failovers: ctx.jobs.redis_failovers(),
+    }
 }
 
 /// Why a queue makes the system degraded: too deep, its oldest job too old, or jobs waiting

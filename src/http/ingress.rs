@@ -7,11 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use super::auth::{Bearer, InternalSecret, TwilioSigned};
+use super::error::{BadRequest, ErrorBody, Unauthorized, Unavailable};
 use super::extract::{JsonBody, RawBody};
 use crate::context::AppContext;
 use crate::jobs::{Enqueued, JobOptions, NewJob};
@@ -54,11 +56,58 @@ async fn admit(
 /// inside the Redis response timeout, rather than as one pipeline of thousands of scripts.
 const ENQUEUE_BATCH: usize = 100;
 
+/// The Baileys bridge's webhook (parsed by `webhooks::whatsapp`; this type only documents it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct WhatsAppWebhook {
+    /// The tenant: a non-empty string of at most 64 characters, or a positive integer.
+    #[schema(rename = "tenantId", value_type = Value)]
+    tenant_id: (),
+    payload: WhatsAppPayload,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct WhatsAppPayload {
+    /// Each message as Baileys delivers it; `key.id` is its de-dupe id.
+    #[schema(value_type = Vec<Object>)]
+    messages: (),
+}
+
+/// What became of a webhook's messages.
+#[derive(Serialize, ToSchema)]
+struct WhatsAppAccepted {
+    /// Messages enqueued now.
+    enqueued: usize,
+    /// Messages already seen (within `api.webhook_dedupe_ttl_secs`).
+    duplicates: usize,
+    /// One entry per message, in the order received.
+    jobs: Vec<MessageJob>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct MessageJob {
+    message_id: String,
+    job_id: String,
+    duplicate: bool,
+}
+
+#[utoipa::path(post, path = "/webhook/whatsapp/incoming", tag = "ingress",
+    summary = "Baileys bridge webhook: one webhook_process_job per message, de-duplicated by message id",
+    security(("internalSecret" = [])),
+    request_body = WhatsAppWebhook,
+    responses(
+        (status = 200, description = "accepted", body = WhatsAppAccepted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, description = "more messages than api.max_messages_per_request (too_many_messages)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
 async fn whatsapp_incoming(
     State(ctx): State<AppContext>,
     _auth: InternalSecret,
     JsonBody(body, _room): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WhatsAppAccepted>, ApiError> {
     let max = ctx.settings.api.max_messages_per_request;
     let carried = whatsapp::message_count(&body);
     if carried > max {
@@ -97,16 +146,18 @@ async fn whatsapp_incoming(
                 // Escaped: a client's id must not be able to break or forge a text log line.
                 tracing::info!("Skipped duplicate webhook for msg_id={}", id.escape_debug());
             }
-            jobs.push(
-                json!({"message_id": id, "job_id": r.job_id(), "duplicate": r.is_duplicate()}),
-            );
+            jobs.push(MessageJob {
+                message_id: id,
+                job_id: r.job_id().to_owned(),
+                duplicate: r.is_duplicate(),
+            });
         }
     }
-    Ok(Json(json!({
-        "enqueued": jobs.len() - duplicates,
-        "duplicates": duplicates,
-        "jobs": jobs,
-    })))
+    Ok(Json(WhatsAppAccepted {
+        enqueued: jobs.len() - duplicates,
+        duplicates,
+        jobs,
+    }))
 }
 
 /// A verified Twilio request's parameters (`webhooks::twilio::verified_params`), or the 403 or
@@ -136,11 +187,33 @@ pub(super) fn twilio_form(
     )
 }
 
+/// A Twilio callback's form (Twilio's names; the handler reads what its job needs).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct TwilioForm {
+    #[schema(rename = "CallSid")]
+    call_sid: String,
+    #[schema(rename = "CallStatus")]
+    call_status: Option<String>,
+    #[schema(rename = "AccountSid")]
+    account_sid: Option<String>,
+}
+
 /// What Twilio expects back from a status callback: an empty 204, quickly.
 fn accepted() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+#[utoipa::path(post, path = "/webhook/twilio/status", tag = "ingress",
+    summary = "Twilio call status callback: twilio_callback, de-duplicated by call sid and status",
+    security(("twilioSignature" = [])),
+    request_body(content = TwilioForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 204, description = "accepted"),
+        (status = 400, response = BadRequest),
+        (status = 403, description = "bad signature (forbidden)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
 async fn twilio_status(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
@@ -150,6 +223,16 @@ async fn twilio_status(
     twilio_callback(&ctx, &uri, &signed, &body, twilio::status_event).await
 }
 
+#[utoipa::path(post, path = "/webhook/twilio/recording", tag = "ingress",
+    summary = "Twilio recording callback: recording_job, de-duplicated by call sid",
+    security(("twilioSignature" = [])),
+    request_body(content = TwilioForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 204, description = "accepted"),
+        (status = 400, response = BadRequest),
+        (status = 403, description = "bad signature (forbidden)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
 async fn twilio_recording(
     State(ctx): State<AppContext>,
     uri: OriginalUri,
@@ -180,31 +263,81 @@ async fn twilio_callback(
     Ok(accepted())
 }
 
+/// A push notification (parsed by `webhooks::push`; this type only documents it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PushNotification {
+    /// Its de-dupe id: a non-empty string or a positive integer.
+    #[schema(value_type = Value)]
+    notification_id: (),
+    #[schema(value_type = Option<Value>)]
+    business_id: (),
+    /// One of `user_id` or `token` is required.
+    #[schema(value_type = Option<Value>)]
+    user_id: (),
+    #[schema(value_type = Option<String>)]
+    token: (),
+    title: String,
+    body: String,
+    #[schema(value_type = Option<Object>)]
+    data: (),
+}
+
+/// A job admitted under its de-dupe key or id.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Enqueued)]
+pub(super) struct EnqueuedBody {
+    job_id: String,
+    /// `true` when the event was seen before: nothing new was enqueued.
+    duplicate: bool,
+}
+
+impl From<&Enqueued> for EnqueuedBody {
+    fn from(r: &Enqueued) -> Self {
+        Self {
+            job_id: r.job_id().to_owned(),
+            duplicate: r.is_duplicate(),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/notifications/push", tag = "ingress",
+    summary = "Queue a push notification (push_send_job), de-duplicated by notification id",
+    security(("bearer" = [])),
+    request_body = PushNotification,
+    responses(
+        (status = 202, description = "queued", body = EnqueuedBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ))]
 async fn push_notification(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonBody(body, _room): JsonBody<Map<String, Value>>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EnqueuedBody>), ApiError> {
     let e = push::event(body, &ctx.settings.api.ingress_queues.push).map_err(ApiError::invalid)?;
     let ttl = ctx.settings.api.push_dedupe_ttl_secs;
     let r = admit(&ctx, "push_api", e.job, &e.dedupe_key, ttl).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"job_id": r.job_id(), "duplicate": r.is_duplicate()})),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(EnqueuedBody::from(&r))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnqueueRequest {
+    /// Routed by the job type when absent (an external type's own queue, else `default`).
     queue: Option<String>,
     job_type: String,
+    /// The handler's keyword arguments.
     #[serde(default)]
     args: Map<String, Value>,
+    /// Admits the job once per key within `dedupe_ttl` seconds.
     dedupe_key: Option<String>,
     #[serde(default = "default_dedupe_ttl")]
+    #[schema(default = 600)]
     dedupe_ttl: u64,
-    /// The tenant the job belongs to (stored as `meta.tenant`).
+    /// The tenant the job belongs to: 1-128 characters of `[A-Za-z0-9_.:@-]`, stored as
+    /// `meta.tenant`.
     tenant: Option<String>,
     #[serde(default)]
     options: JobOptions,
@@ -214,11 +347,23 @@ fn default_dedupe_ttl() -> u64 {
     600
 }
 
+#[utoipa::path(post, path = "/api/jobs/enqueue", tag = "jobs",
+    summary = "Enqueue any job, optionally de-duplicated",
+    security(("bearer" = [])),
+    request_body = EnqueueRequest,
+    responses(
+        (status = 202, description = "queued", body = EnqueuedBody),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, description = "job_id names a job that is queued, scheduled, started or deferred (the error names its state)", body = ErrorBody),
+        (status = 413, description = "the body declares more than http.body_limit_bytes", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
 async fn enqueue(
     State(ctx): State<AppContext>,
     _auth: Bearer,
     JsonBody(req, _room): JsonBody<EnqueueRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EnqueuedBody>), ApiError> {
     let queue = ctx
         .settings
         .route(&req.job_type, req.queue.as_deref())
@@ -257,8 +402,5 @@ async fn enqueue(
         None => ctx.jobs.enqueue(job).await.map(Enqueued::New),
     }?;
     count("enqueue_api", &job_type, &r);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"job_id": r.job_id(), "duplicate": r.is_duplicate()})),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(EnqueuedBody::from(&r))))
 }

@@ -3,6 +3,7 @@
 //! Handlers get [`AppContext`] through axum state and reach Redis only through `ctx.jobs`.
 
 mod admin;
+mod api_doc;
 mod auth;
 mod budget;
 pub mod calls;
@@ -70,9 +71,7 @@ pub fn ops_router(ctx: AppContext) -> Router {
         .with_state(ctx)
 }
 
-/// The OpenAPI document of the HTTP API, kept beside the handlers (a test checks that it lists
-/// exactly the routes the code serves).
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub use api_doc::openapi;
 
 /// The public API's routes: ingress, jobs health, admin and the OpenAPI document. Mounted by
 /// `roles::router` for roles that run the `PublicApi` subsystem.
@@ -83,11 +82,6 @@ pub fn public_api_routes() -> Router<AppContext> {
         .merge(admin::routes())
         .route(
             "/api/openapi.json",
-            axum::routing::get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    OPENAPI,
-                )
-            }),
+            axum::routing::get(api_doc::openapi_json),
         )
 }

@@ -11,7 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::context::AppContext;
 
@@ -26,6 +27,9 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/metrics", get(metrics))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    summary = "Prometheus text exposition",
+    responses((status = 200, description = "metrics", content_type = "text/plain", body = String)))]
 async fn metrics(State(ctx): State<AppContext>) -> impl axum::response::IntoResponse {
     let text =
         crate::metrics::render(&ctx.jobs, &ctx.settings.worker.queues, ctx.calls.snapshot()).await;
@@ -38,16 +42,56 @@ async fn metrics(State(ctx): State<AppContext>) -> impl axum::response::IntoResp
     )
 }
 
-async fn healthz(State(ctx): State<AppContext>) -> Json<Value> {
-    Json(json!({"status": "alive", "role": ctx.role.name()}))
+/// The process answers.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Liveness {
+    /// Always `alive`.
+    status: &'static str,
+    /// The role this process runs.
+    role: &'static str,
 }
 
-async fn readyz(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    summary = "Liveness (never touches Redis)",
+    responses((status = 200, description = "alive", body = Liveness)))]
+async fn healthz(State(ctx): State<AppContext>) -> Json<Liveness> {
+    Json(Liveness {
+        status: "alive",
+        role: ctx.role.name(),
+    })
+}
+
+/// Whether Redis answers.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Readiness {
+    /// `ready` or `unready`.
+    status: &'static str,
+    /// Why not, when unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    summary = "Readiness (Redis answers)",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "Redis unreachable", body = Readiness),
+    ))]
+async fn readyz(State(ctx): State<AppContext>) -> (StatusCode, Json<Readiness>) {
     match ctx.jobs.ping(READY_PING_TIMEOUT).await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Readiness {
+                status: "ready",
+                error: None,
+            }),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unready", "error": e.to_string()})),
+            Json(Readiness {
+                status: "unready",
+                error: Some(e.to_string()),
+            }),
         ),
     }
 }

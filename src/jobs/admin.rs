@@ -12,7 +12,7 @@ use super::job::{JobInfo, rq_timestamp};
 use super::scripts::{Layout, LuaScript, args, with_lanes};
 
 /// The latest entry of a job's RQ result stream, decoded.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobResult {
     Finished { return_value: Option<Value> },
@@ -21,7 +21,7 @@ pub enum JobResult {
 }
 
 /// A job in full, for `jobs show` and the admin API.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobDetail {
     #[serde(flatten)]
     pub info: JobInfo,

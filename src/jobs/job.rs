@@ -101,11 +101,12 @@ pub fn is_valid_tenant(tenant: &str) -> bool {
 }
 
 /// Per-job options. Every field maps to an RQ job-hash field of the same meaning.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobOptions {
     /// Explicit id; generated (UUID v4) when absent. Must match `[A-Za-z0-9_-]+`.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub job_id: Option<String>,
     /// Push to the head of the queue instead of the tail.
     #[serde(default)]
@@ -115,12 +116,15 @@ pub struct JobOptions {
     pub timeout: Option<i64>,
     /// Seconds a finished job (hash, result, registry entry) is kept; `-1` forever, `0` not at all.
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 3_155_760_000_i64)]
     pub result_ttl: Option<i64>,
     /// Seconds a failed job is kept; `-1` forever. RQ's default is one year.
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 3_155_760_000_i64)]
     pub failure_ttl: Option<i64>,
     /// Seconds the job may wait in the queue before its hash expires.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3_155_760_000_i64)]
     pub ttl: Option<i64>,
     /// Retries after the first attempt; the worker's per-type default applies when absent.
     #[serde(default)]
@@ -399,7 +403,7 @@ pub(crate) fn decode_data(id: &str, raw: &[u8]) -> Result<JobCall, JobError> {
 }
 
 /// A job as stored, decoded for operators and tests.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
     pub id: String,
     pub status: String,

@@ -10,7 +10,7 @@ use super::keys::Keys;
 use super::scripts::{self, Layout, LuaScript, args, plain, with_lanes};
 
 /// One queue's numbers, read from RQ's list and registries.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     /// Ids waiting on `rq:queue:<q>` and, on a fair queue, in its tenant lanes.
     pub queued: u64,
@@ -35,7 +35,7 @@ pub struct QueueStats {
 }
 
 /// A fair queue's lanes, bounded whatever the number of tenants.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantStats {
     /// Tenants with queued jobs.
     pub with_work: u64,
@@ -52,7 +52,7 @@ pub struct TenantStats {
 }
 
 /// One tenant of a fair queue.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantRow {
     pub tenant: String,
     pub queued: u64,
@@ -68,7 +68,7 @@ pub(crate) const MAX_WALKED_LANES: usize = 1000;
 pub(crate) const MAX_WALKED_STARTED: usize = 5000;
 
 /// The scheduler as seen from Redis. All fields are `None`/`false` until a scheduler has run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SchedulerHealth {
     /// When the leader last evaluated the schedule (RFC 3339), if ever.
     pub last_tick: Option<String>,

@@ -5,14 +5,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::session::{Action, OperatorSession};
 use crate::context::AppContext;
 use crate::http::ApiError;
+use crate::http::admin::{DeletedJob, Requeued};
 use crate::http::extract::{JsonPath, JsonQuery};
-use crate::jobs::is_valid_queue_name;
+use crate::http::health::Health;
+use crate::jobs::{
+    JobDetail, JobResult, Minute, Recorded, SchedulerHealth, TenantStats, WorkerRow,
+    is_valid_queue_name,
+};
 
 /// Failed jobs per page.
 const FAILED_PAGE: usize = 25;
@@ -36,22 +41,43 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/api/calls", get(calls))
 }
 
+/// The jobs health report and the last hour per minute.
+#[derive(Serialize)]
+struct Overview {
+    #[serde(flatten)]
+    health: Health,
+    /// Absent when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<Vec<Minute>>,
+}
+
 /// Queues, health status and reasons (the jobs health report), and the last hour per minute.
-async fn overview(State(ctx): State<AppContext>, _s: OperatorSession) -> (StatusCode, Json<Value>) {
-    let (status, mut report) = crate::http::health::report(&ctx).await;
-    match ctx.jobs.stats().series().await {
-        Ok(series) => report["series"] = json!(series),
-        Err(e) => tracing::warn!(error = %e, "dashboard: cannot read the series"),
-    }
-    (status, Json(report))
+async fn overview(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+) -> (StatusCode, Json<Overview>) {
+    let (status, health) = crate::http::health::report(&ctx).await;
+    let series = match ctx.jobs.stats().series().await {
+        Ok(series) => Some(series),
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard: cannot read the series");
+            None
+        }
+    };
+    (status, Json(Overview { health, series }))
+}
+
+#[derive(Serialize)]
+struct Workers {
+    workers: Vec<WorkerRow>,
 }
 
 async fn workers(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Workers>, ApiError> {
     let workers = ctx.jobs.stats().workers().await?;
-    Ok(Json(json!({"workers": workers})))
+    Ok(Json(Workers { workers }))
 }
 
 #[derive(Deserialize)]
@@ -60,12 +86,45 @@ struct FailedQuery {
     cursor: Option<usize>,
 }
 
+/// A page of the failed list.
+#[derive(Serialize)]
+struct FailedPage {
+    queue: String,
+    /// Every queue with its failed count, to choose from.
+    queues: Vec<QueueFailures>,
+    jobs: Vec<FailedRow>,
+    cursor: usize,
+    page_size: usize,
+    /// Failed jobs of `queue` in all.
+    total: u64,
+    next_cursor: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct QueueFailures {
+    name: String,
+    failed: u64,
+}
+
+/// A failed job as its row shows it.
+#[derive(Serialize)]
+struct FailedRow {
+    id: String,
+    job_type: String,
+    tenant: Option<String>,
+    attempts: u32,
+    /// The last line of its error.
+    error: String,
+    ended_at: Option<String>,
+    age_secs: Option<u64>,
+}
+
 /// One page of a queue's failed jobs (oldest failure first), with the queues to choose from.
 async fn failed(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
     JsonQuery(q): JsonQuery<FailedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FailedPage>, ApiError> {
     let stats = ctx
         .jobs
         .stats()
@@ -89,38 +148,58 @@ async fn failed(
         .failed_jobs(&queue, cursor, FAILED_PAGE)
         .await?;
     let now = ctx.jobs.now();
-    let rows: Vec<Value> = jobs.iter().map(|j| failed_row(j, now)).collect();
-    let queues: Vec<Value> = stats
+    let rows: Vec<FailedRow> = jobs.iter().map(|j| failed_row(j, now)).collect();
+    let queues: Vec<QueueFailures> = stats
         .iter()
-        .map(|(name, s)| json!({"name": name, "failed": s.failed}))
+        .map(|(name, s)| QueueFailures {
+            name: name.clone(),
+            failed: s.failed,
+        })
         .collect();
     let total = stats.get(&queue).map_or(0, |s| s.failed);
-    Ok(Json(json!({
-        "queue": queue,
-        "queues": queues,
-        "jobs": rows,
-        "cursor": cursor,
-        "page_size": FAILED_PAGE,
-        "total": total,
-        "next_cursor": (jobs.len() == FAILED_PAGE).then_some(cursor.saturating_add(FAILED_PAGE)),
-    })))
+    Ok(Json(FailedPage {
+        queue,
+        queues,
+        jobs: rows,
+        cursor,
+        page_size: FAILED_PAGE,
+        total,
+        next_cursor: (jobs.len() == FAILED_PAGE).then_some(cursor.saturating_add(FAILED_PAGE)),
+    }))
 }
 
-/// A failed job as its row shows it: the last line of its error.
-fn failed_row(j: &crate::jobs::JobDetail, now: chrono::DateTime<chrono::Utc>) -> Value {
+fn failed_row(j: &JobDetail, now: chrono::DateTime<chrono::Utc>) -> FailedRow {
     let error = match &j.result {
-        Some(crate::jobs::JobResult::Failed { error }) => error.as_str(),
+        Some(JobResult::Failed { error }) => error.as_str(),
         _ => j.last_error.as_deref().unwrap_or(""),
     };
-    json!({
-        "id": j.info.id,
-        "job_type": j.info.job_type,
-        "tenant": j.info.tenant(),
-        "attempts": j.attempts,
-        "error": error.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
-        "ended_at": j.info.ended_at,
-        "age_secs": j.info.ended_at.as_deref().and_then(|t| crate::jobs::age_secs(t, now)),
-    })
+    FailedRow {
+        id: j.info.id.clone(),
+        job_type: j.info.job_type.clone(),
+        tenant: j.info.tenant().map(str::to_owned),
+        attempts: j.attempts,
+        error: error
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_owned(),
+        ended_at: j.info.ended_at.clone(),
+        age_secs: j
+            .info
+            .ended_at
+            .as_deref()
+            .and_then(|t| crate::jobs::age_secs(t, now)),
+    }
+}
+
+/// A job's page: the job in full with large values cut, its tenant and its recorded results.
+#[derive(Serialize)]
+struct JobPage {
+    #[serde(flatten)]
+    detail: JobDetail,
+    tenant: Option<String>,
+    recorded: Vec<Recorded>,
 }
 
 /// One job in full, with large values cut so a page stays small.
@@ -128,29 +207,45 @@ async fn job(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
     JsonPath(id): JsonPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     crate::http::admin::check_id(&id)?;
-    let Some(detail) = ctx.jobs.admin().job_detail(&id).await? else {
+    let Some(mut detail) = ctx.jobs.admin().job_detail(&id).await? else {
         return Err(ApiError::not_found(format!("no job {id}")));
     };
-    let tenant = detail.info.tenant().map(str::to_owned);
-    let mut v = serde_json::to_value(&detail).map_err(|e| ApiError::internal(&e))?;
-    for field in ["args", "kwargs", "meta"] {
-        if let Some(x) = v.get_mut(field) {
-            cut(x);
-        }
+    let info = &mut detail.info;
+    cut_vec(&mut info.args);
+    cut_map(&mut info.kwargs);
+    cut_map(&mut info.meta);
+    match &mut detail.result {
+        Some(JobResult::Finished {
+            return_value: Some(r),
+        }) => cut(r),
+        Some(JobResult::Failed { error }) => *error = tail(error, MAX_TRACEBACK_CHARS),
+        _ => {}
     }
-    if let Some(result) = v.get_mut("result") {
-        if let Some(r) = result.get_mut("return_value") {
-            cut(r);
-        }
-        if let Some(Value::String(e)) = result.get_mut("error") {
-            *e = tail(e, MAX_TRACEBACK_CHARS);
-        }
+    Ok(Json(JobPage {
+        tenant: detail.info.tenant().map(str::to_owned),
+        recorded: ctx.jobs.admin().recorded(&id).await?,
+        detail,
+    }))
+}
+
+/// [`cut`] for an array held as a `Vec`.
+fn cut_vec(items: &mut Vec<Value>) {
+    let mut v = Value::Array(std::mem::take(items));
+    cut(&mut v);
+    if let Value::Array(cut_items) = v {
+        *items = cut_items;
     }
-    v["tenant"] = json!(tenant);
-    v["recorded"] = json!(ctx.jobs.admin().recorded(&id).await?);
-    Ok(Json(v))
+}
+
+/// [`cut`] for an object held as a `Map`.
+fn cut_map(map: &mut serde_json::Map<String, Value>) {
+    let mut v = Value::Object(std::mem::take(map));
+    cut(&mut v);
+    if let Value::Object(m) = v {
+        *map = m;
+    }
 }
 
 /// Cuts long strings, arrays and objects in place, saying how much was left out.
@@ -197,38 +292,64 @@ fn tail(s: &str, max: usize) -> String {
     )
 }
 
+#[derive(Serialize)]
+struct SchedulerPage {
+    scheduler: SchedulerHealth,
+    tick_interval_ms: u64,
+    lock_ttl_ms: u64,
+}
+
 /// The leader, its lock and each entry as of the last tick.
 async fn scheduler(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SchedulerPage>, ApiError> {
     let health = ctx.jobs.stats().scheduler_health().await?;
     let s = &ctx.settings.scheduler;
-    Ok(Json(json!({
-        "scheduler": health,
-        "tick_interval_ms": s.tick_interval_ms.as_millis(),
-        "lock_ttl_ms": s.lock_ttl_ms.as_millis(),
-    })))
+    Ok(Json(SchedulerPage {
+        scheduler: health,
+        tick_interval_ms: s.tick_interval_ms.as_millis(),
+        lock_ttl_ms: s.lock_ttl_ms.as_millis(),
+    }))
+}
+
+#[derive(Serialize)]
+struct CallsPage {
+    /// Each calls process's last report.
+    processes: Vec<Value>,
+    fair_queues: Vec<FairQueueTenants>,
+}
+
+#[derive(Serialize)]
+struct FairQueueTenants {
+    queue: String,
+    tenants: TenantStats,
 }
 
 /// Live calls of every calls process, and the busiest tenants of each fair queue.
 async fn calls(
     State(ctx): State<AppContext>,
     _s: OperatorSession,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CallsPage>, ApiError> {
     let processes = ctx.jobs.call_status().live_calls().await?;
     let stats = ctx
         .jobs
         .stats()
         .queue_stats(&ctx.settings.worker.queues)
         .await?;
-    let tenants: Vec<Value> = stats
-        .iter()
-        .filter_map(|(q, s)| Some(json!({"queue": q, "tenants": s.tenants.as_ref()?})))
+    let fair_queues = stats
+        .into_iter()
+        .filter_map(|(queue, s)| {
+            Some(FairQueueTenants {
+                queue,
+                tenants: s.tenants?,
+            })
+        })
         .collect();
-    Ok(Json(
-        json!({"processes": processes, "fair_queues": tenants}),
-    ))
+    Ok(Json(CallsPage {
+        processes,
+        fair_queues,
+    }))
 }
 
 /// Every action is logged with the session that took it (its id's first 8 characters: enough to
@@ -244,7 +365,7 @@ async fn requeue(
     State(ctx): State<AppContext>,
     a: Action,
     JsonPath(id): JsonPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Requeued>, ApiError> {
     let result = crate::http::admin::requeue_one(&ctx, &id).await;
     audit(&a, "requeue", &id, &result);
     result
@@ -254,7 +375,7 @@ async fn delete(
     State(ctx): State<AppContext>,
     a: Action,
     JsonPath(id): JsonPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedJob>, ApiError> {
     let result = crate::http::admin::delete_one(&ctx, &id).await;
     audit(&a, "delete", &id, &result);
     result
@@ -265,11 +386,17 @@ struct QueueQuery {
     queue: Option<String>,
 }
 
+#[derive(Serialize)]
+struct RequeuedQueue {
+    requeued: u64,
+    queue: String,
+}
+
 async fn requeue_all(
     State(ctx): State<AppContext>,
     a: Action,
     JsonQuery(q): JsonQuery<QueueQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequeuedQueue>, ApiError> {
     let Some(queue) = q.queue.filter(|q| is_valid_queue_name(q)) else {
         return Err(ApiError::invalid(
             "queue is missing or not a valid queue name",
@@ -281,7 +408,12 @@ async fn requeue_all(
         .requeue_all_failed(&queue)
         .await
         .map_err(ApiError::from)
-        .map(|n| Json(json!({"requeued": n, "queue": queue})));
+        .map(|requeued| {
+            Json(RequeuedQueue {
+                requeued,
+                queue: queue.clone(),
+            })
+        });
     audit(&a, "requeue all", &queue, &result);
     result
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod process;
 pub mod promtext;
 pub mod redis_server;
+pub mod schema;
 pub mod sentinel;
 pub mod worker;
 
