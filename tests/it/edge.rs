@@ -10,12 +10,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::process::{TEST_SECRET, TEST_TOKEN};
-use crate::support::redis_server::TestDb;
+use crate::support::redis_server::{TestDb, TestRedis};
 use crate::support::{ProsaasProcess, db};
 
 fn api(t: &TestDb, extra: &[(&str, &str)]) -> ProsaasProcess {
-    let url = t.url();
-    let mut env = vec![("REDIS_URL", url.as_str())];
+    api_at(&t.url(), extra)
+}
+
+fn api_at(url: &str, extra: &[(&str, &str)]) -> ProsaasProcess {
+    let mut env = vec![("REDIS_URL", url)];
     env.extend_from_slice(extra);
     let p = ProsaasProcess::start("api", &env);
     p.wait_for_log("API mode", Duration::from_secs(20));
@@ -661,23 +664,45 @@ async fn a_webhook_is_bounded_by_its_messages_and_its_memory_by_its_body() {
     assert!(grew_mib < 100, "RSS grew {grew_mib} MiB");
 }
 
+/// A request cut by its deadline between two pieces of a batch answers 503, and the provider's
+/// retry writes exactly what is missing. The cut is made, not raced for: once the first piece
+/// has landed, Redis stops taking writes (`CLIENT PAUSE ... WRITE`) until the 503 is back,
+/// whatever this machine's speed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_short_answers_503_and_its_retry_completes_it_once() {
-    let t = db();
-    // 20,000 messages against a 500 ms deadline: the request is cut after some pieces.
+    // A server of its own: the pause below must not stall other tests.
+    let redis = TestRedis::start();
     let large = [
         ("PROSAAS__API__MAX_MESSAGES_PER_REQUEST", "20000"),
         ("PROSAAS__HTTP__BODY_LIMIT_BYTES", "4194304"),
     ];
     let mut env = large.to_vec();
-    env.push(("PROSAAS__API__REQUEST_TIMEOUT_MS", "500"));
-    let hurried = api(&t, &env);
+    env.push(("PROSAAS__API__REQUEST_TIMEOUT_MS", "2000"));
+    let hurried = api_at(&redis.url(), &env);
     let http = client();
     let total = 20_000u64;
     let body = batch_body(total as usize, 0, "cut");
-    let (status, answer) = post_batch(&http, &hurried, &body).await;
+    let mut c = redis.connection(0);
+    let cut = async {
+        loop {
+            let landed: u64 = redis::Commands::llen(&mut c, "rq:queue:default").unwrap();
+            if landed > 0 {
+                let _: () = redis::cmd("CLIENT")
+                    .arg("PAUSE")
+                    .arg(30_000)
+                    .arg("WRITE")
+                    .query(&mut c)
+                    .unwrap();
+                return landed;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let ((status, answer), landed) = tokio::join!(post_batch(&http, &hurried, &body), cut);
     assert_eq!((status, answer["error"].as_str()), (503, Some("timeout")));
-    let mut c = t.connection();
+    assert!(landed < total, "all {total} landed before the pause");
+    let mut c = redis.connection(0);
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut c).unwrap();
     // The piece in flight at the cut may still land: wait until nothing moves.
     let mut written: u64 = redis::Commands::llen(&mut c, "rq:queue:default").unwrap();
     loop {
@@ -695,7 +720,7 @@ async fn a_batch_cut_short_answers_503_and_its_retry_completes_it_once() {
     );
     // The provider retries (here on another api process): the pieces written are duplicates,
     // the rest is written, nothing twice.
-    let patient = api(&t, &large);
+    let patient = api_at(&redis.url(), &large);
     let (status, answer) = post_batch(&http, &patient, &body).await;
     assert_eq!(status, 200, "{}", answer["detail"]);
     assert_eq!(answer["duplicates"].as_u64(), Some(written));
