@@ -144,6 +144,15 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop every worker (prosaas's and Python RQ's) from starting jobs, as `rq suspend` does;
+    /// jobs in flight finish.
+    Suspend {
+        /// Seconds until workers resume by themselves (default: until `jobs resume`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        duration: Option<u64>,
+    },
+    /// Let workers start jobs again, as `rq resume` does.
+    Resume,
 }
 
 #[derive(Debug, Args)]

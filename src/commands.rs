@@ -162,7 +162,27 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
             };
             print_json_or(json, &d, || show_text(&d))
         }
+        JobsCommand::Suspend { duration } => suspend(&jobs, duration).await,
+        JobsCommand::Resume => resume(&jobs).await,
     }
+}
+
+/// `jobs resume`: what `rq resume` does.
+async fn resume(jobs: &JobStore) -> anyhow::Result<()> {
+    let was = jobs.admin().resume().await?;
+    let what = if was { "resumed" } else { "were not suspended" };
+    println!("workers {what}");
+    Ok(())
+}
+
+/// `jobs suspend`: what `rq suspend` writes.
+async fn suspend(jobs: &JobStore, duration: Option<u64>) -> anyhow::Result<()> {
+    jobs.admin().suspend(duration).await?;
+    match duration {
+        Some(secs) => println!("workers suspended for {secs}s: no job starts until then"),
+        None => println!("workers suspended: no job starts until `prosaas jobs resume`"),
+    }
+    Ok(())
 }
 
 /// Prints `value` as pretty JSON, or the text `render` makes of it.

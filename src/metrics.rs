@@ -11,7 +11,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::calls_stream::registry::CallsSnapshot;
-use crate::jobs::JobStore;
+use crate::jobs::{JobStore, Snapshot};
 
 pub const JOBS_ENQUEUED: &str = "prosaas_jobs_enqueued_total";
 pub const JOBS_DEDUPLICATED: &str = "prosaas_jobs_deduplicated_total";
@@ -41,9 +41,10 @@ pub const CALL_FRAMES_DROPPED: &str = "prosaas_calls_frames_dropped_total";
 pub const CALL_STREAMS_REFUSED: &str = "prosaas_calls_streams_refused_total";
 pub const RECORDINGS_FREE_BYTES: &str = "prosaas_recordings_free_bytes";
 pub const BUILD_INFO: &str = "prosaas_build_info";
+pub const WORKERS_SUSPENDED: &str = "prosaas_workers_suspended";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 29] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -72,10 +73,11 @@ pub const ALL: [&str; 28] = [
     CALL_STREAMS_REFUSED,
     RECORDINGS_FREE_BYTES,
     BUILD_INFO,
+    WORKERS_SUSPENDED,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 28] = [
+const HELP: [&str; 29] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -104,6 +106,7 @@ const HELP: [&str; 28] = [
     "Media streams refused, by reason: at the upgrade (unsigned, bad_signature, not_configured, busy, disk_low) or at their start (token_missing, token_malformed, token_expired, token_mismatch, live, finalized, no_start: none within 10 s).",
     "Free bytes on the recordings directory's file system, as this calls process last measured them (every second).",
     "1, labelled with the version and commit this process runs (two label sets across a fleet mid-deploy).",
+    "1 while workers are suspended (rq:suspended exists: `rq suspend`, `prosaas jobs suspend`), read from Redis at scrape time.",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.
@@ -206,6 +209,39 @@ fn record_master(store: &JobStore) {
     }
 }
 
+/// The gauges read from Redis at scrape time; the fair queues' tenant lines go to `tenants`.
+fn record_snapshot(snapshot: Snapshot, tenants: &mut (String, String)) {
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    metrics::gauge!(REDIS_UP).set(1.0);
+    metrics::gauge!(WORKERS_SUSPENDED).set(flag(snapshot.suspension.is_some()));
+    for (q, s) in snapshot.queues {
+        for (state, n) in [
+            ("queued", s.queued),
+            ("started", s.started),
+            ("finished", s.finished),
+            ("failed", s.failed),
+            ("scheduled", s.scheduled),
+            ("deferred", s.deferred),
+        ] {
+            metrics::gauge!(QUEUE_JOBS, "queue" => q.clone(), "state" => state).set(n as f64);
+        }
+        metrics::gauge!(QUEUE_OLDEST_AGE, "queue" => q.clone())
+            .set(s.oldest_queued_secs.unwrap_or(0) as f64);
+        if let Some(t) = &s.tenants {
+            tenant_series(tenants, &q, t);
+        }
+    }
+    let scheduler = snapshot.scheduler;
+    metrics::gauge!(SCHEDULER_LOCK_HELD).set(flag(scheduler.lock_held));
+    if let Some(t) = scheduler
+        .last_tick
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
+        metrics::gauge!(SCHEDULER_LAST_TICK).set(t.timestamp_millis() as f64 / 1000.0);
+    }
+}
+
 /// Refreshes the Redis-backed gauges and the live-call gauges, and renders the exposition text.
 pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -> String {
     let handle = handle();
@@ -222,35 +258,7 @@ pub async fn render(store: &JobStore, queues: &[String], calls: CallsSnapshot) -
         .health_snapshot(queues, Duration::from_millis(750))
         .await
     {
-        Ok((stats, scheduler)) => {
-            metrics::gauge!(REDIS_UP).set(1.0);
-            for (q, s) in stats {
-                for (state, n) in [
-                    ("queued", s.queued),
-                    ("started", s.started),
-                    ("finished", s.finished),
-                    ("failed", s.failed),
-                    ("scheduled", s.scheduled),
-                    ("deferred", s.deferred),
-                ] {
-                    metrics::gauge!(QUEUE_JOBS, "queue" => q.clone(), "state" => state)
-                        .set(n as f64);
-                }
-                metrics::gauge!(QUEUE_OLDEST_AGE, "queue" => q.clone())
-                    .set(s.oldest_queued_secs.unwrap_or(0) as f64);
-                if let Some(t) = &s.tenants {
-                    tenant_series(&mut tenants, &q, t);
-                }
-            }
-            metrics::gauge!(SCHEDULER_LOCK_HELD).set(if scheduler.lock_held { 1.0 } else { 0.0 });
-            if let Some(t) = scheduler
-                .last_tick
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            {
-                metrics::gauge!(SCHEDULER_LAST_TICK).set(t.timestamp_millis() as f64 / 1000.0);
-            }
-        }
+        Ok(snapshot) => record_snapshot(snapshot, &mut tenants),
         Err(_) => metrics::gauge!(REDIS_UP).set(0.0),
     }
     let mut text = handle.render();

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::calls_stream::registry::CallsSnapshot;
 use crate::context::AppContext;
-use crate::jobs::{QueueStats, SchedulerHealth};
+use crate::jobs::{QueueStats, SchedulerHealth, Snapshot, Suspension};
 use crate::settings::{AlertSettings, Settings};
 
 /// The whole report must come back promptly even while Redis is unreachable.
@@ -45,6 +45,8 @@ pub(super) struct HealthReport {
     /// Registered workers per version they run (two during a deploy); absent when Redis was too
     /// slow to list them.
     worker_versions: Option<BTreeMap<String, u64>>,
+    /// Present while workers are suspended (`rq suspend`): no job starts.
+    suspended: Option<Suspension>,
     /// `healthy`, or `degraded` with `reasons`.
     status: &'static str,
     /// Which alert thresholds are passed (`api.alerts`), and the scheduler's silence.
@@ -107,7 +109,11 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Health) {
         .health_snapshot(&ctx.settings.worker.queues, HEALTH_TIMEOUT)
         .await
     {
-        Ok((queues, scheduler)) => {
+        Ok(Snapshot {
+            queues,
+            scheduler,
+            suspension,
+        }) => {
             // Which builds the fleet runs (two during a deploy); left out if Redis is slow now.
             let versions = tokio::time::timeout(HEALTH_TIMEOUT, ctx.jobs.stats().worker_versions())
                 .await
@@ -115,6 +121,7 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Health) {
                 .and_then(Result::ok);
             let mut reasons = queue_reasons(&queues, &ctx.settings.api.alerts);
             reasons.extend(scheduler_reason(&scheduler, &ctx.settings));
+            reasons.extend(suspension.as_ref().map(suspension_reason));
             let status = if reasons.is_empty() {
                 "healthy"
             } else {
@@ -131,6 +138,7 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Health) {
                     subsystems,
                     build: build(),
                     worker_versions: versions,
+                    suspended: suspension,
                     status,
                     reasons,
                 })),
@@ -195,6 +203,17 @@ fn queue_reasons(queues: &BTreeMap<String, QueueStats>, alerts: &AlertSettings) 
         }
     }
     reasons
+}
+
+/// Suspended workers start no job: the system is degraded until someone resumes them.
+fn suspension_reason(s: &Suspension) -> String {
+    match s.seconds_left {
+        Some(left) => format!(
+            "workers are suspended for another {left}s: no job starts (rq:suspended; `prosaas jobs resume` or `rq resume` ends it)"
+        ),
+        None => "workers are suspended: no job starts until `prosaas jobs resume` or `rq resume`"
+            .to_owned(),
+    }
 }
 
 /// A tick older than three tick intervals means no leader is evaluating the schedule.

@@ -220,6 +220,27 @@ impl Admin<'_> {
         })
     }
 
+    /// `rq suspend [--duration S]`: no worker (prosaas's or RQ's) starts a job until [`Self::resume`]
+    /// or, with a duration, until it lapses. Jobs in flight finish.
+    pub async fn suspend(&self, duration_secs: Option<u64>) -> Result<(), JobError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys().suspended()).arg(1);
+        if let Some(secs) = duration_secs {
+            cmd.arg("EX").arg(secs);
+        }
+        let () = cmd.query_async(&mut self.conn().await?).await?;
+        Ok(())
+    }
+
+    /// `rq resume`: workers start jobs again. `false` when they were not suspended.
+    pub async fn resume(&self) -> Result<bool, JobError> {
+        let removed: u64 = redis::cmd("DEL")
+            .arg(self.keys().suspended())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(removed > 0)
+    }
+
     /// Puts every failed job of `queue` back, 500 per script call; returns how many went back.
     pub async fn requeue_all_failed(&self, queue: &str) -> Result<u64, JobError> {
         // A page at a time from the registry's head (each page leaves it: requeued, or dropped

@@ -185,6 +185,11 @@ impl Keys {
         format!("{}scheduler-lock:{queue}", self.rq)
     }
 
+    /// `rq suspend`'s flag: while it exists no worker starts a job (claim.lua checks it).
+    pub(crate) fn suspended(&self) -> String {
+        format!("{}suspended", self.rq)
+    }
+
     /// RQ 2.10+'s record of a scheduler process, which its lock's value names.
     pub(crate) fn rq_scheduler(&self, name: &str) -> String {
         format!("{}scheduler:{name}", self.rq)
@@ -407,6 +412,7 @@ mod tests {
                 "workers_of" => k.workers_of("q1"),
                 "rq_scheduler_lock" => k.rq_scheduler_lock("q1"),
                 "rq_scheduler" => k.rq_scheduler("n1"),
+                "suspended" => k.suspended(),
                 "fair_ring" => Keys::fair_ring("q1"),
                 "fair_state" => Keys::fair_state("q1"),
                 "fair_weights" => Keys::fair_weights("q1"),

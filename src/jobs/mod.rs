@@ -55,7 +55,7 @@ pub use job::{
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use ops::{
-    ClaimedJob, Deferred, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
+    Claim, ClaimedJob, Deferred, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
     Settlement, WAKER_BLOCK, WorkerInfo, WorkerState, Workers,
 };
 pub use prune::{Prune, PrunePass, Pruned};
@@ -63,7 +63,10 @@ pub use redis_config::{Advice, RedisConfig};
 pub use sentinel::{SentinelConfig, is_sentinel_url};
 pub use series::{Minute, WAIT_BUCKETS_MS};
 pub use sessions::Sessions;
-pub use stats::{MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Stats, TenantRow, TenantStats};
+pub use stats::{
+    MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Snapshot, Stats, Suspension, TenantRow,
+    TenantStats,
+};
 
 use keys::Keys;
 

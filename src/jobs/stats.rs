@@ -87,6 +87,21 @@ pub struct SchedulerHealth {
     pub entries: Vec<serde_json::Value>,
 }
 
+/// What health reads in one bounded step.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub queues: BTreeMap<String, QueueStats>,
+    pub scheduler: SchedulerHealth,
+    pub suspension: Option<Suspension>,
+}
+
+/// Workers are suspended: no job starts while `rq:suspended` exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Suspension {
+    /// Seconds until the suspension lapses; absent when it lasts until resumed.
+    pub seconds_left: Option<u64>,
+}
+
 /// The most worker registrations health reads for the versions they run.
 const MAX_LISTED_WORKERS: usize = 1000;
 
@@ -206,14 +221,23 @@ impl Stats<'_> {
             .collect())
     }
 
-    /// Queue numbers and scheduler state together, bounded by `within`.
+    /// Queue numbers, the scheduler and the suspension, read together within `within`.
     pub async fn health_snapshot(
         &self,
         also: &[String],
         within: std::time::Duration,
-    ) -> Result<(BTreeMap<String, QueueStats>, SchedulerHealth), JobError> {
+    ) -> Result<Snapshot, JobError> {
         super::bounded(within, async {
-            tokio::try_join!(self.queue_stats(also), self.scheduler_health())
+            let (queues, scheduler, suspension) = tokio::try_join!(
+                self.queue_stats(also),
+                self.scheduler_health(),
+                self.suspension()
+            )?;
+            Ok(Snapshot {
+                queues,
+                scheduler,
+                suspension,
+            })
         })
         .await
     }
@@ -237,6 +261,21 @@ impl Stats<'_> {
             *out.entry(v).or_insert(0) += 1;
         }
         Ok(out)
+    }
+
+    /// Whether workers are suspended (`rq suspend`), and for how long yet when it has a duration.
+    pub async fn suspension(&self) -> Result<Option<Suspension>, JobError> {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(self.keys().suspended())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        // TTL: -2 no such key, -1 no expiry, else seconds left.
+        Ok(match ttl {
+            -2 => None,
+            secs => Some(Suspension {
+                seconds_left: u64::try_from(secs).ok(),
+            }),
+        })
     }
 
     /// The leader lock and the leader's last tick, in one round trip.

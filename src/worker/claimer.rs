@@ -21,6 +21,8 @@ use crate::metrics as m;
 /// How long an idle executor waits before claiming again even without a wake-up (a safety net
 /// for a waker whose connection broke).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often a suspended worker checks whether it was resumed (RQ's workers: every second).
+const SUSPENDED_POLL: Duration = Duration::from_secs(1);
 /// How long a worker must have had nothing to do before `rq info` is told it is idle.
 const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
 /// What every job task of one executor shares: how to run a job, where its outcome goes, and
@@ -56,6 +58,7 @@ impl Claimer<'_> {
         env: &JobEnv,
     ) -> anyhow::Result<()> {
         let mut claim_errors = 0u32;
+        let mut suspended = false;
         loop {
             let first = tokio::select! {
                 biased;
@@ -64,19 +67,26 @@ impl Claimer<'_> {
             };
             let want = 1 + self.slots.available_permits();
             let (took, claimed) = match self.claim(want, env).await {
-                Ok(c) => {
+                Ok(None) => {
+                    drop(first);
+                    if self.hold_while_suspended(&mut suspended, shutdown).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(Some(c)) => {
                     claim_errors = 0;
+                    note_resumed(&mut suspended);
                     c
                 }
                 Err(e) => {
                     drop(first);
                     claim_errors += 1;
                     tracing::warn!(error = %e, "claim failed; retrying");
-                    let pause = Duration::from_millis(100 * u64::from(claim_errors.min(20)));
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => continue,
+                    if back_off(claim_errors, shutdown).await {
+                        return Ok(());
                     }
+                    continue;
                 }
             };
             let may_be_idle = lock(self.running).end_claim(&claimed);
@@ -102,13 +112,13 @@ impl Claimer<'_> {
     }
 
     /// Claims up to `want` jobs and applies the rate limits: how many the claim took, and those
-    /// to run now. The claim is numbered for the worker's state (see [`Inflight`]); the caller
-    /// ends it with the jobs it keeps.
+    /// to run now; `None` while workers are suspended. The claim is numbered for the worker's
+    /// state (see [`Inflight`]); the caller ends it with the jobs it keeps.
     async fn claim(
         &self,
         want: usize,
         env: &JobEnv,
-    ) -> Result<(usize, Vec<ClaimedJob>), crate::jobs::JobError> {
+    ) -> Result<Option<(usize, Vec<ClaimedJob>)>, crate::jobs::JobError> {
         let seq = lock(self.running).begin_claim();
         let claimed = match self
             .store
@@ -116,7 +126,8 @@ impl Claimer<'_> {
             .claim(self.info, want, self.config.heartbeat_ttl, seq)
             .await
         {
-            Ok(c) => c,
+            Ok(c) if c.suspended => return Ok(None),
+            Ok(c) => c.jobs,
             Err(e) => {
                 lock(self.running).end_claim(&[]);
                 return Err(e);
@@ -128,7 +139,22 @@ impl Claimer<'_> {
             .limits
             .admit(self.store, self.info, &env.registry, claimed)
             .await;
-        Ok((took, claimed))
+        Ok(Some((took, claimed)))
+    }
+
+    /// Suspended: nothing was taken, and jobs in flight finish on their own. Says so once, then
+    /// waits a check's interval; `true` when shutdown came meanwhile.
+    async fn hold_while_suspended(&self, said: &mut bool, shutdown: &CancellationToken) -> bool {
+        lock(self.running).end_claim(&[]);
+        if !std::mem::replace(said, true) {
+            tracing::warn!(
+                "workers are suspended (rq:suspended, set by `rq suspend` or `prosaas jobs suspend`): no new job starts until it is removed"
+            );
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(SUSPENDED_POLL) => false,
+        }
     }
 
     /// With nothing claimed: lets the wakers block on the queues until one wakes us, the idle
@@ -166,6 +192,23 @@ impl Claimer<'_> {
             }
         }
         self.wanted.send_replace(false);
+    }
+}
+
+/// Says once that a suspension ended.
+fn note_resumed(suspended: &mut bool) {
+    if std::mem::take(suspended) {
+        tracing::info!("workers resumed: claiming again");
+    }
+}
+
+/// Waits longer after each failed claim in a row (0.1 s more each, up to 2 s); `true` when
+/// shutdown came meanwhile.
+async fn back_off(failures: u32, shutdown: &CancellationToken) -> bool {
+    let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(pause) => false,
     }
 }
 

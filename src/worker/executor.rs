@@ -143,7 +143,8 @@ impl Executor {
         let seq = (self.store.unix_now() * 1000.0) as u64;
         let claimed = workers
             .claim(&self.info, max, self.config.heartbeat_ttl, seq)
-            .await?;
+            .await?
+            .jobs;
         let claimed = self
             .config
             .limits

@@ -175,3 +175,48 @@ fn the_version_names_the_release_and_the_commit() {
         "{text}"
     );
 }
+
+/// `prosaas jobs suspend` writes what `rq suspend` writes (with `--duration`, its TTL), health
+/// names the suspension, and `jobs resume` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_suspend_and_resume_as_rq_does() {
+    let t = db();
+    let url = t.url();
+    let env = [("REDIS_URL", url.as_str())];
+    let mut c = t.connection();
+    let out = process::run(&["jobs", "suspend", "--duration", "300"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (value, ttl): (Option<String>, i64) = redis::pipe()
+        .get("rq:suspended")
+        .ttl("rq:suspended")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("1"));
+    assert!((290..=300).contains(&ttl), "ttl {ttl}");
+
+    let store = t.store();
+    let snapshot = store
+        .stats()
+        .health_snapshot(&["default".into()], std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    let left = snapshot.suspension.and_then(|s| s.seconds_left);
+    assert!(left.is_some_and(|s| s > 280), "{left:?}");
+
+    assert_eq!(
+        stdout(&process::run(&["jobs", "resume"], &env)),
+        "workers resumed"
+    );
+    let exists: bool = redis::Commands::exists(&mut c, "rq:suspended").unwrap();
+    assert!(!exists);
+    assert_eq!(
+        stdout(&process::run(&["jobs", "resume"], &env)),
+        "workers were not suspended"
+    );
+    let out = process::run(&["jobs", "suspend", "--duration", "0"], &env);
+    assert!(!out.status.success(), "a zero duration is refused");
+}

@@ -94,7 +94,8 @@ async fn failed_job(store: &JobStore, id: &str) {
         .workers()
         .claim(&w, 1, Duration::from_secs(60), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 1);
     let now = store.unix_now();
     store

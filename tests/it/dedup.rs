@@ -199,7 +199,8 @@ async fn a_lock_ends_with_its_job() {
         .workers()
         .claim(&w, 1, Duration::from_secs(60), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 1);
     let _: () = c.del(format!("rq:job:{}", readmitted.job_id())).unwrap();
     let later = store

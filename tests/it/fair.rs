@@ -46,6 +46,7 @@ async fn claim_ids(store: &JobStore, w: &WorkerInfo, max: usize) -> Vec<String> 
         .claim(w, max, Duration::from_secs(60), 1)
         .await
         .unwrap()
+        .jobs
         .into_iter()
         .map(|j| j.execution.id)
         .collect()
@@ -176,7 +177,8 @@ async fn a_tenant_cap_holds_across_claims_and_frees_on_settle() {
         .workers()
         .claim(&w1, 10, Duration::from_secs(60), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     let mut ids: Vec<&str> = first.iter().map(|j| j.execution.id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["A1", "A2", "B1", "B2"], "two of each tenant, no more");

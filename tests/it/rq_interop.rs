@@ -1096,3 +1096,54 @@ async fn rq_3_counts_a_fair_queues_lanes() {
 async fn rq_1_counts_a_fair_queues_lanes() {
     a_fair_queues_lanes_are_what_rq_counts("1.16.2").await;
 }
+
+/// `rq suspend` stops prosaas workers too: a job enqueued while suspended is not started, the
+/// worker says `suspended` where `rq info` reads it, and `rq resume` lets the job run; each RQ
+/// version's CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rq_suspend_and_resume_hold_prosaas_workers() {
+    let m = python_modules();
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let store = t.store();
+        let mut w = ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
+        w.wait_for_log("worker registered", Duration::from_secs(20));
+        let out = rq_cli(version, m.path(), &["suspend", "-u", &url]);
+        assert!(out.status.success(), "rq {version} suspend: {out:?}");
+        let id = store
+            .enqueue(NewJob::new("default", "diag.count", kwargs(json!({}))))
+            .await
+            .unwrap();
+        let mut c = t.connection();
+        let name: String = eventually(
+            "the worker to say suspended",
+            Duration::from_secs(10),
+            || {
+                let workers: Vec<String> = c.smembers("rq:workers").unwrap();
+                let state: Option<String> = workers
+                    .first()
+                    .and_then(|key| c.hget(key, "state").unwrap());
+                let ready = state.as_deref() == Some("suspended");
+                async move { ready.then(|| workers[0].clone()) }
+            },
+        )
+        .await;
+        // Two more of the worker's one-second checks: still not started.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let job = store.fetch_job(&id).await.unwrap().unwrap();
+        assert_eq!(
+            job.status, "queued",
+            "rq {version}: started while suspended"
+        );
+        let out = rq_cli(version, m.path(), &["resume", "-u", &url]);
+        assert!(out.status.success(), "rq {version} resume: {out:?}");
+        eventually("the job to finish", Duration::from_secs(10), || async {
+            (store.fetch_job(&id).await.ok()??.status == "finished").then_some(())
+        })
+        .await;
+        let state: Option<String> = c.hget(&name, "state").unwrap();
+        assert_ne!(state.as_deref(), Some("suspended"), "rq {version}");
+        w.stop();
+    }
+}

@@ -384,7 +384,8 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
         .workers()
         .claim(&w, 10, Duration::from_secs(60), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     let order: Vec<&str> = claimed.iter().map(|c| c.execution.id.as_str()).collect();
     assert_eq!(order, ["j0", "j2", "j1", "j3"], "queues in priority order");
     let mut c = t.connection();
@@ -503,7 +504,8 @@ async fn a_heartbeat_refreshes_only_the_jobs_the_worker_still_holds() {
         .workers()
         .claim(&w, 10, Duration::from_secs(30), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 3);
     let member = |i: usize| {
         let e = &claimed[i].execution;
@@ -603,7 +605,8 @@ async fn ttls_written_by_others_cannot_wedge_a_settle_or_a_recovery() {
         .workers()
         .claim(&w, 10, Duration::ZERO, 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 2);
     let kept_longest = |c: &mut redis::Connection, id: &str, status: &str| {
         let key = format!("rq:job:{id}");
@@ -676,7 +679,8 @@ async fn plain_id_entries_settle_only_for_the_worker_the_job_names() {
         .workers()
         .claim(&w, 10, Duration::from_secs(60), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), 2);
     let mut c = t.connection();
     let members: Vec<String> = c.zrange("rq:wip:high", 0, -1).unwrap();
@@ -729,7 +733,8 @@ async fn a_failure_kept_forever_keeps_its_result_forever() {
         .workers()
         .claim(&w, 1, Duration::from_secs(60), 1)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     let settled = store
         .workers()
         .settle(

@@ -13,7 +13,11 @@
 -- ARGV[10] number of queues Q   ARGV[11 .. 10+Q] queue names, highest priority first
 -- ARGV[11+Q .. 10+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
 -- only a capped queue keeps per-tenant running counts)
--- Returns {dropped, then FIELDS_PER_JOB per job}.
+-- Returns {dropped, then FIELDS_PER_JOB per job}, or {-1} while `rq suspend` holds: no job is
+-- taken while rq:suspended exists (RQ's worker checks it before each pop; here the check and the
+-- pop are one step, so nothing starts after the flag is set). Ids a wake-up already moved into
+-- the worker's inbox wait there for the resume. A worker with nothing running is marked
+-- `state=suspended`, as RQ's is.
 -- FIXED_ARGS: prefix, worker, now, deadline, max, eid_base, inbox, state_seq, current_job,
 --   queue_count
 -- FIELDS_PER_JOB: id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
@@ -32,6 +36,14 @@ local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[10])
 -- The queues are ARGV[first_queue .. last_queue]; each one's tenant cap follows nq later.
 local first_queue, last_queue = FIXED_ARGS + 1, FIXED_ARGS + nq
+if redis.call('EXISTS', Key.suspended(p)) == 1 then
+  local wkey = Key.worker(p, w)
+  if redis.call('SCARD', Key.running(w)) == 0 and redis.call('EXISTS', wkey) == 1
+      and tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
+    redis.call('HSET', wkey, 'state', 'suspended', 'state_seq', ARGV[8])
+  end
+  return {-1}
+end
 local out = {0}
 -- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end (capped queues).
 local lanes_started, lanes_order = {}, {}

@@ -90,6 +90,14 @@ impl ClaimedJob {
     }
 }
 
+/// What one claim got.
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub jobs: Vec<ClaimedJob>,
+    /// `rq:suspended` exists (`rq suspend`, `prosaas jobs suspend`): nothing was taken.
+    pub suspended: bool,
+}
+
 impl Workers<'_> {
     /// Claims up to `max` jobs: the worker's inbox first, then its queues in priority order.
     /// Each claimed job is in `rq:wip:<queue>` with deadline `now + job_ttl`.
@@ -102,7 +110,7 @@ impl Workers<'_> {
         max: usize,
         job_ttl: Duration,
         state_seq: u64,
-    ) -> Result<Vec<ClaimedJob>, JobError> {
+    ) -> Result<Claim, JobError> {
         let now = self.now();
         // No execution ids in RQ 1.x's format (see claim.lua).
         let base = if self.rq1_entries() {
@@ -134,6 +142,12 @@ impl Workers<'_> {
             .map(redis::from_redis_value)
             .transpose()?
             .unwrap_or(0);
+        if dropped < 0 {
+            return Ok(Claim {
+                jobs: Vec::new(),
+                suspended: true,
+            });
+        }
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -200,6 +214,9 @@ impl Workers<'_> {
                 },
             });
         }
-        Ok(jobs)
+        Ok(Claim {
+            jobs,
+            suspended: false,
+        })
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-pub use claim::ClaimedJob;
+pub use claim::{Claim, ClaimedJob};
 pub use rate_limit::{Deferred, RateBucket};
 pub use recover::Recovered;
 pub use settle::{Outcome, Settled, Settlement, WorkerState};
