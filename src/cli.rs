@@ -153,6 +153,8 @@ pub enum JobsCommand {
     },
     /// Let workers start jobs again, as `rq resume` does.
     Resume,
+    /// Cancel a job that has not started, as RQ's `job.cancel()` does (idempotent).
+    Cancel { id: String },
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::cli::{EnqueueArgs, JobsCommand};
 use crate::jobs::{
-    Enqueued, JobDetail, JobOptions, JobResult, JobStore, NewJob, QueueStats, Requeue,
+    Canceled, Enqueued, JobDetail, JobOptions, JobResult, JobStore, NewJob, QueueStats, Requeue,
 };
 use crate::local_redis;
 use crate::roles::{Role, Subsystem};
@@ -164,7 +164,22 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
         }
         JobsCommand::Suspend { duration } => suspend(&jobs, duration).await,
         JobsCommand::Resume => resume(&jobs).await,
+        JobsCommand::Cancel { id } => cancel(&jobs, &id).await,
     }
+}
+
+/// `jobs cancel`: one line saying what happened; a running or unknown job is an error.
+async fn cancel(jobs: &JobStore, id: &str) -> anyhow::Result<()> {
+    match jobs.admin().cancel_job(id).await? {
+        Canceled::Canceled(was) => println!("canceled {id} (it was {was}): it will not start"),
+        Canceled::AlreadyCanceled => println!("{id} was already canceled"),
+        Canceled::AlreadyEnded(status) => {
+            println!("{id} already ended ({status}): nothing to cancel")
+        }
+        Canceled::Running => bail!("{id} is running: a cancel cannot end it"),
+        Canceled::Missing => bail!("no job {id}"),
+    }
+    Ok(())
 }
 
 /// `jobs resume`: what `rq resume` does.

@@ -12,7 +12,7 @@ use super::auth::Bearer;
 use super::error::{BadRequest, ErrorBody, NotFound, Unauthorized, Unavailable};
 use super::extract::{JsonPath, JsonQuery};
 use crate::context::AppContext;
-use crate::jobs::{Deleted, JobDetail, Requeue, is_valid_job_id, is_valid_queue_name};
+use crate::jobs::{Canceled, Deleted, JobDetail, Requeue, is_valid_job_id, is_valid_queue_name};
 
 pub(super) fn routes() -> Router<AppContext> {
     Router::new()
@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/api/jobs/failed/requeue-all", post(requeue_all))
         .route("/api/jobs/failed/{id}/requeue", post(requeue))
         .route("/api/jobs/{id}", get(show).delete(delete))
+        .route("/api/jobs/{id}/cancel", post(cancel))
 }
 
 pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
@@ -198,6 +199,51 @@ async fn requeue_all(
         requeued: n,
         queues,
     }))
+}
+
+/// What a cancel did; asking again answers `already_canceled`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CancelAnswer {
+    id: String,
+    /// `canceled` (it will never start), `already_canceled`, or `already_ended` (see `status`).
+    result: &'static str,
+    /// The job's status before the cancel.
+    status: String,
+}
+
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "admin",
+    summary = "Cancel a job that has not started, as RQ's job.cancel() does (idempotent)",
+    description = "A queued, scheduled or deferred job leaves its queue or registry for rq:canceled:<queue> with status canceled, and never starts (also when a worker's wake-up already holds its id). Its hash stays. Dependents stay deferred.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "canceled, already canceled, or already ended", body = CancelAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "the job is running (running): a cancel cannot end it", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ))]
+async fn cancel(
+    State(ctx): State<AppContext>,
+    _auth: Bearer,
+    JsonPath(id): JsonPath<String>,
+) -> Result<Json<CancelAnswer>, ApiError> {
+    check_id(&id)?;
+    let (result, status) = match ctx.jobs.admin().cancel_job(&id).await? {
+        Canceled::Canceled(was) => ("canceled", was),
+        Canceled::AlreadyCanceled => ("already_canceled", "canceled".to_owned()),
+        Canceled::AlreadyEnded(status) => ("already_ended", status),
+        Canceled::Running => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "running",
+                format!("job {id} is running; a cancel cannot end it"),
+            ));
+        }
+        Canceled::Missing => return Err(ApiError::not_found(format!("no job {id}"))),
+    };
+    Ok(Json(CancelAnswer { id, result, status }))
 }
 
 #[utoipa::path(delete, path = "/api/jobs/{id}", tag = "admin",

@@ -29,6 +29,7 @@ use super::error::{BadRequest, NotFound, Unauthorized, Unavailable};
         super::admin::requeue,
         super::admin::show,
         super::admin::delete,
+        super::admin::cancel,
         openapi_json,
         super::ops::healthz,
         super::ops::readyz,

@@ -45,6 +45,20 @@ pub enum Deleted {
     Running,
 }
 
+/// What a cancel did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Canceled {
+    /// It was waiting (the status it had: queued, scheduled, deferred): it is now `canceled`
+    /// and never starts.
+    Canceled(String),
+    AlreadyCanceled,
+    /// It had ended (`finished`, `failed`, `stopped`): nothing to cancel.
+    AlreadyEnded(String),
+    /// It is running: only a stop can end it.
+    Running,
+    Missing,
+}
+
 /// What a requeue did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requeue {
@@ -220,6 +234,20 @@ impl Admin<'_> {
         })
     }
 
+    /// Cancels a job that has not started, as RQ's `job.cancel()` does; idempotent.
+    pub async fn cancel_job(&self, id: &str) -> Result<Canceled, JobError> {
+        let mut inv = CANCEL_JOB.prepare_invoke();
+        args!(inv, CANCEL_ARGS; self.keys().rq_prefix(), id, self.now().timestamp());
+        let (code, status): (i64, String) = inv.invoke_async(&mut self.conn().await?).await?;
+        Ok(match code {
+            1 => Canceled::Canceled(status),
+            2 => Canceled::AlreadyCanceled,
+            3 => Canceled::AlreadyEnded(status),
+            -2 => Canceled::Running,
+            _ => Canceled::Missing,
+        })
+    }
+
     /// `rq suspend [--duration S]`: no worker (prosaas's or RQ's) starts a job until [`Self::resume`]
     /// or, with a duration, until it lapses. Jobs in flight finish.
     pub async fn suspend(&self, duration_secs: Option<u64>) -> Result<(), JobError> {
@@ -321,6 +349,15 @@ pub(crate) static REQUEUE_FAILED: LuaScript =
 const REQUEUE_ARGS: Layout = Layout {
     name: "FIXED_ARGS",
     fields: &["prefix", "queue", "now"],
+};
+
+pub(crate) static CANCEL_JOB: LuaScript =
+    LuaScript::new(with_lanes!("lua/cancel_job.lua"), &[&CANCEL_ARGS]);
+
+/// cancel_job.lua's arguments.
+const CANCEL_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["prefix", "id", "now"],
 };
 
 pub(crate) static DELETE_JOB: LuaScript =

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use admin::{Admin, Deleted, JobDetail, JobResult, Recorded, Requeue};
+pub use admin::{Admin, Canceled, Deleted, JobDetail, JobResult, Recorded, Requeue};
 pub use bench::{Bench, Footprint, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dedup::{

@@ -315,6 +315,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &stats::QUEUE_HEAD,
         &admin::REQUEUE_FAILED,
         &admin::DELETE_JOB,
+        &admin::CANCEL_JOB,
         &call_status::CALL_STATUS,
         &call_status::CALL_STREAM,
         &call_status::LIVE_CALLS,

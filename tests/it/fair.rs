@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use prosaas::jobs::{JobOptions, JobStore, NewJob, Outcome, Settlement, WorkerInfo};
+use prosaas::jobs::{Canceled, JobOptions, JobStore, NewJob, Outcome, Settlement, WorkerInfo};
 use redis::Commands;
 use serde_json::json;
 
 use crate::support::redis_server::TestDb;
 use crate::support::worker::worker_context;
-use crate::support::{ProsaasProcess, db, eventually, kwargs};
+use crate::support::{ProsaasProcess, db, eventually, kwargs, registered_worker};
 
 const FAIR: (&str, &str) = ("PROSAAS__QUEUES__DEFAULT__FAIRNESS", "tenant");
 
@@ -703,4 +703,34 @@ async fn a_fair_queue_of_more_lanes_than_any_walk_is_counted_exactly() {
     assert_eq!(workers.count_lanes("default", false).await.unwrap(), None);
     let stats = crate::support::default_queue(&store).await.unwrap();
     assert_eq!(stats.queued, ids_in_lists(&mut c));
+}
+
+/// A job canceled in its tenant's lane leaves the lane and the lane count, and the rest of the
+/// lane runs; canceling again answers that it already was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_job_leaves_its_lane() {
+    let t = db();
+    let store = fair_store(&t, &[]);
+    let w = registered_worker(&store, "w1", &["default"]).await;
+    store.enqueue_many(&jobs("acme", 3)).await.unwrap();
+    let admin = store.admin();
+    assert_eq!(
+        admin.cancel_job("acme2").await.unwrap(),
+        Canceled::Canceled("queued".into())
+    );
+    assert_eq!(
+        admin.cancel_job("acme2").await.unwrap(),
+        Canceled::AlreadyCanceled
+    );
+    let lanes = store
+        .stats()
+        .queue_stats(&["default".into()])
+        .await
+        .unwrap();
+    assert_eq!(lanes["default"].queued, 2, "{lanes:?}");
+    assert_eq!(drain_one_by_one(&store, &w).await, ["acme1", "acme3"]);
+    assert_eq!(admin.cancel_job("acme1").await.unwrap(), Canceled::Running);
+    assert_eq!(admin.cancel_job("nope").await.unwrap(), Canceled::Missing);
+    let canceled: Vec<String> = t.connection().zrange("rq:canceled:default", 0, -1).unwrap();
+    assert_eq!(canceled, ["acme2"]);
 }

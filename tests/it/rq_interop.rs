@@ -1147,3 +1147,103 @@ async fn rq_suspend_and_resume_hold_prosaas_workers() {
         w.stop();
     }
 }
+
+const CANCEL: &str = r#"
+import json, sys
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+job = Job.fetch(sys.argv[2], connection=r, serializer=JSONSerializer)
+job.cancel()
+s = job.get_status(refresh=True)
+print(json.dumps({"status": getattr(s, "value", s)}))
+"#;
+
+/// A job Python canceled never starts on prosaas, even when a wake-up had already moved its id
+/// into a worker's inbox, out of reach of `job.cancel()`'s `LREM` (each RQ version's cancel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_python_canceled_never_starts_even_from_an_inbox() {
+    let m = python_modules();
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let store = t.store();
+        let w = crate::support::registered_worker(&store, "w-cancel", &["default"]).await;
+        let id = store
+            .enqueue(NewJob::new("default", "diag.count", kwargs(json!({}))))
+            .await
+            .unwrap();
+        let mut c = t.connection();
+        let inbox = "prosaas:worker:w-cancel:inbox";
+        let moved: Option<String> = redis::cmd("LMOVE")
+            .arg(&["rq:queue:default", inbox, "LEFT", "RIGHT"])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(moved.as_deref(), Some(id.as_str()));
+        let canceled = python(version, m.path(), CANCEL, &[&url, &id]);
+        assert_eq!(canceled["status"], "canceled", "rq {version}");
+        let claim = store
+            .workers()
+            .claim(&w, 10, Duration::from_secs(60), 1)
+            .await
+            .unwrap();
+        assert!(
+            claim.jobs.is_empty(),
+            "rq {version}: a canceled job was claimed"
+        );
+        let left: usize = c.llen(inbox).unwrap();
+        assert_eq!(
+            left, 0,
+            "rq {version}: the id stays nowhere to be claimed later"
+        );
+        let job = store.fetch_job(&id).await.unwrap().unwrap();
+        assert_eq!(job.status, "canceled", "rq {version}");
+        let in_registry: Option<f64> = c.zscore("rq:canceled:default", &id).unwrap();
+        assert!(
+            in_registry.is_some(),
+            "rq {version}: the canceled registry keeps it"
+        );
+    }
+}
+
+const CANCELED_AS_RQ_SEES_IT: &str = r#"
+import json, sys
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import CanceledJobRegistry
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+job = Job.fetch(sys.argv[2], connection=r, serializer=JSONSerializer)
+s = job.get_status(refresh=True)
+q = Queue('default', connection=r, serializer=JSONSerializer)
+print(json.dumps({"status": getattr(s, "value", s), "queued": q.count,
+    "canceled": CanceledJobRegistry('default', connection=r).get_job_ids()}))
+"#;
+
+/// `prosaas jobs cancel` leaves what RQ's `job.cancel()` leaves: status `canceled`, the job in
+/// the canceled registry and off the queue, for each RQ version's reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_prosaas_canceled_is_canceled_for_rq() {
+    let m = python_modules();
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let store = t.store();
+        let id = store
+            .enqueue(NewJob::new("default", "diag.count", kwargs(json!({}))))
+            .await
+            .unwrap();
+        let env = [("REDIS_URL", url.as_str())];
+        let out = process::run(&["jobs", "cancel", &id], &env);
+        assert!(out.status.success(), "{out:?}");
+        let seen = python(version, m.path(), CANCELED_AS_RQ_SEES_IT, &[&url, &id]);
+        assert_eq!(seen["status"], "canceled", "rq {version}: {seen}");
+        assert_eq!(seen["queued"], 0, "rq {version}: {seen}");
+        assert_eq!(seen["canceled"], json!([id]), "rq {version}: {seen}");
+        let again = process::run(&["jobs", "cancel", &id], &env);
+        let said = String::from_utf8_lossy(&again.stdout);
+        assert!(said.contains("already canceled"), "{said}");
+    }
+}

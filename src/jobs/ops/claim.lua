@@ -61,15 +61,22 @@ local NEXT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', [
   ['6'] = '7', ['7'] = '8', ['8'] = '9', ['9'] = '10', ['10'] = '11', ['11'] = '12',
   ['12'] = '13', ['13'] = '14', ['14'] = '15', ['15'] = '16'}
 
--- Returns whether the job was taken (false: its hash is gone and the id was dropped).
+-- Returns whether the job was taken (false: its hash is gone, or it was canceled, and the id
+-- was dropped).
 local function take(id, queue)
   local jkey = Key.job(p, id)
   local h = redis.call('HMGET', jkey, 'data', 'origin', 'timeout', 'retries_left',
     'retry_intervals', 'result_ttl', 'failure_ttl', 'enqueued_at', 'attempts', 'ttl', 'enqueued_by',
-    'lane', 'meta')
+    'lane', 'meta', 'status')
   if not h[1] then
     -- The hash is gone (its wait TTL lapsed, or it was deleted): RQ drops such ids too.
     out[1] = out[1] + 1
+    return false
+  end
+  if h[14] == 'canceled' then
+    -- Canceled (RQ's `job.cancel()`): RQ takes the id off the queue and enters the job in
+    -- rq:canceled:<q>, but an id a wake-up already moved into an inbox is out of its reach.
+    -- It never starts; the canceled registry keeps it.
     return false
   end
   local q = h[2] or queue
