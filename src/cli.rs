@@ -155,6 +155,8 @@ pub enum JobsCommand {
     Resume,
     /// Cancel a job that has not started, as RQ's `job.cancel()` does (idempotent).
     Cancel { id: String },
+    /// Stop a running job, as RQ's `send_stop_job_command` does (it ends `stopped`).
+    Stop { id: String },
 }
 
 #[derive(Debug, Args)]

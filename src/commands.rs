@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::cli::{EnqueueArgs, JobsCommand};
 use crate::jobs::{
     Canceled, Enqueued, JobDetail, JobOptions, JobResult, JobStore, NewJob, QueueStats, Requeue,
+    Stop,
 };
 use crate::local_redis;
 use crate::roles::{Role, Subsystem};
@@ -165,6 +166,7 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
         JobsCommand::Suspend { duration } => suspend(&jobs, duration).await,
         JobsCommand::Resume => resume(&jobs).await,
         JobsCommand::Cancel { id } => cancel(&jobs, &id).await,
+        JobsCommand::Stop { id } => stop(&jobs, &id).await,
     }
 }
 
@@ -178,6 +180,19 @@ async fn cancel(jobs: &JobStore, id: &str) -> anyhow::Result<()> {
         }
         Canceled::Running => bail!("{id} is running: a cancel cannot end it"),
         Canceled::Missing => bail!("no job {id}"),
+    }
+    Ok(())
+}
+
+/// `jobs stop`: one line saying what happened; an unknown job is an error.
+async fn stop(jobs: &JobStore, id: &str) -> anyhow::Result<()> {
+    match jobs.admin().stop_job(id).await? {
+        Stop::Sent { listening: 0 } => {
+            bail!("{id} is started, but its worker does not listen: recovery will handle it")
+        }
+        Stop::Sent { .. } => println!("stopping {id}: its worker was told"),
+        Stop::NotRunning(status) => println!("{id} is not running ({status}): nothing to stop"),
+        Stop::Missing => bail!("no job {id}"),
     }
     Ok(())
 }

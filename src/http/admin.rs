@@ -12,7 +12,9 @@ use super::auth::Bearer;
 use super::error::{BadRequest, ErrorBody, NotFound, Unauthorized, Unavailable};
 use super::extract::{JsonPath, JsonQuery};
 use crate::context::AppContext;
-use crate::jobs::{Canceled, Deleted, JobDetail, Requeue, is_valid_job_id, is_valid_queue_name};
+use crate::jobs::{
+    Canceled, Deleted, JobDetail, Requeue, Stop, is_valid_job_id, is_valid_queue_name,
+};
 
 pub(super) fn routes() -> Router<AppContext> {
     Router::new()
@@ -21,6 +23,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/api/jobs/failed/{id}/requeue", post(requeue))
         .route("/api/jobs/{id}", get(show).delete(delete))
         .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/stop", post(stop))
 }
 
 pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
@@ -244,6 +247,56 @@ async fn cancel(
         Canceled::Missing => return Err(ApiError::not_found(format!("no job {id}"))),
     };
     Ok(Json(CancelAnswer { id, result, status }))
+}
+
+/// What a stop request did.
+#[derive(Serialize, ToSchema)]
+pub(super) struct StopAnswer {
+    id: String,
+    /// `stopping`: the worker running it was told (it ends `stopped`, never retried);
+    /// `not_running`: nothing to stop (see `status`; a waiting job is canceled instead).
+    result: &'static str,
+    status: String,
+    /// Workers that got the command; 0 when none listens on the channel of the worker the job
+    /// names (it died: recovery handles the job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listening: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/api/jobs/{id}/stop", tag = "admin",
+    summary = "Stop a running job, as RQ's send_stop_job_command does",
+    description = "Publishes RQ's stop-job command on the channel of the worker the job hash names (prosaas's and Python RQ's workers obey it). The job ends stopped in the failed registry with RQ's message and is not retried. Asking again while it stops sends the command again.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the job id")),
+    responses(
+        (status = 200, description = "stopping, or not running", body = StopAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ))]
+async fn stop(
+    State(ctx): State<AppContext>,
+    _auth: Bearer,
+    JsonPath(id): JsonPath<String>,
+) -> Result<Json<StopAnswer>, ApiError> {
+    check_id(&id)?;
+    let answer = match ctx.jobs.admin().stop_job(&id).await? {
+        Stop::Sent { listening } => StopAnswer {
+            id,
+            result: "stopping",
+            status: "started".into(),
+            listening: Some(listening),
+        },
+        Stop::NotRunning(status) => StopAnswer {
+            id,
+            result: "not_running",
+            status,
+            listening: None,
+        },
+        Stop::Missing => return Err(ApiError::not_found(format!("no job {id}"))),
+    };
+    Ok(Json(answer))
 }
 
 #[utoipa::path(delete, path = "/api/jobs/{id}", tag = "admin",

@@ -30,6 +30,7 @@ use super::error::{BadRequest, NotFound, Unauthorized, Unavailable};
         super::admin::show,
         super::admin::delete,
         super::admin::cancel,
+        super::admin::stop,
         openapi_json,
         super::ops::healthz,
         super::ops::readyz,

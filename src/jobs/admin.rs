@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::error::JobError;
 use super::job::{JobInfo, rq_timestamp};
-use super::scripts::{Layout, LuaScript, args, with_lanes};
+use super::scripts::{Layout, LuaScript, args, plain, with_lanes};
 
 /// The latest entry of a job's RQ result stream, decoded.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -56,6 +56,19 @@ pub enum Canceled {
     AlreadyEnded(String),
     /// It is running: only a stop can end it.
     Running,
+    Missing,
+}
+
+/// What a stop request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The stop command went to the worker running the job; `listening` is how many
+    /// subscribers got it (0: no worker listens on that channel).
+    Sent {
+        listening: u64,
+    },
+    /// The job is not running (its status).
+    NotRunning(String),
     Missing,
 }
 
@@ -248,6 +261,23 @@ impl Admin<'_> {
         })
     }
 
+    /// Asks the worker running `id` to stop it, as RQ's `send_stop_job_command` does; the job
+    /// then ends `stopped` (its worker records it).
+    pub async fn stop_job(&self, id: &str) -> Result<Stop, JobError> {
+        if !super::is_valid_job_id(id) {
+            return Err(JobError::Invalid(format!("{id:?} is not a valid job id")));
+        }
+        let mut inv = STOP_JOB.prepare_invoke();
+        args!(inv, STOP_ARGS; self.keys().rq_prefix(), id);
+        let (code, status, listening): (i64, String, u64) =
+            inv.invoke_async(&mut self.conn().await?).await?;
+        Ok(match code {
+            1 => Stop::Sent { listening },
+            3 => Stop::NotRunning(status),
+            _ => Stop::Missing,
+        })
+    }
+
     /// `rq suspend [--duration S]`: no worker (prosaas's or RQ's) starts a job until [`Self::resume`]
     /// or, with a duration, until it lapses. Jobs in flight finish.
     pub async fn suspend(&self, duration_secs: Option<u64>) -> Result<(), JobError> {
@@ -349,6 +379,14 @@ pub(crate) static REQUEUE_FAILED: LuaScript =
 const REQUEUE_ARGS: Layout = Layout {
     name: "FIXED_ARGS",
     fields: &["prefix", "queue", "now"],
+};
+
+pub(crate) static STOP_JOB: LuaScript = LuaScript::new(plain!("lua/stop_job.lua"), &[&STOP_ARGS]);
+
+/// stop_job.lua's arguments.
+const STOP_ARGS: Layout = Layout {
+    name: "FIXED_ARGS",
+    fields: &["prefix", "id"],
 };
 
 pub(crate) static CANCEL_JOB: LuaScript =

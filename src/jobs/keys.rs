@@ -195,6 +195,11 @@ impl Keys {
         format!("{}scheduler:{name}", self.rq)
     }
 
+    /// The channel RQ's tools send a worker its commands on (`rq/command.py`).
+    pub(crate) fn pubsub(&self, worker: &str) -> String {
+        format!("{}pubsub:{worker}", self.rq)
+    }
+
     pub(crate) fn worker(&self, name: &str) -> String {
         format!("{}worker:{name}", self.rq)
     }
@@ -413,6 +418,7 @@ mod tests {
                 "rq_scheduler_lock" => k.rq_scheduler_lock("q1"),
                 "rq_scheduler" => k.rq_scheduler("n1"),
                 "suspended" => k.suspended(),
+                "pubsub" => k.pubsub("w1"),
                 "fair_ring" => Keys::fair_ring("q1"),
                 "fair_state" => Keys::fair_state("q1"),
                 "fair_weights" => Keys::fair_weights("q1"),

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use admin::{Admin, Canceled, Deleted, JobDetail, JobResult, Recorded, Requeue};
+pub use admin::{Admin, Canceled, Deleted, JobDetail, JobResult, Recorded, Requeue, Stop};
 pub use bench::{Bench, Footprint, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dedup::{
@@ -55,8 +55,8 @@ pub use job::{
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use ops::{
-    Claim, ClaimedJob, Deferred, Execution, Outcome, QueueWaker, RateBucket, Recovered, Settled,
-    Settlement, WAKER_BLOCK, WorkerInfo, WorkerState, Workers,
+    Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome, QueueWaker, RateBucket,
+    Recovered, Settled, Settlement, WAKER_BLOCK, WorkerCommand, WorkerInfo, WorkerState, Workers,
 };
 pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};

@@ -316,6 +316,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &admin::REQUEUE_FAILED,
         &admin::DELETE_JOB,
         &admin::CANCEL_JOB,
+        &admin::STOP_JOB,
         &call_status::CALL_STATUS,
         &call_status::CALL_STREAM,
         &call_status::LIVE_CALLS,

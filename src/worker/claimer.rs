@@ -222,17 +222,28 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
         metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
             .record(waited);
     }
+    let stop = CancellationToken::new();
+    lock(&env.running)
+        .stops
+        .insert(job.execution.id.clone(), stop.clone());
     let (outcome, job_type) = tokio::select! {
         biased;
         () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
+        // Dropping the handler's future stops it at its next await.
+        () = stop.cancelled() => {
+            let failure_ttl = job.failure_ttl.unwrap_or(env.policies.failure_ttl);
+            (Outcome::Stopped { failure_ttl }, "-".to_owned())
+        }
         done = execute(&job, env.ctx, &env.registry, &env.policies) => done,
     };
+    lock(&env.running).stops.remove(&job.execution.id);
     let ended_at = store.unix_now();
     let label = match &outcome {
         Outcome::Finished { .. } => "finished",
         Outcome::Failed { .. } => "failed",
         Outcome::Retry { .. } => "retried",
         Outcome::Requeue => "requeued",
+        Outcome::Stopped { .. } => "stopped",
     };
     let job_type = m::job_type_label(&job_type);
     metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);

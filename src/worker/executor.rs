@@ -73,6 +73,12 @@ impl Executor {
             config.clone(),
             background.clone(),
         ));
+        let commands = tokio::spawn(super::commands::command_loop(
+            store.clone(),
+            info.clone(),
+            running.clone(),
+            background.clone(),
+        ));
         let claimer = Claimer {
             store: &store,
             info: &info,
@@ -123,6 +129,7 @@ impl Executor {
         let settled = settler.await;
         background.cancel();
         let beat = heartbeat.await;
+        let _ = commands.await;
         leave(&store, &info).await;
         claimed?;
         settled.context("the settler task failed; outcomes may be unrecorded")?;

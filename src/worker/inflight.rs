@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::jobs::{ClaimedJob, Execution, WorkerState};
 
 /// The executions this worker runs, and the numbering of its state decisions.
@@ -14,6 +16,8 @@ use crate::jobs::{ClaimedJob, Execution, WorkerState};
 #[derive(Default)]
 pub(super) struct Inflight {
     pub(super) executions: HashMap<String, Execution>,
+    /// Job id → the token that stops its task (RQ's stop-job command).
+    pub(super) stops: HashMap<String, CancellationToken>,
     /// A claim is on its way: its jobs are not in `executions` yet, so "idle" would be wrong.
     claiming: bool,
     seq: u64,

@@ -4,6 +4,7 @@
 //! what to do, `jobs` makes each step atomic.
 
 mod claimer;
+mod commands;
 pub mod config;
 pub mod executor;
 pub mod handler;

@@ -726,6 +726,8 @@ async fn each_api_role_operation_once(api: &TestApi) {
         StatusCode::CONFLICT,
         "not failed"
     );
+    let stop = format!("/api/jobs/{id}/stop");
+    assert_eq!(api.post(&stop, None).await.1["result"], "not_running");
     let cancel = format!("/api/jobs/{id}/cancel");
     assert_eq!(api.post(&cancel, None).await.1["result"], "canceled");
     assert_eq!(

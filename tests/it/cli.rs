@@ -220,3 +220,40 @@ async fn jobs_suspend_and_resume_as_rq_does() {
     let out = process::run(&["jobs", "suspend", "--duration", "0"], &env);
     assert!(!out.status.success(), "a zero duration is refused");
 }
+
+/// `prosaas jobs stop` reaches the worker running the job (RQ's stop-job command): the job ends
+/// `stopped`; asking again says there is nothing to stop; an unknown id is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_stop_reaches_the_worker_running_it() {
+    let t = db();
+    let url = t.url();
+    let env = [("REDIS_URL", url.as_str())];
+    let store = t.store();
+    let mut w = crate::support::ProsaasProcess::start("worker", &env);
+    w.wait_for_log("worker registered", std::time::Duration::from_secs(20));
+    let long = prosaas::jobs::NewJob::new(
+        "default",
+        "diag.sleep",
+        crate::support::kwargs(serde_json::json!({"ms": 60_000})),
+    );
+    let id = store.enqueue(long).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    crate::support::eventually("the job to start", wait, || async {
+        (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
+    })
+    .await;
+    let out = process::run(&["jobs", "stop", &id], &env);
+    assert!(stdout(&out).starts_with("stopping"), "{out:?}");
+    crate::support::eventually("the job to stop", wait, || async {
+        (store.fetch_job(&id).await.ok()??.status == "stopped").then_some(())
+    })
+    .await;
+    let again = stdout(&process::run(&["jobs", "stop", &id], &env));
+    assert!(again.contains("not running (stopped)"), "{again}");
+    assert!(
+        !process::run(&["jobs", "stop", "nope"], &env)
+            .status
+            .success()
+    );
+    w.stop();
+}

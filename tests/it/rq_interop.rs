@@ -1247,3 +1247,77 @@ async fn a_job_prosaas_canceled_is_canceled_for_rq() {
         assert!(said.contains("already canceled"), "{said}");
     }
 }
+
+const STOP: &str = r#"
+import json, sys
+from redis import Redis
+from rq.command import send_stop_job_command
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+send_stop_job_command(r, sys.argv[2], serializer=JSONSerializer)
+print(json.dumps({"sent": True}))
+"#;
+
+const STOPPED_AS_RQ_SEES_IT: &str = r#"
+import json, sys
+from redis import Redis
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+job = Job.fetch(sys.argv[2], connection=r, serializer=JSONSerializer)
+s = job.get_status(refresh=True)
+print(json.dumps({"status": getattr(s, "value", s),
+    "failed": FailedJobRegistry('default', connection=r).get_job_ids()}))
+"#;
+
+/// `send_stop_job_command` stops a job a prosaas worker runs: it ends `stopped` in the failed
+/// registry with RQ's message, is not retried though it has retries left, and the worker goes on
+/// (each RQ version's sender and reader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rqs_stop_command_stops_a_prosaas_job() {
+    let m = python_modules();
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let store = t.store();
+        let mut w = ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
+        w.wait_for_log("worker registered", Duration::from_secs(20));
+        let long = NewJob::new("default", "diag.sleep", kwargs(json!({"ms": 60_000})))
+            .with_options(JobOptions {
+                max_retries: Some(3),
+                ..Default::default()
+            });
+        let id = store.enqueue(long).await.unwrap();
+        eventually("the job to start", Duration::from_secs(10), || async {
+            (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
+        })
+        .await;
+        python(version, m.path(), STOP, &[&url, &id]);
+        eventually("the job to stop", Duration::from_secs(10), || async {
+            (store.fetch_job(&id).await.ok()??.status == "stopped").then_some(())
+        })
+        .await;
+        let seen = python(version, m.path(), STOPPED_AS_RQ_SEES_IT, &[&url, &id]);
+        assert_eq!(seen["status"], "stopped", "rq {version}: {seen}");
+        assert_eq!(seen["failed"], json!([id]), "rq {version}: {seen}");
+        let detail = store.admin().job_detail(&id).await.unwrap().unwrap();
+        let Some(JobResult::Failed { error }) = detail.result else {
+            panic!("rq {version}: no failure recorded: {detail:?}");
+        };
+        assert!(error.contains("stopped by user"), "{error}");
+        // Retries were left; a stop is not retried.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let job = store.fetch_job(&id).await.unwrap().unwrap();
+        assert_eq!(job.status, "stopped", "rq {version}: retried after a stop");
+        let next = store
+            .enqueue(NewJob::new("default", "diag.count", kwargs(json!({}))))
+            .await
+            .unwrap();
+        eventually("the worker to go on", Duration::from_secs(10), || async {
+            (store.fetch_job(&next).await.ok()??.status == "finished").then_some(())
+        })
+        .await;
+        w.stop();
+    }
+}

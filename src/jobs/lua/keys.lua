@@ -22,6 +22,7 @@ function Key.workers_of(p, q) return p .. 'workers:' .. q end
 function Key.rq_scheduler_lock(p, q) return p .. 'scheduler-lock:' .. q end
 function Key.rq_scheduler(p, name) return p .. 'scheduler:' .. name end
 function Key.suspended(p) return p .. 'suspended' end
+function Key.pubsub(p, w) return p .. 'pubsub:' .. w end
 function Key.fair_ring(q) return 'prosaas:fair:' .. q .. ':ring' end
 function Key.fair_state(q) return 'prosaas:fair:' .. q .. ':state' end
 function Key.fair_weights(q) return 'prosaas:fair:' .. q .. ':weights' end

@@ -7,6 +7,7 @@
 //! jobs; an idle worker pays one of each per job.
 
 pub(super) mod claim;
+mod commands;
 pub(super) mod heartbeat;
 pub(super) mod lane_depth;
 pub(super) mod lane_recount;
@@ -24,6 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 pub use claim::{Claim, ClaimedJob};
+pub use commands::{CommandChannel, WorkerCommand};
 pub use rate_limit::{Deferred, RateBucket};
 pub use recover::Recovered;
 pub use settle::{Outcome, Settled, Settlement, WorkerState};

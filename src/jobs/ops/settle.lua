@@ -13,7 +13,7 @@
 -- ARGV[8] the minute this batch is counted in (Unix seconds / 60), for the dashboard's series
 -- ARGV[9] '1' when claims write RQ's `current_job` (see claim.lua), else ''
 -- then FIELDS_PER_OUTCOME per outcome:
---   kind ('ok' | 'fail' | 'retry' | 'requeue'), id, eid, queue,
+--   kind ('ok' | 'fail' | 'stop' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
 --   score (ok, fail: the finished/failed registry score; retry with a delay: its due time),
 --   payload (ok: base64 JSON return value or ''; fail: base64 zlib error text),
@@ -139,7 +139,8 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
   else
-    local field = kind .. ':' .. (wait == '' and '-' or wait)
+    -- The series counts a stop as a failure (the dashboard knows ok, fail, retry, requeue).
+    local field = (kind == 'stop' and 'fail' or kind) .. ':' .. (wait == '' and '-' or wait)
     if not minute_counts[field] then
       minute_counts[field] = 0
       minute_fields[#minute_fields + 1] = field
@@ -170,9 +171,11 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
         keep(jkey, rkey, ttl)
         enter(Key.finished(p, q), score, id)
       end
-    elseif kind == 'fail' then
+    elseif kind == 'fail' or kind == 'stop' then
+      -- A stop (RQ's stop-job command) ends as a failure does, with status `stopped`.
       fail_count = fail_count + 1
-      redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts, 'last_heartbeat', now_ts)
+      redis.call('HSET', jkey, 'status', kind == 'stop' and 'stopped' or 'failed', 'ended_at',
+        now_ts, 'last_heartbeat', now_ts)
       redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', w,
         'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)

@@ -85,7 +85,13 @@ pub enum Outcome {
     },
     /// Not run to completion (shutdown): back to the head of its queue, no retry consumed.
     Requeue,
+    /// Stopped by an operator (RQ's `send_stop_job_command`): status `stopped`, in the failed
+    /// registry with RQ's message, never retried.
+    Stopped { failure_ttl: i64 },
 }
+
+/// The error RQ records for a stopped job.
+pub(crate) const STOPPED_MESSAGE: &str = "Job stopped by user, work-horse terminated.";
 
 /// An outcome ready to record.
 #[derive(Clone, Debug)]
@@ -188,6 +194,11 @@ impl Workers<'_> {
                     )
                 }
                 Outcome::Requeue => ("requeue", 0, String::new(), String::new(), 0, ""),
+                Outcome::Stopped { failure_ttl } => {
+                    let score = registry_score(*failure_ttl, "-1");
+                    let error = encode_exc_string(STOPPED_MESSAGE);
+                    ("stop", *failure_ttl, score, error, 0, "")
+                }
             };
             let e = &s.execution;
             let wait = s
