@@ -17,6 +17,16 @@ use crate::support::{ProsaasProcess, db, eventually, kwargs, process};
 
 const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
 
+/// Waits up to 10 s for the job's status to be `status`.
+async fn status_becomes(store: &JobStore, id: &str, status: &str) {
+    eventually(
+        &format!("{id} to be {status}"),
+        Duration::from_secs(10),
+        || async { (store.fetch_job(id).await.ok()??.status == status).then_some(()) },
+    )
+    .await;
+}
+
 pub fn venv(version: &str) -> PathBuf {
     static SETUP: Once = Once::new();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -734,10 +744,7 @@ async fn a_job_failed_by_rq_info_during_a_heartbeat_gap_is_not_overwritten() {
         .await
         .unwrap();
     let mut w = ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
-    eventually("the job to start", Duration::from_secs(10), || async {
-        (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
-    })
-    .await;
+    status_becomes(&store, &id, "started").await;
     // A real stall (SIGSTOP): no heartbeat can renew the deadline we then move into the past,
     // however slowly `rq info` starts on a loaded machine.
     w.signal("STOP");
@@ -795,10 +802,7 @@ async fn rq_tooling_cleaning_a_dead_workers_entries_loses_no_job() {
         let mut env = vec![("REDIS_URL", url.as_str())];
         env.extend_from_slice(&fast);
         let victim = ProsaasProcess::start("worker", &env);
-        eventually("the job to start", Duration::from_secs(10), || async {
-            (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
-        })
-        .await;
+        status_becomes(&store, &id, "started").await;
         victim.signal("KILL");
         // Past the deadline and the registration's TTL, RQ's cleanup runs first.
         tokio::time::sleep(Duration::from_millis(3200)).await;
@@ -969,10 +973,7 @@ async fn with_an_rq_1_worker_registered_entries_are_plain_ids() {
         ))
         .await
         .unwrap();
-    eventually("the job to start", Duration::from_secs(10), || async {
-        (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
-    })
-    .await;
+    status_becomes(&store, &id, "started").await;
     let members: Vec<String> = c.zrange("rq:wip:default", 0, -1).unwrap();
     assert_eq!(
         members,
@@ -1012,10 +1013,7 @@ print(json.dumps({i: Job.fetch(i, connection=r, serializer=JSONSerializer).get_s
         ))
         .await
         .unwrap();
-    eventually("the long job to start", Duration::from_secs(10), || async {
-        (store.fetch_job(&long).await.ok()??.status == "started").then_some(())
-    })
-    .await;
+    status_becomes(&store, &long, "started").await;
     w.signal("KILL");
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let _ = rq_info("1.16.2", m.path(), &url);
@@ -1138,10 +1136,7 @@ async fn rq_suspend_and_resume_hold_prosaas_workers() {
         );
         let out = rq_cli(version, m.path(), &["resume", "-u", &url]);
         assert!(out.status.success(), "rq {version} resume: {out:?}");
-        eventually("the job to finish", Duration::from_secs(10), || async {
-            (store.fetch_job(&id).await.ok()??.status == "finished").then_some(())
-        })
-        .await;
+        status_becomes(&store, &id, "finished").await;
         let state: Option<String> = c.hget(&name, "state").unwrap();
         assert_ne!(state.as_deref(), Some("suspended"), "rq {version}");
         w.stop();
@@ -1207,19 +1202,22 @@ async fn a_job_python_canceled_never_starts_even_from_an_inbox() {
     }
 }
 
-const CANCELED_AS_RQ_SEES_IT: &str = r#"
+/// A job as each RQ version reads it: its status, its queue's length, and the ids in its
+/// queue's canceled and failed registries.
+const JOB_AS_RQ_SEES_IT: &str = r#"
 import json, sys
 from redis import Redis
 from rq import Queue
 from rq.job import Job
-from rq.registry import CanceledJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry
 from rq.serializers import JSONSerializer
 r = Redis.from_url(sys.argv[1])
 job = Job.fetch(sys.argv[2], connection=r, serializer=JSONSerializer)
 s = job.get_status(refresh=True)
-q = Queue('default', connection=r, serializer=JSONSerializer)
+q = Queue(job.origin, connection=r, serializer=JSONSerializer)
 print(json.dumps({"status": getattr(s, "value", s), "queued": q.count,
-    "canceled": CanceledJobRegistry('default', connection=r).get_job_ids()}))
+    "canceled": CanceledJobRegistry(job.origin, connection=r).get_job_ids(),
+    "failed": FailedJobRegistry(job.origin, connection=r).get_job_ids()}))
 "#;
 
 /// `prosaas jobs cancel` leaves what RQ's `job.cancel()` leaves: status `canceled`, the job in
@@ -1238,7 +1236,7 @@ async fn a_job_prosaas_canceled_is_canceled_for_rq() {
         let env = [("REDIS_URL", url.as_str())];
         let out = process::run(&["jobs", "cancel", &id], &env);
         assert!(out.status.success(), "{out:?}");
-        let seen = python(version, m.path(), CANCELED_AS_RQ_SEES_IT, &[&url, &id]);
+        let seen = python(version, m.path(), JOB_AS_RQ_SEES_IT, &[&url, &id]);
         assert_eq!(seen["status"], "canceled", "rq {version}: {seen}");
         assert_eq!(seen["queued"], 0, "rq {version}: {seen}");
         assert_eq!(seen["canceled"], json!([id]), "rq {version}: {seen}");
@@ -1256,19 +1254,6 @@ from rq.serializers import JSONSerializer
 r = Redis.from_url(sys.argv[1])
 send_stop_job_command(r, sys.argv[2], serializer=JSONSerializer)
 print(json.dumps({"sent": True}))
-"#;
-
-const STOPPED_AS_RQ_SEES_IT: &str = r#"
-import json, sys
-from redis import Redis
-from rq.job import Job
-from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
-r = Redis.from_url(sys.argv[1])
-job = Job.fetch(sys.argv[2], connection=r, serializer=JSONSerializer)
-s = job.get_status(refresh=True)
-print(json.dumps({"status": getattr(s, "value", s),
-    "failed": FailedJobRegistry('default', connection=r).get_job_ids()}))
 "#;
 
 /// `send_stop_job_command` stops a job a prosaas worker runs: it ends `stopped` in the failed
@@ -1289,16 +1274,10 @@ async fn rqs_stop_command_stops_a_prosaas_job() {
                 ..Default::default()
             });
         let id = store.enqueue(long).await.unwrap();
-        eventually("the job to start", Duration::from_secs(10), || async {
-            (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
-        })
-        .await;
+        status_becomes(&store, &id, "started").await;
         python(version, m.path(), STOP, &[&url, &id]);
-        eventually("the job to stop", Duration::from_secs(10), || async {
-            (store.fetch_job(&id).await.ok()??.status == "stopped").then_some(())
-        })
-        .await;
-        let seen = python(version, m.path(), STOPPED_AS_RQ_SEES_IT, &[&url, &id]);
+        status_becomes(&store, &id, "stopped").await;
+        let seen = python(version, m.path(), JOB_AS_RQ_SEES_IT, &[&url, &id]);
         assert_eq!(seen["status"], "stopped", "rq {version}: {seen}");
         assert_eq!(seen["failed"], json!([id]), "rq {version}: {seen}");
         let detail = store.admin().job_detail(&id).await.unwrap().unwrap();
@@ -1314,10 +1293,7 @@ async fn rqs_stop_command_stops_a_prosaas_job() {
             .enqueue(NewJob::new("default", "diag.count", kwargs(json!({}))))
             .await
             .unwrap();
-        eventually("the worker to go on", Duration::from_secs(10), || async {
-            (store.fetch_job(&next).await.ok()??.status == "finished").then_some(())
-        })
-        .await;
+        status_becomes(&store, &next, "finished").await;
         w.stop();
     }
 }
