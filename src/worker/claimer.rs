@@ -89,7 +89,7 @@ impl Claimer<'_> {
                     continue;
                 }
             };
-            let may_be_idle = lock(self.running).end_claim(&claimed);
+            let (may_be_idle, stops) = lock(self.running).end_claim(&claimed);
             if claimed.is_empty() && took > 0 {
                 // Every job was deferred by a rate limit: others may be queued behind them.
                 drop(first);
@@ -105,8 +105,8 @@ impl Claimer<'_> {
                 // Nobody else takes permits, so the ones counted above are still there.
                 permits.push(self.slots.clone().acquire_owned().await?);
             }
-            for (job, permit) in claimed.into_iter().zip(permits) {
-                jobs.spawn(run_job(job, env.clone(), permit));
+            for ((job, permit), stop) in claimed.into_iter().zip(permits).zip(stops) {
+                jobs.spawn(run_job(job, env.clone(), permit, stop));
             }
         }
     }
@@ -212,9 +212,15 @@ async fn back_off(failures: u32, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// One job's task: runs it (or gives it back when aborted), counts it, hands its outcome to
-/// the settler. `_slot` holds its place in the concurrency limit until the task ends.
-async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
+/// One job's task: runs it (or gives it back when aborted, or ends it when `stop` is
+/// cancelled), counts it, hands its outcome to the settler. `_slot` holds its place in the
+/// concurrency limit until the task ends.
+async fn run_job(
+    job: ClaimedJob,
+    env: JobEnv,
+    _slot: OwnedSemaphorePermit,
+    stop: CancellationToken,
+) {
     let store = env.ctx.jobs.clone();
     let started_at = store.unix_now();
     let waited = waited_since_enqueue(&job, started_at);
@@ -222,10 +228,6 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
         metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
             .record(waited);
     }
-    let stop = CancellationToken::new();
-    lock(&env.running)
-        .stops
-        .insert(job.execution.id.clone(), stop.clone());
     let (outcome, job_type) = tokio::select! {
         biased;
         () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
@@ -236,7 +238,6 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
         }
         done = execute(&job, env.ctx, &env.registry, &env.policies) => done,
     };
-    lock(&env.running).stops.remove(&job.execution.id);
     let ended_at = store.unix_now();
     let label = match &outcome {
         Outcome::Finished { .. } => "finished",
@@ -249,7 +250,7 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit) {
     metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
     metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
     let execution = job.execution;
-    lock(&env.running).executions.remove(&execution.member());
+    lock(&env.running).ended(&execution);
     match &outcome {
         Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
             tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));

@@ -37,16 +37,30 @@ impl Inflight {
         self.decide(WorkerState::Busy).1
     }
 
-    /// After a claim: records its jobs. `true` when it got none, nothing runs and "idle" is not
-    /// recorded yet; the caller then records it (via [`Self::idle_now`]) if the worker stays idle.
+    /// After a claim: records its jobs, each with the token that stops it (in the order
+    /// claimed). The flag is `true` when it got none, nothing runs and "idle" is not recorded
+    /// yet; the caller then records it (via [`Self::idle_now`]) if the worker stays idle.
     /// Nothing is decided here: a decision that is never written would block the later one.
-    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> bool {
+    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> (bool, Vec<CancellationToken>) {
         self.claiming = false;
+        let mut stops = Vec::with_capacity(claimed.len());
         for job in claimed {
             self.executions
                 .insert(job.execution.member(), job.execution.clone());
+            let stop = CancellationToken::new();
+            self.stops.insert(job.execution.id.clone(), stop.clone());
+            stops.push(stop);
         }
-        claimed.is_empty() && self.executions.is_empty() && self.last != Some(WorkerState::Idle)
+        let may_be_idle = claimed.is_empty()
+            && self.executions.is_empty()
+            && self.last != Some(WorkerState::Idle);
+        (may_be_idle, stops)
+    }
+
+    /// A job's task ended: it no longer runs here, and no stop can reach it.
+    pub(super) fn ended(&mut self, execution: &Execution) {
+        self.executions.remove(&execution.member());
+        self.stops.remove(&execution.id);
     }
 
     /// "Idle", numbered, if nothing runs and no claim is under way.

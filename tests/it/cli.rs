@@ -237,17 +237,10 @@ async fn jobs_stop_reaches_the_worker_running_it() {
         crate::support::kwargs(serde_json::json!({"ms": 60_000})),
     );
     let id = store.enqueue(long).await.unwrap();
-    let wait = std::time::Duration::from_secs(10);
-    crate::support::eventually("the job to start", wait, || async {
-        (store.fetch_job(&id).await.ok()??.status == "started").then_some(())
-    })
-    .await;
+    crate::support::status_becomes(&store, &id, "started").await;
     let out = process::run(&["jobs", "stop", &id], &env);
     assert!(stdout(&out).starts_with("stopping"), "{out:?}");
-    crate::support::eventually("the job to stop", wait, || async {
-        (store.fetch_job(&id).await.ok()??.status == "stopped").then_some(())
-    })
-    .await;
+    crate::support::status_becomes(&store, &id, "stopped").await;
     let again = stdout(&process::run(&["jobs", "stop", &id], &env));
     assert!(again.contains("not running (stopped)"), "{again}");
     assert!(

@@ -13,19 +13,9 @@ use serde_json::{Value, json};
 
 use crate::support::redis_server::TestDb;
 use crate::support::worker::InProcWorker;
-use crate::support::{ProsaasProcess, db, eventually, kwargs, process};
+use crate::support::{ProsaasProcess, db, eventually, kwargs, process, status_becomes};
 
 const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
-
-/// Waits up to 10 s for the job's status to be `status`.
-async fn status_becomes(store: &JobStore, id: &str, status: &str) {
-    eventually(
-        &format!("{id} to be {status}"),
-        Duration::from_secs(10),
-        || async { (store.fetch_job(id).await.ok()??.status == status).then_some(()) },
-    )
-    .await;
-}
 
 pub fn venv(version: &str) -> PathBuf {
     static SETUP: Once = Once::new();

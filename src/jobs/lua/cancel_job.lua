@@ -28,10 +28,7 @@ if status == 'finished' or status == 'failed' or status == 'stopped' then
 end
 local q = h[2]
 if q then
-  redis.call('LREM', Key.queue(p, q), 0, id)
-  if h[3] and h[3] ~= '' then
-    lanes_queued(q, -redis.call('LREM', lane_list(p, q, h[3]), 0, id))
-  end
+  unqueue(p, q, id, h[3])
   redis.call('ZREM', Key.scheduled(p, q), id)
   redis.call('ZREM', Key.deferred(p, q), id)
   redis.call('ZADD', Key.canceled(p, q), now, id)

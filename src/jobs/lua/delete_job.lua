@@ -18,10 +18,7 @@ if h[1] == 'started' then
 end
 local q = h[2]
 if q then
-  redis.call('LREM', Key.queue(p, q), 0, id)
-  if h[4] and h[4] ~= '' then
-    lanes_queued(q, -redis.call('LREM', lane_list(p, q, h[4]), 0, id))
-  end
+  unqueue(p, q, id, h[4])
   for _, registry in ipairs({Key.finished(p, q), Key.failed(p, q), Key.scheduled(p, q),
       Key.deferred(p, q), Key.canceled(p, q)}) do
     redis.call('ZREM', registry, id)

@@ -52,6 +52,15 @@ local function push_job(p, q, id, lane, front)
   end
 end
 
+-- Takes a waiting `id` off queue `q`'s list and, when it waits in a tenant lane, off that lane,
+-- keeping the lanes' count (a delete, a cancel). Python RQ's own removals reach only the list.
+local function unqueue(p, q, id, lane)
+  redis.call('LREM', Key.queue(p, q), 0, id)
+  if lane and lane ~= '' then
+    lanes_queued(q, -redis.call('LREM', lane_list(p, q, lane), 0, id))
+  end
+end
+
 -- One started job of `lane` in `q` has stopped running (settled, recovered, deferred).
 local function lane_done(q, lane)
   if lane and lane ~= '' then

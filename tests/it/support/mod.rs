@@ -34,6 +34,16 @@ where
 }
 
 /// A JSON object literal as keyword arguments.
+/// Waits up to 10 s for the job's status to be `status`.
+pub async fn status_becomes(store: &prosaas::jobs::JobStore, id: &str, status: &str) {
+    eventually(
+        &format!("{id} to be {status}"),
+        Duration::from_secs(10),
+        || async { (store.fetch_job(id).await.ok()??.status == status).then_some(()) },
+    )
+    .await;
+}
+
 pub fn kwargs(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     match v {
         serde_json::Value::Object(m) => m,
