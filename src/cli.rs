@@ -179,7 +179,18 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// Job options as a JSON object (job_id, at_front, timeout, result_ttl, failure_ttl, ttl,
-    /// max_retries, retry_intervals, meta).
+    /// max_retries, retry_intervals, meta, depends_on, allow_dependency_failures).
     #[arg(long)]
     pub options: Option<String>,
+    /// Wait for this job to finish first (repeat for several parents): the job is deferred
+    /// until each one has finished, as RQ's `depends_on`.
+    #[arg(
+        long = "depends-on",
+        value_name = "JOB_ID",
+        conflicts_with = "dedupe_key"
+    )]
+    pub depends_on: Vec<String>,
+    /// Run after the parents even if some failed (RQ's `Dependency(allow_failure=True)`).
+    #[arg(long, requires = "depends_on")]
+    pub allow_dependency_failures: bool,
 }

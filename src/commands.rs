@@ -293,6 +293,23 @@ fn show_text(d: &JobDetail) -> String {
     if let Some(r) = &d.deferred_reason {
         s.push_str(&format!("deferred:    {r}\n"));
     }
+    let links = |l: &[crate::jobs::Linked]| {
+        l.iter()
+            .map(|j| format!("{} ({})", j.id, j.status.as_deref().unwrap_or("gone")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !d.parents.is_empty() {
+        s.push_str(&format!("waits for:   {}\n", links(&d.parents)));
+    }
+    if !d.dependents.is_empty() {
+        let more = d.dependents_total.saturating_sub(d.dependents.len() as u64);
+        s.push_str(&format!("dependents:  {}", links(&d.dependents)));
+        if more > 0 {
+            s.push_str(&format!(" and {more} more"));
+        }
+        s.push('\n');
+    }
     match &d.result {
         Some(JobResult::Finished { return_value }) => s.push_str(&format!(
             "result:      {}\n",
@@ -316,10 +333,12 @@ fn parse_enqueue(
         Value::Object(m) => m,
         other => bail!("--args must be a JSON object of keyword arguments, not {other}"),
     };
-    let options: JobOptions = match &a.options {
+    let mut options: JobOptions = match &a.options {
         Some(text) => serde_json::from_str(text).context("--options")?,
         None => JobOptions::default(),
     };
+    options.depends_on.extend(a.depends_on);
+    options.allow_dependency_failures |= a.allow_dependency_failures;
     let queue = settings
         .route(&a.job_type, a.queue.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -341,6 +360,17 @@ fn stats_table(stats: &std::collections::BTreeMap<String, QueueStats>) -> String
             "{q:<width$}  {:>8} {:>8} {:>9} {:>8} {:>9} {:>8}\n",
             c.queued, c.started, c.finished, c.failed, c.scheduled, c.deferred
         ));
+    }
+    for (q, c) in stats {
+        if let Some(age) = c.oldest_deferred_secs {
+            s.push_str(&format!("{q}: longest deferral {age}s\n"));
+        }
+        if let Some(id) = &c.stranded_example {
+            s.push_str(&format!(
+                "{q}: {} deferred jobs can never run (no parent can still end), e.g. {id}\n",
+                c.stranded
+            ));
+        }
     }
     for (q, c) in stats {
         let Some(t) = &c.tenants else { continue };

@@ -42,9 +42,11 @@ pub const CALL_STREAMS_REFUSED: &str = "prosaas_calls_streams_refused_total";
 pub const RECORDINGS_FREE_BYTES: &str = "prosaas_recordings_free_bytes";
 pub const BUILD_INFO: &str = "prosaas_build_info";
 pub const WORKERS_SUSPENDED: &str = "prosaas_workers_suspended";
+pub const QUEUE_OLDEST_DEFERRED: &str = "prosaas_queue_oldest_deferred_age_seconds";
+pub const QUEUE_STRANDED: &str = "prosaas_queue_stranded_jobs";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 31] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -74,10 +76,12 @@ pub const ALL: [&str; 29] = [
     RECORDINGS_FREE_BYTES,
     BUILD_INFO,
     WORKERS_SUSPENDED,
+    QUEUE_OLDEST_DEFERRED,
+    QUEUE_STRANDED,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 29] = [
+const HELP: [&str; 31] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -107,6 +111,8 @@ const HELP: [&str; 29] = [
     "Free bytes on the recordings directory's file system, as this calls process last measured them (every second).",
     "1, labelled with the version and commit this process runs (two label sets across a fleet mid-deploy).",
     "1 while workers are suspended (rq:suspended exists: `rq suspend`, `prosaas jobs suspend`), read from Redis at scrape time.",
+    "Time the longest-deferred job of each queue has waited for its dependencies, in seconds.",
+    "Deferred jobs of each queue none of whose parents can still end (gone, canceled, stopped, failed without allow_dependency_failures): nothing will run them. Counted among the 20 oldest deferrals.",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.
@@ -227,6 +233,9 @@ fn record_snapshot(snapshot: Snapshot, tenants: &mut (String, String)) {
         }
         metrics::gauge!(QUEUE_OLDEST_AGE, "queue" => q.clone())
             .set(s.oldest_queued_secs.unwrap_or(0) as f64);
+        metrics::gauge!(QUEUE_OLDEST_DEFERRED, "queue" => q.clone())
+            .set(s.oldest_deferred_secs.unwrap_or(0) as f64);
+        metrics::gauge!(QUEUE_STRANDED, "queue" => q.clone()).set(s.stranded as f64);
         if let Some(t) = &s.tenants {
             tenant_series(tenants, &q, t);
         }

@@ -175,8 +175,8 @@ fn redis_endpoint(ctx: &AppContext) -> RedisEndpoint {
     }
 }
 
-/// Why a queue makes the system degraded: too deep, its oldest job too old, or jobs waiting
-/// with no worker listening.
+/// Why a queue makes the system degraded: too deep, its oldest job too old, jobs waiting
+/// with no worker listening, or dependents stranded.
 fn queue_reasons(queues: &BTreeMap<String, QueueStats>, alerts: &AlertSettings) -> Vec<String> {
     let mut reasons = Vec::new();
     for (q, stats) in queues {
@@ -199,6 +199,13 @@ fn queue_reasons(queues: &BTreeMap<String, QueueStats>, alerts: &AlertSettings) 
         {
             reasons.push(format!(
                 "queue {q} has jobs waiting {age}s and no registered worker listens on it"
+            ));
+        }
+        if let Some(id) = &stats.stranded_example {
+            reasons.push(format!(
+                "{} deferred jobs of {q} can never run: none of their parents can still end \
+                 (deleted, expired, canceled, stopped or failed); see `prosaas jobs show {id}`",
+                stats.stranded
             ));
         }
     }

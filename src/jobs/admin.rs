@@ -34,7 +34,32 @@ pub struct JobDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedupe_lock: Option<String>,
     pub result: Option<JobResult>,
+    /// The jobs it waits or waited for (RQ's `depends_on`), with their statuses now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<Linked>,
+    /// Jobs that wait for it, with their statuses (at most [`DEPENDENTS_SHOWN`]; the count is
+    /// `dependents_total`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<Linked>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dependents_total: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A job linked to another by a dependency, and its status now (`None`: its hash is gone,
+/// deleted or expired: a dependent that waits for such a parent waits for nothing that will
+/// ever end).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Linked {
+    pub id: String,
+    pub status: Option<String>,
+}
+
+/// The most dependents one job's detail lists.
+pub const DEPENDENTS_SHOWN: usize = 100;
 
 /// What a delete did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,8 +161,45 @@ super::capability! {
 
 impl Admin<'_> {
     /// One job with its attempts, last retried error and latest result; `None` if absent.
+    /// With its parents and dependents: two more round trips.
     pub async fn job_detail(&self, id: &str) -> Result<Option<JobDetail>, JobError> {
-        Ok(self.job_details(&[id.to_owned()]).await?.pop().flatten())
+        let Some(mut detail) = self.job_details(&[id.to_owned()]).await?.pop().flatten() else {
+            return Ok(None);
+        };
+        let k = self.keys();
+        let (parents, total, dependents): (Option<String>, u64, Vec<String>) = redis::pipe()
+            .hget(k.job(id), "dependency_ids")
+            .scard(k.dependents(id))
+            .srandmember_multiple(k.dependents(id), DEPENDENTS_SHOWN as isize)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        // Python may have written anything: a field that is not a list of strings lists nothing.
+        let parents: Vec<String> = parents
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default();
+        let mut dependents = dependents;
+        dependents.sort();
+        if parents.is_empty() && dependents.is_empty() {
+            return Ok(Some(detail));
+        }
+        let mut pipe = redis::pipe();
+        for linked in parents.iter().chain(&dependents) {
+            pipe.hget(k.job(linked), "status");
+        }
+        let statuses: Vec<Option<String>> = pipe.query_async(&mut self.conn().await?).await?;
+        let mut statuses = statuses.into_iter();
+        let mut link = |ids: Vec<String>| -> Vec<Linked> {
+            ids.into_iter()
+                .map(|id| Linked {
+                    id,
+                    status: statuses.next().flatten(),
+                })
+                .collect()
+        };
+        detail.parents = link(parents);
+        detail.dependents = link(dependents);
+        detail.dependents_total = total;
+        Ok(Some(detail))
     }
 
     /// Several jobs in one round trip (hash and latest result of each).
@@ -184,6 +246,9 @@ impl Admin<'_> {
                 deferred_reason,
                 dedupe_lock,
                 result: latest.first().and_then(|(_, f)| decode_result(f)),
+                parents: Vec::new(),
+                dependents: Vec::new(),
+                dependents_total: 0,
             }));
         }
         Ok(out)

@@ -184,6 +184,17 @@ impl JobStore {
     /// or deferred: `Ok(Err(status))` then, and nothing is written. A finished or failed job of
     /// that id is replaced. One script, so two concurrent calls cannot both push it.
     pub async fn enqueue_unique(&self, job: NewJob) -> Result<Result<String, String>, JobError> {
+        if !job.options.depends_on.is_empty() {
+            job.validate()?;
+            let Some(id) = job.options.job_id.clone() else {
+                return Err(JobError::Invalid("a unique enqueue needs a job id".into()));
+            };
+            let ids = [id];
+            return Ok(self
+                .enqueue_dependent(std::slice::from_ref(&job), &ids, true)
+                .await?
+                .map(|()| ids[0].clone()));
+        }
         match self.admit(job, None, None).await? {
             Admitted::Done(Enqueued::New(id)) => Ok(Ok(id)),
             Admitted::Busy(status) => Ok(Err(status)),
@@ -226,6 +237,12 @@ impl JobStore {
         };
         job.options.job_id = Some(id.clone());
         job.validate()?;
+        if !job.options.depends_on.is_empty() {
+            // One event, one job: a chain of jobs is enqueued with `enqueue_many`.
+            return Err(JobError::Invalid(
+                "depends_on is not supported on a de-duplicated enqueue".into(),
+            ));
+        }
         let ts = rq_timestamp(self.now());
         let lane = self.lane_of(&job);
         let mut fields = job.hash_fields(&ts)?;

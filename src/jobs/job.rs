@@ -135,7 +135,20 @@ pub struct JobOptions {
     /// Free-form metadata (tenant id, business id, source), stored as RQ's JSON `meta`.
     #[serde(default)]
     pub meta: Map<String, Value>,
+    /// Ids of jobs this one waits for (RQ's `depends_on`): it stays `deferred` until every one
+    /// has finished (or failed, with `allow_dependency_failures`), then joins its queue. Each
+    /// must exist, or be an earlier job of the same batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 100)]
+    pub depends_on: Vec<String>,
+    /// Run once the parents have ended even if some failed (RQ's
+    /// `Dependency(allow_failure=True)`); a canceled or stopped parent still holds it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_dependency_failures: bool,
 }
+
+/// The most parents one job may name.
+pub(crate) const MAX_PARENTS: usize = 100;
 
 /// Checks a job as `enqueue` would, without writing it (for configuration validation).
 pub fn check_job(job: &NewJob) -> Result<(), JobError> {
@@ -229,6 +242,29 @@ impl NewJob {
                 )));
             }
         }
+        if o.depends_on.len() > MAX_PARENTS {
+            return Err(JobError::Invalid(format!(
+                "depends_on names {} jobs; at most {MAX_PARENTS}",
+                o.depends_on.len()
+            )));
+        }
+        for parent in &o.depends_on {
+            if !is_valid_job_id(parent) {
+                return Err(JobError::Invalid(format!(
+                    "depends_on id {parent:?} must be 1-128 characters of [A-Za-z0-9_-]"
+                )));
+            }
+            if o.job_id.as_ref() == Some(parent) {
+                return Err(JobError::Invalid(format!(
+                    "job {parent:?} cannot depend on itself"
+                )));
+            }
+        }
+        if o.allow_dependency_failures && o.depends_on.is_empty() {
+            return Err(JobError::Invalid(
+                "allow_dependency_failures needs depends_on".into(),
+            ));
+        }
         if let Some(iv) = &o.retry_intervals
             && (iv.is_empty()
                 || iv.len() > MAX_RETRIES as usize
@@ -281,6 +317,19 @@ impl NewJob {
         if !o.meta.is_empty() {
             let meta = serde_json::to_vec(&o.meta).map_err(json_err)?;
             fields.push(("meta", Field::Owned(meta)));
+        }
+        if let Some(first) = o.depends_on.first() {
+            // RQ writes the list and, for older readers, its first id alone.
+            let ids = serde_json::to_vec(&o.depends_on).map_err(json_err)?;
+            fields.push(("dependency_ids", Field::Owned(ids)));
+            fields.push(("dependency_id", Field::Borrowed(first.as_bytes())));
+            if o.allow_dependency_failures {
+                fields.push(("allow_dependency_failures", Field::Borrowed(b"1")));
+            }
+            // Read when the last parent's outcome pushes the job (RQ's field of that name).
+            if o.at_front {
+                fields.push(("enqueue_at_front", Field::Borrowed(b"1")));
+            }
         }
         if let Some(n) = o.max_retries {
             fields.push(("retries_left", num(i64::from(n))));

@@ -161,6 +161,37 @@ impl Keys {
         format!("{}deferred:{queue}", self.rq)
     }
 
+    /// RQ 3.0's ready registry: dependents whose dependencies are met, on their way to the queue
+    /// (a Python worker that died between its two steps leaves them here).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn ready(&self, queue: &str) -> String {
+        format!("{}ready:{queue}", self.rq)
+    }
+
+    /// The ids of the jobs that wait for job `id`.
+    pub(crate) fn dependents(&self, id: &str) -> String {
+        format!("{}job:{id}:dependents", self.rq)
+    }
+
+    /// The ids job `id` waits for. The double colon is RQ's (its prefix already ends in one),
+    /// in every version since 1.2: matched byte for byte.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn dependencies(&self, id: &str) -> String {
+        format!("{}job::{id}:dependencies", self.rq)
+    }
+
     /// Canceled registry (RQ never prunes it; prune.lua drops entries whose job is gone).
     #[cfg_attr(
         not(test),
@@ -361,6 +392,9 @@ mod tests {
         assert_eq!(k.failed("q"), "rq:failed:q");
         assert_eq!(k.scheduled("q"), "rq:scheduled:q");
         assert_eq!(k.deferred("q"), "rq:deferred:q");
+        assert_eq!(k.ready("q"), "rq:ready:q");
+        assert_eq!(k.dependents("a"), "rq:job:a:dependents");
+        assert_eq!(k.dependencies("a"), "rq:job::a:dependencies");
         assert_eq!(
             Keys::dedupe_lock("webhook:baileys:X"),
             "job_lock:webhook:baileys:X"
@@ -411,6 +445,9 @@ mod tests {
                 "failed" => k.failed("q1"),
                 "scheduled" => k.scheduled("q1"),
                 "deferred" => k.deferred("q1"),
+                "ready" => k.ready("q1"),
+                "dependents" => k.dependents("j1"),
+                "dependencies" => k.dependencies("j1"),
                 "canceled" => k.canceled("q1"),
                 "worker" => k.worker("w1"),
                 "workers" => k.workers(),

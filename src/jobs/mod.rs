@@ -17,6 +17,7 @@ mod bench;
 mod call_status;
 mod clock;
 mod dedup;
+mod dependencies;
 mod diag;
 mod error;
 mod fleet;
@@ -39,7 +40,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use admin::{Admin, Canceled, Deleted, JobDetail, JobResult, Recorded, Requeue, Stop};
+pub use admin::{
+    Admin, Canceled, DEPENDENTS_SHOWN, Deleted, JobDetail, JobResult, Linked, Recorded, Requeue,
+    Stop,
+};
 pub use bench::{Bench, Footprint, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dedup::{
@@ -64,8 +68,8 @@ pub use sentinel::{SentinelConfig, is_sentinel_url};
 pub use series::{Minute, WAIT_BUCKETS_MS};
 pub use sessions::Sessions;
 pub use stats::{
-    MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Snapshot, Stats, Suspension, TenantRow,
-    TenantStats,
+    DEFERRED_CHECKED, MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Snapshot, Stats, Suspension,
+    TenantRow, TenantStats,
 };
 
 use keys::Keys;

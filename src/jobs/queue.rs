@@ -49,7 +49,8 @@ impl JobStore {
         JobInfo::from_hash(id, hash)
     }
 
-    /// Enqueues a batch in one round trip and one transaction: all of them or none.
+    /// Enqueues a batch in one round trip and one transaction: all of them or none. A batch in
+    /// which a job names parents (`depends_on`) goes through one script instead (dependencies.rs).
     ///
     /// Per job the transaction holds just its hash write (plus `EXPIRE` when it has a TTL):
     /// explicit ids are cleared by one variadic `DEL` up front, and the pushes go out as one
@@ -69,6 +70,14 @@ impl JobStore {
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             );
+        }
+        if jobs.iter().any(|j| !j.options.depends_on.is_empty()) {
+            self.enqueue_dependent(jobs, &ids, false)
+                .await?
+                .map_err(|status| {
+                    JobError::Invalid(format!("enqueue_dependent refused a job as {status}"))
+                })?;
+            return Ok(ids);
         }
         let job_keys: Vec<String> = ids.iter().map(|id| self.keys.job(id)).collect();
         let mut pipe = redis::pipe();

@@ -11,7 +11,7 @@
 //! else in Lua: a script calls `Key.job(p, id)`, which is inlined when the script is loaded
 //! ([`expand_keys`]), so no script spells a key of its own and none pays for the spelling at run
 //! time. `lua/lanes.lua` (tenant lanes) goes in front of the scripts that put jobs on queues or
-//! take them off.
+//! take them off, and `lua/dependents.lua` (RQ's `depends_on`) after it for those that end jobs.
 //!
 //! `redis::Script` sends `EVALSHA` and falls back to loading the body on `NOSCRIPT`, so a
 //! restarted Redis (empty script cache) costs one extra round trip, not an error. Scripts derive
@@ -72,7 +72,25 @@ macro_rules! keys {
     }};
 }
 
-pub(crate) use {args, keys, plain, with_lanes};
+/// A script's source with `lua/lanes.lua` and `lua/dependents.lua` in front: the script ends
+/// jobs, and a job that ends moves its waiting dependents onto their queues in the same step.
+macro_rules! with_dependents {
+    ($path:literal) => {
+        concat!(
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/jobs/lua/lanes.lua"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/jobs/lua/dependents.lua"
+            )),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/jobs/", $path))
+        )
+    };
+}
+
+pub(crate) use {args, keys, plain, with_dependents, with_lanes};
 
 /// One named group of a script's arguments, or one row of its reply, in order: the names the
 /// script's header lists under `name`, which is also the Lua constant holding its length.
@@ -299,7 +317,7 @@ pub(crate) async fn query_loading<T: redis::FromRedisValue>(
 /// Every script prosaas runs, for the tests that hold each to its file and its layouts.
 #[cfg(test)]
 pub(crate) fn all() -> Vec<&'static LuaScript> {
-    use super::{admin, call_status, dedup, leader_lock, ops, prune, stats};
+    use super::{admin, call_status, dedup, dependencies, leader_lock, ops, prune, stats};
     vec![
         &ops::claim::CLAIM,
         &ops::settle::SETTLE,
@@ -311,6 +329,7 @@ pub(crate) fn all() -> Vec<&'static LuaScript> {
         &ops::lane_recount::LANE_RECOUNT,
         &ops::lane_depth::LANE_DEPTH,
         &dedup::ENQUEUE_DEDUPE,
+        &dependencies::ENQUEUE_DEPENDENT,
         &stats::LANE_STATS,
         &stats::QUEUE_HEAD,
         &admin::REQUEUE_FAILED,
@@ -332,7 +351,7 @@ mod tests {
 
     use super::*;
 
-    const PRELUDES: [&str; 2] = ["lua/keys.lua", "lua/lanes.lua"];
+    const PRELUDES: [&str; 3] = ["lua/keys.lua", "lua/lanes.lua", "lua/dependents.lua"];
 
     fn jobs_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/jobs")
@@ -351,13 +370,15 @@ mod tests {
         }
     }
 
-    /// The script's own text, after the lanes prelude.
+    /// The script's own text, after the lanes and dependents preludes.
     fn own_text(script: &LuaScript) -> &'static str {
         let lanes = super::plain!("lua/lanes.lua");
-        script
+        let dependents = super::plain!("lua/dependents.lua");
+        let text = script
             .template
             .strip_prefix(lanes)
-            .unwrap_or(script.template)
+            .unwrap_or(script.template);
+        text.strip_prefix(dependents).unwrap_or(text)
     }
 
     #[test]

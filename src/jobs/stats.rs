@@ -25,6 +25,16 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Jobs waiting for dependencies.
     pub deferred: u64,
+    /// Seconds the longest-deferred job has waited for its dependencies (unknown for jobs
+    /// RQ < 2.8 deferred: it scored them by expiry).
+    pub oldest_deferred_secs: Option<u64>,
+    /// Deferred jobs none of whose parents can still end (gone, canceled, stopped, failed
+    /// without `allow_dependency_failures`): nothing will ever run them. Counted among the
+    /// [`DEFERRED_CHECKED`] oldest deferrals, so a floor.
+    pub stranded: u64,
+    /// One of them, to look at with `prosaas jobs show`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded_example: Option<String>,
     /// Seconds the job at the head of the queue has waited since it was enqueued.
     pub oldest_queued_secs: Option<u64>,
     /// Registered workers (prosaas's or Python RQ's) listening on the queue.
@@ -58,6 +68,14 @@ pub struct TenantRow {
     pub queued: u64,
     pub running: u64,
     pub oldest_queued_secs: Option<u64>,
+}
+
+/// The age of a deferral scored `score` (RQ ≥ 2.8: the time it was deferred). An RQ < 2.8
+/// score is an expiry (`now + ttl`, or `+inf`): in the future, so no age.
+fn deferral_age(score: &str, now: f64) -> Option<u64> {
+    let at = score.parse::<f64>().ok().filter(|s| s.is_finite())?;
+    let age = now - at;
+    (age >= 0.0).then_some(age as u64)
 }
 
 /// The most tenants per queue that health, metrics and `jobs stats` list.
@@ -169,11 +187,15 @@ impl Stats<'_> {
                 .cmd("EVALSHA")
                 .arg(QUEUE_HEAD.get_hash())
                 .arg(HEAD_KEYS.len());
-            args!(heads, HEAD_KEYS; self.keys().queue(q), self.keys().workers_of(q));
-            args!(heads, HEAD_ARGS; self.keys().rq_prefix());
+            args!(heads, HEAD_KEYS;
+                self.keys().queue(q),
+                self.keys().workers_of(q),
+                self.keys().deferred(q),
+            );
+            args!(heads, HEAD_ARGS; self.keys().rq_prefix(), DEFERRED_CHECKED);
         }
-        const _: () = assert!(HEAD_REPLY.len() == 2);
-        let heads: Vec<(String, u64)> =
+        const _: () = assert!(HEAD_REPLY.len() == 5);
+        let heads: Vec<(String, u64, String, u64, String)> =
             scripts::query_loading(&mut conn, &QUEUE_HEAD, &heads).await?;
         let mut lanes = redis::pipe();
         for q in &names {
@@ -190,6 +212,7 @@ impl Stats<'_> {
         let lanes: Vec<Vec<redis::Value>> =
             scripts::query_loading(&mut conn, &LANE_STATS, &lanes).await?;
         let now_dt = self.now();
+        let now_exact = now_dt.timestamp_micros() as f64 / 1e6;
         let age = |at: &str| super::job::age_secs(at, now_dt);
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
         // maintenance to prune them; RQ does not count them either.
@@ -198,7 +221,8 @@ impl Stats<'_> {
             .zip(counts.chunks_exact(8))
             .zip(heads)
             .zip(lanes)
-            .map(|(((q, c), (head, workers)), lanes)| {
+            .map(|(((q, c), head), lanes)| {
+                let (head, workers, oldest_deferred, stranded, example) = head;
                 let tenants = tenant_stats(&lanes, &age);
                 let oldest_queued_secs = age(&head).max(
                     tenants
@@ -212,6 +236,9 @@ impl Stats<'_> {
                     failed: c[4].saturating_sub(c[5]),
                     scheduled: c[6],
                     deferred: c[7],
+                    oldest_deferred_secs: deferral_age(&oldest_deferred, now_exact),
+                    stranded,
+                    stranded_example: (!example.is_empty()).then_some(example),
                     oldest_queued_secs,
                     workers,
                     tenants,
@@ -338,20 +365,30 @@ pub(crate) static QUEUE_HEAD: LuaScript = LuaScript::new(
 
 const HEAD_KEYS: Layout = Layout {
     name: "FIXED_KEYS",
-    fields: &["queue", "workers_of"],
+    fields: &["queue", "workers_of", "deferred"],
 };
 
 /// queue_head.lua's arguments.
 const HEAD_ARGS: Layout = Layout {
     name: "FIXED_ARGS",
-    fields: &["prefix"],
+    fields: &["prefix", "deferred_checked"],
 };
 
-/// The head job's `enqueued_at` ('' for an empty queue), and the live workers listening.
+/// The head job's `enqueued_at` ('' for an empty queue), the live workers listening, the
+/// oldest deferral's score, and the stranded jobs among the oldest deferrals.
 const HEAD_REPLY: Layout = Layout {
     name: "REPLY",
-    fields: &["enqueued_at", "live_workers"],
+    fields: &[
+        "enqueued_at",
+        "live_workers",
+        "oldest_deferred",
+        "stranded",
+        "stranded_example",
+    ],
 };
+
+/// The oldest deferred jobs per queue that health checks for stranded ones.
+pub const DEFERRED_CHECKED: usize = 20;
 
 pub(crate) static LANE_STATS: LuaScript = LuaScript::new(
     with_lanes!("lua/lane_stats.lua"),

@@ -298,6 +298,8 @@ async fn queue_stats_count_what_is_in_the_registries() {
         .unwrap();
     let age = stats["default"].oldest_queued_secs.unwrap();
     assert!((119..=122).contains(&age), "oldest job age {age}");
+    let deferred_age = stats["default"].oldest_deferred_secs.unwrap();
+    assert!(deferred_age <= 2, "deferred just now: {deferred_age}");
     assert_eq!(
         stats["default"],
         QueueStats {
@@ -307,6 +309,10 @@ async fn queue_stats_count_what_is_in_the_registries() {
             failed: 2,
             scheduled: 1,
             deferred: 1,
+            // Its job hash is gone: an entry for pruning, not a stranded job.
+            oldest_deferred_secs: Some(deferred_age),
+            stranded: 0,
+            stranded_example: None,
             oldest_queued_secs: Some(age),
             workers: 0,
             tenants: None,

@@ -11,6 +11,7 @@
 //! - `dashboard`: the operator dashboard: sessions, CSRF, sign-in limits, what workers record for it, pages in headless Chromium;
 //! - `compose`: `docker-compose.yml` runs valid roles from one image against one Redis;
 //! - `dedup`: atomic de-duplication under concurrency, TTL expiry and lapsed locks;
+//! - `dependencies`: `depends_on` declared by prosaas: chains, fan-ins, each parent outcome, refusals, stranded jobs;
 //! - `edge`: the public edge under hostile clients: auth before body, budgets, caps, timeouts;
 //! - `enqueue`: the RQ job layout byte by byte, batches, queue stats, scheduler health;
 //! - `failure`: Redis outages of several TTLs, skewed clocks, retry policies in recovery;
@@ -45,6 +46,7 @@ mod cli;
 mod compose;
 mod dashboard;
 mod dedup;
+mod dependencies;
 mod edge;
 mod enqueue;
 mod failure;

@@ -15,6 +15,8 @@ use crate::support::redis_server::TestDb;
 use crate::support::worker::InProcWorker;
 use crate::support::{ProsaasProcess, db, eventually, kwargs, process, status_becomes};
 
+mod dependencies;
+
 const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
 
 pub fn venv(version: &str) -> PathBuf {

@@ -1,5 +1,5 @@
--- Delete a job everywhere it can be: its queue, every registry of its queue, its hash and its
--- results, and the de-dupe lock that admitted it, if that lock still names it (a provider's
+-- Delete a job everywhere it can be: its queue, every registry of its queue, its hash, its
+-- results and dependency sets, and the de-dupe lock that admitted it, if that lock still names it (a provider's
 -- retry is then admitted again, not answered as a duplicate of nothing). A running job is
 -- refused (its worker would record an outcome for a deleted job).
 --
@@ -27,5 +27,8 @@ end
 if h[3] and redis.call('GET', h[3]) == id then
   redis.call('DEL', h[3])
 end
-redis.call('DEL', jkey, Key.results(p, id), Key.unstarted(id))
+-- Its dependency sets go with it, as RQ's Job.delete deletes them: a dependent left waiting for
+-- it is then reported as stranded (queue_head.lua), not kept alive by a set nobody expires.
+redis.call('DEL', jkey, Key.results(p, id), Key.unstarted(id), Key.dependents(p, id),
+  Key.dependencies(p, id))
 return 1

@@ -15,6 +15,9 @@ function Key.finished(p, q) return p .. 'finished:' .. q end
 function Key.failed(p, q) return p .. 'failed:' .. q end
 function Key.scheduled(p, q) return p .. 'scheduled:' .. q end
 function Key.deferred(p, q) return p .. 'deferred:' .. q end
+function Key.ready(p, q) return p .. 'ready:' .. q end
+function Key.dependents(p, id) return p .. 'job:' .. id .. ':dependents' end
+function Key.dependencies(p, id) return p .. 'job::' .. id .. ':dependencies' end
 function Key.canceled(p, q) return p .. 'canceled:' .. q end
 function Key.worker(p, w) return p .. 'worker:' .. w end
 function Key.workers(p) return p .. 'workers' end

@@ -1,5 +1,5 @@
--- Move the due jobs of one queue's scheduled registry (retries with backoff, delayed jobs) onto
--- the queue. RQ's per-queue scheduler lock decides who promotes: a Python RQ scheduler holding
+-- Move the due jobs of one queue's scheduled registry (retries with backoff, delayed jobs), and
+-- the dependents RQ 3.0 left ready, onto the queue. RQ's per-queue scheduler lock decides who promotes: a Python RQ scheduler holding
 -- it keeps the queue (its promotion has no WATCH, so two promoters could push a job twice).
 --
 -- ARGV[1] RQ prefix   ARGV[2] queue   ARGV[3] now (Unix s, fractional)   ARGV[4] now (RQ timestamp)
@@ -31,6 +31,20 @@ for _, id in ipairs(ids) do
     redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
     local h = redis.call('HMGET', jkey, 'enqueue_at_front', 'lane')
     push_job(p, q, id, h[2], h[1] == '1')
+    moved = moved + 1
+  end
+end
+-- RQ 3.0's ready registry: dependents a Python worker marked `ready_to_enqueue` and has not
+-- pushed (it died between its two steps, or is about to push: its WATCH then sees this move and
+-- it drops the entry). RQ's own cleanup does the same from its workers' maintenance.
+local ready = Key.ready(p, q)
+for _, id in ipairs(redis.call('ZRANGE', ready, 0, tonumber(ARGV[7]) - 1)) do
+  redis.call('ZREM', ready, id)
+  local jkey = Key.job(p, id)
+  local h = redis.call('HMGET', jkey, 'status', 'enqueue_at_front', 'lane')
+  if h[1] == 'ready_to_enqueue' then
+    redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
+    push_job(p, q, id, h[3], h[2] == '1')
     moved = moved + 1
   end
 end

@@ -109,11 +109,18 @@ for k = 1, #expired, 2 do
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts)
       redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', '',
         'exc_string', exc)
+      -- Its dependents that allow failures move on, as RQ's cleanup moves them.
+      release_dependents(p, id, 'failed', now_ts)
+      local dependents, dependencies = Key.dependents(p, id), Key.dependencies(p, id)
       if ttl == -1 then
         redis.call('ZADD', Key.failed(p, q), -1, id)
+        redis.call('PERSIST', dependents)
+        redis.call('PERSIST', dependencies)
       else
         redis.call('EXPIRE', jkey, ttl)
         redis.call('EXPIRE', rkey, ttl)
+        redis.call('EXPIRE', dependents, ttl)
+        redis.call('EXPIRE', dependencies, ttl)
         redis.call('ZADD', Key.failed(p, q), now + ttl, id)
       end
       failed = failed + 1

@@ -23,6 +23,7 @@
 --   its lane), wait (the bucket of its enqueue->start wait, see jobs/series.rs; '' unknown)
 -- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
+-- A job that ends (ok, fail, stop) moves its waiting dependents on (dependents.lua).
 -- Returns one integer per outcome: 1 applied, 0 conflict.
 -- FIXED_ARGS: prefix, worker, now, working, state, state_seq, capped, minute, current_job
 -- FIELDS_PER_OUTCOME: kind, id, eid, queue, ttl, score, payload, started, ended, retries_left,
@@ -31,7 +32,6 @@ local FIXED_ARGS = 9
 local FIELDS_PER_OUTCOME = 13
 local p, w, now_ts = ARGV[1], ARGV[2], ARGV[3]
 local wkey = Key.worker(p, w)
-local worker_alive = redis.call('EXISTS', wkey) == 1
 local applied = {}
 local ok_count, fail_count = 0, 0
 -- Every job this batch names, when claims record `current_job` (ARGV[9]), so that it is moved
@@ -67,11 +67,34 @@ local function each_slice(list, f)
   for i = 1, #list, 2000 do f(unpack(list, i, math.min(i + 1999, #list))) end
 end
 
--- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
-local by_queue, queue_order = {}, {}
 -- The index in ARGV of each outcome's first field, and of its n-th outcome's.
 local FIRST = FIXED_ARGS + 1
 local function nth(i) return (i - FIRST) / FIELDS_PER_OUTCOME + 1 end
+-- Whether the worker is registered, and whether any job this batch ends has dependents or
+-- dependencies (most have neither, and then their sets cost nothing more): one EXISTS for both,
+-- since each redis.call costs more than its keys. The worker's key is named once more than
+-- there are sets, so the count tells the two apart: at least n + 1 with the worker, plus the
+-- sets that exist (at most n).
+local worker_alive, linked
+do
+  local keys = {}
+  for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
+    local kind = ARGV[i]
+    if kind == 'ok' or kind == 'fail' or kind == 'stop' then
+      keys[#keys + 1] = Key.dependents(p, ARGV[i + 1])
+      keys[#keys + 1] = Key.dependencies(p, ARGV[i + 1])
+    end
+  end
+  local n = #keys
+  for _ = 0, n do keys[#keys + 1] = wkey end
+  local found = 0
+  each_slice(keys, function(...) found = found + redis.call('EXISTS', ...) end)
+  worker_alive = found > n
+  linked = (worker_alive and found - n - 1 or found) > 0
+end
+
+-- Which outcomes still own their started-registry entry: one ZMSCORE and one ZREM per queue.
+local by_queue, queue_order = {}, {}
 for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
   local list = bucket(by_queue, queue_order, ARGV[i + 3])
   list[#list + 1] = i
@@ -119,6 +142,16 @@ local function keep(jkey, rkey, ttl)
   else
     redis.call('EXPIRE', jkey, ttl)
     redis.call('EXPIRE', rkey, ttl)
+  end
+end
+
+local function end_links(id, status, ttl)
+  release_dependents(p, id, status, now_ts)
+  local dependents, dependencies = Key.dependents(p, id), Key.dependencies(p, id)
+  if ttl == '0' then
+    redis.call('DEL', dependents, dependencies)
+  else
+    keep(dependents, dependencies, ttl)
   end
 end
 
@@ -171,6 +204,7 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
         keep(jkey, rkey, ttl)
         enter(Key.finished(p, q), score, id)
       end
+      if linked then end_links(id, 'finished', ttl) end
     elseif kind == 'fail' or kind == 'stop' then
       -- A stop (RQ's stop-job command) ends as a failure does, with status `stopped`.
       fail_count = fail_count + 1
@@ -181,6 +215,7 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
         'execution_ended_at', ended)
       keep(jkey, rkey, ttl)
       enter(Key.failed(p, q), score, id)
+      if linked then end_links(id, kind == 'stop' and 'stopped' or 'failed', ttl) end
     elseif kind == 'retry' then
       fail_count = fail_count + 1
       if score == '' then

@@ -6,12 +6,12 @@ use serde_json::Value;
 
 use super::super::error::JobError;
 use super::super::job::rq_timestamp;
-use super::super::scripts::{Layout, LuaScript, args, with_lanes};
+use super::super::scripts::{Layout, LuaScript, args, with_dependents};
 use super::super::series::wait_bucket;
 use super::{Execution, WorkerInfo, Workers, encode_exc_string};
 
 pub(crate) static SETTLE: LuaScript = LuaScript::new(
-    with_lanes!("ops/settle.lua"),
+    with_dependents!("ops/settle.lua"),
     &[&FIXED_ARGS, &FIELDS_PER_OUTCOME],
 );
 

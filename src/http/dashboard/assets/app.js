@@ -230,6 +230,15 @@ const pages = {
         el('button', { type: 'button', id: 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue'),
         el('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => jobAction(j.id, 'delete') }, 'Delete')));
     }
+    const linked = (title, id, jobs, more) => {
+      if (!jobs || !jobs.length) return;
+      out.push(el('h2', {}, title), el('ul', { id },
+        jobs.map(l => el('li', {}, el('a', { href: '/dashboard/jobs/' + encodeURIComponent(l.id) }, l.id),
+          ' ' + (l.status || 'gone (deleted or expired)'))),
+        more > 0 ? el('li', { class: 'muted' }, `and ${more} more`) : null));
+    };
+    linked('Waits for', 'parents', j.parents, 0);
+    linked('Dependents', 'dependents', j.dependents, (j.dependents_total || 0) - (j.dependents || []).length);
     out.push(el('h2', {}, 'Timeline'), el('ol', { id: 'timeline' }, timeline(j).map(([t, what]) =>
       el('li', {}, `${new Date(t).toISOString()} ${what}`))));
     out.push(el('h2', {}, 'Arguments'), el('pre', {}, pretty({ args: j.args, kwargs: j.kwargs })));
