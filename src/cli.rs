@@ -153,6 +153,11 @@ pub enum JobsCommand {
     },
     /// Let workers start jobs again, as `rq resume` does.
     Resume,
+    /// Stop every prosaas worker from starting jobs of one queue (its tenant lanes included);
+    /// jobs in flight finish. Python RQ's workers do not know about it.
+    Pause { queue: String },
+    /// Let prosaas workers take a paused queue's jobs again.
+    Unpause { queue: String },
     /// Cancel a job that has not started, as RQ's `job.cancel()` does (idempotent).
     Cancel { id: String },
     /// Stop a running job, as RQ's `send_stop_job_command` does (it ends `stopped`).

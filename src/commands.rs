@@ -165,6 +165,8 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
         }
         JobsCommand::Suspend { duration } => suspend(&jobs, duration).await,
         JobsCommand::Resume => resume(&jobs).await,
+        JobsCommand::Pause { queue } => pause(&jobs, &queue, true).await,
+        JobsCommand::Unpause { queue } => pause(&jobs, &queue, false).await,
         JobsCommand::Cancel { id } => cancel(&jobs, &id).await,
         JobsCommand::Stop { id } => stop(&jobs, &id).await,
     }
@@ -202,6 +204,27 @@ async fn resume(jobs: &JobStore) -> anyhow::Result<()> {
     let was = jobs.admin().resume().await?;
     let what = if was { "resumed" } else { "were not suspended" };
     println!("workers {what}");
+    Ok(())
+}
+
+/// `jobs pause` / `unpause`: one line saying what changed.
+async fn pause(jobs: &JobStore, queue: &str, paused: bool) -> anyhow::Result<()> {
+    if !crate::jobs::is_valid_queue_name(queue) {
+        bail!("queue name {queue:?} must be 1-128 characters of [A-Za-z0-9_.-]");
+    }
+    let admin = jobs.admin();
+    let line = if paused {
+        if admin.pause_queue(queue).await? {
+            format!("queue {queue} paused: prosaas workers start none of its jobs")
+        } else {
+            format!("queue {queue} was already paused")
+        }
+    } else if admin.unpause_queue(queue).await? {
+        format!("queue {queue} unpaused")
+    } else {
+        format!("queue {queue} was not paused")
+    };
+    println!("{line}");
     Ok(())
 }
 
@@ -362,6 +385,9 @@ fn stats_table(stats: &std::collections::BTreeMap<String, QueueStats>) -> String
         ));
     }
     for (q, c) in stats {
+        if c.paused {
+            s.push_str(&format!("{q}: paused (`prosaas jobs unpause {q}`)\n"));
+        }
         if let Some(age) = c.oldest_deferred_secs {
             s.push_str(&format!("{q}: longest deferral {age}s\n"));
         }

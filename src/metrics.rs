@@ -44,9 +44,10 @@ pub const BUILD_INFO: &str = "prosaas_build_info";
 pub const WORKERS_SUSPENDED: &str = "prosaas_workers_suspended";
 pub const QUEUE_OLDEST_DEFERRED: &str = "prosaas_queue_oldest_deferred_age_seconds";
 pub const QUEUE_STRANDED: &str = "prosaas_queue_stranded_jobs";
+pub const QUEUE_PAUSED: &str = "prosaas_queue_paused";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 31] = [
+pub const ALL: [&str; 32] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -78,10 +79,11 @@ pub const ALL: [&str; 31] = [
     WORKERS_SUSPENDED,
     QUEUE_OLDEST_DEFERRED,
     QUEUE_STRANDED,
+    QUEUE_PAUSED,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 31] = [
+const HELP: [&str; 32] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -113,6 +115,7 @@ const HELP: [&str; 31] = [
     "1 while workers are suspended (rq:suspended exists: `rq suspend`, `prosaas jobs suspend`), read from Redis at scrape time.",
     "Time the longest-deferred job of each queue has waited for its dependencies, in seconds.",
     "Deferred jobs of each queue none of whose parents can still end (gone, canceled, stopped, failed without allow_dependency_failures): nothing will run them. Counted among the 20 oldest deferrals.",
+    "1 while the queue is paused (`prosaas jobs pause`): no prosaas worker starts its jobs.",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.
@@ -236,6 +239,7 @@ fn record_snapshot(snapshot: Snapshot, tenants: &mut (String, String)) {
         metrics::gauge!(QUEUE_OLDEST_DEFERRED, "queue" => q.clone())
             .set(s.oldest_deferred_secs.unwrap_or(0) as f64);
         metrics::gauge!(QUEUE_STRANDED, "queue" => q.clone()).set(s.stranded as f64);
+        metrics::gauge!(QUEUE_PAUSED, "queue" => q.clone()).set(flag(s.paused));
         if let Some(t) = &s.tenants {
             tenant_series(tenants, &q, t);
         }

@@ -1,4 +1,5 @@
-//! The admin API (bearer token): one job, failed jobs with cursor paging, requeue, delete.
+//! The admin API (bearer token): one job, failed jobs with cursor paging, requeue, delete,
+//! cancel, stop, and pausing a queue.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,6 +25,79 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/api/jobs/{id}", get(show).delete(delete))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/jobs/{id}/stop", post(stop))
+        .route("/api/queues/{queue}/pause", post(pause))
+        .route("/api/queues/{queue}/unpause", post(unpause))
+}
+
+/// A queue's pause, after a pause or unpause request.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PauseAnswer {
+    queue: String,
+    /// Whether no prosaas worker takes its jobs now.
+    paused: bool,
+    /// `false` when it already was as asked (the request is idempotent).
+    changed: bool,
+}
+
+fn check_queue(queue: &str) -> Result<(), ApiError> {
+    if is_valid_queue_name(queue) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "queue names are 1-128 characters of [A-Za-z0-9_.-]",
+        ))
+    }
+}
+
+#[utoipa::path(post, path = "/api/queues/{queue}/pause", tag = "admin",
+    summary = "Pause a queue for every prosaas worker (idempotent)",
+    description = "No prosaas worker starts a job of the queue (its tenant lanes included) until it is unpaused; jobs in flight finish, and enqueues go on. Python RQ's workers do not know about it (use `rq suspend` to stop them all).",
+    security(("bearer" = [])),
+    params(("queue" = String, Path, description = "the queue")),
+    responses(
+        (status = 200, description = "the queue is paused", body = PauseAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ))]
+async fn pause(
+    State(ctx): State<AppContext>,
+    _auth: Bearer,
+    JsonPath(queue): JsonPath<String>,
+) -> Result<Json<PauseAnswer>, ApiError> {
+    check_queue(&queue)?;
+    let changed = ctx.jobs.admin().pause_queue(&queue).await?;
+    tracing::warn!(queue, changed, "queue paused through the admin API");
+    Ok(Json(PauseAnswer {
+        queue,
+        paused: true,
+        changed,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/queues/{queue}/unpause", tag = "admin",
+    summary = "Let prosaas workers take a paused queue's jobs again (idempotent)",
+    security(("bearer" = [])),
+    params(("queue" = String, Path, description = "the queue")),
+    responses(
+        (status = 200, description = "the queue is not paused", body = PauseAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ))]
+async fn unpause(
+    State(ctx): State<AppContext>,
+    _auth: Bearer,
+    JsonPath(queue): JsonPath<String>,
+) -> Result<Json<PauseAnswer>, ApiError> {
+    check_queue(&queue)?;
+    let changed = ctx.jobs.admin().unpause_queue(&queue).await?;
+    tracing::info!(queue, changed, "queue unpaused through the admin API");
+    Ok(Json(PauseAnswer {
+        queue,
+        paused: false,
+        changed,
+    }))
 }
 
 pub(super) fn check_id(id: &str) -> Result<(), ApiError> {

@@ -31,6 +31,8 @@ use super::error::{BadRequest, NotFound, Unauthorized, Unavailable};
         super::admin::delete,
         super::admin::cancel,
         super::admin::stop,
+        super::admin::pause,
+        super::admin::unpause,
         openapi_json,
         super::ops::healthz,
         super::ops::readyz,

@@ -201,6 +201,12 @@ fn queue_reasons(queues: &BTreeMap<String, QueueStats>, alerts: &AlertSettings) 
                 "queue {q} has jobs waiting {age}s and no registered worker listens on it"
             ));
         }
+        if stats.paused {
+            reasons.push(format!(
+                "queue {q} is paused: no prosaas worker starts its {} queued jobs (`prosaas jobs unpause {q}`)",
+                stats.queued
+            ));
+        }
         if let Some(id) = &stats.stranded_example {
             reasons.push(format!(
                 "{} deferred jobs of {q} can never run: none of their parents can still end \

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::error::JobError;
 use super::job::{JobInfo, rq_timestamp};
+use super::keys::Keys;
 use super::scripts::{Layout, LuaScript, args, plain, with_lanes};
 
 /// The latest entry of a job's RQ result stream, decoded.
@@ -359,6 +360,28 @@ impl Admin<'_> {
     pub async fn resume(&self) -> Result<bool, JobError> {
         let removed: u64 = redis::cmd("DEL")
             .arg(self.keys().suspended())
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// Pauses `queue` for every prosaas worker: no claim takes from it (its tenant lanes
+    /// included) until [`Admin::unpause_queue`]; jobs in flight finish. `false` when it already
+    /// was. Python RQ's workers do not know about it.
+    pub async fn pause_queue(&self, queue: &str) -> Result<bool, JobError> {
+        let added: u64 = redis::cmd("SADD")
+            .arg(Keys::paused())
+            .arg(queue)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(added > 0)
+    }
+
+    /// Claims take from `queue` again. `false` when it was not paused.
+    pub async fn unpause_queue(&self, queue: &str) -> Result<bool, JobError> {
+        let removed: u64 = redis::cmd("SREM")
+            .arg(Keys::paused())
+            .arg(queue)
             .query_async(&mut self.conn().await?)
             .await?;
         Ok(removed > 0)

@@ -17,6 +17,7 @@
 //! | `prosaas:prune:<q>:lock`, `prosaas:prune:lock` | string | which worker prunes queue `q`'s registries, or the shared sets, this interval (`SET NX PX worker.prune_interval_ms`, left to expire) |
 //! | `prosaas:prune:<q>` | hash | where the pruning walks of `q`'s canceled, deferred and scheduled registries (and, for `q` = '', of `rq:queues`) stand (built in Lua, prune.lua) |
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
+//! | `prosaas:paused` | set | queues no prosaas worker claims from (`prosaas jobs pause`); Python RQ's workers do not read it |
 //! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
 //! | `prosaas:call:<call sid>:stream` | string | the call's one live Media Stream: its owner token while live (a lease of a minute, renewed), then `finalized` for `api.twilio_dedupe_ttl_secs` once recorded, so no other stream takes or reopens the call |
 //! | `prosaas:diag:executions` | hash | job id → executions, written only by the `diag.count` job type |
@@ -304,6 +305,11 @@ impl Keys {
         "prosaas:scheduler:cycle"
     }
 
+    /// The paused queues: claim.lua takes nothing from them.
+    pub(crate) fn paused() -> &'static str {
+        "prosaas:paused"
+    }
+
     /// Set of workers that may own an inbox; recovery walks it to find dead workers' inboxes.
     pub(crate) fn inboxes() -> &'static str {
         "prosaas:inboxes"
@@ -466,6 +472,7 @@ mod tests {
                 "unstarted" => Keys::unstarted("j1"),
                 "minute" => Keys::minute(29_000_000),
                 "prune_cursors" => Keys::prune_cursors("q1"),
+                "paused" => Keys::paused().to_owned(),
                 other => panic!("keys.lua builds Key.{other}, which keys.rs does not name"),
             }
         };

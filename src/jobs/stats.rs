@@ -39,6 +39,8 @@ pub struct QueueStats {
     pub oldest_queued_secs: Option<u64>,
     /// Registered workers (prosaas's or Python RQ's) listening on the queue.
     pub workers: u64,
+    /// Paused (`prosaas jobs pause`): no prosaas worker takes its jobs.
+    pub paused: bool,
     /// A fair queue's tenants: absent for a queue without lanes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenants: Option<TenantStats>,
@@ -142,8 +144,9 @@ impl Stats<'_> {
         also: &[String],
     ) -> Result<BTreeMap<String, QueueStats>, JobError> {
         let mut conn = self.conn().await?;
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys().queues())
+        let (members, paused): (Vec<String>, BTreeSet<String>) = redis::pipe()
+            .smembers(self.keys().queues())
+            .smembers(Keys::paused())
             .query_async(&mut conn)
             .await?;
         let prefix = self.keys().queue_key_prefix();
@@ -241,6 +244,7 @@ impl Stats<'_> {
                     stranded_example: (!example.is_empty()).then_some(example),
                     oldest_queued_secs,
                     workers,
+                    paused: paused.contains(&q),
                     tenants,
                 };
                 (q, stats)

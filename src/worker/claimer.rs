@@ -46,6 +46,9 @@ pub(super) struct Claimer<'a> {
     pub(super) slots: Arc<Semaphore>,
     /// Wakers block on the queues only while this is `true` (the executor waits for work).
     pub(super) wanted: watch::Sender<bool>,
+    /// The worker's queues that are paused, as the last claim found them: their wakers do not
+    /// block (a wake-up would move an id the claim then puts back, again and again).
+    pub(super) paused: watch::Sender<Vec<String>>,
     pub(super) wake: Arc<Notify>,
 }
 
@@ -127,7 +130,10 @@ impl Claimer<'_> {
             .await
         {
             Ok(c) if c.suspended => return Ok(None),
-            Ok(c) => c.jobs,
+            Ok(c) => {
+                self.note_paused(c.paused);
+                c.jobs
+            }
             Err(e) => {
                 lock(self.running).end_claim(&[]);
                 return Err(e);
@@ -140,6 +146,23 @@ impl Claimer<'_> {
             .admit(self.store, self.info, &env.registry, claimed)
             .await;
         Ok(Some((took, claimed)))
+    }
+
+    /// Tells the wakers which queues are paused, and the log when that changes.
+    fn note_paused(&self, paused: Vec<String>) {
+        self.paused.send_if_modified(|known| {
+            if *known == paused {
+                return false;
+            }
+            for q in paused.iter().filter(|q| !known.contains(q)) {
+                tracing::warn!(queue = %q, "queue paused (`prosaas jobs pause`): no job of it starts until it is unpaused");
+            }
+            for q in known.iter().filter(|q| !paused.contains(q)) {
+                tracing::info!(queue = %q, "queue unpaused");
+            }
+            *known = paused;
+            true
+        });
     }
 
     /// Suspended: nothing was taken, and jobs in flight finish on their own. Says so once, then

@@ -86,6 +86,7 @@ impl Executor {
             running: &running,
             slots: Arc::new(Semaphore::new(config.concurrency)),
             wanted: watch::channel(false).0,
+            paused: watch::channel(Vec::new()).0,
             wake: Arc::new(Notify::new()),
         };
         // One waker per queue list, and one per fair queue's lane bell.
@@ -104,7 +105,7 @@ impl Executor {
                     info.clone(),
                     (q.clone(), bell),
                     claimer.wake.clone(),
-                    claimer.wanted.subscribe(),
+                    (claimer.wanted.subscribe(), claimer.paused.subscribe()),
                     shutdown.clone(),
                 ))
             })
@@ -347,22 +348,23 @@ async fn heartbeat_loop(
     }
 }
 
-/// While the executor waits for work, blocks on one queue (moving an arriving id into the
-/// worker's inbox) or on its lanes' bell, then wakes the executor.
+/// While the executor waits for work and its queue is not paused, blocks on one queue (moving
+/// an arriving id into the worker's inbox) or on its lanes' bell, then wakes the executor.
 async fn waker_loop(
     store: JobStore,
     info: Arc<WorkerInfo>,
     (queue, bell): (String, bool),
     wake: Arc<Notify>,
-    mut wanted: watch::Receiver<bool>,
+    (mut wanted, mut paused): (watch::Receiver<bool>, watch::Receiver<Vec<String>>),
     shutdown: CancellationToken,
 ) {
     let mut waker = None;
     loop {
-        while !*wanted.borrow_and_update() {
+        while !*wanted.borrow_and_update() || paused.borrow_and_update().contains(&queue) {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = wanted.changed() => if changed.is_err() { return },
+                changed = paused.changed() => if changed.is_err() { return },
             }
         }
         let w = match &mut waker {

@@ -742,6 +742,24 @@ async fn each_api_role_operation_once(api: &TestApi) {
         api.get("/api/jobs/bad%20id").await.0,
         StatusCode::BAD_REQUEST
     );
+    pause_and_unpause(api).await;
+}
+
+/// The queue pause operations: a pause, its repeat, a refusal, an unpause.
+async fn pause_and_unpause(api: &TestApi) {
+    let (status, paused) = api.post("/api/queues/default/pause", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&paused["paused"], &paused["changed"]),
+        (&json!(true), &json!(true))
+    );
+    let again = api.post("/api/queues/default/pause", None).await.1;
+    assert_eq!(again["changed"], false, "idempotent");
+    let (status, _) = api.post("/api/queues/bad%20q/pause", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, unpaused) = api.post("/api/queues/default/unpause", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(unpaused["paused"], false);
 }
 
 #[test]

@@ -221,6 +221,69 @@ async fn jobs_suspend_and_resume_as_rq_does() {
     assert!(!out.status.success(), "a zero duration is refused");
 }
 
+/// `prosaas jobs pause` holds a running worker's claims on the queue without busy polling (on a
+/// Redis of its own, so its command counts are this worker's), health says so, and `jobs
+/// unpause` lets the waiting job run within the worker's idle poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_pause_holds_a_queue_without_spinning() {
+    let redis = TestRedis::start();
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str())];
+    let out = process::run(&["jobs", "pause", "default"], &env);
+    assert_eq!(
+        stdout(&out),
+        "queue default paused: prosaas workers start none of its jobs"
+    );
+    let mut w = crate::support::ProsaasProcess::start(
+        "worker",
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("PROSAAS__WORKER__QUEUES", "default"),
+        ],
+    );
+    w.wait_for_log("worker registered", std::time::Duration::from_secs(20));
+    let store = crate::support::redis_server::TestDb::store_for(&url);
+    let id = store
+        .enqueue(prosaas::jobs::NewJob::new(
+            "default",
+            "diag.noop",
+            serde_json::Map::new(),
+        ))
+        .await
+        .unwrap();
+    let mut c = redis.connection(0);
+    let calls = |c: &mut redis::Connection, cmd: &str| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (claims, blocks) = (calls(&mut c, "evalsha"), calls(&mut c, "blmove"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let claims = calls(&mut c, "evalsha") - claims;
+    let blocks = calls(&mut c, "blmove") - blocks;
+    // Idle: a claim per second (the idle poll), the queue's promotion every second, and a
+    // heartbeat; a spin would be thousands. No blocking wake-up on the paused queue.
+    assert!(claims <= 10, "{claims} scripts in 3 s while paused");
+    assert_eq!(blocks, 0, "a waker blocked on the paused queue");
+    assert_eq!(
+        store.fetch_job(&id).await.unwrap().unwrap().status,
+        "queued"
+    );
+    let stats = stdout(&process::run(&["jobs", "stats"], &env));
+    assert!(stats.contains("default: paused"), "{stats}");
+    let out = process::run(&["jobs", "unpause", "default"], &env);
+    assert_eq!(stdout(&out), "queue default unpaused");
+    crate::support::status_becomes(&store, &id, "finished").await;
+    assert_eq!(
+        stdout(&process::run(&["jobs", "unpause", "default"], &env)),
+        "queue default was not paused"
+    );
+    assert!(w.stop().success());
+}
+
 /// `prosaas jobs stop` reaches the worker running the job (RQ's stop-job command): the job ends
 /// `stopped`; asking again says there is nothing to stop; an unknown id is an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -315,6 +315,7 @@ async fn queue_stats_count_what_is_in_the_registries() {
             stranded_example: None,
             oldest_queued_secs: Some(age),
             workers: 0,
+            paused: false,
             tenants: None,
         }
     );

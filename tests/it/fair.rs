@@ -734,3 +734,61 @@ async fn a_canceled_job_leaves_its_lane() {
     let canceled: Vec<String> = t.connection().zrange("rq:canceled:default", 0, -1).unwrap();
     assert_eq!(canceled, ["acme2"]);
 }
+
+/// A paused queue is passed over by every claim: its own list, its tenant lanes, and an id of
+/// it a wake-up had already moved into the worker's inbox (back to the head of its queue); the
+/// claim tells the worker which of its queues are paused. Unpaused, they are served in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_is_passed_over_lanes_and_inbox_included() {
+    let t = db();
+    let store = fair_store(&t, &[]);
+    let w = registered_worker(&store, "w-pause", &["default", "low"]).await;
+    store
+        .enqueue_many(&[
+            job(None, "plain1"),
+            job(Some("t1"), "lane1"),
+            job(None, "plain2"),
+            NewJob::new("low", "diag.noop", kwargs(json!({}))).with_options(JobOptions {
+                job_id: Some("low1".into()),
+                ..Default::default()
+            }),
+        ])
+        .await
+        .unwrap();
+    let mut c = t.connection();
+    let inbox = "prosaas:worker:w-pause:inbox";
+    let moved: Option<String> = redis::cmd("LMOVE")
+        .arg(&["rq:queue:default", inbox, "LEFT", "RIGHT"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(moved.as_deref(), Some("plain1"));
+    assert!(store.admin().pause_queue("default").await.unwrap());
+    assert!(
+        !store.admin().pause_queue("default").await.unwrap(),
+        "already"
+    );
+    let claim = store
+        .workers()
+        .claim(&w, 10, Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = claim.jobs.iter().map(|j| j.execution.id.as_str()).collect();
+    assert_eq!(ids, ["low1"], "only the unpaused queue is served");
+    assert_eq!(claim.paused, ["default"]);
+    let queue: Vec<String> = redis::Commands::lrange(&mut c, "rq:queue:default", 0, -1).unwrap();
+    assert_eq!(
+        queue,
+        ["plain1", "plain2"],
+        "the inbox's id went back to the head"
+    );
+    let left: usize = redis::Commands::llen(&mut c, inbox).unwrap();
+    assert_eq!(left, 0);
+    let stats = store.stats().queue_stats(&[]).await.unwrap();
+    assert!(stats["default"].paused && !stats["low"].paused);
+    assert_eq!(stats["default"].queued, 3);
+
+    assert!(store.admin().unpause_queue("default").await.unwrap());
+    let mut ids = claim_ids(&store, &w, 10).await;
+    ids.sort();
+    assert_eq!(ids, ["lane1", "plain1", "plain2"]);
+}

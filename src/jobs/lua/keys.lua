@@ -35,4 +35,5 @@ function Key.fair_bell(q) return 'prosaas:fair:' .. q .. ':bell' end
 function Key.running(w) return 'prosaas:worker:' .. w .. ':running' end
 function Key.unstarted(id) return 'prosaas:unstarted:' .. id end
 function Key.minute(m) return 'prosaas:minute:' .. m end
+function Key.paused() return 'prosaas:paused' end
 function Key.prune_cursors(q) return 'prosaas:prune:' .. q end

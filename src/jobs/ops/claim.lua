@@ -13,13 +13,18 @@
 -- ARGV[10] number of queues Q   ARGV[11 .. 10+Q] queue names, highest priority first
 -- ARGV[11+Q .. 10+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
 -- only a capped queue keeps per-tenant running counts)
--- Returns {dropped, then FIELDS_PER_JOB per job}, or {-1} while `rq suspend` holds: no job is
--- taken while rq:suspended exists (RQ's worker checks it before each pop; here the check and the
--- pop are one step, so nothing starts after the flag is set). Ids a wake-up already moved into
--- the worker's inbox wait there for the resume. A worker with nothing running is marked
--- `state=suspended`, as RQ's is.
+-- Returns REPLY_HEAD (the ids dropped because their hash was gone, and the worker's paused
+-- queues, space-separated), then FIELDS_PER_JOB per job; or {-1} while `rq suspend` holds: no
+-- job is taken while rq:suspended exists (RQ's worker checks it before each pop; here the check
+-- and the pop are one step, so nothing starts after the flag is set). Ids a wake-up already
+-- moved into the worker's inbox wait there for the resume. A worker with nothing running is
+-- marked `state=suspended`, as RQ's is.
+-- A queue in prosaas:paused (`prosaas jobs pause`) is passed over, its tenant lanes too; an id
+-- of it found in the inbox goes back to the head of its queue. The worker learns its paused
+-- queues from the reply, so its wake-ups stop blocking on them.
 -- FIXED_ARGS: prefix, worker, now, deadline, max, eid_base, inbox, state_seq, current_job,
 --   queue_count
+-- REPLY_HEAD: dropped, paused
 -- FIELDS_PER_JOB: id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
 --   failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta
 --
@@ -30,13 +35,22 @@
 -- tenant, and what Python RQ producers push) is one more member of the ring, named ''. A tenant
 -- at its cap is passed over, keeping its place.
 local FIXED_ARGS = 10
+local REPLY_HEAD = 2
 local FIELDS_PER_JOB = 14
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[10])
 -- The queues are ARGV[first_queue .. last_queue]; each one's tenant cap follows nq later.
 local first_queue, last_queue = FIXED_ARGS + 1, FIXED_ARGS + nq
-if redis.call('EXISTS', Key.suspended(p)) == 1 then
+-- One EXISTS for both flags: neither is there nearly always.
+local paused, suspended = {}, false
+if redis.call('EXISTS', Key.suspended(p), Key.paused()) > 0 then
+  suspended = redis.call('EXISTS', Key.suspended(p)) == 1
+  if not suspended then
+    for _, q in ipairs(redis.call('SMEMBERS', Key.paused())) do paused[q] = true end
+  end
+end
+if suspended then
   local wkey = Key.worker(p, w)
   if redis.call('SCARD', Key.running(w)) == 0 and redis.call('EXISTS', wkey) == 1
       and tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
@@ -44,11 +58,11 @@ if redis.call('EXISTS', Key.suspended(p)) == 1 then
   end
   return {-1}
 end
-local out = {0}
+local out = {0, ''}
 -- Started jobs per queue and lane, added to prosaas:fair:<q>:running at the end (capped queues).
 local lanes_started, lanes_order = {}, {}
 local capped = {}
-local n, o = 0, 1
+local n, o = 0, REPLY_HEAD
 -- The last job taken, for the worker's `current_job`.
 local last_id
 -- Started-registry entries per queue, added with one variadic ZADD each at the end: one call
@@ -80,6 +94,11 @@ local function take(id, queue)
     return false
   end
   local q = h[2] or queue
+  if paused[q] then
+    -- Moved into the inbox before its queue was paused: back to the head of its queue.
+    push_job(p, q, id, h[12], true)
+    return false
+  end
   n = n + 1
   last_id = id
   local eid = base == '' and '' or base .. string.format('%08x', n)
@@ -279,10 +298,15 @@ for i = first_queue, last_queue do
   if (tonumber(ARGV[i + nq]) or 0) > 0 then capped[ARGV[i]] = true end
 end
 drain(inbox, ARGV[first_queue])
+local paused_here = {}
 for i = first_queue, last_queue do
-  if n >= max then break end
-  fair_drain(ARGV[i], tonumber(ARGV[i + nq]) or 0)
+  if paused[ARGV[i]] then
+    paused_here[#paused_here + 1] = ARGV[i]
+  elseif n < max then
+    fair_drain(ARGV[i], tonumber(ARGV[i + nq]) or 0)
+  end
 end
+out[2] = table.concat(paused_here, ' ')
 for _, ql in ipairs(lanes_order) do
   redis.call('HINCRBY', Key.fair_running(ql[1]), ql[2], lanes_started[ql[1] .. '@' .. ql[2]])
 end

@@ -13,8 +13,15 @@ use super::{Execution, WorkerInfo, Workers, ttl_secs};
 
 pub(crate) static CLAIM: LuaScript = LuaScript::new(
     with_lanes!("ops/claim.lua"),
-    &[&FIXED_ARGS, &FIELDS_PER_JOB],
+    &[&FIXED_ARGS, &REPLY_HEAD, &FIELDS_PER_JOB],
 );
+
+/// claim.lua's reply before its jobs: ids dropped (their hash was gone; -1 alone while
+/// suspended), and the worker's queues that are paused, space-separated.
+const REPLY_HEAD: Layout = Layout {
+    name: "REPLY_HEAD",
+    fields: &["dropped", "paused"],
+};
 
 /// claim.lua's arguments before its queues (the queue names, then each one's tenant cap).
 const FIXED_ARGS: Layout = Layout {
@@ -33,7 +40,7 @@ const FIXED_ARGS: Layout = Layout {
     ],
 };
 
-/// One claimed job in claim.lua's reply (after the count of dropped ids).
+/// One claimed job in claim.lua's reply (after [`REPLY_HEAD`]).
 const FIELDS_PER_JOB: Layout = Layout {
     name: "FIELDS_PER_JOB",
     fields: &[
@@ -96,6 +103,8 @@ pub struct Claim {
     pub jobs: Vec<ClaimedJob>,
     /// `rq:suspended` exists (`rq suspend`, `prosaas jobs suspend`): nothing was taken.
     pub suspended: bool,
+    /// The worker's queues that are paused (`prosaas jobs pause`): nothing was taken from them.
+    pub paused: Vec<String>,
 }
 
 impl Workers<'_> {
@@ -146,8 +155,16 @@ impl Workers<'_> {
             return Ok(Claim {
                 jobs: Vec::new(),
                 suspended: true,
+                paused: Vec::new(),
             });
         }
+        const _: () = assert!(REPLY_HEAD.len() == 2);
+        let paused: String = fields
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()?
+            .unwrap_or_default();
+        let paused = paused.split_whitespace().map(str::to_owned).collect();
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -217,6 +234,7 @@ impl Workers<'_> {
         Ok(Claim {
             jobs,
             suspended: false,
+            paused,
         })
     }
 }
