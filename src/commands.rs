@@ -316,6 +316,9 @@ fn show_text(d: &JobDetail) -> String {
     if let Some(r) = &d.deferred_reason {
         s.push_str(&format!("deferred:    {r}\n"));
     }
+    if let Some(names) = &d.unresolved_callbacks {
+        s.push_str(&format!("skipped callbacks (no handler): {names}\n"));
+    }
     let links = |l: &[crate::jobs::Linked]| {
         l.iter()
             .map(|j| format!("{} ({})", j.id, j.status.as_deref().unwrap_or("gone")))

@@ -45,9 +45,10 @@ pub const WORKERS_SUSPENDED: &str = "prosaas_workers_suspended";
 pub const QUEUE_OLDEST_DEFERRED: &str = "prosaas_queue_oldest_deferred_age_seconds";
 pub const QUEUE_STRANDED: &str = "prosaas_queue_stranded_jobs";
 pub const QUEUE_PAUSED: &str = "prosaas_queue_paused";
+pub const CALLBACKS_UNRESOLVED: &str = "prosaas_callbacks_unresolved_total";
 
 /// Every metric prosaas exports (the alert rules may name only these).
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 33] = [
     JOBS_ENQUEUED,
     JOBS_DEDUPLICATED,
     JOBS_PROCESSED,
@@ -80,10 +81,11 @@ pub const ALL: [&str; 32] = [
     QUEUE_OLDEST_DEFERRED,
     QUEUE_STRANDED,
     QUEUE_PAUSED,
+    CALLBACKS_UNRESOLVED,
 ];
 
 /// Each metric's `# HELP` text, in the order of [`ALL`].
-const HELP: [&str; 32] = [
+const HELP: [&str; 33] = [
     "Jobs enqueued, by source and job type.",
     "Events refused as duplicates of one already admitted, by source.",
     "Jobs run to an outcome, by queue, job type and outcome.",
@@ -116,6 +118,7 @@ const HELP: [&str; 32] = [
     "Time the longest-deferred job of each queue has waited for its dependencies, in seconds.",
     "Deferred jobs of each queue none of whose parents can still end (gone, canceled, stopped, failed without allow_dependency_failures): nothing will run them. Counted among the 20 oldest deferrals.",
     "1 while the queue is paused (`prosaas jobs pause`): no prosaas worker starts its jobs.",
+    "RQ callbacks (on_success, on_failure, on_stopped) skipped because no handler answers their name, by name.",
 ];
 
 /// Distinct `job_type` label values a process exports; later ones are counted as `other`.

@@ -34,6 +34,9 @@ pub struct JobDetail {
     /// The de-dupe lock that admitted it (`job_lock:<key>`), for a de-duplicated event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedupe_lock: Option<String>,
+    /// RQ callbacks of this job that no handler answered, so prosaas skipped them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved_callbacks: Option<String>,
     pub result: Option<JobResult>,
     /// The jobs it waits or waited for (RQ's `depends_on`), with their statuses now.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -240,12 +243,14 @@ impl Admin<'_> {
             let last_error = text("last_error");
             let deferred_reason = text("deferred_reason");
             let dedupe_lock = text("dedupe_lock");
+            let unresolved_callbacks = text("unresolved_callbacks");
             out.push(JobInfo::from_hash(id, hash)?.map(|info| JobDetail {
                 info,
                 attempts,
                 last_error,
                 deferred_reason,
                 dedupe_lock,
+                unresolved_callbacks,
                 result: latest.first().and_then(|(_, f)| decode_result(f)),
                 parents: Vec::new(),
                 dependents: Vec::new(),

@@ -59,8 +59,9 @@ pub use job::{
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use ops::{
-    Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome, QueueWaker, RateBucket,
-    Recovered, Settled, Settlement, WAKER_BLOCK, WorkerCommand, WorkerInfo, WorkerState, Workers,
+    Callback, Callbacks, Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome,
+    QueueWaker, RateBucket, Recovered, Settled, Settlement, WAKER_BLOCK, WorkerCommand, WorkerInfo,
+    WorkerState, Workers,
 };
 pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};

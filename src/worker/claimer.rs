@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::config::ExecutorConfig;
 use super::handler::{HandlerContext, Registry};
 use super::inflight::{Running, lock};
-use super::outcome::execute;
+use super::outcome::{execute, last_line};
 use super::policy::Policies;
 use crate::jobs::{ClaimedJob, JobStore, Outcome, Settlement, WorkerInfo, parse_rq_timestamp};
 use crate::metrics as m;
@@ -251,6 +251,8 @@ async fn run_job(
         metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
             .record(waited);
     }
+    // Only a job with RQ callbacks needs a context after its run (the run takes this one).
+    let callback_ctx = job.callbacks.as_ref().map(|_| env.ctx.clone());
     let (outcome, job_type) = tokio::select! {
         biased;
         () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
@@ -261,6 +263,12 @@ async fn run_job(
         }
         done = execute(&job, env.ctx, &env.registry, &env.policies) => done,
     };
+    let callbacks = callback_ctx.map(|ctx| super::callbacks::Env {
+        ctx,
+        registry: &env.registry,
+        policies: &env.policies,
+    });
+    let outcome = super::callbacks::apply(&job, &job_type, outcome, callbacks).await;
     let ended_at = store.unix_now();
     let label = match &outcome {
         Outcome::Finished { .. } => "finished",
@@ -295,8 +303,4 @@ async fn run_job(
 pub(super) fn waited_since_enqueue(job: &ClaimedJob, started_at: f64) -> Option<f64> {
     let enqueued = job.enqueued_at.as_deref().and_then(parse_rq_timestamp)?;
     Some((started_at - enqueued.timestamp_micros() as f64 / 1e6).max(0.0))
-}
-
-fn last_line(s: &str) -> &str {
-    s.trim_end().lines().last().unwrap_or(s)
 }

@@ -3,6 +3,7 @@
 //! and the worker role hands it in. Redis access goes through [`crate::jobs`]; this module decides
 //! what to do, `jobs` makes each step atomic.
 
+mod callbacks;
 mod claimer;
 mod commands;
 pub mod config;

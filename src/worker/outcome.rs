@@ -26,7 +26,24 @@ pub(super) async fn execute(
         .as_ref()
         .map_or("unknown", |(name, _)| *name)
         .to_owned();
+    if let Some(refused) = refuse_unsupported(job, &label, policies) {
+        return (refused, label);
+    }
     (run(job, resolved, ctx, registry, policies).await, label)
+}
+
+/// A permanent failure for a job carrying an RQ option prosaas does not carry out: RQ's Repeat
+/// would run the job again after this success, and a job silently run once where the app asked
+/// for more is worse than a clear refusal.
+fn refuse_unsupported(job: &ClaimedJob, job_type: &str, policies: &Policies) -> Option<Outcome> {
+    let left = job.repeats_left?;
+    let msg = format!(
+        "RQ's Repeat is not supported by prosaas workers ({left} repeats left); run this job on a Python RQ worker"
+    );
+    Some(Outcome::Failed {
+        error: traceback("UnsupportedJobOption", job_type, job.attempts, &msg),
+        failure_ttl: job.failure_ttl.unwrap_or(policies.failure_ttl),
+    })
 }
 
 async fn run(
@@ -99,7 +116,12 @@ fn timed_out(job: &ClaimedJob, name: &str, policies: &Policies, limit: Duration)
     retry_or_fail(job, name, policies, error)
 }
 
-fn retry_or_fail(job: &ClaimedJob, job_type: &str, policies: &Policies, error: String) -> Outcome {
+pub(super) fn retry_or_fail(
+    job: &ClaimedJob,
+    job_type: &str,
+    policies: &Policies,
+    error: String,
+) -> Outcome {
     match policies.retry(job, job_type) {
         Some((delay, retries_left)) => Outcome::Retry {
             error,
@@ -114,8 +136,13 @@ fn retry_or_fail(job: &ClaimedJob, job_type: &str, policies: &Policies, error: S
 }
 
 /// Error text in the shape RQ tools show: a traceback whose last line is `Kind: message`.
-fn traceback(kind: &str, job_type: &str, attempt: u32, msg: &str) -> String {
+pub(super) fn traceback(kind: &str, job_type: &str, attempt: u32, msg: &str) -> String {
     format!(
         "Traceback (most recent call last):\n  prosaas worker, job type {job_type}, attempt {attempt}\n{kind}: {msg}\n"
     )
+}
+
+/// The last line of an error text: the `Kind: message` line of a traceback.
+pub(super) fn last_line(s: &str) -> &str {
+    s.trim_end().lines().last().unwrap_or(s)
 }

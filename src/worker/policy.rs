@@ -138,6 +138,8 @@ mod tests {
             attempts: 1,
             enqueued_by_prosaas: true,
             meta: Vec::new(),
+            callbacks: None,
+            repeats_left: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::support::worker::InProcWorker;
 use crate::support::{ProsaasProcess, db, eventually, kwargs, process, status_becomes};
 
 mod dependencies;
+mod options;
 
 const VERSIONS: [&str; 3] = ["3.0.0", "2.12.0", "1.16.2"];
 

@@ -26,7 +26,10 @@
 --   queue_count
 -- REPLY_HEAD: dropped, paused
 -- FIELDS_PER_JOB: id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
---   failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta
+--   failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta, rq_options
+-- `rq_options` is '' for a job without RQ's Python-side options (every job prosaas enqueues),
+-- else seven lines: the success, failure and stopped callbacks' names, their timeouts ('' for
+-- none), and `repeats_left` (RQ's Repeat).
 --
 -- A queue with tenant lanes (its ring exists, see lanes.lua) is served by stride scheduling:
 -- the tenant with the lowest pass goes next, and each job it takes adds STRIDE/weight to its pass
@@ -36,7 +39,7 @@
 -- at its cap is passed over, keeping its place.
 local FIXED_ARGS = 10
 local REPLY_HEAD = 2
-local FIELDS_PER_JOB = 14
+local FIELDS_PER_JOB = 15
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[10])
@@ -125,6 +128,20 @@ local function take(id, queue)
   -- The hash's lane, wherever the id was popped from: the running count follows the job.
   local lane = h[12] or ''
   out[o + 13], out[o + 14] = lane, h[13] or ''
+  local rq_options = ''
+  if h[11] ~= 'prosaas' then
+    -- Only a Python producer sets RQ's callbacks and Repeat: what prosaas enqueues is not read
+    -- for them (fields missing from a hash cost a scan of it each, on every job).
+    local c = redis.call('HMGET', jkey, 'success_callback_name', 'failure_callback_name',
+      'stopped_callback_name', 'success_callback_timeout', 'failure_callback_timeout',
+      'stopped_callback_timeout', 'repeats_left')
+    -- RQ writes the names of a job without callbacks as '' (1.x) or leaves them out.
+    if (c[1] or '') ~= '' or (c[2] or '') ~= '' or (c[3] or '') ~= '' or (c[7] or '') ~= '' then
+      rq_options = table.concat({c[1] or '', c[2] or '', c[3] or '', c[4] or '', c[5] or '',
+        c[6] or '', c[7] or ''}, '\n')
+    end
+  end
+  out[o + 15] = rq_options
   o = o + FIELDS_PER_JOB
   if lane ~= '' and capped[q] then
     local key = q .. '@' .. lane

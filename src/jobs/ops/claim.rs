@@ -58,6 +58,7 @@ const FIELDS_PER_JOB: Layout = Layout {
         "enqueued_by",
         "lane",
         "meta",
+        "rq_options",
     ],
 };
 
@@ -80,6 +81,54 @@ pub struct ClaimedJob {
     pub enqueued_by_prosaas: bool,
     /// The job's `meta` as stored (JSON; empty when it has none), read for its tenant.
     pub meta: Vec<u8>,
+    /// RQ's callbacks, when a Python producer set any.
+    pub callbacks: Option<Callbacks>,
+    /// RQ's `Repeat` (2.2+): runs still to come after this one, when a Python producer set it.
+    pub repeats_left: Option<u32>,
+}
+
+/// A job's RQ callbacks (`on_success`, `on_failure`, `on_stopped`): Python import paths, with
+/// their timeouts in seconds when set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    pub success: Option<Callback>,
+    pub failure: Option<Callback>,
+    pub stopped: Option<Callback>,
+}
+
+/// One callback: its name and timeout (seconds, `None` for RQ's default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callback {
+    pub name: String,
+    pub timeout: Option<u64>,
+}
+
+impl Callbacks {
+    /// The callbacks in claim.lua's `rq_options` lines (names, then timeouts); `None` when it
+    /// names none.
+    fn parse(field: &str) -> Option<Self> {
+        let lines: Vec<&str> = field.split('\n').collect();
+        if lines.iter().take(3).all(|name| name.is_empty()) {
+            return None;
+        }
+        let one = |i: usize| {
+            let name = lines.get(i).copied().unwrap_or_default();
+            (!name.is_empty()).then(|| Callback {
+                name: name.to_owned(),
+                // RQ stores the timeout as written (an int, maybe a float): whole seconds.
+                timeout: lines
+                    .get(i + 3)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(|t| t.ceil() as u64),
+            })
+        };
+        Some(Self {
+            success: one(0),
+            failure: one(1),
+            stopped: one(2),
+        })
+    }
 }
 
 impl ClaimedJob {
@@ -203,7 +252,9 @@ impl Workers<'_> {
                 enqueued_by,
                 lane,
                 meta,
+                rq_options,
             ] = row;
+            let rq_options = text(rq_options)?;
             let (id, execution_id, queue) = (text(id)?, text(execution_id)?, text(queue)?);
             let data: Vec<u8> = redis::from_redis_value(data)?;
             let lane = text(lane)?;
@@ -223,6 +274,12 @@ impl Workers<'_> {
                 attempts: text(attempts)?.parse().unwrap_or(1),
                 enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
                 meta,
+                callbacks: Callbacks::parse(&rq_options),
+                repeats_left: rq_options
+                    .split('\n')
+                    .nth(6)
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0),
                 execution: Execution {
                     id,
                     execution_id,
@@ -236,5 +293,38 @@ impl Workers<'_> {
             suspended: false,
             paused,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Callback, Callbacks};
+
+    #[test]
+    fn callbacks_read_as_claim_lua_writes_them() {
+        assert_eq!(Callbacks::parse(""), None);
+        assert_eq!(Callbacks::parse("\n\n\n\n\n\n3"), None, "a Repeat alone");
+        let cb = |name: &str, timeout| {
+            Some(Callback {
+                name: name.into(),
+                timeout,
+            })
+        };
+        assert_eq!(
+            Callbacks::parse("app.ok\n\napp.stopped\n60\n\n2.5\n"),
+            Some(Callbacks {
+                success: cb("app.ok", Some(60)),
+                failure: None,
+                stopped: cb("app.stopped", Some(3)),
+            })
+        );
+        // A timeout Python wrote as something else is RQ's default.
+        assert_eq!(
+            Callbacks::parse("\napp.f\n\n\nsoon\n\n").and_then(|c| c.failure),
+            Some(Callback {
+                name: "app.f".into(),
+                timeout: None
+            })
+        );
     }
 }

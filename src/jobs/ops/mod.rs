@@ -24,7 +24,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-pub use claim::{Claim, ClaimedJob};
+pub use claim::{Callback, Callbacks, Claim, ClaimedJob};
 pub use commands::{CommandChannel, WorkerCommand};
 pub use rate_limit::{Deferred, RateBucket};
 pub use recover::Recovered;

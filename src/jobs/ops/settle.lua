@@ -221,7 +221,8 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
       if score == '' then
         redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts, 'retries_left', left,
           'last_error', err)
-        push_job(p, q, id, lane, false)
+        -- RQ 2.x's Retry(enqueue_at_front=True), read only here: retries are the rare path.
+        push_job(p, q, id, lane, redis.call('HGET', jkey, 'enqueue_at_front_on_retry') == '1')
       else
         redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left, 'last_error', err)
         redis.call('ZADD', Key.scheduled(p, q), score, id)

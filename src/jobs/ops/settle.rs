@@ -115,6 +115,19 @@ pub enum Settled {
 }
 
 impl Workers<'_> {
+    /// Records on a running job's hash (`unresolved_callbacks`) the RQ callbacks no handler
+    /// answers, so `jobs show` and Python readers see what was skipped. The job is running
+    /// (a delete refuses it), so its hash is there; its outcome is recorded after this.
+    pub async fn note_unresolved_callbacks(&self, id: &str, names: &str) -> Result<(), JobError> {
+        let () = redis::cmd("HSET")
+            .arg(self.keys().job(id))
+            .arg("unresolved_callbacks")
+            .arg(names)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement. With an
     /// empty batch it only records the worker's state.
     // Long on purpose: one script call: its KEYS/ARGV are built here in the order settle.lua reads

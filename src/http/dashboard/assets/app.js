@@ -224,7 +224,8 @@ const pages = {
       el('dt', {}, 'De-dupe lock'), el('dd', {}, j.dedupe_lock || '–'),
       el('dt', {}, 'Attempts'), el('dd', {}, String(j.attempts)),
       el('dt', {}, 'Worker'), el('dd', {}, j.worker_name || '–'),
-      j.deferred_reason ? [el('dt', {}, 'Deferred'), el('dd', {}, j.deferred_reason)] : null)];
+      j.deferred_reason ? [el('dt', {}, 'Deferred'), el('dd', {}, j.deferred_reason)] : null,
+      j.unresolved_callbacks ? [el('dt', {}, 'Skipped callbacks'), el('dd', { title: 'no handler answers these RQ callback names' }, j.unresolved_callbacks)] : null)];
     if (j.status === 'failed') {
       out.push(el('div', { class: 'actions' },
         el('button', { type: 'button', id: 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue'),
