@@ -79,6 +79,10 @@ fn entry(e: &EntrySettings) -> anyhow::Result<Entry> {
     if let Err(err) = crate::jobs::check_job(&probe) {
         bail!("scheduler.entries.{name}: {err}");
     }
+    if !e.options.depends_on.is_empty() {
+        // Each slot is fired through the de-dupe lock, which takes one job, not a chain.
+        bail!("scheduler.entries.{name}: options.depends_on is not supported on a schedule entry");
+    }
     Ok(Entry {
         name: name.clone(),
         schedule,
@@ -405,6 +409,10 @@ mod tests {
             (
                 "name = \"a\"\nevery = \"1s\"\njob_type = \"t\"\noptions = { timeout = 0 }",
                 "timeout",
+            ),
+            (
+                "name = \"a\"\nevery = \"1s\"\njob_type = \"t\"\noptions = { depends_on = [\"p\"] }",
+                "scheduler.entries.a: options.depends_on is not supported",
             ),
         ];
         for (i, (entry, needle)) in cases.iter().enumerate() {

@@ -31,15 +31,16 @@ async fn status(store: &JobStore, id: &str) -> String {
     store.fetch_job(id).await.unwrap().unwrap().status
 }
 
-/// Claims every queued job of `default` and settles each as `outcome(id)` says.
+/// Claims up to `max` queued jobs of `default` and settles each as `outcome(id)` says; their ids.
 async fn run_queued(
     store: &JobStore,
     w: &prosaas::jobs::WorkerInfo,
+    max: usize,
     outcome: impl Fn(&str) -> Outcome,
 ) -> Vec<String> {
     let claim = store
         .workers()
-        .claim(w, 100, Duration::from_secs(60), 1)
+        .claim(w, max, Duration::from_secs(60), 1)
         .await
         .unwrap();
     let batch: Vec<Settlement> = claim
@@ -186,7 +187,7 @@ async fn each_parent_outcome_releases_what_rq_releases() {
         ])
         .await
         .unwrap();
-    let ran = run_queued(&store, &w, |id| match id {
+    let ran = run_queued(&store, &w, 100, |id| match id {
         "a" => finished(),
         "b" => failed(),
         _ => Outcome::Stopped { failure_ttl: 500 },
@@ -235,7 +236,7 @@ async fn each_parent_outcome_releases_what_rq_releases() {
         .enqueue_many(&[job("c", &[]), job("d", &[]), job("fan-in", &["c", "d"])])
         .await
         .unwrap();
-    run_queued(&store, &w, |_| finished()).await;
+    run_queued(&store, &w, 100, |_| finished()).await;
     assert_eq!(status(&store, "lenient").await, "finished");
     assert_eq!(status(&store, "fan-in").await, "queued");
 }
@@ -259,27 +260,14 @@ async fn a_fan_in_waits_for_its_last_parent() {
     store.enqueue(job("p1", &[])).await.unwrap();
     store.enqueue(job("p2", &[])).await.unwrap();
     store.enqueue(job("fan", &["p1", "p2"])).await.unwrap();
-    let claim = store
-        .workers()
-        .claim(&w, 1, Duration::from_secs(60), 1)
-        .await
-        .unwrap();
-    assert_eq!(claim.jobs[0].execution.id, "p1");
-    let one = Settlement {
-        execution: claim.jobs[0].execution.clone(),
-        started_at: 1.0,
-        ended_at: 1.5,
-        waited: None,
-        outcome: finished(),
-    };
-    store.workers().settle(&w, &[one], None).await.unwrap();
+    assert_eq!(run_queued(&store, &w, 1, |_| finished()).await, ["p1"]);
     assert_eq!(status(&store, "fan").await, "deferred");
     let stats = store.stats().queue_stats(&[]).await.unwrap();
     assert_eq!(
         stats["default"].stranded, 0,
         "p2 is queued: fan still waits for something"
     );
-    run_queued(&store, &w, |_| finished()).await;
+    run_queued(&store, &w, 100, |_| finished()).await;
     assert_eq!(status(&store, "fan").await, "queued");
 }
 
@@ -293,7 +281,7 @@ async fn a_parent_that_could_never_release_is_refused_and_nothing_is_written() {
     let store = t.store();
     let w = registered_worker(&store, "w-ref", &["default"]).await;
     store.enqueue(job("bad", &[])).await.unwrap();
-    run_queued(&store, &w, |_| failed()).await;
+    run_queued(&store, &w, 100, |_| failed()).await;
     let err = store
         .enqueue_many(&[job("x", &[]), job("y", &["x"]), job("z", &["nope"])])
         .await
