@@ -85,6 +85,16 @@ impl App {
 
         // Install the recorder before anything records, so early counts are not lost.
         crate::metrics::handle();
+        // A subsystem may ask for the process's shutdown (RQ's `shutdown` command): it then
+        // stops as on a signal, not as a subsystem that exited on its own.
+        let asked = self.ctx.shutdown.clone();
+        let process = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = asked.cancelled() => process.cancel(),
+                () = process.cancelled() => {}
+            }
+        });
         let stop = shutdown.child_token();
         let router = roles::router(self.ctx.clone(), subsystems);
         let h = &self.ctx.settings.http;

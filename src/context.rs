@@ -22,6 +22,9 @@ pub struct AppContext {
     pub calls: Arc<CallRegistry>,
     /// Memory that request bodies being read may hold together (`http.body_budget_bytes`).
     pub body_budget: Arc<BodyBudget>,
+    /// Cancelled to stop the whole process gracefully, as SIGTERM does: what RQ's `shutdown`
+    /// command on a worker's channel asks for. The supervisor watches it ([`crate::app::App::run`]).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppContext {
@@ -39,6 +42,7 @@ impl AppContext {
             body_budget: Arc::new(BodyBudget::new(settings.http.body_budget_bytes)),
             settings: Arc::new(settings),
             jobs,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 }

@@ -32,6 +32,7 @@ pub fn executor(ctx: &AppContext) -> anyhow::Result<Executor> {
         registry: Arc::new(crate::handlers::registry(w)),
         config: ExecutorConfig {
             limits: Arc::new(RateLimits::from_settings(&ctx.settings.rate_limits)),
+            process_shutdown: ctx.shutdown.clone(),
             ..ExecutorConfig::from_settings(w)
         },
         context: HandlerContext {

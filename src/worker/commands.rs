@@ -1,5 +1,6 @@
 //! The worker's ear for RQ's commands (`send_stop_job_command` and the others, on
-//! `rq:pubsub:<worker>`): a stop ends the job's task, which is recorded `stopped`.
+//! `rq:pubsub:<worker>`): a stop ends the job's task, which is recorded `stopped`; `shutdown`
+//! stops the process as SIGTERM does (jobs in flight finish within the grace, or go back).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 pub(super) async fn command_loop(
     store: JobStore,
     info: Arc<WorkerInfo>,
-    running: Running,
+    (running, process): (Running, CancellationToken),
     stop: CancellationToken,
 ) {
     let workers = store.workers();
@@ -33,7 +34,7 @@ pub(super) async fn command_loop(
                     c = channel.next() => c,
                 };
                 match command {
-                    Some(command) => obey(command, &running),
+                    Some(command) => obey(command, &running, &process),
                     None => break,
                 }
             },
@@ -46,8 +47,12 @@ pub(super) async fn command_loop(
     }
 }
 
-fn obey(command: WorkerCommand, running: &Running) {
+fn obey(command: WorkerCommand, running: &Running, process: &CancellationToken) {
     match command {
+        WorkerCommand::Shutdown => {
+            tracing::warn!("shutting down: an RQ shutdown command asks (as SIGTERM would)");
+            process.cancel();
+        }
         WorkerCommand::StopJob {
             job_id,
             execution_id,

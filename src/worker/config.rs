@@ -22,6 +22,9 @@ pub struct ExecutorConfig {
     pub started_entries: StartedEntries,
     /// `[[rate_limits]]`, applied to every claim.
     pub limits: Arc<RateLimits>,
+    /// The whole process's shutdown, which RQ's `shutdown` command asks for (as SIGTERM does):
+    /// the worker role passes its own; a fresh one (nobody watching) stops nothing.
+    pub process_shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The started-registry entry format claims write.
@@ -74,6 +77,7 @@ impl ExecutorConfig {
                 _ => StartedEntries::Auto,
             },
             limits: Arc::default(),
+            process_shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

@@ -76,7 +76,7 @@ impl Executor {
         let commands = tokio::spawn(super::commands::command_loop(
             store.clone(),
             info.clone(),
-            running.clone(),
+            (running.clone(), config.process_shutdown.clone()),
             background.clone(),
         ));
         let claimer = Claimer {

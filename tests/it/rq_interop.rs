@@ -1249,6 +1249,50 @@ send_stop_job_command(r, sys.argv[2], serializer=JSONSerializer)
 print(json.dumps({"sent": True}))
 "#;
 
+/// `send_shutdown_command` stops a prosaas worker as SIGTERM does: the job it runs finishes,
+/// and the process exits cleanly (each RQ version's sender).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rqs_shutdown_command_stops_a_prosaas_worker_cleanly() {
+    let m = python_modules();
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let mut w = ProsaasProcess::start("worker", &[("REDIS_URL", &url)]);
+        w.wait_for_log("worker registered", Duration::from_secs(20));
+        let store = t.store();
+        let id = store
+            .enqueue(NewJob::new(
+                "default",
+                "diag.count",
+                kwargs(json!({"ms": 1500})),
+            ))
+            .await
+            .unwrap();
+        status_becomes(&store, &id, "started").await;
+        let workers: Vec<String> = t.connection().smembers("rq:workers").unwrap();
+        let name = workers[0].trim_start_matches("rq:worker:").to_owned();
+        python(
+            version,
+            m.path(),
+            "import json, sys\nfrom redis import Redis\nfrom rq.command import send_shutdown_command\n\
+             send_shutdown_command(Redis.from_url(sys.argv[1]), sys.argv[2])\n\
+             print(json.dumps({}))\n",
+            &[&url, &name],
+        );
+        let exit = w.wait_exit(Duration::from_secs(20));
+        assert!(exit.success(), "rq {version}: {exit:?}\n{}", w.logs());
+        assert!(
+            w.logs().contains("an RQ shutdown command asks"),
+            "rq {version}"
+        );
+        assert_eq!(
+            store.fetch_job(&id).await.unwrap().unwrap().status,
+            "finished",
+            "rq {version}: the job in flight finished first"
+        );
+    }
+}
+
 /// `send_stop_job_command` stops a job a prosaas worker runs: it ends `stopped` in the failed
 /// registry with RQ's message, is not retried though it has retries left, and the worker goes on
 /// (each RQ version's sender and reader).

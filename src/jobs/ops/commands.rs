@@ -15,7 +15,9 @@ pub enum WorkerCommand {
         job_id: String,
         execution_id: Option<String>,
     },
-    /// `shutdown`, `kill-horse`, or a command this version does not know: named, for the log.
+    /// `shutdown`: the worker stops as on SIGTERM.
+    Shutdown,
+    /// `kill-horse`, or a command this version does not know: named, for the log.
     Other(String),
 }
 
@@ -35,6 +37,7 @@ impl WorkerCommand {
                 job_id,
                 execution_id: p.execution_id,
             },
+            ("shutdown", _) => Self::Shutdown,
             _ => Self::Other(p.command),
         })
     }
@@ -94,7 +97,11 @@ mod tests {
         );
         assert_eq!(
             WorkerCommand::parse(br#"{"command": "shutdown"}"#),
-            Some(WorkerCommand::Other("shutdown".into()))
+            Some(WorkerCommand::Shutdown)
+        );
+        assert_eq!(
+            WorkerCommand::parse(br#"{"command": "kill-horse"}"#),
+            Some(WorkerCommand::Other("kill-horse".into()))
         );
         assert_eq!(WorkerCommand::parse(b"not json"), None);
     }
