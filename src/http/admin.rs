@@ -170,9 +170,7 @@ async fn failed(
     JsonQuery(q): JsonQuery<FailedQuery>,
 ) -> Result<Json<FailedPage>, ApiError> {
     let queue = q.queue.unwrap_or_else(|| "default".into());
-    if !is_valid_queue_name(&queue) {
-        return Err(ApiError::invalid("queue is not a valid queue name"));
-    }
+    check_queue(&queue)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let cursor = q.cursor.unwrap_or(0);
     let jobs = ctx.jobs.admin().failed_jobs(&queue, cursor, limit).await?;
@@ -262,9 +260,9 @@ async fn requeue_all(
     JsonQuery(q): JsonQuery<QueueQuery>,
 ) -> Result<Json<RequeuedAll>, ApiError> {
     let queues = match q.queue {
-        Some(queue) if is_valid_queue_name(&queue) => vec![queue],
-        Some(_) => {
-            return Err(ApiError::invalid("queue is not a valid queue name"));
+        Some(queue) => {
+            check_queue(&queue)?;
+            vec![queue]
         }
         None => ctx.settings.worker.queues.clone(),
     };

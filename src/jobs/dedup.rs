@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::JobStore;
 use super::error::JobError;
-use super::job::{Field, NewJob, rq_timestamp};
+use super::job::{NewJob, rq_timestamp};
 use super::keys::Keys;
 use super::scripts::{self, Layout, LuaScript, args, with_lanes};
 
@@ -244,11 +244,7 @@ impl JobStore {
             ));
         }
         let ts = rq_timestamp(self.now());
-        let lane = self.lane_of(&job);
-        let mut fields = job.hash_fields(&ts)?;
-        if let Some(tenant) = lane {
-            fields.push(("lane", Field::Borrowed(tenant.as_bytes())));
-        }
+        let (lane, fields) = self.new_job_fields(&job, &ts)?;
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(ENQUEUE_DEDUPE.get_hash()).arg(FIXED_KEYS.len());

@@ -50,11 +50,7 @@ impl JobStore {
             format!("{:.6}", now.timestamp_micros() as f64 / 1e6),
         );
         for (job, id) in jobs.iter().zip(ids) {
-            let lane = self.lane_of(job);
-            let mut fields = job.hash_fields(&ts)?;
-            if let Some(tenant) = lane {
-                fields.push(("lane", super::job::Field::Borrowed(tenant.as_bytes())));
-            }
+            let (lane, fields) = self.new_job_fields(job, &ts)?;
             let o = &job.options;
             args!(inv, FIELDS_PER_JOB;
                 id,

@@ -230,6 +230,25 @@ impl JobStore {
         })
     }
 
+    /// A new job's hash fields as every enqueue writes them (`ts`: [`rq_timestamp`] of now), with
+    /// the `lane` field when it waits in a tenant lane; and that lane.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a pair every enqueue path destructures"
+    )]
+    pub(crate) fn new_job_fields<'j>(
+        &self,
+        job: &'j NewJob,
+        ts: &'j str,
+    ) -> Result<(Option<&'j str>, Vec<(&'static str, job::Field<'j>)>), JobError> {
+        let lane = self.lane_of(job);
+        let mut fields = job.hash_fields(ts)?;
+        if let Some(tenant) = lane {
+            fields.push(("lane", job::Field::Borrowed(tenant.as_bytes())));
+        }
+        Ok((lane, fields))
+    }
+
     /// The lane a new job waits in: its tenant's, on a fair queue; `None` for the queue's list.
     fn lane_of<'j>(&self, job: &'j NewJob) -> Option<&'j str> {
         if self.fair.contains_key(&job.queue) {

@@ -108,11 +108,7 @@ impl JobStore {
             {
                 pipe.del(job_key).ignore();
             }
-            let lane = self.lane_of(job);
-            let mut fields = job.hash_fields(&ts)?;
-            if let Some(tenant) = lane {
-                fields.push(("lane", Field::Borrowed(tenant.as_bytes())));
-            }
+            let (lane, fields) = self.new_job_fields(job, &ts)?;
             pipe.add_command(hset(job_key, &fields)).ignore();
             if let Some(ttl) = job.options.ttl {
                 pipe.expire(job_key, ttl).ignore();
