@@ -37,6 +37,9 @@ pub enum Command {
     /// Operator commands on queues and jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Moving a Python RQ app's queues onto prosaas workers.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Measure throughput and latency against the configured Redis (an empty database, unless
     /// --force; only bench keys are written, and deleted afterwards).
     Bench(BenchCli),
@@ -162,6 +165,30 @@ pub enum JobsCommand {
     Cancel { id: String },
     /// Stop a running job, as RQ's `send_stop_job_command` does (it ends `stopped`).
     Stop { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Survey the jobs waiting in Redis (queued, scheduled, deferred, started) and the
+    /// registered Python RQ workers, and report what a prosaas worker with this configuration
+    /// could not run as the app expects; exit 0 when ready, 1 when not.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A queue to audit (repeat for several; default: worker.queues).
+    #[arg(long = "queue", value_name = "QUEUE", conflicts_with = "all_queues")]
+    pub queues: Vec<String>,
+    /// Audit every queue Redis knows (`rq:queues`).
+    #[arg(long)]
+    pub all_queues: bool,
+    /// Jobs read at most per queue and place; the report says where it stopped short.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_jobs: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! What each command line does: serve a role, `check`, and the operator `jobs` commands.
+//! What each command line does: serve a role, `check`, the operator `jobs` commands and
+//! `migrate audit`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::cli::{EnqueueArgs, JobsCommand};
+use crate::cli::{EnqueueArgs, JobsCommand, MigrateCommand};
 use crate::jobs::{
     Canceled, Enqueued, JobDetail, JobOptions, JobResult, JobStore, NewJob, QueueStats, Requeue,
     Stop,
@@ -173,6 +174,35 @@ pub async fn jobs(cmd: JobsCommand, settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// `jobs cancel`: one line saying what happened; a running or unknown job is an error.
+/// `migrate audit`: prints the report; not ready is an error, so the exit status is 1.
+pub async fn migrate(cmd: MigrateCommand, settings: &Settings) -> anyhow::Result<()> {
+    let MigrateCommand::Audit(args) = cmd;
+    let jobs = JobStore::connect(settings.store_config())?;
+    let queues = if args.all_queues {
+        None
+    } else if args.queues.is_empty() {
+        Some(settings.worker.queues.clone())
+    } else {
+        Some(args.queues)
+    };
+    let scope = crate::migrate::Scope {
+        queues,
+        max_jobs: usize::try_from(args.max_jobs).unwrap_or(usize::MAX),
+    };
+    let registry = crate::handlers::registry(&settings.worker);
+    let report = crate::migrate::run(&jobs, &registry, &scope)
+        .await
+        .context("auditing")?;
+    print_json_or(args.json, &report, || crate::migrate::report::text(&report))?;
+    if !report.ready {
+        bail!(
+            "not ready for prosaas workers: {} problem(s), listed above",
+            report.problems.len()
+        );
+    }
+    Ok(())
+}
+
 async fn cancel(jobs: &JobStore, id: &str) -> anyhow::Result<()> {
     match jobs.admin().cancel_job(id).await? {
         Canceled::Canceled(was) => println!("canceled {id} (it was {was}): it will not start"),

@@ -22,6 +22,7 @@
 //! - [`http`]: the HTTP surface (ops endpoints, the jobs health API);
 //! - [`webhooks`]: provider verification and event → job translation for the ingress;
 //! - [`jobs`]: the only module that talks to Redis;
+//! - [`migrate`]: `prosaas migrate audit`, what a Python RQ app's waiting jobs would meet on prosaas;
 //! - [`metrics`]: the Prometheus recorder and the names of every exported metric;
 //! - [`local_redis`]: the private `redis-server` the `all` role starts for local development;
 //! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation.
@@ -43,6 +44,7 @@ pub mod jobs;
 pub mod local_redis;
 pub mod mac;
 pub mod metrics;
+pub mod migrate;
 pub mod role;
 pub mod roles;
 pub mod scheduler;

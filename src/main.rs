@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             Some(Command::Check) => commands::check(&settings).await,
             Some(Command::Probe { live }) => commands::probe(&settings, live).await,
             Some(Command::Jobs(cmd)) => commands::jobs(cmd, &settings).await,
+            Some(Command::Migrate(cmd)) => commands::migrate(cmd, &settings).await,
             Some(Command::Bench(b)) => commands::bench(b, &settings).await,
         }
     });

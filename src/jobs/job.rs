@@ -425,29 +425,61 @@ pub struct JobCall {
     pub kwargs: Map<String, Value>,
 }
 
-/// Decodes `data` as RQ does: zlib if it inflates, else the raw bytes; then the JSON 4-array.
-pub(crate) fn decode_data(id: &str, raw: &[u8]) -> Result<JobCall, JobError> {
-    let corrupt = |reason: String| JobError::Corrupt {
-        id: id.to_owned(),
-        reason,
-    };
+/// Why a job's `data` cannot be run outside Python, or cannot be read at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataProblem {
+    /// RQ's default serializer: a Python pickle, which only Python can load in general.
+    Pickled,
+    /// `[func, instance, ...]` with a non-null instance: a bound method.
+    BoundMethod,
+    /// Neither RQ JSON nor a pickle (or too large to inflate).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for DataProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pickled => f.write_str(
+                "data is a Python pickle (RQ's default serializer); prosaas reads jobs made with RQ's JSONSerializer",
+            ),
+            Self::BoundMethod => {
+                f.write_str("bound-method jobs (non-null instance) cannot be run outside Python")
+            }
+            Self::Unreadable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Reads `data` as RQ does: zlib if it inflates, else the raw bytes; then the JSON 4-array.
+pub(crate) fn read_data(raw: &[u8]) -> Result<JobCall, DataProblem> {
     let json = super::zlib::decompress(raw).or_raw(raw).ok_or_else(|| {
-        corrupt(format!(
+        DataProblem::Unreadable(format!(
             "data inflates past {} MiB",
             super::zlib::MAX_INFLATED >> 20
         ))
     })?;
+    // Every pickle protocol RQ has written (2 and up) starts with PROTO, 0x80.
+    if json.first() == Some(&0x80) {
+        return Err(DataProblem::Pickled);
+    }
     let (func, instance, args, kwargs): (String, Value, Vec<Value>, Map<String, Value>) =
-        serde_json::from_slice(&json).map_err(|e| corrupt(format!("data is not RQ JSON: {e}")))?;
+        serde_json::from_slice(&json)
+            .map_err(|e| DataProblem::Unreadable(format!("data is not RQ JSON: {e}")))?;
     if !instance.is_null() {
-        return Err(corrupt(
-            "bound-method jobs (non-null instance) cannot be run outside Python".into(),
-        ));
+        return Err(DataProblem::BoundMethod);
     }
     Ok(JobCall {
         job_type: func,
         args,
         kwargs,
+    })
+}
+
+/// [`read_data`], with the job's id on the error.
+pub(crate) fn decode_data(id: &str, raw: &[u8]) -> Result<JobCall, JobError> {
+    read_data(raw).map_err(|problem| JobError::Corrupt {
+        id: id.to_owned(),
+        reason: problem.to_string(),
     })
 }
 
@@ -637,6 +669,25 @@ mod tests {
         assert!(bomb.len() < 200_000, "{}", bomb.len());
         let err = decode_data("j", &bomb).unwrap_err();
         assert!(err.to_string().contains("inflates past 64 MiB"), "{err}");
+    }
+
+    #[test]
+    fn data_says_why_python_alone_can_run_it() {
+        // pickle.dumps(('app.tasks.resize', None, (), {}), protocol=5), zlib'd as RQ stores it.
+        let pickle = b"\x80\x05\x95\x1e\x00\x00\x00\x00\x00\x00\x00(\x8c\x10app.tasks.resize\x94N)}\x94t\x94.";
+        let z = crate::jobs::zlib::compress(pickle);
+        assert_eq!(read_data(&z), Err(DataProblem::Pickled));
+        assert_eq!(read_data(pickle), Err(DataProblem::Pickled));
+        let bound = br#"["resize", {"id": 3}, [], {}]"#;
+        assert_eq!(read_data(bound), Err(DataProblem::BoundMethod));
+        assert!(
+            matches!(read_data(b"{}"), Err(DataProblem::Unreadable(r)) if r.contains("not RQ JSON"))
+        );
+        let err = decode_data("j", &z).unwrap_err().to_string();
+        assert!(
+            err.contains("Python pickle") && err.contains("JSONSerializer"),
+            "{err}"
+        );
     }
 
     #[test]

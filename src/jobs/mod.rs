@@ -13,6 +13,7 @@
 )]
 
 mod admin;
+mod audit;
 mod bench;
 mod call_status;
 mod clock;
@@ -44,6 +45,7 @@ pub use admin::{
     Admin, Canceled, DEPENDENTS_SHOWN, Deleted, JobDetail, JobResult, Linked, Recorded, Requeue,
     Stop,
 };
+pub use audit::{Audit, AuditedJob, Waiting};
 pub use bench::{Bench, Footprint, RedisCounters};
 pub use call_status::{CallState, CallStatus, CallUpdate, StreamClaim};
 pub use dedup::{
@@ -53,8 +55,8 @@ pub use diag::Diag;
 pub use error::JobError;
 pub use fleet::{RunningJob, WorkerRow};
 pub use job::{
-    DEFAULT_TIMEOUT_SECS, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, TENANT, age_secs,
-    check_job, is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp,
+    DEFAULT_TIMEOUT_SECS, DataProblem, JobCall, JobInfo, JobOptions, MAX_TTL_SECS, NewJob, TENANT,
+    age_secs, check_job, is_valid_job_id, is_valid_queue_name, is_valid_tenant, parse_rq_timestamp,
     rq_timestamp,
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};

@@ -15,6 +15,7 @@ use crate::support::redis_server::TestDb;
 use crate::support::worker::InProcWorker;
 use crate::support::{ProsaasProcess, db, eventually, kwargs, process, status_becomes};
 
+mod audit;
 mod dependencies;
 mod options;
 
