@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use super::config::ExecutorConfig;
 use super::handler::{HandlerContext, Registry};
-use super::inflight::{Running, lock};
-use super::outcome::{execute, last_line};
+use super::inflight::{Halt, Running, lock};
+use super::outcome::{execute, last_line, retry_or_fail, traceback};
 use super::policy::Policies;
 use crate::jobs::{ClaimedJob, JobStore, Outcome, Settlement, WorkerInfo, parse_rq_timestamp};
 use crate::metrics as m;
@@ -235,15 +235,10 @@ async fn back_off(failures: u32, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// One job's task: runs it (or gives it back when aborted, or ends it when `stop` is
-/// cancelled), counts it, hands its outcome to the settler. `_slot` holds its place in the
-/// concurrency limit until the task ends.
-async fn run_job(
-    job: ClaimedJob,
-    env: JobEnv,
-    _slot: OwnedSemaphorePermit,
-    stop: CancellationToken,
-) {
+/// One job's task: runs it (or gives it back when aborted, or ends it when halted from outside),
+/// counts it, hands its outcome to the settler. `_slot` holds its place in the concurrency
+/// limit until the task ends.
+async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit, halt: Halt) {
     let store = env.ctx.jobs.clone();
     let started_at = store.unix_now();
     let waited = waited_since_enqueue(&job, started_at);
@@ -253,22 +248,27 @@ async fn run_job(
     }
     // Only a job with RQ callbacks needs a context after its run (the run takes this one).
     let callback_ctx = job.callbacks.as_ref().map(|_| env.ctx.clone());
-    let (outcome, job_type) = tokio::select! {
+    let (outcome, job_type, killed) = tokio::select! {
         biased;
-        () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned()),
+        () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned(), false),
         // Dropping the handler's future stops it at its next await.
-        () = stop.cancelled() => {
-            let failure_ttl = job.failure_ttl.unwrap_or(env.policies.failure_ttl);
-            (Outcome::Stopped { failure_ttl }, "-".to_owned())
+        killed = halt.halted() => {
+            let (outcome, job_type) = halted(&job, &env.registry, &env.policies, killed);
+            (outcome, job_type, killed)
         }
-        done = execute(&job, env.ctx, &env.registry, &env.policies) => done,
+        (outcome, job_type) = execute(&job, env.ctx, &env.registry, &env.policies) => (outcome, job_type, false),
     };
-    let callbacks = callback_ctx.map(|ctx| super::callbacks::Env {
-        ctx,
-        registry: &env.registry,
-        policies: &env.policies,
-    });
-    let outcome = super::callbacks::apply(&job, &job_type, outcome, callbacks).await;
+    // RQ runs no callback for a killed work-horse: they ran in the horse, which died.
+    let outcome = if killed {
+        outcome
+    } else {
+        let callbacks = callback_ctx.map(|ctx| super::callbacks::Env {
+            ctx,
+            registry: &env.registry,
+            policies: &env.policies,
+        });
+        super::callbacks::apply(&job, &job_type, outcome, callbacks).await
+    };
     let ended_at = store.unix_now();
     let label = match &outcome {
         Outcome::Finished { .. } => "finished",
@@ -297,6 +297,34 @@ async fn run_job(
         waited,
         outcome,
     });
+}
+
+/// The outcome of a job halted from outside: `stopped` (stop-job), or a killed work-horse's
+/// failure, retried as the job type's policy allows (kill-horse); and the job type's label.
+fn halted(
+    job: &ClaimedJob,
+    registry: &Registry,
+    policies: &Policies,
+    killed: bool,
+) -> (Outcome, String) {
+    if !killed {
+        let failure_ttl = job.failure_ttl.unwrap_or(policies.failure_ttl);
+        return (Outcome::Stopped { failure_ttl }, "-".to_owned());
+    }
+    let name = job
+        .call
+        .as_ref()
+        .ok()
+        .and_then(|c| registry.resolve(&c.job_type))
+        .map_or("unknown", |(name, _)| name)
+        .to_owned();
+    let error = traceback(
+        "WorkHorseKilled",
+        &name,
+        job.attempts,
+        "Work-horse terminated unexpectedly (an RQ kill-horse command)",
+    );
+    (retry_or_fail(job, &name, policies, error), name)
 }
 
 /// Seconds from the job's enqueue to `started_at`, when its `enqueued_at` is readable.

@@ -1,6 +1,7 @@
 //! The worker's ear for RQ's commands (`send_stop_job_command` and the others, on
-//! `rq:pubsub:<worker>`): a stop ends the job's task, which is recorded `stopped`; `shutdown`
-//! stops the process as SIGTERM does (jobs in flight finish within the grace, or go back).
+//! `rq:pubsub:<worker>`): a stop ends the job's task, which is recorded `stopped`; `kill-horse`
+//! ends every job it runs as a killed work-horse (failed, or retried); `shutdown` stops the
+//! process as SIGTERM does (jobs in flight finish within the grace, or go back).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,12 +65,24 @@ fn obey(command: WorkerCommand, running: &Running, process: &CancellationToken) 
             match inflight.stops.get(&job_id).filter(|_| this_run) {
                 Some(token) => {
                     tracing::warn!(job_id = %job_id.escape_debug(), "stopping the job: an RQ stop command asks");
-                    token.cancel();
+                    token.stop();
                 }
                 None => tracing::info!(
                     job_id = %job_id.escape_debug(),
                     "a stop command for a job this worker does not run; ignored"
                 ),
+            }
+        }
+        WorkerCommand::KillHorse => {
+            let inflight = lock(running);
+            // A Python worker's work-horse is whatever it runs; a prosaas worker's is every job
+            // it runs now.
+            tracing::warn!(
+                jobs = inflight.stops.len(),
+                "killing every running job: an RQ kill-horse command asks"
+            );
+            for halt in inflight.stops.values() {
+                halt.kill();
             }
         }
         WorkerCommand::Other(name) => tracing::warn!(

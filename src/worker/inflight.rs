@@ -2,11 +2,37 @@
 //! them and their Redis calls can arrive in any order; the scripts keep the newest number).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{ClaimedJob, Execution, WorkerState};
+
+/// How a running job's task is ended from outside: RQ's stop-job (the job ends `stopped`, never
+/// retried) or kill-horse (a failure, retried as its policy allows, as RQ's killed work-horse).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Halt {
+    token: CancellationToken,
+    killed: Arc<AtomicBool>,
+}
+
+impl Halt {
+    pub(super) fn stop(&self) {
+        self.token.cancel();
+    }
+
+    pub(super) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Waits for a halt; `true` when it was a kill.
+    pub(super) async fn halted(&self) -> bool {
+        self.token.cancelled().await;
+        self.killed.load(Ordering::Acquire)
+    }
+}
 
 /// The executions this worker runs, and the numbering of its state decisions.
 ///
@@ -16,8 +42,8 @@ use crate::jobs::{ClaimedJob, Execution, WorkerState};
 #[derive(Default)]
 pub(super) struct Inflight {
     pub(super) executions: HashMap<String, Execution>,
-    /// Job id → the token that stops its task (RQ's stop-job command).
-    pub(super) stops: HashMap<String, CancellationToken>,
+    /// Job id → what ends its task from outside (RQ's stop-job and kill-horse commands).
+    pub(super) stops: HashMap<String, Halt>,
     /// A claim is on its way: its jobs are not in `executions` yet, so "idle" would be wrong.
     claiming: bool,
     seq: u64,
@@ -41,13 +67,13 @@ impl Inflight {
     /// claimed). The flag is `true` when it got none, nothing runs and "idle" is not recorded
     /// yet; the caller then records it (via [`Self::idle_now`]) if the worker stays idle.
     /// Nothing is decided here: a decision that is never written would block the later one.
-    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> (bool, Vec<CancellationToken>) {
+    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> (bool, Vec<Halt>) {
         self.claiming = false;
         let mut stops = Vec::with_capacity(claimed.len());
         for job in claimed {
             self.executions
                 .insert(job.execution.member(), job.execution.clone());
-            let stop = CancellationToken::new();
+            let stop = Halt::default();
             self.stops.insert(job.execution.id.clone(), stop.clone());
             stops.push(stop);
         }

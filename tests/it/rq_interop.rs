@@ -1335,3 +1335,78 @@ async fn rqs_stop_command_stops_a_prosaas_job() {
         w.stop();
     }
 }
+
+const KILL_HORSE: &str = r#"
+import json, sys
+from redis import Redis
+from rq.command import send_kill_horse_command
+r = Redis.from_url(sys.argv[1])
+names = sorted(k.decode().split('rq:worker:', 1)[1] for k in r.smembers('rq:workers'))
+for name in names:
+    send_kill_horse_command(r, name)
+print(json.dumps({"workers": names}))
+"#;
+
+/// `send_kill_horse_command` kills what a prosaas worker runs, as RQ kills its work-horse: each
+/// running job fails as a killed horse's does, or is retried when its policy allows; no
+/// callback runs; the worker goes on (each RQ version's sender).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rqs_kill_horse_command_kills_the_running_jobs() {
+    let m = python_modules();
+    for version in VERSIONS {
+        let t = db();
+        let url = t.url();
+        let store = t.store();
+        // The retried job still sleeps when the worker stops: it goes back at once.
+        let mut w = ProsaasProcess::start(
+            "worker",
+            &[
+                ("REDIS_URL", &url),
+                ("PROSAAS__WORKER__SHUTDOWN_GRACE_MS", "200"),
+            ],
+        );
+        w.wait_for_log("worker registered", Duration::from_secs(20));
+        let sleep = |retries| {
+            NewJob::new("default", "diag.sleep", kwargs(json!({"ms": 60_000}))).with_options(
+                JobOptions {
+                    max_retries: Some(retries),
+                    retry_intervals: Some(vec![0]),
+                    ..Default::default()
+                },
+            )
+        };
+        let once = store.enqueue(sleep(0)).await.unwrap();
+        let again = store.enqueue(sleep(1)).await.unwrap();
+        status_becomes(&store, &once, "started").await;
+        status_becomes(&store, &again, "started").await;
+        let sent = python(version, m.path(), KILL_HORSE, &[&url]);
+        assert_eq!(sent["workers"].as_array().map(Vec::len), Some(1), "{sent}");
+        status_becomes(&store, &once, "failed").await;
+        let seen = python(version, m.path(), JOB_AS_RQ_SEES_IT, &[&url, &once]);
+        assert_eq!(seen["failed"], json!([once]), "rq {version}: {seen}");
+        let detail = store.admin().job_detail(&once).await.unwrap().unwrap();
+        let Some(JobResult::Failed { error }) = detail.result else {
+            panic!("rq {version}: no failure recorded: {detail:?}");
+        };
+        assert!(
+            error.contains("WorkHorseKilled: Work-horse terminated unexpectedly"),
+            "{error}"
+        );
+        // The job with a retry left runs again at once (interval 0), with none left.
+        eventually(
+            &format!("rq {version}: the killed job with a retry to run again"),
+            Duration::from_secs(15),
+            || async {
+                let job = store.fetch_job(&again).await.ok()??;
+                (job.status == "started" && job.retries_left == Some(0)).then_some(())
+            },
+        )
+        .await;
+        let next = store
+            .enqueue(NewJob::new("default", "diag.count", kwargs(json!({}))))
+            .await
+            .unwrap();
+        status_becomes(&store, &next, "finished").await;
+        w.stop();
+    }
+}

@@ -17,7 +17,9 @@ pub enum WorkerCommand {
     },
     /// `shutdown`: the worker stops as on SIGTERM.
     Shutdown,
-    /// `kill-horse`, or a command this version does not know: named, for the log.
+    /// `kill-horse`: what the worker runs now is killed, as RQ kills its work-horse.
+    KillHorse,
+    /// A command this version does not know: named, for the log.
     Other(String),
 }
 
@@ -38,6 +40,7 @@ impl WorkerCommand {
                 execution_id: p.execution_id,
             },
             ("shutdown", _) => Self::Shutdown,
+            ("kill-horse", _) => Self::KillHorse,
             _ => Self::Other(p.command),
         })
     }
@@ -101,7 +104,11 @@ mod tests {
         );
         assert_eq!(
             WorkerCommand::parse(br#"{"command": "kill-horse"}"#),
-            Some(WorkerCommand::Other("kill-horse".into()))
+            Some(WorkerCommand::KillHorse)
+        );
+        assert_eq!(
+            WorkerCommand::parse(br#"{"command": "dance"}"#),
+            Some(WorkerCommand::Other("dance".into()))
         );
         assert_eq!(WorkerCommand::parse(b"not json"), None);
     }
