@@ -1,5 +1,5 @@
 //! The reads behind `prosaas migrate audit`: the queues Redis knows, and a queue's waiting jobs
-//! page by page with the fields a migration judges (the call, its callbacks, its options). Only
+//! page by page with the fields a migration judges (the call and its callbacks). Only
 //! reads, each bounded by the page the caller asks for; judging a job against this
 //! configuration's handlers is the caller's (`src/migrate/`), which knows handlers and not Redis.
 
@@ -67,24 +67,18 @@ pub struct AuditedJob {
     pub call: Result<JobCall, DataProblem>,
     /// RQ's callbacks it names: (`on_success`, import path), ...
     pub callbacks: Vec<(&'static str, String)>,
-    /// RQ's `Repeat` (2.3+): runs left after this one.
-    pub repeats_left: Option<String>,
 }
 
-/// `data`, the three callback names and `repeats_left`, as one `HMGET` returns them.
+/// `data` and the three callback names, as one `HMGET` returns them.
 type Fields = (
     Option<Vec<u8>>,
-    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
 );
 
 /// One job from its fields; `None` when its hash is gone.
-fn audited(
-    id: String,
-    (data, success, failure, stopped, repeats_left): Fields,
-) -> Option<AuditedJob> {
+fn audited(id: String, (data, success, failure, stopped): Fields) -> Option<AuditedJob> {
     let call = read_data(&data?);
     let callbacks = CALLBACKS
         .iter()
@@ -95,7 +89,6 @@ fn audited(
         id,
         call,
         callbacks,
-        repeats_left: repeats_left.filter(|r| !r.is_empty()),
     })
 }
 
@@ -170,8 +163,7 @@ impl Audit<'_> {
             pipe.cmd("HMGET")
                 .arg(self.keys().job(id))
                 .arg("data")
-                .arg(CALLBACKS.map(|(_, field)| field).as_slice())
-                .arg("repeats_left");
+                .arg(CALLBACKS.map(|(_, field)| field).as_slice());
         }
         let rows: Vec<Fields> = pipe.query_async(&mut conn).await?;
         Ok(ids

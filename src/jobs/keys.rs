@@ -193,6 +193,43 @@ impl Keys {
         format!("{}job::{id}:dependencies", self.rq)
     }
 
+    /// RQ 3.0's rate limit `key` (`RateLimit(key, concurrency)`): its configuration hash
+    /// (`concurrency`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn rate_limit(&self, key: &str) -> String {
+        format!("{}rl:{key}", self.rq)
+    }
+
+    /// The jobs holding one of rate limit `key`'s slots (queued or running), by promotion time.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn rate_allowed(&self, key: &str) -> String {
+        format!("{}rl:{key}:allowed", self.rq)
+    }
+
+    /// The jobs waiting for one of rate limit `key`'s slots (status `rate_limited`), oldest first.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn rate_waiting(&self, key: &str) -> String {
+        format!("{}rl:{key}:rate_limited", self.rq)
+    }
+
     /// Canceled registry (RQ never prunes it; prune.lua drops entries whose job is gone).
     #[cfg_attr(
         not(test),
@@ -437,6 +474,7 @@ mod tests {
             "tenant" => "t1",
             "name" => "n1",
             "m" => "29000000",
+            "key" => "k1",
             other => panic!("keys.lua parameter {other} has no test value"),
         };
         let rust = |name: &str| -> String {
@@ -455,6 +493,9 @@ mod tests {
                 "dependents" => k.dependents("j1"),
                 "dependencies" => k.dependencies("j1"),
                 "canceled" => k.canceled("q1"),
+                "rate_limit" => k.rate_limit("k1"),
+                "rate_allowed" => k.rate_allowed("k1"),
+                "rate_waiting" => k.rate_waiting("k1"),
                 "worker" => k.worker("w1"),
                 "workers" => k.workers(),
                 "workers_of" => k.workers_of("q1"),

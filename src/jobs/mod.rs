@@ -62,8 +62,8 @@ pub use job::{
 pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use ops::{
     Callback, Callbacks, Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome,
-    QueueWaker, RateBucket, Recovered, Settled, Settlement, WAKER_BLOCK, WorkerCommand, WorkerInfo,
-    WorkerState, Workers,
+    QueueWaker, RateBucket, Recovered, Repeat, Settled, Settlement, WAKER_BLOCK, Webhook,
+    WorkerCommand, WorkerInfo, WorkerState, Workers,
 };
 pub use prune::{Prune, PrunePass, Pruned};
 pub use redis_config::{Advice, RedisConfig};

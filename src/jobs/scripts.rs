@@ -72,9 +72,10 @@ macro_rules! keys {
     }};
 }
 
-/// A script's source with `lua/lanes.lua` and `lua/dependents.lua` in front: the script ends
-/// jobs, and a job that ends moves its waiting dependents onto their queues in the same step.
-macro_rules! with_dependents {
+/// A script's source with `lua/lanes.lua`, `lua/dependents.lua` and `lua/rate_slots.lua` in
+/// front: the script ends jobs, and a job that ends moves its waiting dependents onto their
+/// queues and frees its RQ rate-limit slot in the same step.
+macro_rules! with_endings {
     ($path:literal) => {
         concat!(
             include_str!(concat!(
@@ -85,12 +86,16 @@ macro_rules! with_dependents {
                 env!("CARGO_MANIFEST_DIR"),
                 "/src/jobs/lua/dependents.lua"
             )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/jobs/lua/rate_slots.lua"
+            )),
             include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/jobs/", $path))
         )
     };
 }
 
-pub(crate) use {args, keys, plain, with_dependents, with_lanes};
+pub(crate) use {args, keys, plain, with_endings, with_lanes};
 
 /// One named group of a script's arguments, or one row of its reply, in order: the names the
 /// script's header lists under `name`, which is also the Lua constant holding its length.
@@ -351,7 +356,12 @@ mod tests {
 
     use super::*;
 
-    const PRELUDES: [&str; 3] = ["lua/keys.lua", "lua/lanes.lua", "lua/dependents.lua"];
+    const PRELUDES: [&str; 4] = [
+        "lua/keys.lua",
+        "lua/lanes.lua",
+        "lua/dependents.lua",
+        "lua/rate_slots.lua",
+    ];
 
     fn jobs_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/jobs")
@@ -370,15 +380,17 @@ mod tests {
         }
     }
 
-    /// The script's own text, after the lanes and dependents preludes.
+    /// The script's own text, after the lanes, dependents and rate-slot preludes.
     fn own_text(script: &LuaScript) -> &'static str {
         let lanes = super::plain!("lua/lanes.lua");
         let dependents = super::plain!("lua/dependents.lua");
+        let rate_slots = super::plain!("lua/rate_slots.lua");
         let text = script
             .template
             .strip_prefix(lanes)
             .unwrap_or(script.template);
-        text.strip_prefix(dependents).unwrap_or(text)
+        let text = text.strip_prefix(dependents).unwrap_or(text);
+        text.strip_prefix(rate_slots).unwrap_or(text)
     }
 
     #[test]

@@ -174,10 +174,6 @@ fn judge(registry: &Registry, queue: &str, job: &AuditedJob, tally: &mut Tally) 
             );
         }
     }
-    if job.repeats_left.is_some() {
-        tally.add(Kind::UnsupportedOption, q, Some("Repeat"), &job.id);
-        return false;
-    }
     true
 }
 
@@ -264,7 +260,6 @@ mod tests {
                 kwargs: serde_json::Map::new(),
             }),
             callbacks: Vec::new(),
-            repeats_left: None,
         }
     }
 
@@ -308,9 +303,6 @@ mod tests {
             judge(&r, "q", &cb, &mut t),
             "a job whose callback is skipped still runs"
         );
-        let mut repeat = job("g", Ok("push_send_job"));
-        repeat.repeats_left = Some("2".into());
-        assert!(!judge(&r, "q", &repeat, &mut t));
         let found: Vec<(Kind, Option<String>, u64, Vec<String>)> = t
             .into_findings()
             .into_iter()
@@ -332,12 +324,6 @@ mod tests {
                     Some("on_failure app.hooks.pager".into()),
                     1,
                     vec!["f".into()]
-                ),
-                (
-                    Kind::UnsupportedOption,
-                    Some("Repeat".into()),
-                    1,
-                    vec!["g".into()]
                 ),
             ]
         );

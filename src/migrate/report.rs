@@ -24,8 +24,6 @@ pub enum Kind {
     NoHandler,
     /// A callback name no handler answers: the job would run, the callback would be skipped.
     UnresolvedCallback,
-    /// An RQ job option prosaas workers refuse.
-    UnsupportedOption,
     /// A job only Python can run that other jobs wait on: on a prosaas worker it fails, and its
     /// dependents wait forever.
     ChainThroughPythonOnly,
@@ -54,9 +52,6 @@ impl Kind {
             Self::UnresolvedCallback => {
                 "the job runs but prosaas skips this callback (logged, counted in prosaas_callbacks_unresolved_total): register a handler under the name or map it in worker.aliases"
             }
-            Self::UnsupportedOption => {
-                "a prosaas worker fails these at once, naming the option: keep them on Python workers or drop the option"
-            }
             Self::ChainThroughPythonOnly => {
                 "these fail on a prosaas worker and the jobs that depend on them then wait forever (see the kinds above for why each fails)"
             }
@@ -76,7 +71,6 @@ impl Kind {
             Self::Unreadable => "unreadable job",
             Self::NoHandler => "no handler",
             Self::UnresolvedCallback => "unresolved callback",
-            Self::UnsupportedOption => "unsupported option",
             Self::ChainThroughPythonOnly => "chain through a Python-only job",
             Self::QueueNameNotServed => "queue name prosaas cannot serve",
             Self::UntestedRqVersion => "untested RQ version",
@@ -90,7 +84,7 @@ pub struct Finding {
     pub kind: Kind,
     /// The queue, or none for the fleet (a worker's version).
     pub queue: Option<String>,
-    /// The function, callback or option name, or the version.
+    /// The function or callback name, or the version.
     pub subject: Option<String>,
     /// Jobs (or workers) found so.
     pub count: u64,

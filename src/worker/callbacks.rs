@@ -71,7 +71,8 @@ pub(super) async fn apply(
             }
             Outcome::Stopped { failure_ttl }
         }
-        Outcome::Requeue => Outcome::Requeue,
+        // A repeat is decided after the callbacks (outcome.rs `then_repeat`); nothing to run.
+        other @ (Outcome::Requeue | Outcome::Repeat { .. }) => other,
     };
     if !unresolved.is_empty() {
         let names = unresolved.join(" ");

@@ -6,16 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::ExecutorConfig;
 use super::handler::{HandlerContext, Registry};
+use super::http_target::Delivery;
 use super::inflight::{Halt, Running, lock};
-use super::outcome::{execute, last_line, retry_or_fail, traceback};
+use super::outcome::{execute, last_line, retry_or_fail, then_repeat, traceback};
 use super::policy::Policies;
-use crate::jobs::{ClaimedJob, JobStore, Outcome, Settlement, WorkerInfo, parse_rq_timestamp};
+use super::webhooks;
+use crate::jobs::{
+    ClaimedJob, JobStore, Outcome, Settled, Settlement, WorkerInfo, parse_rq_timestamp,
+};
 use crate::metrics as m;
 
 /// How long an idle executor waits before claiming again even without a wake-up (a safety net
@@ -25,6 +29,10 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const SUSPENDED_POLL: Duration = Duration::from_secs(1);
 /// How long a worker must have had nothing to do before `rq info` is told it is idle.
 const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
+/// An outcome for the settler, and where to say whether it was recorded when the job's task
+/// waits for that (to send RQ's webhooks after it, as RQ does).
+pub(super) type ToSettle = (Settlement, Option<oneshot::Sender<Settled>>);
+
 /// What every job task of one executor shares: how to run a job, where its outcome goes, and
 /// the signal that returns unfinished jobs at the end of the shutdown grace.
 #[derive(Clone)]
@@ -32,7 +40,7 @@ pub(super) struct JobEnv {
     pub(super) ctx: HandlerContext,
     pub(super) registry: Arc<Registry>,
     pub(super) policies: Arc<Policies>,
-    pub(super) settle_tx: mpsc::UnboundedSender<Settlement>,
+    pub(super) settle_tx: mpsc::UnboundedSender<ToSettle>,
     pub(super) running: Running,
     pub(super) abort: CancellationToken,
 }
@@ -238,7 +246,7 @@ async fn back_off(failures: u32, shutdown: &CancellationToken) -> bool {
 /// One job's task: runs it (or gives it back when aborted, or ends it when halted from outside),
 /// counts it, hands its outcome to the settler. `_slot` holds its place in the concurrency
 /// limit until the task ends.
-async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit, halt: Halt) {
+async fn run_job(mut job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit, halt: Halt) {
     let store = env.ctx.jobs.clone();
     let started_at = store.unix_now();
     let waited = waited_since_enqueue(&job, started_at);
@@ -246,8 +254,10 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit, halt
         metrics::histogram!(m::JOB_START_LATENCY, "queue" => job.execution.queue.clone())
             .record(waited);
     }
-    // Only a job with RQ callbacks needs a context after its run (the run takes this one).
+    // Only a job with RQ callbacks needs a context after its run (the run takes this one), and
+    // only one with RQ webhooks an HTTP client.
     let callback_ctx = job.callbacks.as_ref().map(|_| env.ctx.clone());
+    let delivery = (!job.webhooks.is_empty()).then(|| env.ctx.delivery.clone());
     let (outcome, job_type, killed) = tokio::select! {
         biased;
         () = env.abort.cancelled() => (Outcome::Requeue, "-".to_owned(), false),
@@ -267,36 +277,74 @@ async fn run_job(job: ClaimedJob, env: JobEnv, _slot: OwnedSemaphorePermit, halt
             registry: &env.registry,
             policies: &env.policies,
         });
-        super::callbacks::apply(&job, &job_type, outcome, callbacks).await
+        then_repeat(
+            &job,
+            super::callbacks::apply(&job, &job_type, outcome, callbacks).await,
+        )
     };
     let ended_at = store.unix_now();
-    let label = match &outcome {
-        Outcome::Finished { .. } => "finished",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Retry { .. } => "retried",
-        Outcome::Requeue => "requeued",
-        Outcome::Stopped { .. } => "stopped",
-    };
-    let job_type = m::job_type_label(&job_type);
-    metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
-    metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(ended_at - started_at);
-    let execution = job.execution;
+    count(&job, &job_type, &outcome, ended_at - started_at);
+    let execution = std::mem::take(&mut job.execution);
     lock(&env.running).ended(&execution);
-    match &outcome {
-        Outcome::Failed { error, .. } | Outcome::Retry { error, .. } => {
-            tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
-        }
-        _ => {}
+    if let Outcome::Failed { error, .. } | Outcome::Retry { error, .. } = &outcome {
+        tracing::warn!(job_id = %execution.id, attempt = job.attempts, "job failed: {}", last_line(error));
     }
-    // The settler only stops after every job task has ended, so this cannot fail in practice;
-    // if it did, the heartbeat deadline lapses and recovery re-runs the job.
-    let _ = env.settle_tx.send(Settlement {
+    let settlement = Settlement {
         execution,
         started_at,
         ended_at,
         waited,
         outcome,
+    };
+    hand_over(&job, &env.settle_tx, settlement, delivery).await;
+}
+
+/// Gives the outcome to the settler; for a job with RQ webhooks for it, waits until it is
+/// recorded and then sends them (the job's slot is held meanwhile, as RQ's worker holds it).
+async fn hand_over(
+    job: &ClaimedJob,
+    settle_tx: &mpsc::UnboundedSender<ToSettle>,
+    settlement: Settlement,
+    delivery: Option<Arc<Delivery>>,
+) {
+    let webhook = delivery.and_then(|d| {
+        webhooks::status_of(&settlement.outcome)
+            .map(|(status, exc)| (d, status, exc.map(str::to_owned)))
     });
+    let Some((delivery, status, exc)) = webhook else {
+        // The settler only stops after every job task has ended, so this cannot fail in
+        // practice; if it did, the heartbeat deadline lapses and recovery re-runs the job.
+        let _ = settle_tx.send((settlement, None));
+        return;
+    };
+    let (id, ended_at) = (settlement.execution.id.clone(), settlement.ended_at);
+    let (recorded, is_recorded) = oneshot::channel();
+    let _ = settle_tx.send((settlement, Some(recorded)));
+    if is_recorded.await == Ok(Settled::Applied) {
+        webhooks::send(
+            delivery.client(),
+            job,
+            &id,
+            status,
+            exc.as_deref(),
+            ended_at,
+        )
+        .await;
+    }
+}
+
+/// The job's outcome and duration in the metrics.
+fn count(job: &ClaimedJob, job_type: &str, outcome: &Outcome, secs: f64) {
+    let label = match outcome {
+        Outcome::Finished { .. } | Outcome::Repeat { .. } => "finished",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Requeue => "requeued",
+        Outcome::Stopped { .. } => "stopped",
+    };
+    let job_type = m::job_type_label(job_type);
+    metrics::counter!(m::JOBS_PROCESSED, "queue" => job.execution.queue.clone(), "job_type" => job_type.clone(), "outcome" => label).increment(1);
+    metrics::histogram!(m::JOB_DURATION, "job_type" => job_type).record(secs);
 }
 
 /// The outcome of a job halted from outside: `stopped` (stop-job), or a killed work-horse's

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::claimer::{Claimer, JobEnv, waited_since_enqueue};
+use super::claimer::{Claimer, JobEnv, ToSettle, waited_since_enqueue};
 use super::config::{ExecutorConfig, choose_entry_format};
 use super::handler::{HandlerContext, Registry};
 use super::inflight::{Running, lock};
@@ -58,7 +58,7 @@ impl Executor {
         choose_entry_format(&store, config.started_entries).await;
 
         let running: Running = Arc::default();
-        let (settle_tx, settle_rx) = mpsc::unbounded_channel::<Settlement>();
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel::<ToSettle>();
         let settler = tokio::spawn(settle_loop(
             store.clone(),
             info.clone(),
@@ -254,14 +254,21 @@ async fn settle_loop(
     store: JobStore,
     info: Arc<WorkerInfo>,
     running: Running,
-    mut rx: mpsc::UnboundedReceiver<Settlement>,
+    mut rx: mpsc::UnboundedReceiver<ToSettle>,
 ) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
+        let mut take = |(settlement, recorded): ToSettle, batch: &mut Vec<Settlement>| {
+            if let Some(tx) = recorded {
+                waiting.push((batch.len(), tx));
+            }
+            batch.push(settlement);
+        };
+        take(first, &mut batch);
         while batch.len() < SETTLE_BATCH {
             match rx.try_recv() {
-                Ok(s) => batch.push(s),
+                Ok(s) => take(s, &mut batch),
                 Err(_) => break,
             }
         }
@@ -270,6 +277,9 @@ async fn settle_loop(
         loop {
             match store.workers().settle(&info, &batch, state).await {
                 Ok(results) => {
+                    for (i, tx) in waiting.drain(..) {
+                        let _ = tx.send(results.get(i).copied().unwrap_or(Settled::Conflict));
+                    }
                     for (s, r) in batch.iter().zip(results) {
                         if r == Settled::Conflict {
                             tracing::warn!(

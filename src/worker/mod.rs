@@ -16,3 +16,4 @@ pub mod limits;
 pub mod maintenance;
 mod outcome;
 pub mod policy;
+mod webhooks;

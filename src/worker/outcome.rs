@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::handler::{Handler, HandlerContext, HandlerError, JobInput, Registry};
 use super::policy::Policies;
-use crate::jobs::{ClaimedJob, Outcome};
+use crate::jobs::{ClaimedJob, Outcome, Repeat};
 
 /// Runs one job to an outcome, and names the handler it ran (the metrics label; `unknown` when
 /// none matched). Never panics on bad input: every problem becomes a failure.
@@ -26,24 +26,31 @@ pub(super) async fn execute(
         .as_ref()
         .map_or("unknown", |(name, _)| *name)
         .to_owned();
-    if let Some(refused) = refuse_unsupported(job, &label, policies) {
-        return (refused, label);
-    }
     (run(job, resolved, ctx, registry, policies).await, label)
 }
 
-/// A permanent failure for a job carrying an RQ option prosaas does not carry out: RQ's Repeat
-/// would run the job again after this success, and a job silently run once where the app asked
-/// for more is worse than a clear refusal.
-fn refuse_unsupported(job: &ClaimedJob, job_type: &str, policies: &Policies) -> Option<Outcome> {
-    let left = job.repeats_left?;
-    let msg = format!(
-        "RQ's Repeat is not supported by prosaas workers ({left} repeats left); run this job on a Python RQ worker"
-    );
-    Some(Outcome::Failed {
-        error: traceback("UnsupportedJobOption", job_type, job.attempts, &msg),
-        failure_ttl: job.failure_ttl.unwrap_or(policies.failure_ttl),
-    })
+/// After a success (callbacks included, as RQ decides it after them): a job with RQ's Repeat
+/// and runs left goes again, after the first of its intervals (0: at once), which is then
+/// dropped unless it is the last (RQ 3.0's `Repeat.schedule`).
+pub(super) fn then_repeat(job: &ClaimedJob, outcome: Outcome) -> Outcome {
+    let (Some(repeat), Outcome::Finished { result, result_ttl }) = (&job.repeat, &outcome) else {
+        return outcome;
+    };
+    let intervals = &repeat.intervals;
+    let next = Repeat {
+        left: repeat.left.saturating_sub(1),
+        intervals: if intervals.len() > 1 {
+            intervals[1..].to_vec()
+        } else {
+            intervals.clone()
+        },
+    };
+    Outcome::Repeat {
+        result: result.clone(),
+        result_ttl: *result_ttl,
+        delay_secs: intervals.first().copied().unwrap_or(0),
+        repeat: next,
+    }
 }
 
 async fn run(

@@ -126,7 +126,7 @@ mod tests {
                 id: "j".into(),
                 execution_id: "e".into(),
                 queue: "q".into(),
-                lane: String::new(),
+                ..Default::default()
             },
             call: Err("unused".into()),
             timeout: None,
@@ -139,7 +139,8 @@ mod tests {
             enqueued_by_prosaas: true,
             meta: Vec::new(),
             callbacks: None,
-            repeats_left: None,
+            repeat: None,
+            webhooks: Vec::new(),
         }
     }
 

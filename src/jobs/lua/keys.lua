@@ -19,6 +19,9 @@ function Key.ready(p, q) return p .. 'ready:' .. q end
 function Key.dependents(p, id) return p .. 'job:' .. id .. ':dependents' end
 function Key.dependencies(p, id) return p .. 'job::' .. id .. ':dependencies' end
 function Key.canceled(p, q) return p .. 'canceled:' .. q end
+function Key.rate_limit(p, key) return p .. 'rl:' .. key end
+function Key.rate_allowed(p, key) return p .. 'rl:' .. key .. ':allowed' end
+function Key.rate_waiting(p, key) return p .. 'rl:' .. key .. ':rate_limited' end
 function Key.worker(p, w) return p .. 'worker:' .. w end
 function Key.workers(p) return p .. 'workers' end
 function Key.workers_of(p, q) return p .. 'workers:' .. q end

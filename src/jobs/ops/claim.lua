@@ -28,8 +28,9 @@
 -- FIELDS_PER_JOB: id, eid, queue, data, timeout, retries_left, retry_intervals, result_ttl,
 --   failure_ttl, enqueued_at, attempts, enqueued_by, lane, meta, rq_options
 -- `rq_options` is '' for a job without RQ's Python-side options (every job prosaas enqueues),
--- else seven lines: the success, failure and stopped callbacks' names, their timeouts ('' for
--- none), and `repeats_left` (RQ's Repeat).
+-- else ten lines: the success, failure and stopped callbacks' names, their timeouts ('' for
+-- none), RQ's Repeat (`repeats_left`, `repeat_intervals`: a JSON list, one line), RQ 3.0's
+-- `webhooks` (JSON, one line) and `rate_limit_key` (last: it may hold anything).
 --
 -- A queue with tenant lanes (its ring exists, see lanes.lua) is served by stride scheduling:
 -- the tenant with the lowest pass goes next, and each job it takes adds STRIDE/weight to its pass
@@ -134,11 +135,12 @@ local function take(id, queue)
     -- for them (fields missing from a hash cost a scan of it each, on every job).
     local c = redis.call('HMGET', jkey, 'success_callback_name', 'failure_callback_name',
       'stopped_callback_name', 'success_callback_timeout', 'failure_callback_timeout',
-      'stopped_callback_timeout', 'repeats_left')
+      'stopped_callback_timeout', 'repeats_left', 'repeat_intervals', 'webhooks', 'rate_limit_key')
     -- RQ writes the names of a job without callbacks as '' (1.x) or leaves them out.
-    if (c[1] or '') ~= '' or (c[2] or '') ~= '' or (c[3] or '') ~= '' or (c[7] or '') ~= '' then
+    if (c[1] or '') ~= '' or (c[2] or '') ~= '' or (c[3] or '') ~= '' or (c[7] or '') ~= ''
+        or (c[9] or '') ~= '' or (c[10] or '') ~= '' then
       rq_options = table.concat({c[1] or '', c[2] or '', c[3] or '', c[4] or '', c[5] or '',
-        c[6] or '', c[7] or ''}, '\n')
+        c[6] or '', c[7] or '', c[8] or '', c[9] or '', c[10] or ''}, '\n')
     end
   end
   out[o + 15] = rq_options

@@ -83,8 +83,68 @@ pub struct ClaimedJob {
     pub meta: Vec<u8>,
     /// RQ's callbacks, when a Python producer set any.
     pub callbacks: Option<Callbacks>,
-    /// RQ's `Repeat` (2.2+): runs still to come after this one, when a Python producer set it.
-    pub repeats_left: Option<u32>,
+    /// RQ's `Repeat` (2.2+), when a Python producer set it and runs are still to come.
+    pub repeat: Option<Repeat>,
+    /// RQ 3.0's webhooks: requests to make once the job has finished or failed.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One of RQ 3.0's `Webhook`s, as the job hash's `webhooks` JSON holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    /// `finished` or `failed`: the outcome it is sent for.
+    pub job_status: String,
+    #[serde(default = "Webhook::get")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Seconds.
+    #[serde(default = "Webhook::ten")]
+    pub timeout: u64,
+}
+
+impl Webhook {
+    fn get() -> String {
+        "GET".into()
+    }
+
+    fn ten() -> u64 {
+        10
+    }
+
+    /// From claim.lua's `rq_options` line 9; what cannot be read is logged and sends nothing,
+    /// as RQ's `Job.restore` does.
+    fn parse(id: &str, field: &str) -> Vec<Self> {
+        let Some(json) = field.split('\n').nth(8).filter(|l| !l.is_empty()) else {
+            return Vec::new();
+        };
+        serde_json::from_str(json).unwrap_or_else(|e| {
+            tracing::warn!(job_id = %id, error = %e, "the job's RQ webhooks cannot be read; none will be sent");
+            Vec::new()
+        })
+    }
+}
+
+/// RQ's `Repeat` as a job carries it: runs still to come after this one, and the intervals
+/// between them in seconds (the first is the next one's, RQ 3.0's reading).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repeat {
+    pub left: u32,
+    pub intervals: Vec<u64>,
+}
+
+impl Repeat {
+    /// From claim.lua's `rq_options` lines 7 and 8; `None` when no run is left.
+    fn parse(field: &str) -> Option<Self> {
+        let mut lines = field.split('\n').skip(6);
+        let left = lines.next()?.parse().ok().filter(|n| *n > 0)?;
+        let intervals = lines
+            .next()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default();
+        Some(Self { left, intervals })
+    }
 }
 
 /// A job's RQ callbacks (`on_success`, `on_failure`, `on_stopped`): Python import paths, with
@@ -275,16 +335,19 @@ impl Workers<'_> {
                 enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
                 meta,
                 callbacks: Callbacks::parse(&rq_options),
-                repeats_left: rq_options
-                    .split('\n')
-                    .nth(6)
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| *n > 0),
+                repeat: Repeat::parse(&rq_options),
+                webhooks: Webhook::parse(&id, &rq_options),
                 execution: Execution {
                     id,
                     execution_id,
                     queue,
                     lane,
+                    // The last line: a key holding a newline stays whole.
+                    rate_limit: rq_options
+                        .splitn(10, '\n')
+                        .nth(9)
+                        .unwrap_or_default()
+                        .to_owned(),
                 },
             });
         }
@@ -298,12 +361,41 @@ impl Workers<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Callback, Callbacks};
+    use super::{Callback, Callbacks, Repeat};
+
+    #[test]
+    fn repeat_reads_as_claim_lua_writes_it() {
+        assert_eq!(Repeat::parse(""), None);
+        assert_eq!(
+            Repeat::parse("app.ok\n\n\n\n\n\n\n"),
+            None,
+            "callbacks alone"
+        );
+        assert_eq!(Repeat::parse("\n\n\n\n\n\n0\n[5]"), None, "no run left");
+        assert_eq!(
+            Repeat::parse("\n\n\n\n\n\n2\n[10, 20]"),
+            Some(Repeat {
+                left: 2,
+                intervals: vec![10, 20]
+            })
+        );
+        assert_eq!(
+            Repeat::parse("\n\n\n\n\n\n1\n"),
+            Some(Repeat {
+                left: 1,
+                intervals: Vec::new()
+            })
+        );
+    }
 
     #[test]
     fn callbacks_read_as_claim_lua_writes_them() {
         assert_eq!(Callbacks::parse(""), None);
-        assert_eq!(Callbacks::parse("\n\n\n\n\n\n3"), None, "a Repeat alone");
+        assert_eq!(
+            Callbacks::parse("\n\n\n\n\n\n3\n[1]"),
+            None,
+            "a Repeat alone"
+        );
         let cb = |name: &str, timeout| {
             Some(Callback {
                 name: name.into(),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-pub use claim::{Callback, Callbacks, Claim, ClaimedJob};
+pub use claim::{Callback, Callbacks, Claim, ClaimedJob, Repeat, Webhook};
 pub use commands::{CommandChannel, WorkerCommand};
 pub use rate_limit::{Deferred, RateBucket};
 pub use recover::Recovered;
@@ -41,14 +41,16 @@ pub struct WorkerInfo {
 }
 
 /// One execution of a job: the id, the execution id of this attempt (empty when it was claimed
-/// in RQ 1.x's plain-id entry format), the queue, and the tenant lane it came from (empty for
-/// the queue's own list).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// in RQ 1.x's plain-id entry format), the queue, and the slots it holds until it ends: the
+/// tenant lane it came from (empty for the queue's own list) and RQ 3.0's rate limit it counts
+/// against (empty for none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Execution {
     pub id: String,
     pub execution_id: String,
     pub queue: String,
     pub lane: String,
+    pub rate_limit: String,
 }
 
 impl Execution {

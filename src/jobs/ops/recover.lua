@@ -78,7 +78,7 @@ for k = 1, #expired, 2 do
   local id = string.match(member, '^[^:]+')
   local jkey = Key.job(p, id)
   local h = redis.call('HMGET', jkey, 'status', 'retries_left', 'failure_ttl', 'worker_name',
-    'enqueued_by', 'lane')
+    'enqueued_by', 'lane', 'rate_limit_key')
   if h[1] ~= 'started' then
     -- Gone, or already settled by someone else: only the stale registry entry was left.
     redis.call('ZREM', wip, member)
@@ -109,8 +109,10 @@ for k = 1, #expired, 2 do
       redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now_ts)
       redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', '',
         'exc_string', exc)
-      -- Its dependents that allow failures move on, as RQ's cleanup moves them.
+      -- Its dependents that allow failures move on, as RQ's cleanup moves them, and its RQ
+      -- rate-limit slot goes to the next waiting job.
       release_dependents(p, id, 'failed', now_ts)
+      if (h[7] or '') ~= '' then release_rate_slot(p, h[7], id, ARGV[3], now_ts) end
       local dependents, dependencies = Key.dependents(p, id), Key.dependencies(p, id)
       if ttl == -1 then
         redis.call('ZADD', Key.failed(p, q), -1, id)

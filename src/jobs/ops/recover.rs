@@ -7,11 +7,11 @@ use redis::Value as RedisValue;
 use super::super::error::JobError;
 use super::super::job::{ENQUEUED_BY_PROSAAS, MAX_TTL_SECS, decode_data, rq_timestamp};
 use super::super::keys::Keys;
-use super::super::scripts::{Layout, LuaScript, args, with_dependents};
+use super::super::scripts::{Layout, LuaScript, args, with_endings};
 use super::{Workers, encode_exc_string};
 
 pub(crate) static RECOVER: LuaScript = LuaScript::new(
-    with_dependents!("ops/recover.lua"),
+    with_endings!("ops/recover.lua"),
     &[
         &FIXED_ARGS,
         &FIELDS_PER_DECISION,

@@ -13,23 +13,28 @@
 -- ARGV[8] the minute this batch is counted in (Unix seconds / 60), for the dashboard's series
 -- ARGV[9] '1' when claims write RQ's `current_job` (see claim.lua), else ''
 -- then FIELDS_PER_OUTCOME per outcome:
---   kind ('ok' | 'fail' | 'stop' | 'retry' | 'requeue'), id, eid, queue,
---   ttl (ok: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
---   score (ok, fail: the finished/failed registry score; retry with a delay: its due time),
---   payload (ok: base64 JSON return value or ''; fail: base64 zlib error text),
+--   kind ('ok' | 'repeat' | 'fail' | 'stop' | 'retry' | 'requeue'), id, eid, queue,
+--   ttl (ok, repeat: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
+--   score (ok, fail: the finished/failed registry score; retry, repeat: the next run's due time,
+--   '' for at once),
+--   payload (ok, repeat: base64 JSON return value or ''; fail: base64 zlib error text),
 --   started (Unix s, float), ended (Unix s, float),
---   retries_left (retry: the new value), error (retry: the attempt's error text),
+--   retries_left (retry: the new value; repeat: the new repeats_left),
+--   error (retry: the attempt's error text; repeat: the new repeat_intervals, JSON),
 --   lane (the job's tenant lane, '' for none: a job that goes back to the queue goes back to
---   its lane), wait (the bucket of its enqueue->start wait, see jobs/series.rs; '' unknown)
+--   its lane), wait (the bucket of its enqueue->start wait, see jobs/series.rs; '' unknown),
+--   rate_limit (RQ 3.0's rate limit key of a Python-made job, '' for none: its slot is freed
+--   when the job leaves the queued and started states, see rate_slots.lua)
 -- Numbers arrive and are passed on as strings, never converted: Lua formats a number with a
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
--- A job that ends (ok, fail, stop) moves its waiting dependents on (dependents.lua).
+-- A job that ends (ok, fail, stop), or succeeds to run again (repeat), moves its waiting
+-- dependents on (dependents.lua).
 -- Returns one integer per outcome: 1 applied, 0 conflict.
 -- FIXED_ARGS: prefix, worker, now, working, state, state_seq, capped, minute, current_job
 -- FIELDS_PER_OUTCOME: kind, id, eid, queue, ttl, score, payload, started, ended, retries_left,
---   error, lane, wait
+--   error, lane, wait, rate_limit
 local FIXED_ARGS = 9
-local FIELDS_PER_OUTCOME = 13
+local FIELDS_PER_OUTCOME = 14
 local p, w, now_ts = ARGV[1], ARGV[2], ARGV[3]
 local wkey = Key.worker(p, w)
 local applied = {}
@@ -80,7 +85,7 @@ do
   local keys = {}
   for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
     local kind = ARGV[i]
-    if kind == 'ok' or kind == 'fail' or kind == 'stop' then
+    if kind == 'ok' or kind == 'fail' or kind == 'stop' or kind == 'repeat' then
       keys[#keys + 1] = Key.dependents(p, ARGV[i + 1])
       keys[#keys + 1] = Key.dependencies(p, ARGV[i + 1])
     end
@@ -155,6 +160,19 @@ local function end_links(id, status, ttl)
   end
 end
 
+-- A success as RQ's handle_job_success records it: status, end time, the result stream's entry.
+local function succeeded(jkey, rkey, payload, eid, started, ended)
+  redis.call('HSET', jkey, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
+  if payload ~= '' then
+    redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+      'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
+      'execution_ended_at', ended)
+  else
+    redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+      'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
+  end
+end
+
 -- Enters `id` in a final registry (finished or failed) with `score`, grouped per key.
 local function enter(registry, score, id)
   local list = group(registry)
@@ -163,7 +181,7 @@ local function enter(registry, score, id)
 end
 
 for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
-  local kind, id, eid, q, ttl, score, payload, started, ended, left, err, lane, wait =
+  local kind, id, eid, q, ttl, score, payload, started, ended, left, err, lane, wait, limit =
     unpack(ARGV, i, i + FIELDS_PER_OUTCOME - 1)
   local jkey, rkey = Key.job(p, id), Key.results(p, id)
   if track_current then settled_ids[id] = true end
@@ -172,8 +190,10 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
       not_worked = not_worked + (tonumber(ended) - tonumber(started))
     end
   else
-    -- The series counts a stop as a failure (the dashboard knows ok, fail, retry, requeue).
-    local field = (kind == 'stop' and 'fail' or kind) .. ':' .. (wait == '' and '-' or wait)
+    -- The series counts a stop as a failure and a repeat as a success (the dashboard knows ok,
+    -- fail, retry, requeue).
+    local counted = (kind == 'stop' and 'fail') or (kind == 'repeat' and 'ok') or kind
+    local field = counted .. ':' .. (wait == '' and '-' or wait)
     if not minute_counts[field] then
       minute_counts[field] = 0
       minute_fields[#minute_fields + 1] = field
@@ -192,19 +212,34 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
       if ttl == '0' then
         redis.call('DEL', jkey, rkey)
       else
-        redis.call('HSET', jkey, 'status', 'finished', 'ended_at', now_ts, 'last_heartbeat', now_ts)
-        if payload ~= '' then
-          redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
-            'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
-            'execution_ended_at', ended)
-        else
-          redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
-            'execution_id', eid, 'execution_started_at', started, 'execution_ended_at', ended)
-        end
+        succeeded(jkey, rkey, payload, eid, started, ended)
         keep(jkey, rkey, ttl)
         enter(Key.finished(p, q), score, id)
       end
       if linked then end_links(id, 'finished', ttl) end
+    elseif kind == 'repeat' then
+      -- RQ's Repeat (2.2+): the success is recorded as above but nothing expires (RQ's
+      -- Repeat.schedule stands in for Job.cleanup), then the job goes again with one run less.
+      ok_count = ok_count + 1
+      if ttl ~= '0' then
+        succeeded(jkey, rkey, payload, eid, started, ended)
+        if ttl == '-1' then
+          redis.call('PERSIST', rkey)
+          enter(Key.finished(p, q), '+inf', id)
+        else
+          redis.call('EXPIRE', rkey, ttl)
+          enter(Key.finished(p, q), string.format('%d', math.floor(tonumber(ended)) + tonumber(ttl)), id)
+        end
+      end
+      if linked then release_dependents(p, id, 'finished', now_ts) end
+      redis.call('HSET', jkey, 'repeats_left', left, 'repeat_intervals', err)
+      if score == '' then
+        redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
+        push_job(p, q, id, lane, false)
+      else
+        redis.call('HSET', jkey, 'status', 'scheduled')
+        redis.call('ZADD', Key.scheduled(p, q), score, id)
+      end
     elseif kind == 'fail' or kind == 'stop' then
       -- A stop (RQ's stop-job command) ends as a failure does, with status `stopped`.
       fail_count = fail_count + 1
@@ -230,6 +265,11 @@ for i = FIRST, #ARGV, FIELDS_PER_OUTCOME do
     else -- requeue: put back, untouched, at the head of its queue (shutdown)
       redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', now_ts)
       push_job(p, q, id, lane, true)
+    end
+    -- Queued again (a requeue, an immediate retry or repeat), it keeps its slot, as in RQ.
+    if limit ~= '' and kind ~= 'requeue' and
+        not ((kind == 'retry' or kind == 'repeat') and score == '') then
+      release_rate_slot(p, limit, id, ended, now_ts)
     end
   end
 end

@@ -1,17 +1,19 @@
 //! settle.lua's owner: a batch of outcomes recorded as RQ records them, in one step.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
 use super::super::error::JobError;
 use super::super::job::rq_timestamp;
-use super::super::scripts::{Layout, LuaScript, args, with_dependents};
+use super::super::scripts::{Layout, LuaScript, args, with_endings};
 use super::super::series::wait_bucket;
-use super::{Execution, WorkerInfo, Workers, encode_exc_string};
+use super::{Execution, Repeat, WorkerInfo, Workers, encode_exc_string};
 
 pub(crate) static SETTLE: LuaScript = LuaScript::new(
-    with_dependents!("ops/settle.lua"),
+    with_endings!("ops/settle.lua"),
     &[&FIXED_ARGS, &FIELDS_PER_OUTCOME],
 );
 
@@ -48,6 +50,7 @@ const FIELDS_PER_OUTCOME: Layout = Layout {
         "error",
         "lane",
         "wait",
+        "rate_limit",
     ],
 };
 
@@ -83,11 +86,28 @@ pub enum Outcome {
         delay_secs: u64,
         retries_left: u32,
     },
+    /// Success of a job with RQ's `Repeat` and runs left: recorded as a success is, without
+    /// the expiry (RQ's `Repeat.schedule` instead of `Job.cleanup`), then back on its queue
+    /// (`delay_secs` 0) or scheduled, with `repeat` as it stands for the next run.
+    Repeat {
+        result: Option<Value>,
+        result_ttl: i64,
+        delay_secs: u64,
+        repeat: Repeat,
+    },
     /// Not run to completion (shutdown): back to the head of its queue, no retry consumed.
     Requeue,
     /// Stopped by an operator (RQ's `send_stop_job_command`): status `stopped`, in the failed
     /// registry with RQ's message, never retried.
     Stopped { failure_ttl: i64 },
+}
+
+/// A return value as RQ's results stream holds it: base64 of its JSON, '' for none.
+fn return_value(result: &Option<Value>) -> String {
+    match result {
+        Some(v) => BASE64.encode(serde_json::to_vec(v).unwrap_or_default()),
+        None => String::new(),
+    }
 }
 
 /// The error RQ records for a stopped job.
@@ -171,18 +191,48 @@ impl Workers<'_> {
             ttl => (now_secs + ttl).to_string(),
         };
         for s in batch {
-            let (kind, ttl, score, payload, left, err) = match &s.outcome {
+            let (kind, ttl, score, payload, left, err): (_, _, _, _, _, Cow<'_, str>) = match &s
+                .outcome
+            {
                 Outcome::Finished { result, result_ttl } => {
-                    let payload = match result {
-                        Some(v) => BASE64.encode(serde_json::to_vec(v).unwrap_or_default()),
-                        None => String::new(),
-                    };
                     let score = registry_score(*result_ttl, "+inf");
-                    ("ok", *result_ttl, score, payload, 0, "")
+                    ("ok", *result_ttl, score, return_value(result), 0, "".into())
+                }
+                Outcome::Repeat {
+                    result,
+                    result_ttl,
+                    delay_secs,
+                    repeat,
+                } => {
+                    // The score is the next run's due time ('' for now): the finished
+                    // registry's score is computed by the script on this rare path.
+                    let delay = i64::try_from(*delay_secs).unwrap_or(i64::MAX);
+                    let due = if delay > 0 {
+                        format!("{:.3}", now_exact + delay as f64)
+                    } else {
+                        String::new()
+                    };
+                    let intervals = serde_json::to_string(&repeat.intervals).unwrap_or_default();
+                    let payload = return_value(result);
+                    (
+                        "repeat",
+                        *result_ttl,
+                        due,
+                        payload,
+                        repeat.left,
+                        intervals.into(),
+                    )
                 }
                 Outcome::Failed { error, failure_ttl } => {
                     let score = registry_score(*failure_ttl, "-1");
-                    ("fail", *failure_ttl, score, encode_exc_string(error), 0, "")
+                    (
+                        "fail",
+                        *failure_ttl,
+                        score,
+                        encode_exc_string(error),
+                        0,
+                        "".into(),
+                    )
                 }
                 Outcome::Retry {
                     error,
@@ -203,14 +253,14 @@ impl Workers<'_> {
                         due,
                         String::new(),
                         *retries_left,
-                        error.as_str(),
+                        error.as_str().into(),
                     )
                 }
-                Outcome::Requeue => ("requeue", 0, String::new(), String::new(), 0, ""),
+                Outcome::Requeue => ("requeue", 0, String::new(), String::new(), 0, "".into()),
                 Outcome::Stopped { failure_ttl } => {
                     let score = registry_score(*failure_ttl, "-1");
                     let error = encode_exc_string(STOPPED_MESSAGE);
-                    ("stop", *failure_ttl, score, error, 0, "")
+                    ("stop", *failure_ttl, score, error, 0, "".into())
                 }
             };
             let e = &s.execution;
@@ -228,9 +278,10 @@ impl Workers<'_> {
                 format!("{:.6}", s.started_at),
                 format!("{:.6}", s.ended_at),
                 left,
-                err,
+                err.as_ref(),
                 &e.lane,
                 wait,
+                &e.rate_limit,
             );
         }
         let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
