@@ -15,7 +15,7 @@
 //! | `prosaas:worker:<w>:inbox` | list | ids a worker's blocking wake-up moved off a queue, not yet claimed |
 //! | `prosaas:maintenance:<q>` | string | short lock: which worker runs recovery for a queue now |
 //! | `prosaas:prune:<q>:lock`, `prosaas:prune:lock` | string | which worker prunes queue `q`'s registries, or the shared sets, this interval (`SET NX PX worker.prune_interval_ms`, left to expire) |
-//! | `prosaas:prune:<q>` | hash | where the pruning walks of `q`'s canceled, deferred and scheduled registries (and, for `q` = '', of `rq:queues`) stand (built in Lua, prune.lua) |
+//! | `prosaas:prune:<q>` | hash | where the pruning walks of `q`'s canceled, deferred and scheduled registries (and, for `q` = '', of `rq:queues`, `rq:groups` and each group) stand (built in Lua, prune.lua) |
 //! | `prosaas:inboxes` | set | worker names that may own an inbox (recovery returns dead workers' ids) |
 //! | `prosaas:paused` | set | queues no prosaas worker claims from (`prosaas jobs pause`); Python RQ's workers do not read it |
 //! | `prosaas:call:<call sid>` | hash | latest call status (forward only), its time and details; 7-day TTL |
@@ -191,6 +191,30 @@ impl Keys {
     )]
     pub(crate) fn dependencies(&self, id: &str) -> String {
         format!("{}job::{id}:dependencies", self.rq)
+    }
+
+    /// RQ 3.0's groups (`Group.create`): the names of the groups that have jobs.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn groups(&self) -> String {
+        format!("{}groups", self.rq)
+    }
+
+    /// One RQ 3.0 group's job ids.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "built in Lua only (keys.lua); named here for the test"
+        )
+    )]
+    pub(crate) fn group(&self, name: &str) -> String {
+        format!("{}group:{name}", self.rq)
     }
 
     /// RQ 3.0's rate limit `key` (`RateLimit(key, concurrency)`): its configuration hash
@@ -493,6 +517,8 @@ mod tests {
                 "dependents" => k.dependents("j1"),
                 "dependencies" => k.dependencies("j1"),
                 "canceled" => k.canceled("q1"),
+                "groups" => k.groups(),
+                "group" => k.group("n1"),
                 "rate_limit" => k.rate_limit("k1"),
                 "rate_allowed" => k.rate_allowed("k1"),
                 "rate_waiting" => k.rate_waiting("k1"),

@@ -59,7 +59,7 @@ impl Prune<'_> {
         Ok(PrunePass::Done(pruned))
     }
 
-    /// Prunes the shared sets (`rq:workers`, `rq:queues`) unless another worker did within
+    /// Prunes the shared sets (`rq:workers`, `rq:queues`, RQ 3.0's groups) unless another worker did within
     /// `every`; `served` are the queues this process serves, never unlisted.
     pub async fn shared(&self, served: &[String], every: Duration) -> Result<PrunePass, JobError> {
         if !self.take_turn(Keys::prune_shared_lock(), every).await? {
@@ -68,6 +68,7 @@ impl Prune<'_> {
         let mut pruned = Pruned::default();
         self.phase("", "workers", &[], &mut pruned).await?;
         self.phase("", "queues", served, &mut pruned).await?;
+        self.phase("", "groups", &[], &mut pruned).await?;
         Ok(PrunePass::Done(pruned))
     }
 

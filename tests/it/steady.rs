@@ -67,8 +67,12 @@ async fn expired_entries_leave_and_redis_settles() {
 }
 
 /// What only RQ's maintenance used to prune: a dead worker's name, an empty queue nobody
-/// serves, registry entries whose jobs are gone.
+/// serves, registry entries whose jobs are gone, RQ 3.0 groups' ids of jobs that are gone.
 fn plant_what_only_rqs_maintenance_pruned(c: &mut redis::Connection) {
+    let _: () = c.sadd("rq:groups", &["emptied", "kept"]).unwrap();
+    let _: () = c.sadd("rq:group:emptied", &["gone-1", "gone-2"]).unwrap();
+    let _: () = c.sadd("rq:group:kept", &["gone-3", "alive"]).unwrap();
+    let _: () = c.hset("rq:job:alive", "status", "finished").unwrap();
     let _: () = c.sadd("rq:workers", "rq:worker:ghost").unwrap();
     let _: () = c.sadd("rq:workers:default", "rq:worker:ghost").unwrap();
     let _: () = c.sadd("rq:queues", "rq:queue:abandoned").unwrap();
@@ -123,9 +127,15 @@ async fn every_registry_is_pruned(c: &mut redis::Connection) {
             .sum();
         let ghost: bool = c.sismember("rq:workers", "rq:worker:ghost").unwrap();
         let abandoned: bool = c.sismember("rq:queues", "rq:queue:abandoned").unwrap();
-        async move { (left == 0 && gone_entries == 0 && !ghost && !abandoned).then_some(()) }
+        let groups: Vec<String> = c.smembers("rq:groups").unwrap();
+        async move {
+            (left == 0 && gone_entries == 0 && !ghost && !abandoned && groups == ["kept"])
+                .then_some(())
+        }
     })
     .await;
+    let kept: Vec<String> = c.smembers("rq:group:kept").unwrap();
+    assert_eq!(kept, ["alive"], "a group keeps the ids of jobs that exist");
     assert_eq!(expired(c, "rq:finished:default"), 0);
     assert_eq!(expired(c, "rq:failed:default"), 0);
     let served: bool = c.sismember("rq:queues", "rq:queue:default").unwrap();

@@ -19,6 +19,8 @@ function Key.ready(p, q) return p .. 'ready:' .. q end
 function Key.dependents(p, id) return p .. 'job:' .. id .. ':dependents' end
 function Key.dependencies(p, id) return p .. 'job::' .. id .. ':dependencies' end
 function Key.canceled(p, q) return p .. 'canceled:' .. q end
+function Key.groups(p) return p .. 'groups' end
+function Key.group(p, name) return p .. 'group:' .. name end
 function Key.rate_limit(p, key) return p .. 'rl:' .. key end
 function Key.rate_allowed(p, key) return p .. 'rl:' .. key .. ':allowed' end
 function Key.rate_waiting(p, key) return p .. 'rl:' .. key .. ':rate_limited' end

@@ -21,6 +21,10 @@
 --   queues             rq:queues members (SSCAN from a kept cursor) whose list is empty and
 --                      whose registries are all empty, which no registered worker listens on and
 --                      this process does not serve: RQ lists them forever otherwise
+--   groups             RQ 3.0's groups (rq:groups, SSCAN from a kept cursor, a few per call):
+--                      ids in rq:group:<name> whose job is gone (each group walked from a cursor
+--                      of its own), and the group's name once its set is empty, as Python RQ's
+--                      worker maintenance (Group.clean_registries) does
 -- Returns {removed, more}: more = 1 when the call stopped at its bound.
 -- FIXED_ARGS: prefix, queue, phase, now, most
 -- REPLY: removed, more
@@ -110,6 +114,36 @@ if phase == 'queues' then
   remove_all('SREM', Key.queues(p), gone)
   redis.call('HSET', cursors, 'queues', scan[1])
   return {#gone, scan[1] ~= '0' and 1 or 0}
+end
+
+if phase == 'groups' then
+  local per_group = math.max(1, math.floor(most / 10))
+  local scan = redis.call('SSCAN', Key.groups(p), redis.call('HGET', cursors, 'groups') or '0',
+    'COUNT', 10)
+  local removed = 0
+  for _, name in ipairs(scan[2]) do
+    local group, field = Key.group(p, name), 'group:' .. name
+    local inner = redis.call('SSCAN', group, redis.call('HGET', cursors, field) or '0',
+      'COUNT', per_group)
+    local gone = {}
+    for _, id in ipairs(inner[2]) do
+      if redis.call('EXISTS', Key.job(p, id)) == 0 then
+        gone[#gone + 1] = id
+      end
+    end
+    remove_all('SREM', group, gone)
+    removed = removed + #gone
+    if redis.call('EXISTS', group) == 0 then
+      redis.call('SREM', Key.groups(p), name)
+      redis.call('HDEL', cursors, field)
+    elseif inner[1] == '0' then
+      redis.call('HDEL', cursors, field)
+    else
+      redis.call('HSET', cursors, field, inner[1])
+    end
+  end
+  redis.call('HSET', cursors, 'groups', scan[1])
+  return {removed, scan[1] ~= '0' and 1 or 0}
 end
 
 return redis.error_reply('prune.lua: unknown phase ' .. tostring(phase))

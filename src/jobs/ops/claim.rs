@@ -363,6 +363,14 @@ impl Workers<'_> {
 mod tests {
     use super::{Callback, Callbacks, Repeat};
 
+    /// claim.lua skips reading RQ's Python-side options for what prosaas enqueued by comparing
+    /// `enqueued_by` with a literal: the literal is the mark prosaas writes.
+    #[test]
+    fn claim_lua_knows_prosaas_mark() {
+        let mark = format!("h[11] ~= '{}'", super::ENQUEUED_BY_PROSAAS);
+        assert!(include_str!("claim.lua").contains(&mark), "{mark}");
+    }
+
     #[test]
     fn repeat_reads_as_claim_lua_writes_it() {
         assert_eq!(Repeat::parse(""), None);
