@@ -186,6 +186,17 @@ impl Workers<'_> {
             now_secs.div_euclid(60),
             if self.store.record_current_job { "1" } else { "" },
         );
+        // No due time: back on the queue now; otherwise due `delay` from now, with the
+        // milliseconds kept so a short backoff is neither cut nor stretched.
+        let due_in = |delay_secs: u64| {
+            let delay = i64::try_from(delay_secs).unwrap_or(i64::MAX);
+            let due = if delay > 0 {
+                format!("{:.3}", now_exact + delay as f64)
+            } else {
+                String::new()
+            };
+            (delay, due)
+        };
         let registry_score = |ttl: i64, forever: &str| match ttl {
             -1 => forever.to_owned(),
             ttl => (now_secs + ttl).to_string(),
@@ -206,12 +217,7 @@ impl Workers<'_> {
                 } => {
                     // The score is the next run's due time ('' for now): the finished
                     // registry's score is computed by the script on this rare path.
-                    let delay = i64::try_from(*delay_secs).unwrap_or(i64::MAX);
-                    let due = if delay > 0 {
-                        format!("{:.3}", now_exact + delay as f64)
-                    } else {
-                        String::new()
-                    };
+                    let (_, due) = due_in(*delay_secs);
                     let intervals = serde_json::to_string(&repeat.intervals).unwrap_or_default();
                     let payload = return_value(result);
                     (
@@ -239,14 +245,7 @@ impl Workers<'_> {
                     delay_secs,
                     retries_left,
                 } => {
-                    let delay = i64::try_from(*delay_secs).unwrap_or(i64::MAX);
-                    // No score: back on the queue now; otherwise due `delay` from now, with
-                    // the milliseconds kept so a short backoff is neither cut nor stretched.
-                    let due = if delay > 0 {
-                        format!("{:.3}", now_exact + delay as f64)
-                    } else {
-                        String::new()
-                    };
+                    let (delay, due) = due_in(*delay_secs);
                     (
                         "retry",
                         delay,
