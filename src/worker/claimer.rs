@@ -140,6 +140,9 @@ impl Claimer<'_> {
             Ok(c) if c.suspended => return Ok(None),
             Ok(c) => {
                 self.note_paused(c.paused);
+                if !c.jobs.is_empty() {
+                    lock(self.running).wrote_busy(seq);
+                }
                 c.jobs
             }
             Err(e) => {
@@ -176,7 +179,12 @@ impl Claimer<'_> {
     /// Suspended: nothing was taken, and jobs in flight finish on their own. Says so once, then
     /// waits a check's interval; `true` when shutdown came meanwhile.
     async fn hold_while_suspended(&self, said: &mut bool, shutdown: &CancellationToken) -> bool {
-        lock(self.running).end_claim(&[]);
+        {
+            let mut inflight = lock(self.running);
+            inflight.end_claim(&[]);
+            // The next claim writes `suspended` once nothing runs: it must carry a decision.
+            inflight.forget_written();
+        }
         if !std::mem::replace(said, true) {
             tracing::warn!(
                 "workers are suspended (rq:suspended, set by `rq suspend` or `prosaas jobs suspend`): no new job starts until it is removed"

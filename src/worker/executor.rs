@@ -338,6 +338,7 @@ async fn heartbeat_loop(
                 // The registration expired (an outage longer than its TTL): register whole
                 // again, as at startup, then renew the jobs right away.
                 tracing::warn!("the worker's registration had expired; registering again");
+                lock(&running).forget_written();
                 match store
                     .workers()
                     .register_worker(&info, config.heartbeat_ttl)

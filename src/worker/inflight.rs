@@ -48,6 +48,9 @@ pub(super) struct Inflight {
     claiming: bool,
     seq: u64,
     last: Option<WorkerState>,
+    /// The number of the last "busy" a claim wrote (it got jobs): while no decision came after
+    /// it, Redis says busy already and the next claim need not decide anything.
+    busy_written: Option<u64>,
 }
 
 impl Inflight {
@@ -57,10 +60,29 @@ impl Inflight {
         (state, self.seq)
     }
 
-    /// Before sending a claim: the number its "busy" will carry.
+    /// Before sending a claim: the number its "busy" will carry, or 0 when the worker is busy in
+    /// Redis already by the newest decision (a claim per job on a busy worker would otherwise
+    /// read and write the registration each time: three commands of a job's twenty-five at
+    /// concurrency 1).
     pub(super) fn begin_claim(&mut self) -> u64 {
         self.claiming = true;
+        if self.busy_written == Some(self.seq) {
+            return 0;
+        }
         self.decide(WorkerState::Busy).1
+    }
+
+    /// A claim numbered `seq` took jobs, so it wrote "busy" (claim.lua writes it then).
+    pub(super) fn wrote_busy(&mut self, seq: u64) {
+        if seq > 0 {
+            self.busy_written = Some(seq);
+        }
+    }
+
+    /// What Redis says may no longer be the newest decision (the registration was written
+    /// again, or a suspended claim must write `suspended`): the next claim decides again.
+    pub(super) fn forget_written(&mut self) {
+        self.busy_written = None;
     }
 
     /// After a claim: records its jobs, each with the token that stops it (in the order
@@ -113,4 +135,40 @@ pub(super) type Running = Arc<Mutex<Inflight>>;
 
 pub(super) fn lock(r: &Running) -> std::sync::MutexGuard<'_, Inflight> {
     r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy worker's claims decide nothing while Redis already says busy by the newest
+    /// decision; any later decision, a suspension or a new registration makes the next claim
+    /// decide again.
+    #[test]
+    fn a_claim_decides_busy_only_when_redis_may_not_say_it() {
+        let mut i = Inflight::default();
+        let first = i.begin_claim();
+        assert!(first > 0, "nothing written yet");
+        i.end_claim(&[]);
+        assert!(i.begin_claim() > first, "the first claim got nothing: it wrote nothing");
+        let written = i.seq;
+        i.wrote_busy(written);
+        assert_eq!(i.begin_claim(), 0, "busy already");
+        assert_eq!(i.begin_claim(), 0);
+        i.wrote_busy(0);
+        assert_eq!(i.begin_claim(), 0, "a claim that decided nothing changes nothing");
+
+        i.claiming = false;
+        assert_eq!(i.after_settle(), Some((WorkerState::Idle, written + 1)));
+        let after_settle = i.begin_claim();
+        assert_eq!(after_settle, written + 2, "a settle decided since");
+        i.wrote_busy(after_settle);
+        i.claiming = false;
+        assert_eq!(i.idle_now(), Some((WorkerState::Idle, after_settle + 1)));
+        assert!(i.begin_claim() > 0, "idle was decided since");
+
+        i.wrote_busy(i.seq);
+        i.forget_written();
+        assert!(i.begin_claim() > 0, "suspended, or registered again");
+    }
 }

@@ -8,7 +8,7 @@
 -- ARGV[4] deadline (integer Unix seconds)   ARGV[5] max jobs   ARGV[6] execution id base (24 hex),
 -- or '' for RQ 1.x's entry format: started-registry members are plain job ids (RQ 1.x cannot
 -- parse `<id>:<execution id>`) and the executions have no id ('')
--- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua)
+-- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua; 0: no decision)
 -- ARGV[9] '1' to write RQ's `current_job` on the worker's registration, else ''
 -- ARGV[10] number of queues Q   ARGV[11 .. 10+Q] queue names, highest priority first
 -- ARGV[11+Q .. 10+2Q] per queue, the most jobs of one tenant that may run at once ('0': no cap;
@@ -347,11 +347,12 @@ for _, q in ipairs(wip_order) do
   end
 end
 local wkey = Key.worker(p, w)
-if n > 0 and redis.call('EXISTS', wkey) == 1 then
+-- A state number of 0: the worker is busy in Redis already (the worker knows), nothing to write.
+if n > 0 and (ARGV[9] == '1' or ARGV[8] ~= '0') and redis.call('EXISTS', wkey) == 1 then
   -- RQ's `current_job` (RQ <= 2.12's field; its tools read it): the last job claimed. settle.lua
   -- moves it to another running job when this one ends.
   if ARGV[9] == '1' then redis.call('HSET', wkey, 'current_job', last_id) end
-  if tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
+  if ARGV[8] ~= '0' and tonumber(ARGV[8]) > tonumber(redis.call('HGET', wkey, 'state_seq') or '0') then
     redis.call('HSET', wkey, 'state', 'busy', 'state_seq', ARGV[8])
   end
 end
