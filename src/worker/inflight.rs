@@ -150,13 +150,20 @@ mod tests {
         let first = i.begin_claim();
         assert!(first > 0, "nothing written yet");
         i.end_claim(&[]);
-        assert!(i.begin_claim() > first, "the first claim got nothing: it wrote nothing");
+        assert!(
+            i.begin_claim() > first,
+            "the first claim got nothing: it wrote nothing"
+        );
         let written = i.seq;
         i.wrote_busy(written);
         assert_eq!(i.begin_claim(), 0, "busy already");
         assert_eq!(i.begin_claim(), 0);
         i.wrote_busy(0);
-        assert_eq!(i.begin_claim(), 0, "a claim that decided nothing changes nothing");
+        assert_eq!(
+            i.begin_claim(),
+            0,
+            "a claim that decided nothing changes nothing"
+        );
 
         i.claiming = false;
         assert_eq!(i.after_settle(), Some((WorkerState::Idle, written + 1)));
