@@ -1351,6 +1351,7 @@ print(json.dumps({"workers": names}))
 /// running job fails as a killed horse's does, or is retried when its policy allows; a Python
 /// job's failure callback does not run (it would have run in the dead horse); the worker goes on
 /// (each RQ version's sender).
+// Long on purpose: one worker process per RQ version, three jobs killed and each outcome checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rqs_kill_horse_command_kills_the_running_jobs() {
     let m = python_modules();
