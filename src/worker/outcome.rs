@@ -33,7 +33,10 @@ pub(super) async fn execute(
 /// and runs left goes again, after the first of its intervals (0: at once), which is then
 /// dropped unless it is the last (RQ 3.0's `Repeat.schedule`).
 pub(super) fn then_repeat(job: &ClaimedJob, outcome: Outcome) -> Outcome {
-    let (Some(repeat), Outcome::Finished { result, result_ttl }) = (&job.repeat, &outcome) else {
+    let Some(repeat) = &job.repeat else {
+        return outcome;
+    };
+    let Outcome::Finished { result, result_ttl } = outcome else {
         return outcome;
     };
     let intervals = &repeat.intervals;
@@ -46,8 +49,8 @@ pub(super) fn then_repeat(job: &ClaimedJob, outcome: Outcome) -> Outcome {
         },
     };
     Outcome::Repeat {
-        result: result.clone(),
-        result_ttl: *result_ttl,
+        result,
+        result_ttl,
         delay_secs: intervals.first().copied().unwrap_or(0),
         repeat: next,
     }

@@ -113,10 +113,10 @@ impl Webhook {
         10
     }
 
-    /// From claim.lua's `rq_options` line 9; what cannot be read is logged and sends nothing,
-    /// as RQ's `Job.restore` does.
-    fn parse(id: &str, field: &str) -> Vec<Self> {
-        let Some(json) = field.split('\n').nth(8).filter(|l| !l.is_empty()) else {
+    /// From `rq_options` line 9; what cannot be read is logged and sends nothing, as RQ's
+    /// `Job.restore` does.
+    fn parse(id: &str, lines: &[&str]) -> Vec<Self> {
+        let Some(json) = lines.get(8).filter(|l| !l.is_empty()) else {
             return Vec::new();
         };
         serde_json::from_str(json).unwrap_or_else(|e| {
@@ -135,12 +135,11 @@ pub struct Repeat {
 }
 
 impl Repeat {
-    /// From claim.lua's `rq_options` lines 7 and 8; `None` when no run is left.
-    fn parse(field: &str) -> Option<Self> {
-        let mut lines = field.split('\n').skip(6);
-        let left = lines.next()?.parse().ok().filter(|n| *n > 0)?;
+    /// From `rq_options` lines 7 and 8; `None` when no run is left.
+    fn parse(lines: &[&str]) -> Option<Self> {
+        let left = lines.get(6)?.parse().ok().filter(|n| *n > 0)?;
         let intervals = lines
-            .next()
+            .get(7)
             .and_then(|l| serde_json::from_str(l).ok())
             .unwrap_or_default();
         Some(Self { left, intervals })
@@ -163,11 +162,29 @@ pub struct Callback {
     pub timeout: Option<u64>,
 }
 
+/// What claim.lua's `rq_options` field says (see its header), split into its lines once: the
+/// callbacks, the Repeat, the webhooks and the rate limit key (the last line, kept whole). Empty
+/// for every job prosaas enqueued, which then costs nothing here.
+fn read_rq_options(
+    id: &str,
+    field: &str,
+) -> (Option<Callbacks>, Option<Repeat>, Vec<Webhook>, String) {
+    if field.is_empty() {
+        return (None, None, Vec::new(), String::new());
+    }
+    let lines: Vec<&str> = field.splitn(10, '\n').collect();
+    (
+        Callbacks::parse(&lines),
+        Repeat::parse(&lines),
+        Webhook::parse(id, &lines),
+        lines.get(9).copied().unwrap_or_default().to_owned(),
+    )
+}
+
 impl Callbacks {
-    /// The callbacks in claim.lua's `rq_options` lines (names, then timeouts); `None` when it
-    /// names none.
-    fn parse(field: &str) -> Option<Self> {
-        let lines: Vec<&str> = field.split('\n').collect();
+    /// The callbacks in `rq_options` lines 1 to 6 (names, then timeouts); `None` when it names
+    /// none.
+    fn parse(lines: &[&str]) -> Option<Self> {
         if lines.iter().take(3).all(|name| name.is_empty()) {
             return None;
         }
@@ -314,8 +331,9 @@ impl Workers<'_> {
                 meta,
                 rq_options,
             ] = row;
-            let rq_options = text(rq_options)?;
             let (id, execution_id, queue) = (text(id)?, text(execution_id)?, text(queue)?);
+            let (callbacks, repeat, webhooks, rate_limit) =
+                read_rq_options(&id, &text(rq_options)?);
             let data: Vec<u8> = redis::from_redis_value(data)?;
             let lane = text(lane)?;
             let meta: Vec<u8> = redis::from_redis_value(meta)?;
@@ -334,20 +352,15 @@ impl Workers<'_> {
                 attempts: text(attempts)?.parse().unwrap_or(1),
                 enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
                 meta,
-                callbacks: Callbacks::parse(&rq_options),
-                repeat: Repeat::parse(&rq_options),
-                webhooks: Webhook::parse(&id, &rq_options),
+                callbacks,
+                repeat,
+                webhooks,
                 execution: Execution {
                     id,
                     execution_id,
                     queue,
                     lane,
-                    // The last line: a key holding a newline stays whole.
-                    rate_limit: rq_options
-                        .splitn(10, '\n')
-                        .nth(9)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    rate_limit,
                 },
             });
         }
@@ -361,7 +374,20 @@ impl Workers<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Callback, Callbacks, Repeat};
+    use super::{Callback, Callbacks, Repeat, read_rq_options};
+
+    fn lines(field: &str) -> Vec<&str> {
+        field.splitn(10, '\n').collect()
+    }
+
+    #[test]
+    fn rq_options_keep_a_rate_limit_key_whole() {
+        let (callbacks, repeat, webhooks, key) =
+            read_rq_options("j", "\n\n\n\n\n\n\n\n\ncrm\nwith a newline");
+        assert_eq!((callbacks, repeat, webhooks.len()), (None, None, 0));
+        assert_eq!(key, "crm\nwith a newline");
+        assert_eq!(read_rq_options("j", "").3, "");
+    }
 
     /// claim.lua skips reading RQ's Python-side options for what prosaas enqueued by comparing
     /// `enqueued_by` with a literal: the literal is the mark prosaas writes.
@@ -373,22 +399,26 @@ mod tests {
 
     #[test]
     fn repeat_reads_as_claim_lua_writes_it() {
-        assert_eq!(Repeat::parse(""), None);
+        assert_eq!(Repeat::parse(&lines("")), None);
         assert_eq!(
-            Repeat::parse("app.ok\n\n\n\n\n\n\n"),
+            Repeat::parse(&lines("app.ok\n\n\n\n\n\n\n")),
             None,
             "callbacks alone"
         );
-        assert_eq!(Repeat::parse("\n\n\n\n\n\n0\n[5]"), None, "no run left");
         assert_eq!(
-            Repeat::parse("\n\n\n\n\n\n2\n[10, 20]"),
+            Repeat::parse(&lines("\n\n\n\n\n\n0\n[5]")),
+            None,
+            "no run left"
+        );
+        assert_eq!(
+            Repeat::parse(&lines("\n\n\n\n\n\n2\n[10, 20]")),
             Some(Repeat {
                 left: 2,
                 intervals: vec![10, 20]
             })
         );
         assert_eq!(
-            Repeat::parse("\n\n\n\n\n\n1\n"),
+            Repeat::parse(&lines("\n\n\n\n\n\n1\n")),
             Some(Repeat {
                 left: 1,
                 intervals: Vec::new()
@@ -398,9 +428,9 @@ mod tests {
 
     #[test]
     fn callbacks_read_as_claim_lua_writes_them() {
-        assert_eq!(Callbacks::parse(""), None);
+        assert_eq!(Callbacks::parse(&lines("")), None);
         assert_eq!(
-            Callbacks::parse("\n\n\n\n\n\n3\n[1]"),
+            Callbacks::parse(&lines("\n\n\n\n\n\n3\n[1]")),
             None,
             "a Repeat alone"
         );
@@ -411,7 +441,7 @@ mod tests {
             })
         };
         assert_eq!(
-            Callbacks::parse("app.ok\n\napp.stopped\n60\n\n2.5\n"),
+            Callbacks::parse(&lines("app.ok\n\napp.stopped\n60\n\n2.5\n")),
             Some(Callbacks {
                 success: cb("app.ok", Some(60)),
                 failure: None,
@@ -420,7 +450,7 @@ mod tests {
         );
         // A timeout Python wrote as something else is RQ's default.
         assert_eq!(
-            Callbacks::parse("\napp.f\n\n\nsoon\n\n").and_then(|c| c.failure),
+            Callbacks::parse(&lines("\napp.f\n\n\nsoon\n\n")).and_then(|c| c.failure),
             Some(Callback {
                 name: "app.f".into(),
                 timeout: None
