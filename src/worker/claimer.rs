@@ -27,8 +27,6 @@ use crate::metrics as m;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often a suspended worker checks whether it was resumed (RQ's workers: every second).
 const SUSPENDED_POLL: Duration = Duration::from_secs(1);
-/// How long a worker must have had nothing to do before `rq info` is told it is idle.
-const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
 /// An outcome for the settler, and where to say whether it was recorded when the job's task
 /// waits for that (to send RQ's webhooks after it, as RQ does).
 pub(super) type ToSettle = (Settlement, Option<oneshot::Sender<Settled>>);
@@ -100,26 +98,41 @@ impl Claimer<'_> {
                     continue;
                 }
             };
-            let (may_be_idle, stops) = lock(self.running).end_claim(&claimed);
+            let stops = lock(self.running).end_claim(&claimed);
             if claimed.is_empty() && took > 0 {
                 // Every job was deferred by a rate limit: others may be queued behind them.
                 drop(first);
                 continue;
             }
-            if claimed.is_empty() {
-                drop(first);
-                self.wait_for_work(may_be_idle, shutdown).await;
-                continue;
-            }
-            let mut permits = vec![first];
-            for _ in 1..claimed.len() {
-                // Nobody else takes permits, so the ones counted above are still there.
-                permits.push(self.slots.clone().acquire_owned().await?);
-            }
-            for ((job, permit), stop) in claimed.into_iter().zip(permits).zip(stops) {
-                jobs.spawn(run_job(job, env.clone(), permit, stop));
+            // Fewer than asked: the claim found the inbox and every queue it may take from
+            // empty, so another one now would find nothing (a wasted round trip per job at an
+            // everyday rate); the wakers say when there is more.
+            let dry = took < want;
+            self.start(claimed, stops, first, jobs, env).await?;
+            if dry {
+                self.wait_for_work(shutdown).await;
             }
         }
+    }
+
+    /// Spawns a task per claimed job, each holding a slot (`first` is the one already taken).
+    async fn start(
+        &self,
+        claimed: Vec<ClaimedJob>,
+        stops: Vec<Halt>,
+        first: OwnedSemaphorePermit,
+        jobs: &TaskTracker,
+        env: &JobEnv,
+    ) -> anyhow::Result<()> {
+        let mut permits = vec![first];
+        for _ in 1..claimed.len() {
+            // Nobody else takes permits, so the ones counted above are still there.
+            permits.push(self.slots.clone().acquire_owned().await?);
+        }
+        for ((job, permit), stop) in claimed.into_iter().zip(permits).zip(stops) {
+            jobs.spawn(run_job(job, env.clone(), permit, stop));
+        }
+        Ok(())
     }
 
     /// Claims up to `want` jobs and applies the rate limits: how many the claim took, and those
@@ -196,29 +209,26 @@ impl Claimer<'_> {
         }
     }
 
-    /// With nothing claimed: lets the wakers block on the queues until one wakes us, the idle
-    /// poll lapses or shutdown comes.
-    async fn wait_for_work(&self, may_be_idle: bool, shutdown: &CancellationToken) {
+    /// With nothing left to claim: lets the wakers block on the queues until one wakes us, the
+    /// idle poll lapses or shutdown comes, and records the worker idle once it has had nothing
+    /// to run for a moment.
+    async fn wait_for_work(&self, shutdown: &CancellationToken) {
         self.wanted.send_replace(true);
-        // Record "idle" only once the worker has been idle a moment: a worker woken again
-        // within milliseconds (a steady producer) would pay a round trip per job.
-        let mut idle_pending = may_be_idle;
+        let poll_at = tokio::time::Instant::now() + IDLE_POLL;
         loop {
-            let mark_in = if idle_pending {
-                IDLE_MARK_AFTER
-            } else {
-                IDLE_POLL
-            };
+            let mark_at = lock(self.running)
+                .idle_mark_at()
+                .map(tokio::time::Instant::from_std);
+            let until = mark_at.map_or(poll_at, |t| t.min(poll_at));
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = self.wake.notified() => break,
-                () = tokio::time::sleep(mark_in) => {}
+                () = tokio::time::sleep_until(until) => {}
             }
-            if !idle_pending {
+            if tokio::time::Instant::now() >= poll_at {
                 break;
             }
-            idle_pending = false;
             let state = lock(self.running).idle_now();
             if let Some(state) = state
                 && let Err(e) = self

@@ -59,12 +59,7 @@ impl Executor {
 
         let running: Running = Arc::default();
         let (settle_tx, settle_rx) = mpsc::unbounded_channel::<ToSettle>();
-        let settler = tokio::spawn(settle_loop(
-            store.clone(),
-            info.clone(),
-            running.clone(),
-            settle_rx,
-        ));
+        let settler = tokio::spawn(settle_loop(store.clone(), info.clone(), settle_rx));
         let background = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat_loop(
             store.clone(),
@@ -253,7 +248,6 @@ async fn register(
 async fn settle_loop(
     store: JobStore,
     info: Arc<WorkerInfo>,
-    running: Running,
     mut rx: mpsc::UnboundedReceiver<ToSettle>,
 ) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
@@ -272,10 +266,11 @@ async fn settle_loop(
                 Err(_) => break,
             }
         }
-        let state = lock(&running).after_settle();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
-            match store.workers().settle(&info, &batch, state).await {
+            // No state with the outcomes: the claim that took jobs writes "busy", and the claim
+            // loop "idle" once nothing has run for a moment.
+            match store.workers().settle(&info, &batch, None).await {
                 Ok(results) => {
                     for (i, tx) in waiting.drain(..) {
                         let _ = tx.send(results.get(i).copied().unwrap_or(Settled::Conflict));

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +52,14 @@ pub(super) struct Inflight {
     /// The number of the last "busy" a claim wrote (it got jobs): while no decision came after
     /// it, Redis says busy already and the next claim need not decide anything.
     busy_written: Option<u64>,
+    /// Since when nothing has run (`None` while something runs or before anything ran).
+    empty_since: Option<Instant>,
 }
+
+/// How long a worker must have had nothing to run before `rq info` is told it is idle: a worker
+/// fed a job every millisecond or so (a steady producer) would otherwise write "idle" after each
+/// job and "busy" before the next, three commands each.
+pub(super) const IDLE_MARK_AFTER: Duration = Duration::from_millis(50);
 
 impl Inflight {
     pub(super) fn decide(&mut self, state: WorkerState) -> (WorkerState, u64) {
@@ -86,10 +94,10 @@ impl Inflight {
     }
 
     /// After a claim: records its jobs, each with the token that stops it (in the order
-    /// claimed). The flag is `true` when it got none, nothing runs and "idle" is not recorded
-    /// yet; the caller then records it (via [`Self::idle_now`]) if the worker stays idle.
-    /// Nothing is decided here: a decision that is never written would block the later one.
-    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> (bool, Vec<Halt>) {
+    /// claimed). Nothing is decided here: a decision that is never written would block the
+    /// later one; the claim loop records "idle" (via [`Self::idle_now`]) once the worker has had
+    /// nothing to run for [`IDLE_MARK_AFTER`].
+    pub(super) fn end_claim(&mut self, claimed: &[ClaimedJob]) -> Vec<Halt> {
         self.claiming = false;
         let mut stops = Vec::with_capacity(claimed.len());
         for job in claimed {
@@ -99,35 +107,45 @@ impl Inflight {
             self.stops.insert(job.execution.id.clone(), stop.clone());
             stops.push(stop);
         }
-        let may_be_idle = claimed.is_empty()
-            && self.executions.is_empty()
-            && self.last != Some(WorkerState::Idle);
-        (may_be_idle, stops)
+        if !self.executions.is_empty() {
+            self.empty_since = None;
+        } else if self.empty_since.is_none() {
+            self.empty_since = Some(Instant::now());
+        }
+        stops
     }
 
     /// A job's task ended: it no longer runs here, and no stop can reach it.
     pub(super) fn ended(&mut self, execution: &Execution) {
         self.executions.remove(&execution.member());
         self.stops.remove(&execution.id);
+        if self.executions.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
     }
 
-    /// "Idle", numbered, if nothing runs and no claim is under way.
-    pub(super) fn idle_now(&mut self) -> Option<(WorkerState, u64)> {
-        (self.executions.is_empty() && !self.claiming && self.last != Some(WorkerState::Idle))
-            .then(|| self.decide(WorkerState::Idle))
-    }
-
-    /// For a settle call: the state after these outcomes, unless a claim is under way.
-    pub(super) fn after_settle(&mut self) -> Option<(WorkerState, u64)> {
-        if self.claiming {
+    /// When to look again whether the worker is idle: `None` when "idle" is decided already;
+    /// while something runs, a mark's interval from now.
+    pub(super) fn idle_mark_at(&self) -> Option<Instant> {
+        if self.last == Some(WorkerState::Idle) {
             return None;
         }
-        let state = if self.executions.is_empty() {
-            WorkerState::Idle
-        } else {
-            WorkerState::Busy
-        };
-        Some(self.decide(state))
+        match self.empty_since {
+            Some(since) if self.executions.is_empty() => Some(since + IDLE_MARK_AFTER),
+            _ => Some(Instant::now() + IDLE_MARK_AFTER),
+        }
+    }
+
+    /// "Idle", numbered, if nothing has run for [`IDLE_MARK_AFTER`] and no claim is under way.
+    pub(super) fn idle_now(&mut self) -> Option<(WorkerState, u64)> {
+        let quiet = self
+            .empty_since
+            .is_some_and(|since| since.elapsed() >= IDLE_MARK_AFTER);
+        (quiet
+            && self.executions.is_empty()
+            && !self.claiming
+            && self.last != Some(WorkerState::Idle))
+        .then(|| self.decide(WorkerState::Idle))
     }
 }
 
@@ -166,16 +184,49 @@ mod tests {
         );
 
         i.claiming = false;
-        assert_eq!(i.after_settle(), Some((WorkerState::Idle, written + 1)));
-        let after_settle = i.begin_claim();
-        assert_eq!(after_settle, written + 2, "a settle decided since");
-        i.wrote_busy(after_settle);
+        i.empty_since = Some(Instant::now() - IDLE_MARK_AFTER);
+        assert_eq!(i.idle_now(), Some((WorkerState::Idle, written + 1)));
+        let after_idle = i.begin_claim();
+        assert_eq!(after_idle, written + 2, "idle was decided since");
+        i.wrote_busy(after_idle);
         i.claiming = false;
-        assert_eq!(i.idle_now(), Some((WorkerState::Idle, after_settle + 1)));
+        i.empty_since = Some(Instant::now() - IDLE_MARK_AFTER);
+        assert_eq!(i.idle_now(), Some((WorkerState::Idle, after_idle + 1)));
         assert!(i.begin_claim() > 0, "idle was decided since");
 
         i.wrote_busy(i.seq);
         i.forget_written();
         assert!(i.begin_claim() > 0, "suspended, or registered again");
+    }
+
+    /// "Idle" is decided only once nothing has run for a moment: a job that ends and is followed
+    /// by the next within milliseconds (a steady producer) leaves Redis saying busy, with no
+    /// decision either way; a worker that stays empty is marked idle once.
+    #[test]
+    fn idle_waits_until_nothing_has_run_for_a_moment() {
+        let mut i = Inflight::default();
+        let busy = i.begin_claim();
+        let job = Execution {
+            id: "j1".into(),
+            ..Execution::default()
+        };
+        i.end_claim(&[]);
+        i.executions.insert(job.member(), job.clone());
+        i.wrote_busy(busy);
+        assert!(i.idle_now().is_none(), "a job runs");
+        let running_check = i.idle_mark_at().expect("checked again later");
+        assert!(running_check > Instant::now(), "not at once");
+
+        i.ended(&job);
+        assert!(i.idle_now().is_none(), "empty for a moment only");
+        let due = i.idle_mark_at().expect("idle is due later");
+        assert!(due > Instant::now() && due <= Instant::now() + IDLE_MARK_AFTER);
+        assert_eq!(i.begin_claim(), 0, "the next job's claim writes nothing");
+        i.end_claim(&[]);
+
+        i.empty_since = Some(Instant::now() - IDLE_MARK_AFTER);
+        assert_eq!(i.idle_now(), Some((WorkerState::Idle, busy + 1)));
+        assert!(i.idle_now().is_none(), "decided once");
+        assert!(i.idle_mark_at().is_none(), "nothing more to mark");
     }
 }

@@ -46,9 +46,24 @@ local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[10])
 -- The queues are ARGV[first_queue .. last_queue]; each one's tenant cap follows nq later.
 local first_queue, last_queue = FIXED_ARGS + 1, FIXED_ARGS + nq
--- One EXISTS for both flags: neither is there nearly always.
+-- One EXISTS for both flags and every queue's ring: none of them is there nearly always on a
+-- plain queue, and every ring on a fair one. The flags are named once more than there are
+-- rings, so the count tells them apart: (queues + 1) per flag that exists, plus the rings that
+-- exist (at most `queues`).
+local rings_found, flagged
+do
+  local keys = {}
+  for i = first_queue, last_queue do keys[#keys + 1] = Key.fair_ring(ARGV[i]) end
+  for _ = 0, nq do
+    keys[#keys + 1] = Key.suspended(p)
+    keys[#keys + 1] = Key.paused()
+  end
+  local found = redis.call('EXISTS', unpack(keys))
+  rings_found = found % (nq + 1)
+  flagged = found > rings_found
+end
 local paused, suspended = {}, false
-if redis.call('EXISTS', Key.suspended(p), Key.paused()) > 0 then
+if flagged then
   suspended = redis.call('EXISTS', Key.suspended(p)) == 1
   if not suspended then
     for _, q in ipairs(redis.call('SMEMBERS', Key.paused())) do paused[q] = true end
@@ -158,9 +173,12 @@ end
 
 local function drain(list, queue)
   while n < max do
-    local ids = redis.call('LPOP', list, max - n)
+    local asked = max - n
+    local ids = redis.call('LPOP', list, asked)
     if not ids then return end
     for _, id in ipairs(ids) do take(id, queue) end
+    -- Fewer than asked: the list is empty now (another pop would cost a call to learn it).
+    if #ids < asked then return end
   end
 end
 
@@ -212,7 +230,8 @@ local RING_MOST = 2048
 local function fair_drain(q, cap)
   local ring = Key.fair_ring(q)
   local plain = Key.queue(p, q)
-  if redis.call('EXISTS', ring) == 0 then
+  -- Known without a call when no ring or every ring exists.
+  if rings_found == 0 or (rings_found < nq and redis.call('EXISTS', ring) == 0) then
     return drain(plain, q)
   end
   if redis.call('LLEN', plain) > 0 then
