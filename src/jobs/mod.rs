@@ -62,7 +62,7 @@ pub use job::{
 pub use leader_lock::{Fired, LeaderLock, Leadership};
 pub use ops::{
     Callback, Callbacks, Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome,
-    QueueWaker, RateBucket, Recovered, Repeat, Settled, Settlement, WAKER_BLOCK, Webhook,
+    QueueWaker, RateBucket, Recovered, Repeat, Settled, Settlement, Tally, WAKER_BLOCK, Webhook,
     WorkerCommand, WorkerInfo, WorkerState, Workers,
 };
 pub use prune::{Prune, PrunePass, Pruned};

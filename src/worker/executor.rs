@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +21,7 @@ use super::handler::{HandlerContext, Registry};
 use super::inflight::{Running, lock};
 use super::outcome::execute;
 use crate::backoff::Backoff;
-use crate::jobs::{Execution, JobStore, Outcome, Settled, Settlement, WorkerInfo};
+use crate::jobs::{Execution, JobStore, Outcome, Settled, Settlement, Tally, WorkerInfo};
 
 /// How often `started_entries = "auto"` looks again at the registered workers' RQ versions.
 const ENTRY_FORMAT_CHECK: Duration = Duration::from_secs(60);
@@ -252,7 +252,20 @@ async fn settle_loop(
 ) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut tally = Tally::default();
+    loop {
+        // Counts held back from earlier calls are written when due, even if no outcome comes.
+        let next = match tally.due_at() {
+            Some(due) => tokio::select! {
+                next = rx.recv() => next,
+                () = tokio::time::sleep_until(due.into()) => {
+                    write_counts(&store, &info, &mut tally).await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = next else { break };
         let mut take = |(settlement, recorded): ToSettle, batch: &mut Vec<Settlement>| {
             if let Some(tx) = recorded {
                 waiting.push((batch.len(), tx));
@@ -266,32 +279,65 @@ async fn settle_loop(
                 Err(_) => break,
             }
         }
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-        loop {
-            // No state with the outcomes: the claim that took jobs writes "busy", and the claim
-            // loop "idle" once nothing has run for a moment.
-            match store.workers().settle(&info, &batch, None).await {
-                Ok(results) => {
-                    for (i, tx) in waiting.drain(..) {
-                        let _ = tx.send(results.get(i).copied().unwrap_or(Settled::Conflict));
-                    }
-                    for (s, r) in batch.iter().zip(results) {
-                        if r == Settled::Conflict {
-                            tracing::warn!(
-                                job_id = %s.execution.id,
-                                "outcome not recorded: the job was taken away meanwhile (recovered as abandoned or failed by a cleanup)"
-                            );
-                        }
-                    }
-                    break;
+        record(&store, &info, &batch, &mut waiting, &mut tally).await;
+        batch.clear();
+    }
+    // Every job task has ended: what the counts still hold goes in before the worker leaves.
+    if tally.due_at().is_some() {
+        write_counts(&store, &info, &mut tally).await;
+    }
+}
+
+/// Records one batch, retrying until Redis takes it; tells the job tasks that wait for it
+/// whether their outcome was recorded.
+async fn record(
+    store: &JobStore,
+    info: &WorkerInfo,
+    batch: &[Settlement],
+    waiting: &mut Vec<(usize, oneshot::Sender<Settled>)>,
+    tally: &mut Tally,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        // No state with the outcomes: the claim that took jobs writes "busy", and the claim
+        // loop "idle" once nothing has run for a moment.
+        match store
+            .workers()
+            .settle_counting(info, batch, None, tally)
+            .await
+        {
+            Ok(results) => {
+                for (i, tx) in waiting.drain(..) {
+                    let _ = tx.send(results.get(i).copied().unwrap_or(Settled::Conflict));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, outcomes = batch.len(), "cannot record outcomes yet; retrying");
-                    backoff.sleep().await;
+                for (s, r) in batch.iter().zip(results) {
+                    if r == Settled::Conflict {
+                        tracing::warn!(
+                            job_id = %s.execution.id,
+                            "outcome not recorded: the job was taken away meanwhile (recovered as abandoned or failed by a cleanup)"
+                        );
+                    }
                 }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, outcomes = batch.len(), "cannot record outcomes yet; retrying");
+                backoff.sleep().await;
             }
         }
-        batch.clear();
+    }
+}
+
+/// Writes the counts the settler holds (an empty settle call); on failure they stay held and
+/// are tried again a period later.
+async fn write_counts(store: &JobStore, info: &WorkerInfo, tally: &mut Tally) {
+    if let Err(e) = store
+        .workers()
+        .settle_counting(info, &[], None, tally)
+        .await
+    {
+        tracing::debug!(error = %e, "cannot write the worker's counts yet");
+        tally.postpone();
     }
 }
 

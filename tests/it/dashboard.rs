@@ -467,9 +467,19 @@ async fn workers_record_the_series_and_their_current_job() {
 
 /// diag.fail's retryable failures may still be retrying (with a backoff): at least their first
 /// attempts have settled, and every settled start has its wait counted, in minutes kept a
-/// bounded time.
+/// bounded time. A busy worker writes its counts once a second: they are there within that.
 async fn the_series_counts_every_settled_start(store: &JobStore, conn: &mut redis::Connection) {
-    let series = store.stats().series().await.unwrap();
+    let series = eventually(
+        "the series to count the three sleeps and the first failures",
+        Duration::from_secs(3),
+        || async {
+            let series = store.stats().series().await.ok()?;
+            let counted = |f: fn(&prosaas::jobs::Minute) -> u64| series.iter().map(f).sum::<u64>();
+            (counted(|m| m.finished) >= 3 && counted(|m| m.failed) + counted(|m| m.retried) >= 5)
+                .then_some(series)
+        },
+    )
+    .await;
     assert_eq!(series.len(), 60);
     let finished: u64 = series.iter().map(|m| m.finished).sum();
     let failed: u64 = series.iter().map(|m| m.failed).sum();

@@ -67,6 +67,7 @@ async fn a_finished_job_is_recorded_as_rq_records_it() {
         worked > 0.0 && worked < 5.0,
         "the job's working time is counted: {worked}"
     );
+    counts_of_later_jobs_arrive_within_a_second(&t, &store, &workers[0]).await;
     w.stop().await;
     let workers: Vec<String> = c.smembers("rq:workers").unwrap();
     assert!(workers.is_empty(), "unregistered on stop");
@@ -346,6 +347,36 @@ async fn failed_jobs_page_and_requeue_in_batches() {
     );
 }
 
+/// A busy worker writes its counts once a second rather than with every job: three more jobs
+/// right after the first are counted in the worker's hash and the minute series within that.
+async fn counts_of_later_jobs_arrive_within_a_second(
+    t: &crate::support::redis_server::TestDb,
+    store: &JobStore,
+    worker_key: &str,
+) {
+    for i in 0..3 {
+        let id = store
+            .enqueue(NewJob::new("high", "diag.echo", kwargs(json!({"i": i}))))
+            .await
+            .unwrap();
+        wait_status(store, &id, "finished", Duration::from_secs(10)).await;
+    }
+    eventually(
+        "the worker's counts of four jobs",
+        Duration::from_secs(3),
+        || async {
+            let series = store.stats().series().await.ok()?;
+            let finished: u64 = series.iter().map(|m| m.finished).sum();
+            let count: String = t
+                .connection()
+                .hget(worker_key, "successful_job_count")
+                .ok()?;
+            (count == "4" && finished == 4).then_some(())
+        },
+    )
+    .await;
+}
+
 /// A worker named `name` registered on `high` and `low` (not running), and one job per entry
 /// of `queues`, with ids `{prefix}0`, `{prefix}1`, ...
 async fn worker_with_jobs(
@@ -443,6 +474,94 @@ async fn a_batched_claim_and_settle_across_queues_apply_per_job() {
     );
     each_outcome_is_recorded_as_rq_records_it(&mut c);
     the_worker_counts_only_what_applied(&mut c);
+}
+
+/// A settler's counts: its first call writes them at once; later ones within a second hold
+/// them (the outcomes themselves are recorded at once) and the next call that writes, here the
+/// empty one a settler sends when they are due, adds them all, the conflict left out.
+#[tokio::test]
+// Long on purpose: three settle calls sharing one tally, each followed by what Redis holds.
+async fn held_counts_are_written_together_and_leave_out_conflicts() {
+    use prosaas::jobs::{Settlement, Tally};
+    let t = db();
+    let store = t.store();
+    let w = worker_with_jobs(&store, "tally-w", "k", &["high", "high", "high"]).await;
+    let claimed = store
+        .workers()
+        .claim(&w, 10, Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .jobs;
+    let settle = |i: usize, outcome: Outcome| Settlement {
+        execution: claimed[i].execution.clone(),
+        started_at: 1.0,
+        ended_at: 1.5,
+        waited: Some(0.001),
+        outcome,
+    };
+    let ok = || Outcome::Finished {
+        result: None,
+        result_ttl: 100,
+    };
+    let mut c = t.connection();
+    let counts = |c: &mut redis::Connection| -> (u64, u64, f64) {
+        redis::cmd("HMGET")
+            .arg("rq:worker:tally-w")
+            .arg("successful_job_count")
+            .arg("failed_job_count")
+            .arg("total_working_time")
+            .query(c)
+            .unwrap()
+    };
+    let finished = || async {
+        let series = store.stats().series().await.unwrap();
+        let sum = |f: fn(&prosaas::jobs::Minute) -> u64| series.iter().map(f).sum::<u64>();
+        (sum(|m| m.finished), sum(|m| m.failed))
+    };
+    let mut tally = Tally::default();
+    let workers = store.workers();
+    let first = workers
+        .settle_counting(&w, &[settle(0, ok())], None, &mut tally)
+        .await
+        .unwrap();
+    assert_eq!(first, [Settled::Applied]);
+    assert_eq!(counts(&mut c), (1, 0, 0.5), "a first call writes at once");
+    assert_eq!(finished().await, (1, 0));
+    assert!(tally.due_at().is_none(), "nothing held");
+
+    let taken = &claimed[1].execution;
+    let _: usize = c
+        .zrem(
+            "rq:wip:high",
+            format!("{}:{}", taken.id, taken.execution_id),
+        )
+        .unwrap();
+    let failed = Outcome::Failed {
+        error: "boom".into(),
+        failure_ttl: 100,
+    };
+    let second = workers
+        .settle_counting(&w, &[settle(1, ok()), settle(2, failed)], None, &mut tally)
+        .await
+        .unwrap();
+    assert_eq!(second, [Settled::Conflict, Settled::Applied]);
+    let status: String = c.hget("rq:job:k2", "status").unwrap();
+    assert_eq!(status, "failed", "the outcome itself is recorded at once");
+    assert_eq!(counts(&mut c), (1, 0, 0.5), "its counts are held");
+    assert_eq!(finished().await, (1, 0));
+    assert!(tally.due_at().is_some(), "held, to be written when due");
+
+    workers
+        .settle_counting(&w, &[], None, &mut tally)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(&mut c),
+        (1, 1, 1.0),
+        "the failure and its working time; the conflict counted nowhere"
+    );
+    assert_eq!(finished().await, (1, 1));
+    assert!(tally.due_at().is_none());
 }
 
 /// Applied outcomes in their registries with RQ's scores and TTLs; the taken job left alone.

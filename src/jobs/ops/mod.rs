@@ -28,7 +28,7 @@ pub use claim::{Callback, Callbacks, Claim, ClaimedJob, Repeat, Webhook};
 pub use commands::{CommandChannel, WorkerCommand};
 pub use rate_limit::{Deferred, RateBucket};
 pub use recover::Recovered;
-pub use settle::{Outcome, Settled, Settlement, WorkerState};
+pub use settle::{Outcome, Settled, Settlement, Tally, WorkerState};
 pub use waker::{QueueWaker, WAKER_BLOCK};
 
 /// Who a worker is, as registered in `rq:worker:<name>`.

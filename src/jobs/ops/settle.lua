@@ -12,6 +12,13 @@
 -- counts drop with each outcome, and a freed slot wakes idle workers)
 -- ARGV[8] the minute this batch is counted in (Unix seconds / 60), for the dashboard's series
 -- ARGV[9] '1' when claims write RQ's `current_job` (see claim.lua), else ''
+-- ARGV[10] '1' to write the counts (the worker's `successful_job_count`, `failed_job_count` and
+-- `total_working_time`, the minute series): this batch's with ARGV[11]'s; '' to leave them to a
+-- later call and return this batch's instead (a busy worker writes them once a second, not
+-- three commands per job)
+-- ARGV[11] counts of earlier batches written with these ('' for none), space-separated:
+-- successful, failed, their minute, then field and count pairs of its series (their working
+-- time is in ARGV[4] already)
 -- then FIELDS_PER_OUTCOME per outcome:
 --   kind ('ok' | 'repeat' | 'fail' | 'stop' | 'retry' | 'requeue'), id, eid, queue,
 --   ttl (ok, repeat: result TTL, fail: failure TTL; -1 = forever; retry: delay in seconds),
@@ -29,11 +36,14 @@
 -- "%.14g" snprintf and parses one with strtod, which cost more per job than the bookkeeping.
 -- A job that ends (ok, fail, stop), or succeeds to run again (repeat), moves its waiting
 -- dependents on (dependents.lua).
--- Returns one integer per outcome: 1 applied, 0 conflict.
--- FIXED_ARGS: prefix, worker, now, working, state, state_seq, capped, minute, current_job
+-- Returns one integer per outcome: 1 applied, 0 conflict; then, when the counts were not
+-- written (ARGV[10] ''), this batch's: successful, failed, the working time of outcomes that did
+-- not apply (to take off ARGV[4]'s), and the series' field and count pairs.
+-- FIXED_ARGS: prefix, worker, now, working, state, state_seq, capped, minute, current_job,
+--   write_counts, carried
 -- FIELDS_PER_OUTCOME: kind, id, eid, queue, ttl, score, payload, started, ended, retries_left,
 --   error, lane, wait, rate_limit
-local FIXED_ARGS = 9
+local FIXED_ARGS = 11
 local FIELDS_PER_OUTCOME = 14
 local p, w, now_ts = ARGV[1], ARGV[2], ARGV[3]
 local wkey = Key.worker(p, w)
@@ -294,13 +304,26 @@ for _, key in ipairs(group_order) do
   each_slice(groups[key], function(...) redis.call('ZADD', key, ...) end)
 end
 
+local write_counts = ARGV[10] == '1'
+-- Earlier batches' counts, written with this one's (the caller sends them at most once a
+-- second, so parsing them costs nothing per job).
+local carried = {}
+for token in string.gmatch(ARGV[11], '%S+') do carried[#carried + 1] = token end
+local carried_minute = carried[3]
+if write_counts and carried_minute then
+  ok_count = ok_count + tonumber(carried[1])
+  fail_count = fail_count + tonumber(carried[2])
+end
+
 if worker_alive then
-  if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
-  if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
-  if not_worked == 0 then
-    if ARGV[4] ~= '' then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', ARGV[4]) end
-  elseif ARGV[4] ~= '' and tonumber(ARGV[4]) - not_worked > 0 then
-    redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tonumber(ARGV[4]) - not_worked)
+  if write_counts then
+    if ok_count > 0 then redis.call('HINCRBY', wkey, 'successful_job_count', ok_count) end
+    if fail_count > 0 then redis.call('HINCRBY', wkey, 'failed_job_count', fail_count) end
+    if not_worked == 0 then
+      if ARGV[4] ~= '' then redis.call('HINCRBYFLOAT', wkey, 'total_working_time', ARGV[4]) end
+    elseif ARGV[4] ~= '' and tonumber(ARGV[4]) - not_worked > 0 then
+      redis.call('HINCRBYFLOAT', wkey, 'total_working_time', tonumber(ARGV[4]) - not_worked)
+    end
   end
   -- RQ's `current_job` (when claims write it, see claim.lua): a job still running, if any.
   local current = track_current and redis.call('HGET', wkey, 'current_job')
@@ -316,14 +339,44 @@ if worker_alive then
     redis.call('HSET', wkey, 'state', ARGV[5], 'state_seq', ARGV[6])
   end
 end
--- The dashboard's per-minute series (prosaas:minute:<m>): one HINCRBY per kind and wait bucket
--- in the batch. The key is kept two hours; its expiry is set when a field is created (every key
--- starts so), not on every batch.
-local minute = Key.minute(ARGV[8])
-local new_field = false
-for _, field in ipairs(minute_fields) do
-  local n = minute_counts[field]
-  if redis.call('HINCRBY', minute, field, n) == n then new_field = true end
+
+if not write_counts then
+  local out = applied
+  out[#out + 1] = ok_count
+  out[#out + 1] = fail_count
+  out[#out + 1] = not_worked == 0 and '0' or tostring(not_worked)
+  for _, field in ipairs(minute_fields) do
+    out[#out + 1] = field
+    out[#out + 1] = minute_counts[field]
+  end
+  return out
 end
-if new_field then redis.call('EXPIRE', minute, 7200) end
+
+-- The dashboard's per-minute series (prosaas:minute:<m>): one HINCRBY per kind and wait bucket.
+-- The key is kept two hours; its expiry is set when a field is created (every key starts so),
+-- not on every call.
+local function count_minute(m, fields, counts)
+  local key = Key.minute(m)
+  local new_field = false
+  for _, field in ipairs(fields) do
+    local n = counts[field]
+    if redis.call('HINCRBY', key, field, n) == n then new_field = true end
+  end
+  if new_field then redis.call('EXPIRE', key, 7200) end
+end
+if carried_minute then
+  -- Carried counts of this batch's minute join its own; an earlier minute's go to their key.
+  local fields, counts = minute_fields, minute_counts
+  if carried_minute ~= ARGV[8] then fields, counts = {}, {} end
+  for k = 4, #carried - 1, 2 do
+    local field, n = carried[k], tonumber(carried[k + 1])
+    if not counts[field] then
+      counts[field] = 0
+      fields[#fields + 1] = field
+    end
+    counts[field] = counts[field] + n
+  end
+  if carried_minute ~= ARGV[8] then count_minute(carried_minute, fields, counts) end
+end
+count_minute(ARGV[8], minute_fields, minute_counts)
 return applied

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use redis::Value as RedisValue;
 use serde_json::Value;
 
 use super::super::error::JobError;
@@ -30,6 +31,8 @@ const FIXED_ARGS: Layout = Layout {
         "capped",
         "minute",
         "current_job",
+        "write_counts",
+        "carried",
     ],
 };
 
@@ -134,6 +137,88 @@ pub enum Settled {
     Conflict,
 }
 
+/// Counts of recorded outcomes that a busy worker has not written yet: its hash's
+/// `successful_job_count`, `failed_job_count` and `total_working_time`, and the dashboard's
+/// minute series. Written at most once per [`Tally::EVERY`] (and whenever the minute turns), so
+/// a worker settling one job at a time does not pay three more commands per job for them.
+#[derive(Debug, Default)]
+pub struct Tally {
+    successful: u64,
+    failed: u64,
+    working: f64,
+    /// The minute the held series counts belong to; `None` while nothing is held.
+    minute: Option<i64>,
+    series: Vec<(String, u64)>,
+    written_at: Option<std::time::Instant>,
+}
+
+impl Tally {
+    /// How long counts may wait before they are written.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// When the counts held must be written, if any are held.
+    pub fn due_at(&self) -> Option<std::time::Instant> {
+        self.minute?;
+        Some(
+            self.written_at
+                .map_or_else(std::time::Instant::now, |t| t + Self::EVERY),
+        )
+    }
+
+    /// Whether a call in `minute` writes the counts (a worker's first call always does).
+    fn writes_now(&self, minute: i64) -> bool {
+        self.written_at.is_none_or(|t| t.elapsed() >= Self::EVERY)
+            || self.minute.is_some_and(|m| m != minute)
+    }
+
+    /// The held counts in settle.lua's `carried` form ('' for none).
+    fn carried(&self) -> String {
+        let Some(minute) = self.minute else {
+            return String::new();
+        };
+        let mut out = format!("{} {} {minute}", self.successful, self.failed);
+        for (field, n) in &self.series {
+            out.push_str(&format!(" {field} {n}"));
+        }
+        out
+    }
+
+    /// Adds a batch's counts (settle.lua's reply after the applied flags).
+    fn add(&mut self, minute: i64, working: f64, reply: &[RedisValue]) -> Result<(), JobError> {
+        let int = |v: &RedisValue| redis::from_redis_value::<u64>(v.clone());
+        let [ok, fail, not_worked, series @ ..] = reply else {
+            return Err(JobError::Invalid("settle.lua returned no counts".into()));
+        };
+        self.successful += int(ok)?;
+        self.failed += int(fail)?;
+        let not_worked: String = redis::from_redis_value(not_worked.clone())?;
+        self.working += working - not_worked.parse::<f64>().unwrap_or(0.0);
+        self.minute = Some(minute);
+        for pair in series.chunks(2) {
+            let [field, n] = pair else { break };
+            let field: String = redis::from_redis_value(field.clone())?;
+            let n = int(n)?;
+            match self.series.iter_mut().find(|(f, _)| *f == field) {
+                Some((_, held)) => *held += n,
+                None => self.series.push((field, n)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Not written (Redis did not answer): held a period more.
+    pub fn postpone(&mut self) {
+        self.written_at = Some(std::time::Instant::now());
+    }
+
+    fn written(&mut self) {
+        *self = Self {
+            written_at: Some(std::time::Instant::now()),
+            ..Self::default()
+        };
+    }
+}
+
 impl Workers<'_> {
     /// Records on a running job's hash (`unresolved_callbacks`) the RQ callbacks no handler
     /// answers, so `jobs show` and Python readers see what was skipped. The job is running
@@ -148,19 +233,36 @@ impl Workers<'_> {
         Ok(())
     }
 
-    /// Records a batch of outcomes in one round trip; one [`Settled`] per settlement. With an
-    /// empty batch it only records the worker's state.
-    // Long on purpose: one script call: its KEYS/ARGV are built here in the order settle.lua reads
-    // them, and split up that layout would be spread over several functions.
+    /// Records a batch of outcomes in one round trip, with the worker's counts of them; one
+    /// [`Settled`] per settlement. With an empty batch it only records the worker's state.
     pub async fn settle(
         &self,
         w: &WorkerInfo,
         batch: &[Settlement],
         state: Option<(WorkerState, u64)>,
     ) -> Result<Vec<Settled>, JobError> {
+        self.settle_counting(w, batch, state, &mut Tally::default())
+            .await
+    }
+
+    /// [`Self::settle`] for a worker's settler: the counts of the outcomes go into `tally` and
+    /// are written with the first call after [`Tally::EVERY`] (an empty batch writes them when
+    /// they are due and nothing else comes).
+    // Long on purpose: one script call: its KEYS/ARGV are built here in the order settle.lua reads
+    // them, and split up that layout would be spread over several functions.
+    pub async fn settle_counting(
+        &self,
+        w: &WorkerInfo,
+        batch: &[Settlement],
+        state: Option<(WorkerState, u64)>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Settled>, JobError> {
         let now = self.now();
         let now_secs = now.timestamp();
         let now_exact = now.timestamp_millis() as f64 / 1000.0;
+        let minute = now_secs.div_euclid(60);
+        // An empty batch has nothing to count: it is the call that writes what is held.
+        let write_counts = batch.is_empty() || tally.writes_now(minute);
         // Registry scores and the working time are computed here and sent as strings: the
         // script passes them on untouched (see settle.lua on Lua's number conversions).
         let working: f64 = batch
@@ -174,17 +276,25 @@ impl Workers<'_> {
             .filter(|q| self.caps_tenants(q))
             .map(String::as_str)
             .collect();
+        // Written now, the held counts' working time goes in with this batch's.
+        let sent_working = if write_counts {
+            working + tally.working
+        } else {
+            working
+        };
         let mut inv = SETTLE.prepare_invoke();
         args!(inv, FIXED_ARGS;
             self.keys().rq_prefix(),
             &w.name,
             rq_timestamp(now),
-            if working > 0.0 { format!("{working:.6}") } else { String::new() },
+            if sent_working > 0.0 { format!("{sent_working:.6}") } else { String::new() },
             state.map_or("", |(s, _)| s.as_str()),
             state.map_or(0, |(_, seq)| seq),
             capped.join(" "),
-            now_secs.div_euclid(60),
+            minute,
             if self.store.record_current_job { "1" } else { "" },
+            if write_counts { "1" } else { "" },
+            if write_counts { tally.carried() } else { String::new() },
         );
         // No due time: back on the queue now; otherwise due `delay` from now, with the
         // milliseconds kept so a short backoff is neither cut nor stretched.
@@ -283,16 +393,27 @@ impl Workers<'_> {
                 &e.rate_limit,
             );
         }
-        let applied: Vec<i64> = inv.invoke_async(&mut self.conn().await?).await?;
-        Ok(applied
-            .into_iter()
+        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
+        if reply.len() < batch.len() {
+            return Err(JobError::Invalid(
+                "settle.lua returned fewer results than outcomes".into(),
+            ));
+        }
+        let (applied, counts) = reply.split_at(batch.len());
+        if write_counts {
+            tally.written();
+        } else {
+            tally.add(minute, working, counts)?;
+        }
+        applied
+            .iter()
             .map(|a| {
-                if a == 1 {
+                Ok(if redis::from_redis_value::<i64>(a.clone())? == 1 {
                     Settled::Applied
                 } else {
                     Settled::Conflict
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }
