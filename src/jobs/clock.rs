@@ -2,7 +2,8 @@
 //! hosts (a worker's deadline is read by another worker's recovery), so they are all computed on
 //! one clock: Redis's `TIME`. Each process measures its offset from Redis (`TIME` halfway through
 //! a round trip) and adds it to its own clock, so no script pays for `TIME` per job and a host
-//! whose clock is wrong still writes deadlines in Redis's time.
+//! whose clock is wrong still writes deadlines in Redis's time. One script does read `TIME`:
+//! a claim sent ahead behind a blocking wait (claim.lua, waker.rs), stamped when it runs.
 //!
 //! `PROSAAS_TEST_CLOCK_SKEW_MS` shifts this process's own clock, to test exactly that.
 

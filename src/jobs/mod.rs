@@ -344,9 +344,26 @@ impl JobStore {
     /// milliseconds (positive: Redis is ahead).
     pub async fn sync_clock(&self) -> Result<i64, JobError> {
         let mut conn = self.conn().await?;
-        let sent = self.clock.host_now();
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        let received = self.clock.host_now();
+        // The reading taken in the quickest of a few round trips: the offset is off by up to
+        // half of it, and one slow trip (a busy runtime, a new connection) would put this
+        // process's timestamps that much off those a worker's claim takes from Redis's clock
+        // itself (claim.lua behind a wait).
+        let mut best: Option<(
+            i64,
+            i64,
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+        )> = None;
+        for _ in 0..CLOCK_SAMPLES {
+            let sent = self.clock.host_now();
+            let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            let received = self.clock.host_now();
+            if best.is_none_or(|(_, _, s, r)| received - sent < r - s) {
+                best = Some((secs, micros, sent, received));
+            }
+        }
+        let (secs, micros, sent, received) =
+            best.ok_or_else(|| JobError::Invalid("no clock reading".into()))?;
         Ok(self.clock.record(secs, micros, sent, received) / 1000)
     }
 
@@ -365,6 +382,9 @@ impl JobStore {
         .await
     }
 }
+
+/// `TIME` readings per clock sync (the quickest is kept).
+const CLOCK_SAMPLES: usize = 5;
 
 /// Runs `fut` with a deadline, mapping the lapse to [`JobError::Timeout`].
 pub(crate) async fn bounded<T>(

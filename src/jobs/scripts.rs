@@ -356,9 +356,10 @@ mod tests {
 
     use super::*;
 
-    const PRELUDES: [&str; 4] = [
+    const PRELUDES: [&str; 5] = [
         "lua/keys.lua",
         "lua/lanes.lua",
+        "lua/clock.lua",
         "lua/dependents.lua",
         "lua/rate_slots.lua",
     ];
@@ -380,15 +381,17 @@ mod tests {
         }
     }
 
-    /// The script's own text, after the lanes, dependents and rate-slot preludes.
+    /// The script's own text, after the lanes, clock, dependents and rate-slot preludes.
     fn own_text(script: &LuaScript) -> &'static str {
         let lanes = super::plain!("lua/lanes.lua");
+        let clock = super::plain!("lua/clock.lua");
         let dependents = super::plain!("lua/dependents.lua");
         let rate_slots = super::plain!("lua/rate_slots.lua");
         let text = script
             .template
             .strip_prefix(lanes)
             .unwrap_or(script.template);
+        let text = text.strip_prefix(clock).unwrap_or(text);
         let text = text.strip_prefix(dependents).unwrap_or(text);
         text.strip_prefix(rate_slots).unwrap_or(text)
     }

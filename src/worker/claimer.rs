@@ -18,7 +18,8 @@ use super::outcome::{execute, last_line, retry_or_fail, then_repeat, traceback};
 use super::policy::Policies;
 use super::webhooks;
 use crate::jobs::{
-    ClaimedJob, JobStore, Outcome, Settled, Settlement, WorkerInfo, parse_rq_timestamp,
+    Claim, ClaimedJob, JobStore, Outcome, QueueWaker, Settled, Settlement, WorkerInfo,
+    parse_rq_timestamp,
 };
 use crate::metrics as m;
 
@@ -56,10 +57,23 @@ pub(super) struct Claimer<'a> {
     /// block (a wake-up would move an id the claim then puts back, again and again).
     pub(super) paused: watch::Sender<Vec<String>>,
     pub(super) wake: Arc<Notify>,
+    /// The worker's one queue when it has a single plain one: then no waker runs, and the claim
+    /// loop waits on the queue itself with a claim sent right behind the wait (one round trip
+    /// from an arriving job to its start instead of two).
+    pub(super) fused: Option<String>,
+}
+
+/// How a claim is sent: at once, or behind a blocking wait on the worker's one queue for up to
+/// the given time (see [`Claimer::fused`]).
+enum Send<'w> {
+    Now,
+    Behind(&'w mut Option<QueueWaker>, Duration),
 }
 
 impl Claimer<'_> {
     /// Claims while slots are free and spawns a task per job, until `shutdown`.
+    // Long on purpose: the loop's one sequence (a slot, a claim sent now or behind a wait, its
+    // outcome, the jobs started, then waiting when the queues ran dry) reads best whole.
     pub(super) async fn run(
         &self,
         shutdown: &CancellationToken,
@@ -68,6 +82,9 @@ impl Claimer<'_> {
     ) -> anyhow::Result<()> {
         let mut claim_errors = 0u32;
         let mut suspended = false;
+        // The last claim found nothing more to take: the next one waits for work first.
+        let mut dry = false;
+        let mut waker = None;
         loop {
             let first = tokio::select! {
                 biased;
@@ -75,9 +92,15 @@ impl Claimer<'_> {
                 permit = self.slots.clone().acquire_owned() => permit?,
             };
             let want = 1 + self.slots.available_permits();
-            let (took, claimed) = match self.claim(want, env).await {
+            let send = match self.fused_wait(dry) {
+                Some(block) => Send::Behind(&mut waker, block),
+                None => Send::Now,
+            };
+            let behind = matches!(send, Send::Behind(..));
+            let (took, claimed) = match self.claim(want, env, send, shutdown).await {
                 Ok(None) => {
                     drop(first);
+                    dry = false;
                     if self.hold_while_suspended(&mut suspended, shutdown).await {
                         return Ok(());
                     }
@@ -90,6 +113,10 @@ impl Claimer<'_> {
                 }
                 Err(e) => {
                     drop(first);
+                    if behind {
+                        // Its connection may be what failed: the next wait opens a new one.
+                        waker = None;
+                    }
                     claim_errors += 1;
                     tracing::warn!(error = %e, "claim failed; retrying");
                     if back_off(claim_errors, shutdown).await {
@@ -102,16 +129,53 @@ impl Claimer<'_> {
             if claimed.is_empty() && took > 0 {
                 // Every job was deferred by a rate limit: others may be queued behind them.
                 drop(first);
+                dry = false;
                 continue;
             }
             // Fewer than asked: the claim found the inbox and every queue it may take from
             // empty, so another one now would find nothing (a wasted round trip per job at an
-            // everyday rate); the wakers say when there is more.
-            let dry = took < want;
+            // everyday rate); the next one waits for work first.
+            dry = took < want;
             self.start(claimed, stops, first, jobs, env).await?;
-            if dry {
+            if !dry {
+                continue;
+            }
+            if behind {
+                self.mark_idle_if_due().await;
+            } else if self.fused_wait(true).is_none() {
                 self.wait_for_work(shutdown).await;
             }
+        }
+    }
+
+    /// How long a claim sent behind a wait on the worker's one queue may wait, when the loop
+    /// waits for work that way (`dry`, a single plain queue, not paused): until "idle" is due
+    /// for a worker with nothing running, else the idle poll.
+    fn fused_wait(&self, dry: bool) -> Option<Duration> {
+        let queue = self.fused.as_ref().filter(|_| dry)?;
+        if self.paused.borrow().contains(queue) {
+            return None;
+        }
+        // While jobs run the wait is not cut short for the idle mark (a claim per 50 ms): a job
+        // that ends during it is marked idle when it ends, within the idle poll.
+        let due = lock(self.running).idle_due_at();
+        Some(due.map_or(IDLE_POLL, |at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .min(IDLE_POLL)
+        }))
+    }
+
+    /// Records the worker idle if nothing has run for a moment (see [`Inflight::idle_now`]).
+    async fn mark_idle_if_due(&self) {
+        let state = lock(self.running).idle_now();
+        if let Some(state) = state
+            && let Err(e) = self
+                .store
+                .workers()
+                .settle(self.info, &[], Some(state))
+                .await
+        {
+            tracing::debug!(error = %e, "cannot record the idle state");
         }
     }
 
@@ -142,14 +206,19 @@ impl Claimer<'_> {
         &self,
         want: usize,
         env: &JobEnv,
+        send: Send<'_>,
+        shutdown: &CancellationToken,
     ) -> Result<Option<(usize, Vec<ClaimedJob>)>, crate::jobs::JobError> {
         let seq = lock(self.running).begin_claim();
-        let claimed = match self
-            .store
-            .workers()
-            .claim(self.info, want, self.config.heartbeat_ttl, seq)
-            .await
-        {
+        let ttl = self.config.heartbeat_ttl;
+        let claim = match send {
+            Send::Now => self.store.workers().claim(self.info, want, ttl, seq).await,
+            Send::Behind(waker, block) => {
+                self.claim_behind_wait(waker, (want, ttl, seq), block, shutdown)
+                    .await
+            }
+        };
+        let claimed = match claim {
             Ok(c) if c.suspended => return Ok(None),
             Ok(c) => {
                 self.note_paused(c.paused);
@@ -170,6 +239,38 @@ impl Claimer<'_> {
             .admit(self.store, self.info, &env.registry, claimed)
             .await;
         Ok(Some((took, claimed)))
+    }
+
+    /// A claim sent behind a wait of up to `block` on the worker's one queue (opening the
+    /// waiting connection first if needed). Shutdown ends the wait at once (`CLIENT UNBLOCK`)
+    /// and still takes the claim's reply: what it claimed is started and then drained as any
+    /// claimed job is, never left claimed by nobody.
+    async fn claim_behind_wait(
+        &self,
+        waker: &mut Option<QueueWaker>,
+        claim: (usize, Duration, u64),
+        block: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<Claim, crate::jobs::JobError> {
+        let workers = self.store.workers();
+        let queue = self.fused.as_deref().unwrap_or_default();
+        let waker = match waker {
+            Some(w) => w,
+            None => waker.insert(workers.waker(self.info, queue, false).await?),
+        };
+        let client_id = waker.client_id();
+        let call = waker.wait_and_claim(&workers, self.info, claim, block);
+        tokio::pin!(call);
+        tokio::select! {
+            biased;
+            got = &mut call => got,
+            () = shutdown.cancelled() => {
+                if let Err(e) = workers.unblock(client_id).await {
+                    tracing::debug!(error = %e, "cannot end the idle wait early; it ends within a second");
+                }
+                call.await
+            }
+        }
     }
 
     /// Tells the wakers which queues are paused, and the log when that changes.
@@ -229,16 +330,7 @@ impl Claimer<'_> {
             if tokio::time::Instant::now() >= poll_at {
                 break;
             }
-            let state = lock(self.running).idle_now();
-            if let Some(state) = state
-                && let Err(e) = self
-                    .store
-                    .workers()
-                    .settle(self.info, &[], Some(state))
-                    .await
-            {
-                tracing::debug!(error = %e, "cannot record the idle state");
-            }
+            self.mark_idle_if_due().await;
         }
         self.wanted.send_replace(false);
     }

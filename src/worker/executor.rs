@@ -83,11 +83,14 @@ impl Executor {
             wanted: watch::channel(false).0,
             paused: watch::channel(Vec::new()).0,
             wake: Arc::new(Notify::new()),
+            fused: fused_queue(&store, &info),
         };
-        // One waker per queue list, and one per fair queue's lane bell.
+        // One waker per queue list, and one per fair queue's lane bell; none for a single plain
+        // queue, which the claim loop waits on itself.
         let wakers: Vec<_> = info
             .queues
             .iter()
+            .filter(|q| claimer.fused.as_ref() != Some(*q))
             .flat_map(|q| {
                 let lanes = store.workers().has_lanes(q);
                 [(q, false), (q, true)]
@@ -239,6 +242,15 @@ async fn register(
             () = shutdown.cancelled() => return false,
             () = backoff.sleep() => {}
         }
+    }
+}
+
+/// The worker's queue when it has exactly one and that one has no tenant lanes: the claim loop
+/// then waits on it with its claim sent behind the wait (claimer.rs, `Claimer::fused`).
+fn fused_queue(store: &JobStore, info: &WorkerInfo) -> Option<String> {
+    match info.queues.as_slice() {
+        [q] if !store.workers().has_lanes(q) => Some(q.clone()),
+        _ => None,
     }
 }
 

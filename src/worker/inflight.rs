@@ -136,6 +136,14 @@ impl Inflight {
         }
     }
 
+    /// When "idle" is due for a worker with nothing running that is not idle yet.
+    pub(super) fn idle_due_at(&self) -> Option<Instant> {
+        if self.last == Some(WorkerState::Idle) || !self.executions.is_empty() {
+            return None;
+        }
+        self.empty_since.map(|since| since + IDLE_MARK_AFTER)
+    }
+
     /// "Idle", numbered, if nothing has run for [`IDLE_MARK_AFTER`] and no claim is under way.
     pub(super) fn idle_now(&mut self) -> Option<(WorkerState, u64)> {
         let quiet = self

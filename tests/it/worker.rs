@@ -877,3 +877,84 @@ async fn a_failure_kept_forever_keeps_its_result_forever() {
     let result_ttl: i64 = c.ttl("rq:results:f0").unwrap();
     assert_eq!((job_ttl, result_ttl), (-1, -1), "both kept forever");
 }
+
+/// A worker on one plain queue waits on it with its claim sent right behind the wait: the job
+/// that ends the wait is claimed in the same round trip, stamped by Redis's clock when the claim
+/// ran (not when it was sent); a wait that times out, or is ended early by `CLIENT UNBLOCK`
+/// (shutdown), claims nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: the three ways a wait ends, each with what it claimed.
+async fn a_claim_behind_a_wait_takes_the_job_that_ends_it() {
+    let t = db();
+    let store = t.store();
+    let w = crate::support::registered_worker(&store, "fused-w", &["high"]).await;
+    let workers = store.workers();
+    let mut waker = workers.waker(&w, "high", false).await.unwrap();
+    let producer = store.clone();
+    let enqueue = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let job = NewJob::new("high", "diag.echo", kwargs(json!({}))).with_options(JobOptions {
+            job_id: Some("f1".into()),
+            ..Default::default()
+        });
+        producer.enqueue(job).await.unwrap();
+    });
+    let claim = (10, Duration::from_secs(60), 1);
+    let got = waker
+        .wait_and_claim(&workers, &w, claim, Duration::from_secs(10))
+        .await
+        .unwrap();
+    enqueue.await.unwrap();
+    let ids: Vec<&str> = got.jobs.iter().map(|j| j.execution.id.as_str()).collect();
+    assert_eq!(ids, ["f1"]);
+    let info = store.fetch_job("f1").await.unwrap().unwrap();
+    assert_eq!(info.status, "started");
+    let parse = |ts: Option<String>| prosaas::jobs::parse_rq_timestamp(&ts.unwrap()).unwrap();
+    let (enqueued, started) = (parse(info.enqueued_at), parse(info.started_at));
+    // Two clocks: `started_at` is Redis's own (TIME in the claim), `enqueued_at` the producer's
+    // reading of it, off by up to half the round trip of its sync (well under a millisecond).
+    assert!(
+        started >= enqueued - chrono::TimeDelta::milliseconds(1),
+        "started {started} by the clock at the claim's run, after enqueued {enqueued}"
+    );
+    let now = chrono::Utc::now();
+    assert!(
+        (now - started).num_seconds().abs() <= 2,
+        "{started} vs {now}"
+    );
+    let mut c = t.connection();
+    let deadline: f64 = c
+        .zscore("rq:wip:high", got.jobs[0].execution.member())
+        .unwrap();
+    let expected = (started.timestamp() + 60) as f64;
+    assert!(
+        (deadline - expected).abs() <= 1.0,
+        "{deadline} vs {expected}"
+    );
+
+    let waited = Instant::now();
+    let none = waker
+        .wait_and_claim(&workers, &w, claim, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(none.jobs.is_empty());
+    assert!(waited.elapsed() >= Duration::from_millis(250), "it waited");
+
+    let id = waker.client_id();
+    let unblocker = store.clone();
+    let unblock = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        unblocker.workers().unblock(id).await.unwrap();
+    });
+    let waited = Instant::now();
+    let none = waker
+        .wait_and_claim(&workers, &w, claim, Duration::from_secs(30))
+        .await
+        .unwrap();
+    unblock.await.unwrap();
+    assert!(none.jobs.is_empty());
+    assert!(
+        waited.elapsed() < Duration::from_secs(10),
+        "ended early, not after its 30 s"
+    );
+}

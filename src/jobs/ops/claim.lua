@@ -4,8 +4,9 @@
 -- started registry, so no two workers can hold it and a crash cannot lose it.
 --
 -- Standalone Redis only: keys are derived from the prefix inside the script.
--- ARGV[1] RQ prefix with colon   ARGV[2] worker name   ARGV[3] now (RQ timestamp)
--- ARGV[4] deadline (integer Unix seconds)   ARGV[5] max jobs   ARGV[6] execution id base (24 hex),
+-- ARGV[1] RQ prefix with colon   ARGV[2] worker name   ARGV[3] now (RQ timestamp), or '' for
+-- Redis's clock when the script runs (a claim sent ahead, behind a blocking wait: waker.rs)
+-- ARGV[4] deadline (integer Unix seconds), or with ARGV[3] '' the seconds it is after the run   ARGV[5] max jobs   ARGV[6] execution id base (24 hex),
 -- or '' for RQ 1.x's entry format: started-registry members are plain job ids (RQ 1.x cannot
 -- parse `<id>:<execution id>`) and the executions have no id ('')
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua; 0: no decision)
@@ -42,6 +43,11 @@ local FIXED_ARGS = 10
 local REPLY_HEAD = 2
 local FIELDS_PER_JOB = 15
 local p, w, now, deadline = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if now == '' then
+  local secs
+  now, secs = redis_now()
+  deadline = string.format('%d', secs + tonumber(ARGV[4]))
+end
 local max, base, inbox = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local nq = tonumber(ARGV[10])
 -- The queues are ARGV[first_queue .. last_queue]; each one's tenant cap follows nq later.

@@ -8,11 +8,24 @@ use serde_json::Value;
 use super::super::error::JobError;
 use super::super::job::{ENQUEUED_BY_PROSAAS, JobCall, decode_data, rq_timestamp, stored_ttl};
 use super::super::keys::Keys;
-use super::super::scripts::{Layout, LuaScript, args, with_lanes};
+use super::super::scripts::{Layout, LuaScript, args};
 use super::{Execution, WorkerInfo, Workers, ttl_secs};
 
 pub(crate) static CLAIM: LuaScript = LuaScript::new(
-    with_lanes!("ops/claim.lua"),
+    concat!(
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/jobs/lua/lanes.lua"
+        )),
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/jobs/lua/clock.lua"
+        )),
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/jobs/ops/claim.lua"
+        ))
+    ),
     &[&FIXED_ARGS, &REPLY_HEAD, &FIELDS_PER_JOB],
 );
 
@@ -237,8 +250,6 @@ impl Workers<'_> {
     /// Claims up to `max` jobs: the worker's inbox first, then its queues in priority order.
     /// Each claimed job is in `rq:wip:<queue>` with deadline `now + job_ttl`.
     /// `state_seq` numbers the "busy" this claim writes when it gets jobs (see [`WorkerState`](super::WorkerState)).
-    // Long on purpose: one script call, its arguments in claim.lua's layout, and the decoding of
-    // its reply.
     pub async fn claim(
         &self,
         w: &WorkerInfo,
@@ -246,19 +257,39 @@ impl Workers<'_> {
         job_ttl: Duration,
         state_seq: u64,
     ) -> Result<Claim, JobError> {
-        let now = self.now();
+        let inv = self.claim_invocation(w, max, job_ttl, state_seq, false);
+        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
+        read_claim(reply)
+    }
+
+    /// claim.lua's call for [`Self::claim`]; with `at_run` its time (`started_at`, the
+    /// deadline) is Redis's clock when it runs, for a claim sent ahead behind a blocking wait.
+    pub(super) fn claim_invocation(
+        &self,
+        w: &WorkerInfo,
+        max: usize,
+        job_ttl: Duration,
+        state_seq: u64,
+        at_run: bool,
+    ) -> redis::ScriptInvocation<'static> {
         // No execution ids in RQ 1.x's format (see claim.lua).
         let base = if self.rq1_entries() {
             String::new()
         } else {
             uuid::Uuid::new_v4().simple().to_string()[..24].to_owned()
         };
+        let (now, deadline) = if at_run {
+            (String::new(), ttl_secs(job_ttl))
+        } else {
+            let now = self.now();
+            (rq_timestamp(now), now.timestamp() + ttl_secs(job_ttl))
+        };
         let mut inv = CLAIM.prepare_invoke();
         args!(inv, FIXED_ARGS;
             self.keys().rq_prefix(),
             &w.name,
-            rq_timestamp(now),
-            now.timestamp() + ttl_secs(job_ttl),
+            now,
+            deadline,
             max,
             &base,
             Keys::inbox(&w.name),
@@ -270,106 +301,110 @@ impl Workers<'_> {
         for q in &w.queues {
             inv.arg(self.store.fairness(q).map_or(0, |f| f.tenant_concurrency));
         }
-        let reply: Vec<RedisValue> = inv.invoke_async(&mut self.conn().await?).await?;
-        let mut fields = reply.into_iter();
-        let dropped: i64 = fields
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or(0);
-        if dropped < 0 {
-            return Ok(Claim {
-                jobs: Vec::new(),
-                suspended: true,
-                paused: Vec::new(),
-            });
-        }
-        const _: () = assert!(REPLY_HEAD.len() == 2);
-        let paused: String = fields
-            .next()
-            .map(redis::from_redis_value)
-            .transpose()?
-            .unwrap_or_default();
-        let paused = paused.split_whitespace().map(str::to_owned).collect();
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "claimed ids whose job hash no longer exists; dropped as RQ does"
-            );
-        }
-        // Values are moved out of the reply, not cloned: `data` can be the largest part.
-        let text = |v: RedisValue| -> Result<String, JobError> { Ok(redis::from_redis_value(v)?) };
-        let opt = |v: RedisValue| -> Result<Option<String>, JobError> {
-            Ok(Some(text(v)?).filter(|s| !s.is_empty()))
-        };
-        if !fields.len().is_multiple_of(FIELDS_PER_JOB.len()) {
-            return Err(JobError::Invalid(format!(
-                "the claim script returned {} fields, not rows of {}",
-                fields.len(),
-                FIELDS_PER_JOB.len()
-            )));
-        }
-        let mut jobs = Vec::with_capacity(fields.len() / FIELDS_PER_JOB.len());
-        while fields.len() >= FIELDS_PER_JOB.len() {
-            // A row of another length than the layout's does not compile.
-            let row: [RedisValue; FIELDS_PER_JOB.len()] =
-                std::array::from_fn(|_| fields.next().unwrap_or(RedisValue::Nil));
-            let [
+        inv
+    }
+}
+
+/// claim.lua's reply, decoded.
+// Long on purpose: the reply's head, then each job's row in the layout's order.
+pub(super) fn read_claim(reply: Vec<RedisValue>) -> Result<Claim, JobError> {
+    let mut fields = reply.into_iter();
+    let dropped: i64 = fields
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()?
+        .unwrap_or(0);
+    if dropped < 0 {
+        return Ok(Claim {
+            jobs: Vec::new(),
+            suspended: true,
+            paused: Vec::new(),
+        });
+    }
+    const _: () = assert!(REPLY_HEAD.len() == 2);
+    let paused: String = fields
+        .next()
+        .map(redis::from_redis_value)
+        .transpose()?
+        .unwrap_or_default();
+    let paused = paused.split_whitespace().map(str::to_owned).collect();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "claimed ids whose job hash no longer exists; dropped as RQ does"
+        );
+    }
+    // Values are moved out of the reply, not cloned: `data` can be the largest part.
+    let text = |v: RedisValue| -> Result<String, JobError> { Ok(redis::from_redis_value(v)?) };
+    let opt = |v: RedisValue| -> Result<Option<String>, JobError> {
+        Ok(Some(text(v)?).filter(|s| !s.is_empty()))
+    };
+    if !fields.len().is_multiple_of(FIELDS_PER_JOB.len()) {
+        return Err(JobError::Invalid(format!(
+            "the claim script returned {} fields, not rows of {}",
+            fields.len(),
+            FIELDS_PER_JOB.len()
+        )));
+    }
+    let mut jobs = Vec::with_capacity(fields.len() / FIELDS_PER_JOB.len());
+    while fields.len() >= FIELDS_PER_JOB.len() {
+        // A row of another length than the layout's does not compile.
+        let row: [RedisValue; FIELDS_PER_JOB.len()] =
+            std::array::from_fn(|_| fields.next().unwrap_or(RedisValue::Nil));
+        let [
+            id,
+            execution_id,
+            queue,
+            data,
+            timeout,
+            retries_left,
+            retry_intervals,
+            result_ttl,
+            failure_ttl,
+            enqueued_at,
+            attempts,
+            enqueued_by,
+            lane,
+            meta,
+            rq_options,
+        ] = row;
+        let (id, execution_id, queue) = (text(id)?, text(execution_id)?, text(queue)?);
+        let (callbacks, repeat, webhooks, rate_limit) = read_rq_options(&id, &text(rq_options)?);
+        let data: Vec<u8> = redis::from_redis_value(data)?;
+        let lane = text(lane)?;
+        let meta: Vec<u8> = redis::from_redis_value(meta)?;
+        jobs.push(ClaimedJob {
+            call: decode_data(&id, &data).map_err(|e| e.to_string()),
+            timeout: opt(timeout)?.and_then(|v| v.parse().ok()),
+            retries_left: opt(retries_left)?.and_then(|v| v.parse().ok()),
+            retry_intervals: opt(retry_intervals)?.and_then(|v| serde_json::from_str(&v).ok()),
+            result_ttl: opt(result_ttl)?
+                .and_then(|v| v.parse().ok())
+                .map(stored_ttl),
+            failure_ttl: opt(failure_ttl)?
+                .and_then(|v| v.parse().ok())
+                .map(stored_ttl),
+            enqueued_at: opt(enqueued_at)?,
+            attempts: text(attempts)?.parse().unwrap_or(1),
+            enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
+            meta,
+            callbacks,
+            repeat,
+            webhooks,
+            execution: Execution {
                 id,
                 execution_id,
                 queue,
-                data,
-                timeout,
-                retries_left,
-                retry_intervals,
-                result_ttl,
-                failure_ttl,
-                enqueued_at,
-                attempts,
-                enqueued_by,
                 lane,
-                meta,
-                rq_options,
-            ] = row;
-            let (id, execution_id, queue) = (text(id)?, text(execution_id)?, text(queue)?);
-            let (callbacks, repeat, webhooks, rate_limit) =
-                read_rq_options(&id, &text(rq_options)?);
-            let data: Vec<u8> = redis::from_redis_value(data)?;
-            let lane = text(lane)?;
-            let meta: Vec<u8> = redis::from_redis_value(meta)?;
-            jobs.push(ClaimedJob {
-                call: decode_data(&id, &data).map_err(|e| e.to_string()),
-                timeout: opt(timeout)?.and_then(|v| v.parse().ok()),
-                retries_left: opt(retries_left)?.and_then(|v| v.parse().ok()),
-                retry_intervals: opt(retry_intervals)?.and_then(|v| serde_json::from_str(&v).ok()),
-                result_ttl: opt(result_ttl)?
-                    .and_then(|v| v.parse().ok())
-                    .map(stored_ttl),
-                failure_ttl: opt(failure_ttl)?
-                    .and_then(|v| v.parse().ok())
-                    .map(stored_ttl),
-                enqueued_at: opt(enqueued_at)?,
-                attempts: text(attempts)?.parse().unwrap_or(1),
-                enqueued_by_prosaas: text(enqueued_by)? == ENQUEUED_BY_PROSAAS,
-                meta,
-                callbacks,
-                repeat,
-                webhooks,
-                execution: Execution {
-                    id,
-                    execution_id,
-                    queue,
-                    lane,
-                    rate_limit,
-                },
-            });
-        }
-        Ok(Claim {
-            jobs,
-            suspended: false,
-            paused,
-        })
+                rate_limit,
+            },
+        });
     }
+    Ok(Claim {
+        jobs,
+        suspended: false,
+        paused,
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use redis::{AsyncConnectionConfig, Value as RedisValue};
 use super::super::bounded;
 use super::super::error::JobError;
 use super::super::keys::Keys;
-use super::{WorkerInfo, Workers};
+use super::claim::read_claim;
+use super::{Claim, WorkerInfo, Workers};
 
 impl Workers<'_> {
     /// A dedicated connection that blocks until a job arrives on `queue`, for idle workers: on
@@ -23,14 +24,20 @@ impl Workers<'_> {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             // Blocking pops answer after their own timeout; only a dead link needs this.
             .set_response_timeout(Some(WAKER_BLOCK + Duration::from_secs(5)));
-        let conn = self
+        let mut conn = self
             .store
             .client()
             .await?
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        // For `CLIENT UNBLOCK` at shutdown (see [`QueueWaker::wait_and_claim`]).
+        let client_id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await?;
         Ok(QueueWaker {
             conn,
+            client_id,
             watch: if lanes {
                 Watch::Bell(Keys::fair_bell(queue))
             } else {
@@ -53,6 +60,7 @@ pub const WAKER_BLOCK: Duration = Duration::from_secs(1);
 /// follows takes the jobs; a lost token only delays a worker to its next idle poll.
 pub struct QueueWaker {
     conn: MultiplexedConnection,
+    client_id: i64,
     watch: Watch,
 }
 
@@ -61,7 +69,69 @@ enum Watch {
     Bell(String),
 }
 
+impl Workers<'_> {
+    /// Ends the blocking wait of the waker whose [`QueueWaker::client_id`] this is at once, as
+    /// if it had timed out (shutdown).
+    pub async fn unblock(&self, client_id: i64) -> Result<(), JobError> {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(client_id)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(())
+    }
+}
+
 impl QueueWaker {
+    /// Its connection's id, for [`Workers::unblock`].
+    pub fn client_id(&self) -> i64 {
+        self.client_id
+    }
+
+    /// For a worker on one plain queue: waits up to `block` for a job and claims right behind
+    /// the wait, both sent at once, so a job that wakes an idle worker starts after one round
+    /// trip instead of two (a wake-up, then a claim). The claim runs when the wait ends, by
+    /// Redis's clock (claim.lua's `now` ''), and takes whatever is there then, like any claim:
+    /// nothing when the wait timed out or was ended by [`Workers::unblock`] with nothing queued.
+    pub async fn wait_and_claim(
+        &mut self,
+        workers: &Workers<'_>,
+        w: &WorkerInfo,
+        (max, job_ttl, state_seq): (usize, Duration, u64),
+        block: Duration,
+    ) -> Result<Claim, JobError> {
+        let Watch::List { queue_key, inbox } = &self.watch else {
+            return Err(JobError::Invalid(
+                "a claim cannot wait on a lane bell".into(),
+            ));
+        };
+        let invocation = workers.claim_invocation(w, max, job_ttl, state_seq, true);
+        let mut pipe = redis::pipe();
+        pipe.cmd("BLMOVE")
+            .arg(queue_key)
+            .arg(inbox)
+            .arg("LEFT")
+            .arg("RIGHT")
+            // 0 would block for ever.
+            .arg(block.as_secs_f64().max(0.01))
+            .ignore()
+            .invoke_script(&invocation);
+        let got: Result<(Vec<RedisValue>,), redis::RedisError> =
+            bounded(block + Duration::from_secs(5), async {
+                Ok(pipe.query_async(&mut self.conn).await)
+            })
+            .await?;
+        match got {
+            Ok((reply,)) => read_claim(reply),
+            // Redis lost its scripts (a restart): what the wait moved is in the inbox, where
+            // a plain claim (which loads the script) takes it.
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                workers.claim(w, max, job_ttl, state_seq).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Waits up to [`WAKER_BLOCK`] for a job; `true` when one arrived.
     pub async fn wait(&mut self) -> Result<bool, JobError> {
         let block = WAKER_BLOCK.as_secs_f64();
