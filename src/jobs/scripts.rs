@@ -32,17 +32,21 @@ macro_rules! plain {
     };
 }
 
+/// A script's source with the given files of `src/jobs/` in front, in order.
+macro_rules! with_preludes {
+    ([$($prelude:literal),+], $path:literal) => {
+        concat!(
+            $(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/jobs/", $prelude)),)+
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/jobs/", $path))
+        )
+    };
+}
+
 /// A script's source with `lua/lanes.lua` in front: the script puts jobs on queues or takes them
 /// off, and every such script must agree on where a tenant's jobs wait.
 macro_rules! with_lanes {
     ($path:literal) => {
-        concat!(
-            include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/src/jobs/lua/lanes.lua"
-            )),
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/jobs/", $path))
-        )
+        $crate::jobs::scripts::with_preludes!(["lua/lanes.lua"], $path)
     };
 }
 
@@ -77,25 +81,14 @@ macro_rules! keys {
 /// queues and frees its RQ rate-limit slot in the same step.
 macro_rules! with_endings {
     ($path:literal) => {
-        concat!(
-            include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/src/jobs/lua/lanes.lua"
-            )),
-            include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/src/jobs/lua/dependents.lua"
-            )),
-            include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/src/jobs/lua/rate_slots.lua"
-            )),
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/jobs/", $path))
+        $crate::jobs::scripts::with_preludes!(
+            ["lua/lanes.lua", "lua/dependents.lua", "lua/rate_slots.lua"],
+            $path
         )
     };
 }
 
-pub(crate) use {args, keys, plain, with_endings, with_lanes};
+pub(crate) use {args, keys, plain, with_endings, with_lanes, with_preludes};
 
 /// One named group of a script's arguments, or one row of its reply, in order: the names the
 /// script's header lists under `name`, which is also the Lua constant holding its length.

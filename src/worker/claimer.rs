@@ -265,7 +265,11 @@ impl Claimer<'_> {
             biased;
             got = &mut call => got,
             () = shutdown.cancelled() => {
-                if let Err(e) = workers.unblock(client_id).await {
+                let unblocked = match client_id {
+                    Some(id) => workers.unblock(id).await,
+                    None => Err(crate::jobs::JobError::Invalid("no client id".into())),
+                };
+                if let Err(e) = unblocked {
                     tracing::debug!(error = %e, "cannot end the idle wait early; it ends within a second");
                 }
                 call.await

@@ -940,7 +940,7 @@ async fn a_claim_behind_a_wait_takes_the_job_that_ends_it() {
     assert!(none.jobs.is_empty());
     assert!(waited.elapsed() >= Duration::from_millis(250), "it waited");
 
-    let id = waker.client_id();
+    let id = waker.client_id().expect("CLIENT ID answered");
     let unblocker = store.clone();
     let unblock = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -8,24 +8,11 @@ use serde_json::Value;
 use super::super::error::JobError;
 use super::super::job::{ENQUEUED_BY_PROSAAS, JobCall, decode_data, rq_timestamp, stored_ttl};
 use super::super::keys::Keys;
-use super::super::scripts::{Layout, LuaScript, args};
+use super::super::scripts::{Layout, LuaScript, args, with_preludes};
 use super::{Execution, WorkerInfo, Workers, ttl_secs};
 
 pub(crate) static CLAIM: LuaScript = LuaScript::new(
-    concat!(
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/jobs/lua/lanes.lua"
-        )),
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/jobs/lua/clock.lua"
-        )),
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/jobs/ops/claim.lua"
-        ))
-    ),
+    with_preludes!(["lua/lanes.lua", "lua/clock.lua"], "ops/claim.lua"),
     &[&FIXED_ARGS, &REPLY_HEAD, &FIELDS_PER_JOB],
 );
 

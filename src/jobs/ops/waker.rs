@@ -30,11 +30,13 @@ impl Workers<'_> {
             .await?
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        // For `CLIENT UNBLOCK` at shutdown (see [`QueueWaker::wait_and_claim`]).
-        let client_id: i64 = redis::cmd("CLIENT")
+        // For `CLIENT UNBLOCK` at shutdown (see [`QueueWaker::wait_and_claim`]); a user whose
+        // ACL refuses it only waits out the wait (a second at most).
+        let client_id: Option<i64> = redis::cmd("CLIENT")
             .arg("ID")
             .query_async(&mut conn)
-            .await?;
+            .await
+            .ok();
         Ok(QueueWaker {
             conn,
             client_id,
@@ -60,7 +62,7 @@ pub const WAKER_BLOCK: Duration = Duration::from_secs(1);
 /// follows takes the jobs; a lost token only delays a worker to its next idle poll.
 pub struct QueueWaker {
     conn: MultiplexedConnection,
-    client_id: i64,
+    client_id: Option<i64>,
     watch: Watch,
 }
 
@@ -83,8 +85,8 @@ impl Workers<'_> {
 }
 
 impl QueueWaker {
-    /// Its connection's id, for [`Workers::unblock`].
-    pub fn client_id(&self) -> i64 {
+    /// Its connection's id, for [`Workers::unblock`] (`None` when Redis would not say).
+    pub fn client_id(&self) -> Option<i64> {
         self.client_id
     }
 
