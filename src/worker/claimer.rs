@@ -65,9 +65,9 @@ pub(super) struct Claimer<'a> {
 
 /// How a claim is sent: at once, or behind a blocking wait on the worker's one queue for up to
 /// the given time (see [`Claimer::fused`]).
-enum Send<'w> {
+enum ClaimWhen<'w> {
     Now,
-    Behind(&'w mut Option<QueueWaker>, Duration),
+    AfterWait(&'w mut Option<QueueWaker>, Duration),
 }
 
 impl Claimer<'_> {
@@ -93,10 +93,10 @@ impl Claimer<'_> {
             };
             let want = 1 + self.slots.available_permits();
             let send = match self.fused_wait(dry) {
-                Some(block) => Send::Behind(&mut waker, block),
-                None => Send::Now,
+                Some(block) => ClaimWhen::AfterWait(&mut waker, block),
+                None => ClaimWhen::Now,
             };
-            let behind = matches!(send, Send::Behind(..));
+            let behind = matches!(send, ClaimWhen::AfterWait(..));
             let (took, claimed) = match self.claim(want, env, send, shutdown).await {
                 Ok(None) => {
                     drop(first);
@@ -206,14 +206,14 @@ impl Claimer<'_> {
         &self,
         want: usize,
         env: &JobEnv,
-        send: Send<'_>,
+        send: ClaimWhen<'_>,
         shutdown: &CancellationToken,
     ) -> Result<Option<(usize, Vec<ClaimedJob>)>, crate::jobs::JobError> {
         let seq = lock(self.running).begin_claim();
         let ttl = self.config.heartbeat_ttl;
         let claim = match send {
-            Send::Now => self.store.workers().claim(self.info, want, ttl, seq).await,
-            Send::Behind(waker, block) => {
+            ClaimWhen::Now => self.store.workers().claim(self.info, want, ttl, seq).await,
+            ClaimWhen::AfterWait(waker, block) => {
                 self.claim_behind_wait(waker, (want, ttl, seq), block, shutdown)
                     .await
             }

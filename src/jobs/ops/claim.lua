@@ -6,7 +6,8 @@
 -- Standalone Redis only: keys are derived from the prefix inside the script.
 -- ARGV[1] RQ prefix with colon   ARGV[2] worker name   ARGV[3] now (RQ timestamp), or '' for
 -- Redis's clock when the script runs (a claim sent ahead, behind a blocking wait: waker.rs)
--- ARGV[4] deadline (integer Unix seconds), or with ARGV[3] '' the seconds it is after the run   ARGV[5] max jobs   ARGV[6] execution id base (24 hex),
+-- ARGV[4] deadline (integer Unix seconds), or with ARGV[3] '' the seconds it is after the run
+-- ARGV[5] max jobs   ARGV[6] execution id base (24 hex),
 -- or '' for RQ 1.x's entry format: started-registry members are plain job ids (RQ 1.x cannot
 -- parse `<id>:<execution id>`) and the executions have no id ('')
 -- ARGV[7] the worker's inbox key   ARGV[8] state sequence number (see settle.lua; 0: no decision)
