@@ -124,24 +124,24 @@ impl Inflight {
         }
     }
 
-    /// When to look again whether the worker is idle: `None` when "idle" is decided already;
-    /// while something runs, a mark's interval from now.
-    pub(super) fn idle_mark_at(&self) -> Option<Instant> {
-        if self.last == Some(WorkerState::Idle) {
-            return None;
-        }
-        match self.empty_since {
-            Some(since) if self.executions.is_empty() => Some(since + IDLE_MARK_AFTER),
-            _ => Some(Instant::now() + IDLE_MARK_AFTER),
-        }
-    }
-
     /// When "idle" is due for a worker with nothing running that is not idle yet.
     pub(super) fn idle_due_at(&self) -> Option<Instant> {
         if self.last == Some(WorkerState::Idle) || !self.executions.is_empty() {
             return None;
         }
         self.empty_since.map(|since| since + IDLE_MARK_AFTER)
+    }
+
+    /// When to look again whether the worker is idle: when it is due, `None` when "idle" is
+    /// decided already, otherwise (something runs) a mark's interval from now.
+    pub(super) fn idle_mark_at(&self) -> Option<Instant> {
+        if self.last == Some(WorkerState::Idle) {
+            return None;
+        }
+        Some(
+            self.idle_due_at()
+                .unwrap_or_else(|| Instant::now() + IDLE_MARK_AFTER),
+        )
     }
 
     /// "Idle", numbered, if nothing has run for [`IDLE_MARK_AFTER`] and no claim is under way.
