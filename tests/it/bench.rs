@@ -50,6 +50,19 @@ fn every_scenario_runs_and_cleans_up_after_itself() {
                 assert_eq!(f["extra"]["tenant_b_measured"], 50, "{f}");
             }
         }
+        if scenario == "enqueue" {
+            // The last figure is the floor the others are read against: one bare PING per call.
+            let floor = figures.last().unwrap();
+            assert!(
+                floor["name"].as_str().unwrap().starts_with("PING"),
+                "{floor}"
+            );
+            // At least: the counters are the server's, and this binary's other tests share it.
+            assert!(
+                floor["redis_commands_per_job"].as_f64().unwrap() >= 1.0,
+                "{floor}"
+            );
+        }
         if scenario == "soak" {
             let samples = figures[0]["extra"]["samples"].as_array().unwrap();
             assert!(samples.len() >= 2, "{samples:?}");
