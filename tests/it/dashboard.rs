@@ -82,12 +82,21 @@ async fn get_as(c: &reqwest::Client, url: String, cookie: &str) -> reqwest::Resp
 /// A `diag.noop` job that failed for good (claimed and settled by hand): a worker that runs it
 /// after a requeue finishes it.
 async fn failed_job(store: &JobStore, id: &str) {
-    let job = NewJob::new("default", "diag.noop", kwargs(json!({"order": 42}))).with_options(
-        JobOptions {
-            job_id: Some(id.into()),
-            ..JobOptions::default()
-        },
-    );
+    failed_job_with(
+        store,
+        id,
+        json!({"order": 42}),
+        "Traceback (most recent call last):\nValueError: the order was on fire",
+    )
+    .await;
+}
+
+/// [`failed_job`] with these keyword arguments and this error.
+async fn failed_job_with(store: &JobStore, id: &str, args: Value, error: &str) {
+    let job = NewJob::new("default", "diag.noop", kwargs(args)).with_options(JobOptions {
+        job_id: Some(id.into()),
+        ..JobOptions::default()
+    });
     store.enqueue(job).await.unwrap();
     let w = registered_worker(store, "dashboard-test-worker", &["default"]).await;
     let claimed = store
@@ -108,8 +117,7 @@ async fn failed_job(store: &JobStore, id: &str) {
                 ended_at: now + 0.01,
                 waited: Some(0.02),
                 outcome: Outcome::Failed {
-                    error: "Traceback (most recent call last):\nValueError: the order was on fire"
-                        .into(),
+                    error: error.into(),
                     failure_ttl: -1,
                 },
             }],
@@ -124,6 +132,8 @@ async fn failed_job(store: &JobStore, id: &str) {
 /// sign-in form, data and actions answer 401. The sign-in form and the style sheet (no data)
 /// are served to anyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one list per kind of answer (redirect, 401, served to anyone), all against
+// the same process.
 async fn nothing_is_served_without_a_session() {
     let t = db();
     let p = api_process(&t, &[]);
@@ -135,7 +145,7 @@ async fn nothing_is_served_without_a_session() {
         "/dashboard/jobs/abc",
         "/dashboard/scheduler",
         "/dashboard/calls",
-        "/dashboard/assets/app.js",
+        &asset_path("app", "js", APP_JS),
     ] {
         let r = c.get(p.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
@@ -146,6 +156,7 @@ async fn nothing_is_served_without_a_session() {
         "/dashboard/api/workers",
         "/dashboard/api/failed",
         "/dashboard/api/jobs/abc",
+        "/dashboard/api/jobs/abc/download",
         "/dashboard/api/scheduler",
         "/dashboard/api/calls",
     ] {
@@ -169,10 +180,20 @@ async fn nothing_is_served_without_a_session() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    for path in ["/dashboard/login", "/dashboard/assets/app.css"] {
-        let r = c.get(p.url(path)).send().await.unwrap();
+    for (path, cache) in [
+        ("/dashboard/login".to_owned(), "no-store"),
+        (
+            asset_path("app", "css", APP_CSS),
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            asset_path("favicon", "svg", FAVICON),
+            "public, max-age=31536000, immutable",
+        ),
+    ] {
+        let r = c.get(p.url(&path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(r.headers()["cache-control"], cache, "{path}");
         assert!(
             r.headers()["content-security-policy"]
                 .to_str()
@@ -180,6 +201,134 @@ async fn nothing_is_served_without_a_session() {
                 .contains("frame-ancestors 'none'")
         );
     }
+}
+
+const APP_JS: &str = include_str!("../../src/http/dashboard/assets/app.js");
+const APP_CSS: &str = include_str!("../../src/http/dashboard/assets/app.css");
+const FAVICON: &str = include_str!("../../src/http/dashboard/assets/favicon.svg");
+
+/// Where the dashboard serves a static file: its name carries the first 5 bytes of its SHA-256.
+fn asset_path(stem: &str, ext: &str, body: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body.as_bytes());
+    let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("/dashboard/assets/{stem}.{hash}.{ext}")
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+/// Pages, assets and data go out gzipped to a client that accepts it; the assets live under
+/// names that follow their content and are kept for a year (the script only by the signed-in
+/// browser); the shells name exactly those files; the old fixed names are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_are_compressed_and_cached_by_their_content() {
+    let t = db();
+    let p = api_process(&t, &[]);
+    let c = http();
+    let (_, cookie) = sign_in(&c, &p, TEST_TOKEN).await;
+    let gz = |path: &str| {
+        c.get(p.url(path))
+            .header(COOKIE, &cookie)
+            .header("accept-encoding", "gzip")
+            .send()
+    };
+    let js = asset_path("app", "js", APP_JS);
+    let css = asset_path("app", "css", APP_CSS);
+    let icon = asset_path("favicon", "svg", FAVICON);
+    let page = gz("/dashboard").await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-encoding"], "gzip");
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = gunzip(&page.bytes().await.unwrap());
+    for path in [&js, &css, &icon] {
+        assert!(html.contains(&format!("\"{path}\"")), "{path} in {html}");
+    }
+    for (path, body, cache) in [
+        (&js, APP_JS, "private, max-age=31536000, immutable"),
+        (&css, APP_CSS, "public, max-age=31536000, immutable"),
+    ] {
+        let r = gz(path).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["cache-control"], cache, "{path}");
+        assert_eq!(r.headers()["content-encoding"], "gzip", "{path}");
+        let sent = r.bytes().await.unwrap();
+        assert!(sent.len() * 2 < body.len(), "{path}: {} bytes", sent.len());
+        assert_eq!(gunzip(&sent), body, "{path}");
+    }
+    let data = gz("/dashboard/api/overview").await.unwrap();
+    assert_eq!(data.headers()["content-encoding"], "gzip");
+    let overview: Value = serde_json::from_str(&gunzip(&data.bytes().await.unwrap())).unwrap();
+    assert!(overview["queues"].is_object(), "{overview}");
+    // Without Accept-Encoding the same bytes come plain.
+    let plain = get_as(&c, p.url(&css), &cookie).await;
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.text().await.unwrap(), APP_CSS);
+    for old in ["/dashboard/assets/app.js", "/dashboard/assets/app.css"] {
+        let r = get_as(&c, p.url(old), &cookie).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{old}");
+    }
+}
+
+/// A job's page cuts long values; its download holds them whole, as a file to save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_downloads_whole_where_its_page_cuts() {
+    let t = db();
+    let store = t.store();
+    let long = "x".repeat(5_000);
+    failed_job_with(
+        &store,
+        "dash-download-1",
+        json!({"note": long}),
+        "Traceback (most recent call last):\nValueError: too long",
+    )
+    .await;
+    let p = api_process(&t, &[]);
+    let c = http();
+    let (_, cookie) = sign_in(&c, &p, TEST_TOKEN).await;
+    let page: Value = get_as(&c, p.url("/dashboard/api/jobs/dash-download-1"), &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(page["kwargs"]["note"].as_str().unwrap().len() < 2_100);
+    let r = get_as(
+        &c,
+        p.url("/dashboard/api/jobs/dash-download-1/download"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"job-dash-download-1.json\""
+    );
+    let whole: Value = r.json().await.unwrap();
+    assert_eq!(whole["kwargs"]["note"], long.as_str());
+    assert_eq!(
+        whole["result"]["error"],
+        "Traceback (most recent call last):\nValueError: too long"
+    );
+    let r = get_as(
+        &c,
+        p.url("/dashboard/api/jobs/no-such-job/download"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = get_as(
+        &c,
+        p.url("/dashboard/api/jobs/not%20valid!/download"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
 /// With neither DASHBOARD_PASSWORD nor INTERNAL_API_TOKEN nobody can sign in: the form says
@@ -550,15 +699,26 @@ fn chromedriver() -> Option<Chromedriver> {
 }
 
 async fn browser(driver: &Chromedriver, width: u32, height: u32) -> fantoccini::Client {
+    browser_with(driver, width, height, &[]).await
+}
+
+/// [`browser`] with more Chromium switches.
+async fn browser_with(
+    driver: &Chromedriver,
+    width: u32,
+    height: u32,
+    extra: &[&str],
+) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     // No sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-    let args = [
+    let mut args = vec![
         "--headless=new".to_owned(),
         "--no-sandbox".to_owned(),
         "--disable-gpu".to_owned(),
         "--disable-dev-shm-usage".to_owned(),
         format!("--window-size={width},{height}"),
     ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     caps.insert(
         "goog:chromeOptions".into(),
         json!({"args": args, "binary": "/usr/bin/chromium"}),
@@ -619,6 +779,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     let t = db();
     let store = t.store();
     failed_job(&store, "dash-browser-1").await;
+    long_traceback_job(&store, "dash-browser-2").await;
     for i in 0..3 {
         store
             .enqueue(NewJob::new("low", "diag.noop", kwargs(json!({"n": i}))))
@@ -646,11 +807,31 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     every_page_draws(&b, &api).await;
     the_overview_fits_a_phone(&driver, &api).await;
     the_job_box_opens_the_job_and_its_timeline(&b, &api).await;
+    a_traceback_opens_at_its_end_and_unknown_ids_say_so(&b, &api).await;
     every_page_weighs_under_300_kb(&b, &api).await;
     signing_out_locks_the_pages(&b, &api).await;
     b.close().await.unwrap();
     worker.stop();
     scheduler.stop();
+}
+
+/// A failed job whose traceback has 150 frames, taller than its box on the page.
+async fn long_traceback_job(store: &JobStore, id: &str) {
+    let frames: String = (0..150)
+        .map(|i| {
+            format!(
+                "  File \"app.py\", line {i}, in step_{i}\n    step_{}()\n",
+                i + 1
+            )
+        })
+        .collect();
+    failed_job_with(
+        store,
+        id,
+        json!({"order": 43}),
+        &format!("Traceback (most recent call last):\n{frames}KeyError: 'the last line'"),
+    )
+    .await;
 }
 
 /// With a worker running, the job page left open shows the job finish by itself, and the job
@@ -783,9 +964,17 @@ async fn every_page_draws(b: &fantoccini::Client, api: &ProsaasProcess) {
     );
 }
 
-/// Phone width: the overview still reads (no horizontal overflow of the page itself).
+/// Phone width, in dark mode: the overview still reads (no horizontal overflow of the page itself)
+/// and takes the dark colours.
 async fn the_overview_fits_a_phone(driver: &Chromedriver, api: &ProsaasProcess) {
-    let phone = browser(driver, 390, 844).await;
+    // A phone set to dark mode, which the page follows.
+    let phone = browser_with(
+        driver,
+        390,
+        844,
+        &["--blink-settings=preferredColorScheme=0"],
+    )
+    .await;
     phone.goto(&api.url("/dashboard/login")).await.unwrap();
     sign_in_with_the_form(&phone).await;
     text_of(&phone, "#queues").await;
@@ -797,7 +986,16 @@ async fn the_overview_fits_a_phone(driver: &Chromedriver, api: &ProsaasProcess) 
         .await
         .unwrap();
     assert_eq!(overflow, json!(0), "the page is no wider than a phone");
-    screenshot(&phone, "overview-phone").await;
+    let background = phone
+        .execute(
+            "return [matchMedia('(prefers-color-scheme: dark)').matches,
+                     getComputedStyle(document.body).backgroundColor];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(background, json!([true, "rgb(20, 23, 27)"]), "dark mode");
+    screenshot(&phone, "overview-phone-dark").await;
     phone.close().await.unwrap();
 }
 
@@ -818,8 +1016,59 @@ async fn the_job_box_opens_the_job_and_its_timeline(b: &fantoccini::Client, api:
     assert!(failed < finished, "{timeline}");
 }
 
-/// What loading each page transfers (shell, style, script and its first data), measured by the
-/// browser itself right after the page first draws.
+/// A long traceback shows its last line without scrolling; an unknown id and a malformed one
+/// each get a "Not found" page that stops polling, not the overview or "Loading…" forever.
+async fn a_traceback_opens_at_its_end_and_unknown_ids_say_so(
+    b: &fantoccini::Client,
+    api: &ProsaasProcess,
+) {
+    b.goto(&api.url("/dashboard/jobs/dash-browser-2"))
+        .await
+        .unwrap();
+    text_of(b, "#result").await;
+    let (height, view, top) = {
+        let v = b
+            .execute(
+                "const r = document.getElementById('result');
+                 return [r.scrollHeight, r.clientHeight, r.scrollTop];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let n = |i: usize| v[i].as_f64().unwrap();
+        (n(0), n(1), n(2))
+    };
+    assert!(
+        height > view * 2.0,
+        "the traceback scrolls: {height} > {view}"
+    );
+    assert!(
+        top + view >= height - 2.0,
+        "at its end: {top} + {view} of {height}"
+    );
+    screenshot(b, "job-traceback").await;
+    for (path, says) in [
+        ("/dashboard/jobs/no-such-job", "no job no-such-job"),
+        ("/dashboard/jobs/not%20a%20valid%20id!", "not a job id"),
+    ] {
+        b.goto(&api.url(path)).await.unwrap();
+        let shown = text_of(b, "#not-found").await;
+        assert!(
+            shown.contains("Not found") && shown.contains(says),
+            "{path}: {shown}"
+        );
+        assert_eq!(b.title().await.unwrap(), "Not found · prosaas", "{path}");
+        assert!(
+            b.find(fantoccini::Locator::Id("queues")).await.is_err(),
+            "{path} drew the overview"
+        );
+    }
+}
+
+/// What each page costs, measured by the browser itself right after the page first draws: the
+/// bodies it needs (shell, style, script, first data; compressed as sent) within 300 KB, and
+/// what moving to it actually transferred, headers included, within 8 KB: the style and script
+/// come from the browser's cache under their content's names (earlier pages fetched them).
 async fn every_page_weighs_under_300_kb(b: &fantoccini::Client, api: &ProsaasProcess) {
     for (path, drawn) in [
         ("/dashboard", "#queues"),
@@ -831,19 +1080,27 @@ async fn every_page_weighs_under_300_kb(b: &fantoccini::Client, api: &ProsaasPro
     ] {
         b.goto(&api.url(path)).await.unwrap();
         text_of(b, drawn).await;
-        let bytes = b
+        let sizes = b
             .execute(
                 "const r = performance.getEntriesByType('resource')
                    .concat(performance.getEntriesByType('navigation'));
-                 return r.reduce((n, e) => n + (e.transferSize || e.encodedBodySize || 0), 0);",
+                 const assets = r.filter(e => /\\/dashboard\\/assets\\/app\\.[0-9a-f]+\\.(js|css)$/.test(e.name));
+                 return [r.reduce((n, e) => n + e.encodedBodySize, 0),
+                         r.reduce((n, e) => n + e.transferSize, 0),
+                         assets.length];",
                 vec![],
             )
             .await
-            .unwrap()
-            .as_f64()
             .unwrap();
-        eprintln!("page weight of {path}: {bytes} bytes");
-        assert!(bytes > 1000.0 && bytes < 300_000.0, "{path}: {bytes}");
+        let n = |i: usize| sizes[i].as_f64().unwrap();
+        let (bodies, transferred, assets) = (n(0), n(1), n(2));
+        eprintln!("page weight of {path}: {bodies} bytes of bodies, {transferred} transferred");
+        assert!(bodies > 1000.0 && bodies < 300_000.0, "{path}: {bodies}");
+        assert_eq!(assets, 2.0, "{path}: the style and the script");
+        assert!(
+            transferred > 0.0 && transferred < 8_000.0,
+            "{path}: {transferred}"
+        );
     }
 }
 

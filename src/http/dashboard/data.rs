@@ -2,7 +2,8 @@
 //! each page polls, read through the store's views.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/api/failed", get(failed))
         .route("/dashboard/api/failed/requeue-all", post(requeue_all))
         .route("/dashboard/api/jobs/{id}", get(job))
+        .route("/dashboard/api/jobs/{id}/download", get(download))
         .route("/dashboard/api/jobs/{id}/requeue", post(requeue))
         .route("/dashboard/api/jobs/{id}/delete", post(delete))
         .route("/dashboard/api/scheduler", get(scheduler))
@@ -113,7 +115,7 @@ struct FailedRow {
     job_type: String,
     tenant: Option<String>,
     attempts: u32,
-    /// The last line of its error.
+    /// Its error's first line ([`headline`]).
     error: String,
     ended_at: Option<String>,
     age_secs: Option<u64>,
@@ -178,12 +180,7 @@ fn failed_row(j: &JobDetail, now: chrono::DateTime<chrono::Utc>) -> FailedRow {
         job_type: j.info.job_type.clone(),
         tenant: j.info.tenant().map(str::to_owned),
         attempts: j.attempts,
-        error: error
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_owned(),
+        error: headline(error).to_owned(),
         ended_at: j.info.ended_at.clone(),
         age_secs: j
             .info
@@ -191,6 +188,22 @@ fn failed_row(j: &JobDetail, now: chrono::DateTime<chrono::Utc>) -> FailedRow {
             .as_deref()
             .and_then(|t| crate::jobs::age_secs(t, now)),
     }
+}
+
+/// The line that names an error: in a Python traceback, the first line of the last exception
+/// (after its frames, which are indented; a message may go on over more lines, as psycopg's
+/// "could not connect" does); otherwise the first line that is not blank.
+fn headline(error: &str) -> &str {
+    let lines: Vec<&str> = error.lines().collect();
+    let after_header = lines
+        .iter()
+        .rposition(|l| l.starts_with("Traceback (most recent call last)"))
+        .map_or(0, |i| i + 1);
+    lines[after_header..]
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.starts_with([' ', '\t']))
+        .or_else(|| lines.iter().find(|l| !l.trim().is_empty()))
+        .map_or("", |l| l.trim())
 }
 
 /// A job's page: the job in full with large values cut, its tenant and its recorded results.
@@ -228,6 +241,29 @@ async fn job(
         recorded: ctx.jobs.admin().recorded(&id).await?,
         detail,
     }))
+}
+
+/// The job in full, nothing cut (arguments, meta, result and traceback), as a JSON file to save.
+async fn download(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+    JsonPath(id): JsonPath<String>,
+) -> Result<Response, ApiError> {
+    crate::http::admin::check_id(&id)?;
+    let Some(detail) = ctx.jobs.admin().job_detail(&id).await? else {
+        return Err(ApiError::not_found(format!("no job {id}")));
+    };
+    let page = JobPage {
+        tenant: detail.info.tenant().map(str::to_owned),
+        recorded: ctx.jobs.admin().recorded(&id).await?,
+        detail,
+    };
+    let mut r = Json(page).into_response();
+    // The id was checked: letters, digits, '-' and '_' only.
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"job-{id}.json\"")) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
 }
 
 /// [`cut`] for an array held as a `Vec`.
@@ -435,5 +471,28 @@ mod tests {
         assert_eq!(v["list"].as_array().unwrap().len(), 101);
         assert_eq!(v["list"][100], "… (50 more items)");
         assert_eq!(tail("abcdef", 3), "… (3 characters before)\ndef");
+    }
+
+    #[test]
+    fn an_error_is_named_by_its_first_line() {
+        let psycopg = "Traceback (most recent call last):\n  File \"app.py\", line 3, in <module>\n    \
+                       connect()\npsycopg2.OperationalError: could not connect to server: \
+                       Connection refused\n\tIs the server running on host \"db\" and accepting\n\
+                       \tTCP/IP connections on port 5432?\n";
+        assert_eq!(
+            headline(psycopg),
+            "psycopg2.OperationalError: could not connect to server: Connection refused"
+        );
+        let chained = "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'x'\n\n\
+                       During handling of the above exception, another exception occurred:\n\n\
+                       Traceback (most recent call last):\n  File \"a.py\", line 2\n\
+                       ValueError: bad order\n";
+        assert_eq!(headline(chained), "ValueError: bad order");
+        assert_eq!(
+            headline("\nhandler failed: timeout\nCaused by: read"),
+            "handler failed: timeout"
+        );
+        assert_eq!(headline("   only indented\n"), "only indented");
+        assert_eq!(headline(""), "");
     }
 }

@@ -1,8 +1,9 @@
 //! The operator dashboard at `/dashboard`: sign-in, the pages (one embedded shell whose script
 //! draws the page its path names and refreshes it by polling), their JSON data and the actions
-//! (requeue, delete, requeue all, sign out). Everything but the sign-in form and the style sheet
-//! needs a session; every action is a POST with the session's CSRF token.
+//! (requeue, delete, requeue all, sign out). Everything but the sign-in form, the style sheet and
+//! the icon needs a session; every action is a POST with the session's CSRF token.
 
+mod assets;
 mod data;
 mod session;
 
@@ -19,14 +20,12 @@ use serde_json::json;
 use crate::context::AppContext;
 use session::{Action, LoginLimiter, NOT_CONFIGURED, OperatorSession};
 
-const LOGIN_HTML: &str = include_str!("assets/login.html");
-const APP_HTML: &str = include_str!("assets/app.html");
-const APP_CSS: &str = include_str!("assets/app.css");
-const APP_JS: &str = include_str!("assets/app.js");
+use assets::{ASSETS, Asset};
 /// The most bytes a sign-in form may have: it is read before anyone is signed in.
 const LOGIN_BODY_MAX: usize = 4096;
 
 pub(super) fn routes() -> Router<AppContext> {
+    let a = &*ASSETS;
     Router::new()
         .route("/dashboard", get(page))
         .route("/dashboard/workers", get(page))
@@ -36,18 +35,26 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/calls", get(page))
         .route("/dashboard/login", get(login_form).post(login))
         .route("/dashboard/logout", post(logout))
-        .route("/dashboard/assets/app.css", get(css))
-        .route("/dashboard/assets/app.js", get(js))
+        .route(&a.css.path, get(|| async { serve(&ASSETS.css) }))
+        .route(&a.icon.path, get(|| async { serve(&ASSETS.icon) }))
+        .route(&a.js.path, get(js))
         .merge(data::routes())
         .layer(Extension(Arc::new(LoginLimiter::default())))
         .layer(axum::middleware::map_response(guard_headers))
+        // gzip for pages, assets and data alike. No answer mixes a secret with what a stranger
+        // could make it reflect (BREACH): the shell's only secret is the CSRF token beside fixed
+        // text, and the data answers carry no token.
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
-/// Every dashboard answer: not cached, not framed, no inline script, nothing sent elsewhere.
+/// Every dashboard answer: not framed, no inline script, nothing sent elsewhere, and not cached
+/// unless it says otherwise (only the content-hashed assets do).
 async fn guard_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     for (name, value) in [
-        (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
@@ -73,19 +80,25 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// The page shell, with this session's CSRF token for the script's actions.
 async fn page(session: OperatorSession) -> Response {
-    html(StatusCode::OK, APP_HTML.replace("{{csrf}}", &session.csrf))
+    html(
+        StatusCode::OK,
+        ASSETS.app_html.replace("{{csrf}}", &session.csrf),
+    )
 }
 
-async fn css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
+fn serve(asset: &'static Asset) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::CACHE_CONTROL, asset.cache_control),
+        ],
+        asset.body,
+    )
+        .into_response()
 }
 
 async fn js(_session: OperatorSession) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        APP_JS,
-    )
-        .into_response()
+    serve(&ASSETS.js)
 }
 
 /// The sign-in form with `message` (escaped: it never carries input, but stays safe if it did).
@@ -99,7 +112,7 @@ fn login_page(status: StatusCode, message: &str) -> Response {
     } else {
         format!("<p class=\"error\" role=\"alert\">{escaped}</p>")
     };
-    html(status, LOGIN_HTML.replace("{{message}}", &shown))
+    html(status, ASSETS.login_html.replace("{{message}}", &shown))
 }
 
 async fn login_form(State(ctx): State<AppContext>) -> Response {

@@ -5,6 +5,7 @@
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const main = document.getElementById('main');
 const REFRESH_MS = 5000;
+const ALERTS_SHOWN = 5;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -38,7 +39,7 @@ async function api(path) {
   const r = await fetch(path, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
   if (r.status === 401) { location.href = '/dashboard/login'; throw new Error('signed out'); }
   const body = await r.json().catch(() => ({}));
-  if (!r.ok && !body.status) throw new Error(body.detail || ('HTTP ' + r.status));
+  if (!r.ok && !body.status) throw Object.assign(new Error(body.detail || ('HTTP ' + r.status)), { status: r.status });
   return body;
 }
 
@@ -133,7 +134,11 @@ const pages = {
     const out = [el('h1', {}, 'Overview'),
       el('p', {}, 'Status: ', el('span', { class: 'status ' + status, id: 'health-status' }, status.toUpperCase()))];
     if (d.error) out.push(el('p', { class: 'error' }, 'Redis: ' + d.error));
-    if (d.reasons && d.reasons.length) out.push(el('ul', { id: 'health-reasons' }, d.reasons.map(r => el('li', {}, r))));
+    const reasons = d.reasons || [];
+    const list = () => el('ul', { id: 'health-reasons' }, reasons.map(r => el('li', {}, r)));
+    // Many alerts (one per queue when 200 back up) fold into a count, so the queues stay in view.
+    if (reasons.length > ALERTS_SHOWN) out.push(el('details', { id: 'alerts' }, el('summary', {}, `${reasons.length} alerts`), list()));
+    else if (reasons.length) out.push(list());
     else if (!d.error) out.push(el('p', { class: 'muted' }, 'No alert is raised.'));
     const queues = Object.entries(d.queues || {});
     out.push(el('h2', {}, 'Queues'), table(
@@ -141,7 +146,7 @@ const pages = {
         { text: 'Scheduled', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } },
         { text: 'Finished', attrs: { class: 'num' } }, { text: 'Oldest wait', attrs: { class: 'num' } },
         { text: 'Workers', attrs: { class: 'num hide-narrow' } }],
-      queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row' }, name),
+      queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row', class: 'name', title: name, tabindex: 0 }, name),
         ['queued', 'started', 'scheduled', 'failed', 'finished'].map(k => num(q[k], { 'data-count': k })),
         num(age(q.oldest_queued_secs)),
         num(q.workers, { class: 'num hide-narrow' }))),
@@ -242,11 +247,15 @@ const pages = {
     linked('Dependents', 'dependents', j.dependents, (j.dependents_total || 0) - (j.dependents || []).length);
     out.push(el('h2', {}, 'Timeline'), el('ol', { id: 'timeline' }, timeline(j).map(([t, what]) =>
       el('li', {}, `${new Date(t).toISOString()} ${what}`))));
-    out.push(el('h2', {}, 'Arguments'), el('pre', {}, pretty({ args: j.args, kwargs: j.kwargs })));
-    if (j.last_error) out.push(el('h2', {}, 'Last retried error'), el('pre', {}, j.last_error));
+    out.push(el('h2', {}, 'Arguments'), el('pre', {}, pretty({ args: j.args, kwargs: j.kwargs })),
+      el('p', {}, el('a', { href: `/dashboard/api/jobs/${encodeURIComponent(j.id)}/download`, download: `job-${j.id}.json`, id: 'download' },
+        'Download the arguments, meta and result in full (JSON)')));
+    // A traceback opens at its end, where the error is.
+    if (j.last_error) out.push(el('h2', {}, 'Last retried error'), el('pre', { id: 'last-error', 'data-end': true }, j.last_error));
     if (j.result) {
-      out.push(el('h2', {}, j.result.type === 'failed' ? 'Traceback' : 'Result'),
-        el('pre', { id: 'result' }, j.result.type === 'failed' ? j.result.error : pretty(j.result.return_value ?? j.result)));
+      const failed = j.result.type === 'failed';
+      out.push(el('h2', {}, failed ? 'Traceback' : 'Result'),
+        el('pre', { id: 'result', 'data-end': failed }, failed ? j.result.error : pretty(j.result.return_value ?? j.result)));
     }
     out.push(el('h2', {}, 'Meta'), el('pre', {}, pretty(j.meta)));
     return out;
@@ -319,30 +328,73 @@ async function jobAction(id, what) {
 
 function route() {
   const path = location.pathname.replace(/\/+$/, '');
-  const job = path.match(/^\/dashboard\/jobs\/([A-Za-z0-9_-]+)$/);
-  if (job) return ['job', job[1]];
+  if (path.startsWith('/dashboard/jobs/')) {
+    const job = path.match(/^\/dashboard\/jobs\/([A-Za-z0-9_-]{1,128})$/);
+    return job ? ['job', job[1]] : ['invalid', 'That is not a job id: ids are 1 to 128 letters, digits, "-" and "_".'];
+  }
   const name = path.split('/')[2] || 'overview';
   return [pages[name] ? name : 'overview'];
 }
 
+// A page whose subject does not exist says so, once: polling it again would only repeat that.
+function notFound(text) {
+  stopped = true;
+  document.title = 'Not found · prosaas';
+  document.getElementById('updated').textContent = '';
+  return [el('div', { class: 'notfound', id: 'not-found', role: 'alert' }, el('h1', {}, 'Not found'), el('p', {}, text),
+    el('p', {}, el('a', { href: '/dashboard' }, 'Back to the overview')))];
+}
+pages.invalid = async text => notFound(text);
+
+// Where each scrolled box of the page was (sideways tables, tracebacks), by its place on the
+// page, so a redraw puts them back.
+function scrolls() {
+  return [...main.querySelectorAll('.scroll, pre')].map(e => [e.scrollLeft, e.scrollTop]);
+}
+// Which folded sections the operator opened, by id, so a redraw keeps them open.
+function opened() {
+  return new Set([...main.querySelectorAll('details[id][open]')].map(d => d.id));
+}
+function reopen(ids) {
+  ids.forEach(id => { const d = document.getElementById(id); if (d) d.open = true; });
+}
+function restore(saved, fresh) {
+  main.querySelectorAll('.scroll, pre').forEach((e, i) => {
+    if (e.hasAttribute('data-end') && (fresh || !saved[i])) { e.scrollTop = e.scrollHeight; return; }
+    if (fresh || !saved[i]) return;
+    [e.scrollLeft, e.scrollTop] = saved[i];
+  });
+}
+
 let busy = false;
+let stopped = false;
+let drawn = false;
 async function refresh() {
-  if (busy) return;
+  if (busy || stopped) return;
   busy = true;
   const [name, arg] = route();
   try {
-    const content = await pages[name](arg);
-    const keep = window.scrollY;
+    let content;
+    try { content = await pages[name](arg); } catch (e) {
+      if (e.status !== 404) throw e;
+      content = notFound(e.message);
+    }
+    const keep = [window.scrollX, window.scrollY];
+    const saved = scrolls();
+    const open = opened();
     main.replaceChildren(...(toast ? [el('p', { class: 'toast', role: 'status', id: 'toast' }, toast)] : []), ...content.flat().filter(Boolean));
-    window.scrollTo(0, keep);
-    document.getElementById('updated').textContent = 'Updated ' + new Date().toLocaleTimeString();
+    reopen(open);
+    window.scrollTo(...keep);
+    restore(saved, !drawn);
+    drawn = true;
+    if (!stopped) document.getElementById('updated').textContent = 'Updated ' + new Date().toLocaleTimeString();
   } catch (e) {
     document.getElementById('updated').textContent = 'Update failed: ' + e.message;
   } finally { busy = false; }
 }
 
 const TITLES = { overview: 'Overview', workers: 'Workers', failed: 'Failed jobs', job: 'Job',
-  scheduler: 'Scheduler', calls: 'Calls & tenants' };
+  scheduler: 'Scheduler', calls: 'Calls & tenants', invalid: 'Not found' };
 document.title = `${TITLES[route()[0]]} · prosaas`;
 document.getElementById('find').addEventListener('submit', e => {
   e.preventDefault();
