@@ -255,13 +255,6 @@ impl Keys {
     }
 
     /// Canceled registry (RQ never prunes it; prune.lua drops entries whose job is gone).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "built in Lua only (keys.lua); named here for the test"
-        )
-    )]
     pub(crate) fn canceled(&self, queue: &str) -> String {
         format!("{}canceled:{queue}", self.rq)
     }

@@ -25,6 +25,7 @@ mod fleet;
 mod job;
 mod keys;
 mod leader_lock;
+mod listing;
 mod ops;
 mod prune;
 mod queue;
@@ -60,6 +61,7 @@ pub use job::{
     rq_timestamp,
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};
+pub use listing::{ListedJob, ListedPage, ListedState};
 pub use ops::{
     Callback, Callbacks, Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome,
     QueueWaker, RateBucket, Recovered, Repeat, Settled, Settlement, Tally, WAKER_BLOCK, Webhook,

@@ -331,6 +331,135 @@ async fn a_job_downloads_whole_where_its_page_cuts() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Each state of a queue lists a page at a time in the order an operator reads it (next to run
+/// first while waiting, newest first once ended), with its total, entries whose hash is gone,
+/// and the states' registries read as RQ writes them; bad requests are a JSON 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one fixture (a queue with jobs in several states) read in every way a page can.
+async fn every_state_lists_a_page_at_a_time() {
+    let t = db();
+    let store = t.store();
+    failed_job_with(
+        &store,
+        "list-failed-1",
+        json!({}),
+        "Traceback (most recent call last):\nKeyError: 'a'",
+    )
+    .await;
+    failed_job_with(
+        &store,
+        "list-failed-2",
+        json!({}),
+        "Traceback (most recent call last):\n  File \"x.py\"\nValueError: b\n\tmore",
+    )
+    .await;
+    for i in 0..30 {
+        let job =
+            NewJob::new("default", "diag.noop", kwargs(json!({"i": i}))).with_options(JobOptions {
+                job_id: Some(format!("list-q-{i:02}")),
+                ..JobOptions::default()
+            });
+        store.enqueue(job).await.unwrap();
+    }
+    // As Python's enqueue_at leaves it: the hash, and the id in the scheduled registry.
+    let mut conn = t.connection();
+    let due = store.unix_now() + 3600.0;
+    let _: () = conn.lrem("rq:queue:default", 0, "list-q-29").unwrap();
+    let _: () = conn.zadd("rq:scheduled:default", "list-q-29", due).unwrap();
+    let _: () = conn
+        .hset("rq:job:list-q-29", "status", "scheduled")
+        .unwrap();
+    // A list may name a job whose hash expired.
+    let _: () = conn.rpush("rq:queue:default", "ghost-1").unwrap();
+    let p = api_process(&t, &[]);
+    let c = http();
+    let (_, cookie) = sign_in(&c, &p, TEST_TOKEN).await;
+    let get = |path: String| {
+        let (c, cookie) = (c.clone(), cookie.clone());
+        let url = p.url(&path);
+        async move {
+            let r = get_as(&c, url, &cookie).await;
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, first) = get("/dashboard/api/queues/default/queued".into()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        (first["total"].as_u64(), first["page_size"].as_u64()),
+        (Some(30), Some(25))
+    );
+    assert_eq!(ids(&first)[..2], ["list-q-00", "list-q-01"]);
+    assert_eq!(ids(&first).len(), 25);
+    let (_, second) = get("/dashboard/api/queues/default/queued?cursor=25".into()).await;
+    assert_eq!(
+        ids(&second),
+        [
+            "list-q-25",
+            "list-q-26",
+            "list-q-27",
+            "list-q-28",
+            "ghost-1"
+        ]
+    );
+    assert_eq!(second["jobs"][4]["gone"], true);
+    assert_eq!(second["jobs"][0]["job_type"], "diag.noop");
+    let (_, failed) = get("/dashboard/api/queues/default/failed".into()).await;
+    assert_eq!(
+        ids(&failed),
+        ["list-failed-2", "list-failed-1"],
+        "newest first"
+    );
+    assert_eq!(failed["jobs"][0]["error"], "ValueError: b");
+    assert_eq!(failed["newest_first"], true);
+    let (_, scheduled) = get("/dashboard/api/queues/default/scheduled".into()).await;
+    assert_eq!(ids(&scheduled), ["list-q-29"]);
+    assert!((scheduled["jobs"][0]["score"].as_f64().unwrap() - due).abs() < 1.0);
+    for state in ["started", "deferred", "finished", "canceled"] {
+        let (status, page) = get(format!("/dashboard/api/queues/default/{state}")).await;
+        assert_eq!(
+            (status, page["total"].as_u64()),
+            (StatusCode::OK, Some(0)),
+            "{state}"
+        );
+    }
+    // A name Python RQ may give a queue reads (empty here); a control character does not.
+    let (status, page) = get("/dashboard/api/queues/emails%3Ahigh%20priority/queued".into()).await;
+    assert_eq!(
+        (status, page["total"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "{page}"
+    );
+    for (path, says) in [
+        (
+            "/dashboard/api/queues/default/bogus",
+            "state is one of queued, scheduled",
+        ),
+        (
+            "/dashboard/api/queues/bad%0Aname/queued",
+            "without control characters",
+        ),
+        (
+            "/dashboard/api/queues/default/failed?tenant=acme",
+            "queued jobs only",
+        ),
+    ] {
+        let (status, body) = get(path.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+}
+
 /// With neither DASHBOARD_PASSWORD nor INTERNAL_API_TOKEN nobody can sign in: the form says
 /// why (503), pages lead to it, data answers 503 naming the variables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,6 +930,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     screenshot(&b, "login").await;
     sign_in_with_the_form(&b).await;
     the_overview_shows_what_health_says(&b, &api).await;
+    a_count_opens_its_list(&b).await;
     requeue_from_the_failed_list(&b, &api).await;
     let mut worker = ProsaasProcess::start("worker", &[("REDIS_URL", &t.url())]);
     the_open_job_page_shows_it_finish(&b, &api).await;
@@ -894,6 +1024,24 @@ async fn the_overview_shows_what_health_says(b: &fantoccini::Client, api: &Prosa
     }
     assert_eq!(health["queues"]["low"]["queued"], 3);
     screenshot(b, "overview").await;
+}
+
+/// A count on the overview opens that state's list of that queue (before any worker runs: the
+/// three jobs queued on `low`).
+async fn a_count_opens_its_list(b: &fantoccini::Client) {
+    b.find(fantoccini::Locator::Css(
+        "tr[data-queue=\"low\"] td[data-count=\"queued\"] a",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let rows = text_of(b, "#jobs").await;
+    assert_eq!(b.title().await.unwrap(), "Jobs · prosaas");
+    assert_eq!(rows.matches("diag.noop").count(), 3, "{rows}");
+    assert!(text_of(b, "main").await.contains("1–3 of 3 queued"));
+    screenshot(b, "list").await;
 }
 
 /// The failed list names the error; the job's page requeues it.

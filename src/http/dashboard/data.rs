@@ -16,12 +16,16 @@ use crate::http::admin::{DeletedJob, Requeued};
 use crate::http::extract::{JsonPath, JsonQuery};
 use crate::http::health::Health;
 use crate::jobs::{
-    JobDetail, JobResult, Minute, Recorded, SchedulerHealth, TenantStats, WorkerRow,
-    is_valid_queue_name,
+    JobDetail, JobResult, ListedState, Minute, Recorded, SchedulerHealth, TenantStats, WorkerRow,
+    is_valid_queue_name, is_valid_tenant,
 };
 
 /// Failed jobs per page.
 const FAILED_PAGE: usize = 25;
+/// Jobs per page of a state's list.
+const LIST_PAGE: usize = 25;
+/// The longest queue name a read accepts.
+const MAX_READ_QUEUE_NAME: usize = 512;
 /// Strings longer than this are cut in a job's arguments, meta and result.
 const MAX_SHOWN_CHARS: usize = 2_000;
 /// Arrays and objects longer than this are cut likewise.
@@ -34,6 +38,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/api/overview", get(overview))
         .route("/dashboard/api/workers", get(workers))
         .route("/dashboard/api/failed", get(failed))
+        .route("/dashboard/api/queues/{queue}/{state}", get(listing))
         .route("/dashboard/api/failed/requeue-all", post(requeue_all))
         .route("/dashboard/api/jobs/{id}", get(job))
         .route("/dashboard/api/jobs/{id}/download", get(download))
@@ -121,6 +126,143 @@ struct FailedRow {
     age_secs: Option<u64>,
 }
 
+/// A queue name good enough to read by: whatever Python RQ may have named a queue (prosaas's own
+/// names are stricter, [`is_valid_queue_name`], for what it writes), bounded and printable. A
+/// key built from it is only ever read.
+fn is_readable_queue_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_READ_QUEUE_NAME && !name.chars().any(char::is_control)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    cursor: Option<usize>,
+    /// A tenant's lane of a fair queue (queued only).
+    tenant: Option<String>,
+}
+
+/// A page of one state's list.
+#[derive(Serialize)]
+struct ListPage {
+    queue: String,
+    state: ListedState,
+    tenant: Option<String>,
+    /// Entries in all (they may have moved on since).
+    total: u64,
+    cursor: usize,
+    page_size: usize,
+    newest_first: bool,
+    jobs: Vec<ListRow>,
+}
+
+/// A job as a list row shows it.
+#[derive(Serialize)]
+struct ListRow {
+    id: String,
+    /// Its hash is gone (deleted or expired) though the list still names it.
+    gone: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f64>,
+    status: Option<String>,
+    job_type: Option<String>,
+    tenant: Option<String>,
+    enqueued_at: Option<String>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    worker_name: Option<String>,
+    attempts: u32,
+    deferred_reason: Option<String>,
+    /// Its error's first line ([`headline`]), for a failed job or one being retried.
+    error: Option<String>,
+}
+
+fn list_row(id: String, score: Option<f64>, job: Option<JobDetail>) -> ListRow {
+    let Some(j) = job else {
+        return ListRow {
+            id,
+            gone: true,
+            score,
+            status: None,
+            job_type: None,
+            tenant: None,
+            enqueued_at: None,
+            started_at: None,
+            ended_at: None,
+            worker_name: None,
+            attempts: 0,
+            deferred_reason: None,
+            error: None,
+        };
+    };
+    let error = match &j.result {
+        Some(JobResult::Failed { error }) if j.info.status == "failed" => Some(error.as_str()),
+        _ => j.last_error.as_deref(),
+    };
+    ListRow {
+        gone: false,
+        score,
+        error: error.map(|e| headline(e).to_owned()),
+        tenant: j.info.tenant().map(str::to_owned),
+        id,
+        status: Some(j.info.status),
+        job_type: Some(j.info.job_type),
+        enqueued_at: j.info.enqueued_at,
+        started_at: j.info.started_at,
+        ended_at: j.info.ended_at,
+        worker_name: j.info.worker_name,
+        attempts: j.attempts,
+        deferred_reason: j.deferred_reason,
+    }
+}
+
+/// One page of a queue's jobs in one state: O(page) Redis work however long the list.
+async fn listing(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+    JsonPath((queue, state)): JsonPath<(String, String)>,
+    JsonQuery(q): JsonQuery<ListQuery>,
+) -> Result<Json<ListPage>, ApiError> {
+    if !is_readable_queue_name(&queue) {
+        return Err(ApiError::invalid(format!(
+            "a queue name is 1-{MAX_READ_QUEUE_NAME} bytes without control characters"
+        )));
+    }
+    let Some(state) = ListedState::parse(&state) else {
+        let names: Vec<&str> = ListedState::ALL.iter().map(|s| s.name()).collect();
+        return Err(ApiError::invalid(format!(
+            "state is one of {}",
+            names.join(", ")
+        )));
+    };
+    let tenant = q.tenant.filter(|t| !t.is_empty());
+    if let Some(t) = &tenant
+        && (state != ListedState::Queued || !is_valid_tenant(t))
+    {
+        return Err(ApiError::invalid(
+            "tenant names a valid tenant's lane, for queued jobs only",
+        ));
+    }
+    let cursor = q.cursor.unwrap_or(0);
+    let page = ctx
+        .jobs
+        .admin()
+        .list_jobs(&queue, state, tenant.as_deref(), cursor, LIST_PAGE)
+        .await?;
+    Ok(Json(ListPage {
+        queue,
+        state,
+        tenant,
+        total: page.total,
+        cursor: page.offset,
+        page_size: LIST_PAGE,
+        newest_first: state.newest_first(),
+        jobs: page
+            .jobs
+            .into_iter()
+            .map(|l| list_row(l.id, l.score, l.job))
+            .collect(),
+    }))
+}
+
 /// One page of a queue's failed jobs (oldest failure first), with the queues to choose from.
 async fn failed(
     State(ctx): State<AppContext>,
@@ -133,7 +275,7 @@ async fn failed(
         .queue_stats(&ctx.settings.worker.queues)
         .await?;
     let queue = match q.queue {
-        Some(queue) if is_valid_queue_name(&queue) => queue,
+        Some(queue) if is_readable_queue_name(&queue) => queue,
         Some(_) => return Err(ApiError::invalid("queue is not a valid queue name")),
         // The first queue with failures, else the first configured one.
         None => stats

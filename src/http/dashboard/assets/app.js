@@ -59,6 +59,14 @@ function table(headers, rows, attrs) {
     el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: headers.length, class: 'muted' }, 'None.')))));
 }
 
+const STATES = ['queued', 'scheduled', 'started', 'deferred', 'finished', 'failed', 'canceled'];
+const listLink = (queue, state, params) => `/dashboard/queues/${encodeURIComponent(queue)}/${state}` +
+  (params && Object.keys(params).length ? '?' + new URLSearchParams(params) : '');
+const jobLink = id => el('a', { href: '/dashboard/jobs/' + encodeURIComponent(id) }, id);
+// A count that opens its list.
+const countLink = (queue, state, v) => el('td', { class: 'num', 'data-count': state },
+  v === undefined || v === null ? '–' : el('a', { href: listLink(queue, state), 'aria-label': `${v} ${state} on ${queue}` }, String(v)));
+const since = t => (t ? age((Date.now() - Date.parse(t)) / 1000) + ' ago' : '–');
 const num = (v, attrs) => el('td', Object.assign({ class: 'num' }, attrs || {}), v === undefined || v === null ? '–' : String(v));
 
 // A line chart of several series over the minutes; series differ by dash as well as colour.
@@ -147,7 +155,7 @@ const pages = {
         { text: 'Finished', attrs: { class: 'num' } }, { text: 'Oldest wait', attrs: { class: 'num' } },
         { text: 'Workers', attrs: { class: 'num hide-narrow' } }],
       queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row', class: 'name', title: name, tabindex: 0 }, name),
-        ['queued', 'started', 'scheduled', 'failed', 'finished'].map(k => num(q[k], { 'data-count': k })),
+        ['queued', 'started', 'scheduled', 'failed', 'finished'].map(k => countLink(name, k, q[k])),
         num(age(q.oldest_queued_secs)),
         num(q.workers, { class: 'num hide-narrow' }))),
       { id: 'queues' }));
@@ -261,6 +269,49 @@ const pages = {
     return out;
   },
 
+  // One state's list of a queue, a page at a time, in the order an operator reads it.
+  async list([queue, state]) {
+    const params = new URLSearchParams(location.search);
+    const q = {};
+    if (params.get('cursor')) q.cursor = params.get('cursor');
+    if (params.get('tenant')) q.tenant = params.get('tenant');
+    const d = await api(`/dashboard/api/queues/${encodeURIComponent(queue)}/${state}?` + new URLSearchParams(q));
+    const out = [el('h1', { class: 'name', title: queue }, `Queue ${queue}`),
+      el('nav', { class: 'actions tabs', 'aria-label': 'States' }, STATES.map(s =>
+        el('a', { href: listLink(queue, s), 'aria-current': s === state ? 'page' : null }, s)))];
+    if (state === 'queued') {
+      out.push(el('form', { class: 'actions', id: 'lane', method: 'get' },
+        el('label', { for: 'tenant' }, 'Tenant lane (fair queues)'),
+        el('input', { id: 'tenant', name: 'tenant', value: d.tenant || '', size: 14, placeholder: 'all: the queue itself' }),
+        el('button', { type: 'submit' }, 'Show')));
+    }
+    const last = Math.max(0, Math.floor((d.total - 1) / d.page_size) * d.page_size);
+    const at = cursor => listLink(queue, state, Object.assign(d.tenant ? { tenant: d.tenant } : {}, cursor ? { cursor } : {}));
+    const first = d.jobs.length ? d.cursor + 1 : 0;
+    const order = d.newest_first ? 'newest first' : (state === 'queued' ? 'next to run first' : 'soonest first');
+    const pager = () => el('nav', { class: 'actions pager', 'aria-label': 'Pages' },
+      el('span', {}, `${first}–${d.cursor + d.jobs.length} of ${d.total} ${state}${d.tenant ? ' in lane ' + d.tenant : ''}, ${order}`),
+      d.cursor > 0 ? [el('a', { href: at(0) }, '« First'), el('a', { href: at(Math.max(0, d.cursor - d.page_size)) }, '‹ Previous')] : null,
+      d.cursor + d.page_size < d.total ? [el('a', { href: at(d.cursor + d.page_size) }, 'Next ›'), el('a', { href: at(last) }, 'Last »')] : null);
+    const when = j => {
+      if (state === 'scheduled') return j.score ? 'due ' + new Date(j.score * 1000).toLocaleString() : 'due –';
+      if (state === 'started') return 'running for ' + since(j.started_at).replace(' ago', '') + (j.worker_name ? ' on ' + j.worker_name : '');
+      if (state === 'queued') return 'waiting ' + since(j.enqueued_at).replace(' ago', '');
+      if (state === 'deferred') return j.deferred_reason || 'waits for its dependencies';
+      return 'ended ' + since(j.ended_at);
+    };
+    out.push(pager(), table(['Job', 'Type', 'Tenant', 'When', 'Status', { text: 'Attempts', attrs: { class: 'num hide-narrow' } }],
+      d.jobs.map(j => el('tr', { 'data-job': j.id },
+        el('td', { class: 'id' }, jobLink(j.id), j.error ? el('div', { class: 'error' }, j.error) : null),
+        el('td', {}, j.gone ? el('span', { class: 'muted' }, 'gone (deleted or expired)') : j.job_type),
+        el('td', {}, j.tenant || '–'),
+        el('td', {}, j.gone ? '–' : when(j)),
+        el('td', {}, j.status || '–'),
+        num(j.gone ? null : j.attempts, { class: 'num hide-narrow' }))),
+      { id: 'jobs' }), pager());
+    return out;
+  },
+
   async scheduler() {
     const d = await api('/dashboard/api/scheduler');
     const s = d.scheduler;
@@ -328,6 +379,11 @@ async function jobAction(id, what) {
 
 function route() {
   const path = location.pathname.replace(/\/+$/, '');
+  const list = path.match(/^\/dashboard\/queues\/([^/]+)\/([a-z]+)$/);
+  if (list) {
+    return STATES.includes(list[2]) ? ['list', [decodeURIComponent(list[1]), list[2]]]
+      : ['invalid', `There is no list of ${list[2]} jobs: the states are ${STATES.join(', ')}.`];
+  }
   if (path.startsWith('/dashboard/jobs/')) {
     const job = path.match(/^\/dashboard\/jobs\/([A-Za-z0-9_-]{1,128})$/);
     return job ? ['job', job[1]] : ['invalid', 'That is not a job id: ids are 1 to 128 letters, digits, "-" and "_".'];
@@ -394,7 +450,7 @@ async function refresh() {
 }
 
 const TITLES = { overview: 'Overview', workers: 'Workers', failed: 'Failed jobs', job: 'Job',
-  scheduler: 'Scheduler', calls: 'Calls & tenants', invalid: 'Not found' };
+  scheduler: 'Scheduler', calls: 'Calls & tenants', invalid: 'Not found', list: 'Jobs' };
 document.title = `${TITLES[route()[0]]} · prosaas`;
 document.getElementById('find').addEventListener('submit', e => {
   e.preventDefault();
