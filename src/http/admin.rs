@@ -65,14 +65,13 @@ async fn pause(
     _auth: Bearer,
     JsonPath(queue): JsonPath<String>,
 ) -> Result<Json<PauseAnswer>, ApiError> {
-    check_queue(&queue)?;
-    let changed = ctx.jobs.admin().pause_queue(&queue).await?;
-    tracing::warn!(queue, changed, "queue paused through the admin API");
-    Ok(Json(PauseAnswer {
-        queue,
-        paused: true,
-        changed,
-    }))
+    let answer = set_paused(&ctx, queue, true).await?;
+    tracing::warn!(
+        queue = answer.queue,
+        changed = answer.changed,
+        "queue paused through the admin API"
+    );
+    Ok(answer)
 }
 
 #[utoipa::path(post, path = "/api/queues/{queue}/unpause", tag = "admin",
@@ -90,12 +89,31 @@ async fn unpause(
     _auth: Bearer,
     JsonPath(queue): JsonPath<String>,
 ) -> Result<Json<PauseAnswer>, ApiError> {
+    let answer = set_paused(&ctx, queue, false).await?;
+    tracing::info!(
+        queue = answer.queue,
+        changed = answer.changed,
+        "queue unpaused through the admin API"
+    );
+    Ok(answer)
+}
+
+/// Pauses or unpauses a queue (the admin API's and the dashboard's action).
+pub(super) async fn set_paused(
+    ctx: &AppContext,
+    queue: String,
+    paused: bool,
+) -> Result<Json<PauseAnswer>, ApiError> {
     check_queue(&queue)?;
-    let changed = ctx.jobs.admin().unpause_queue(&queue).await?;
-    tracing::info!(queue, changed, "queue unpaused through the admin API");
+    let admin = ctx.jobs.admin();
+    let changed = if paused {
+        admin.pause_queue(&queue).await?
+    } else {
+        admin.unpause_queue(&queue).await?
+    };
     Ok(Json(PauseAnswer {
         queue,
-        paused: false,
+        paused,
         changed,
     }))
 }
@@ -304,6 +322,14 @@ async fn cancel(
     _auth: Bearer,
     JsonPath(id): JsonPath<String>,
 ) -> Result<Json<CancelAnswer>, ApiError> {
+    cancel_one(&ctx, id).await
+}
+
+/// Cancels a job that has not started (the admin API's and the dashboard's action).
+pub(super) async fn cancel_one(
+    ctx: &AppContext,
+    id: String,
+) -> Result<Json<CancelAnswer>, ApiError> {
     check_id(&id)?;
     let (result, status) = match ctx.jobs.admin().cancel_job(&id).await? {
         Canceled::Canceled(was) => ("canceled", was),
@@ -352,6 +378,11 @@ async fn stop(
     _auth: Bearer,
     JsonPath(id): JsonPath<String>,
 ) -> Result<Json<StopAnswer>, ApiError> {
+    stop_one(&ctx, id).await
+}
+
+/// Asks the worker running a job to stop it (the admin API's and the dashboard's action).
+pub(super) async fn stop_one(ctx: &AppContext, id: String) -> Result<Json<StopAnswer>, ApiError> {
     check_id(&id)?;
     let answer = match ctx.jobs.admin().stop_job(&id).await? {
         Stop::Sent { listening } => StopAnswer {

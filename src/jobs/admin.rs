@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::error::JobError;
 use super::job::{JobInfo, rq_timestamp};
 use super::keys::Keys;
-use super::scripts::{Layout, LuaScript, args, plain, with_lanes};
+use super::scripts::{Layout, LuaScript, args, plain, query_loading, with_lanes};
 
 /// The latest entry of a job's RQ result stream, decoded.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -99,6 +99,13 @@ pub enum Stop {
     /// The job is not running (its status).
     NotRunning(String),
     Missing,
+}
+
+/// What [`Admin::all_failed`] does to each failed job.
+#[derive(Clone, Copy)]
+enum AllFailed {
+    Requeue,
+    Delete,
 }
 
 /// What a requeue did.
@@ -382,6 +389,15 @@ impl Admin<'_> {
         Ok(added > 0)
     }
 
+    /// Whether `queue` is paused ([`Admin::pause_queue`]).
+    pub async fn is_paused(&self, queue: &str) -> Result<bool, JobError> {
+        Ok(redis::cmd("SISMEMBER")
+            .arg(Keys::paused())
+            .arg(queue)
+            .query_async(&mut self.conn().await?)
+            .await?)
+    }
+
     /// Claims take from `queue` again. `false` when it was not paused.
     pub async fn unpause_queue(&self, queue: &str) -> Result<bool, JobError> {
         let removed: u64 = redis::cmd("SREM")
@@ -394,9 +410,21 @@ impl Admin<'_> {
 
     /// Puts every failed job of `queue` back, 500 per script call; returns how many went back.
     pub async fn requeue_all_failed(&self, queue: &str) -> Result<u64, JobError> {
-        // A page at a time from the registry's head (each page leaves it: requeued, or dropped
-        // when its hash is gone), never all ids at once; at most as many as it held when asked,
-        // so jobs that fail again meanwhile are not chased.
+        self.all_failed(queue, AllFailed::Requeue).await
+    }
+
+    /// Deletes every failed job of `queue` (hash, results, registry entry), 500 per round trip;
+    /// returns how many were deleted. An entry whose hash is already gone leaves the registry
+    /// too, uncounted.
+    pub async fn delete_all_failed(&self, queue: &str) -> Result<u64, JobError> {
+        self.all_failed(queue, AllFailed::Delete).await
+    }
+
+    /// Does `what` to the failed registry of `queue` a page at a time from its head (each page
+    /// leaves it: requeued, deleted, or dropped when its hash is gone), never all ids at once,
+    /// and to at most as many as it held when asked, so jobs that fail again meanwhile are not
+    /// chased; returns how many were requeued or deleted.
+    async fn all_failed(&self, queue: &str, what: AllFailed) -> Result<u64, JobError> {
         const PAGE: isize = 500;
         let failed = self.keys().failed(queue);
         let held: u64 = redis::cmd("ZCARD")
@@ -415,14 +443,32 @@ impl Admin<'_> {
                 break;
             }
             seen += ids.len() as u64;
-            n += self
-                .requeue_many(queue, &ids)
-                .await?
-                .into_iter()
-                .filter(|r| *r == Requeue::Requeued)
-                .count() as u64;
+            n += match what {
+                AllFailed::Requeue => self
+                    .requeue_many(queue, &ids)
+                    .await?
+                    .into_iter()
+                    .filter(|r| *r == Requeue::Requeued)
+                    .count() as u64,
+                AllFailed::Delete => self.delete_many(&failed, &ids).await?,
+            };
         }
         Ok(n)
+    }
+
+    /// Deletes these jobs of the registry `registry`, one script call each in one pipeline;
+    /// returns how many were deleted.
+    async fn delete_many(&self, registry: &str, ids: &[String]) -> Result<u64, JobError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            let mut inv = DELETE_JOB.prepare_invoke();
+            args!(inv, DELETE_ARGS; self.keys().rq_prefix(), id);
+            pipe.invoke_script(&inv);
+        }
+        // Each delete is atomic on its own; this drops the entries of hashes already gone.
+        pipe.zrem(registry, ids).ignore();
+        let codes: Vec<i64> = query_loading(&mut self.conn().await?, &DELETE_JOB, &pipe).await?;
+        Ok(codes.iter().filter(|c| **c == 1).count() as u64)
     }
 
     /// The outcomes recorded in a job's result stream, oldest first (at most

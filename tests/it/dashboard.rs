@@ -460,6 +460,120 @@ async fn every_state_lists_a_page_at_a_time() {
     }
 }
 
+/// The dashboard's actions beyond requeue: pause and resume a queue, cancel and stop a job,
+/// several picked jobs at once (each on its own: one that cannot be done does not hold back the
+/// rest), and every failed job of a queue; each needs the CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Long on purpose: one fixture, every action against it in turn, each checked in Redis.
+async fn pause_cancel_stop_and_bulk_actions_do_what_they_say() {
+    let t = db();
+    let store = t.store();
+    for id in ["act-f1", "act-f2", "act-f3"] {
+        failed_job_with(&store, id, json!({}), "ValueError: no").await;
+    }
+    for id in ["act-q1", "act-q2", "act-q3"] {
+        let job = NewJob::new("default", "diag.noop", kwargs(json!({}))).with_options(JobOptions {
+            job_id: Some(id.into()),
+            ..JobOptions::default()
+        });
+        store.enqueue(job).await.unwrap();
+    }
+    let p = api_process(&t, &[]);
+    let c = http();
+    let (_, cookie) = sign_in(&c, &p, TEST_TOKEN).await;
+    let csrf = csrf_of(&c, &p, &cookie).await;
+    let post = |path: &str, body: Option<Value>| {
+        let mut r = c
+            .post(p.url(path))
+            .header(COOKIE, &cookie)
+            .header("x-csrf-token", &csrf);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let mut conn = t.connection();
+    let (status, body) = post("/dashboard/api/queues/default/pause", None).await;
+    assert_eq!(
+        (status, &body["paused"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
+    let paused: bool = conn.sismember("prosaas:paused", "default").unwrap();
+    assert!(paused);
+    let list: Value = get_as(&c, p.url("/dashboard/api/queues/default/queued"), &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["paused"], true);
+    let (_, body) = post("/dashboard/api/queues/default/unpause", None).await;
+    assert_eq!(
+        (&body["paused"], &body["changed"]),
+        (&json!(false), &json!(true))
+    );
+    let (_, body) = post("/dashboard/api/jobs/act-q1/cancel", None).await;
+    assert_eq!(body["result"], "canceled", "{body}");
+    let status: String = conn.hget("rq:job:act-q1", "status").unwrap();
+    assert_eq!(status, "canceled");
+    let (_, body) = post("/dashboard/api/jobs/act-q2/stop", None).await;
+    assert_eq!(body["result"], "not_running", "{body}");
+    let (status, body) = post(
+        "/dashboard/api/jobs/bulk",
+        Some(json!({"action": "cancel", "ids": ["act-q2", "no-such-job"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["done"], 1, "{body}");
+    assert_eq!(body["results"][1]["error"]["error"], "not_found", "{body}");
+    let (_, body) = post(
+        "/dashboard/api/jobs/bulk",
+        Some(json!({"action": "requeue", "ids": ["act-f1", "act-q3"]})),
+    )
+    .await;
+    assert_eq!(body["done"], 1, "{body}");
+    assert_eq!(body["results"][1]["error"]["error"], "not_failed", "{body}");
+    let queued: Vec<String> = conn.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, ["act-q3", "act-f1"]);
+    let (_, body) = post("/dashboard/api/failed/delete-all?queue=default", None).await;
+    assert_eq!(body["deleted"], 2, "{body}");
+    let left: u64 = conn.zcard("rq:failed:default").unwrap();
+    let gone: bool = conn.exists("rq:job:act-f2").unwrap();
+    assert_eq!((left, gone), (0, false));
+    for (body, says) in [
+        (
+            json!({"action": "explode", "ids": ["act-q3"]}),
+            "action is one of",
+        ),
+        (json!({"action": "delete", "ids": []}), "1 to 100"),
+        (
+            json!({"action": "delete", "ids": vec!["x"; 101]}),
+            "1 to 100",
+        ),
+    ] {
+        let (status, answer) = post("/dashboard/api/jobs/bulk", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    // Without the CSRF token nothing happens.
+    let r = post_as(
+        &c,
+        p.url("/dashboard/api/queues/default/pause"),
+        &cookie,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let paused: bool = conn.sismember("prosaas:paused", "default").unwrap();
+    assert!(!paused);
+}
+
 /// With neither DASHBOARD_PASSWORD nor INTERNAL_API_TOKEN nobody can sign in: the form says
 /// why (503), pages lead to it, data answers 503 naming the variables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -938,6 +1052,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     the_overview_fits_a_phone(&driver, &api).await;
     the_job_box_opens_the_job_and_its_timeline(&b, &api).await;
     a_traceback_opens_at_its_end_and_unknown_ids_say_so(&b, &api).await;
+    a_picked_job_is_deleted_after_asking(&b, &api).await;
     every_page_weighs_under_300_kb(&b, &api).await;
     signing_out_locks_the_pages(&b, &api).await;
     b.close().await.unwrap();
@@ -1211,6 +1326,37 @@ async fn a_traceback_opens_at_its_end_and_unknown_ids_say_so(
             "{path} drew the overview"
         );
     }
+}
+
+/// On a state's list, a job picked by its checkbox goes with the bulk button, after the browser
+/// asks (the confirm dialog, accepted here).
+async fn a_picked_job_is_deleted_after_asking(b: &fantoccini::Client, api: &ProsaasProcess) {
+    b.goto(&api.url("/dashboard/queues/default/failed"))
+        .await
+        .unwrap();
+    assert!(text_of(b, "#jobs").await.contains("dash-browser-2"));
+    for css in [
+        "input[data-pick=\"dash-browser-2\"]",
+        "button[data-bulk=\"delete\"]",
+    ] {
+        b.find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    b.accept_alert().await.unwrap();
+    assert!(
+        text_of(b, "#toast").await.contains("1 of 1 jobs deleted"),
+        "the toast says what was done"
+    );
+    eventually("the row left the list", Duration::from_secs(10), || async {
+        let text = text_now(b, "#jobs").await?;
+        (!text.contains("dash-browser-2")).then_some(())
+    })
+    .await;
+    screenshot(b, "list-failed").await;
 }
 
 /// What each page costs, measured by the browser itself right after the page first draws: the

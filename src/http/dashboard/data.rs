@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::session::{Action, OperatorSession};
 use crate::context::AppContext;
 use crate::http::ApiError;
-use crate::http::admin::{DeletedJob, Requeued};
-use crate::http::extract::{JsonPath, JsonQuery};
+use crate::http::admin::{CancelAnswer, DeletedJob, PauseAnswer, Requeued, StopAnswer};
+use crate::http::extract::{JsonBody, JsonPath, JsonQuery};
 use crate::http::health::Health;
 use crate::jobs::{
     JobDetail, JobResult, ListedState, Minute, Recorded, SchedulerHealth, TenantStats, WorkerRow,
@@ -40,6 +40,12 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/api/failed", get(failed))
         .route("/dashboard/api/queues/{queue}/{state}", get(listing))
         .route("/dashboard/api/failed/requeue-all", post(requeue_all))
+        .route("/dashboard/api/failed/delete-all", post(delete_all))
+        .route("/dashboard/api/jobs/bulk", post(bulk))
+        .route("/dashboard/api/jobs/{id}/cancel", post(cancel))
+        .route("/dashboard/api/jobs/{id}/stop", post(stop))
+        .route("/dashboard/api/queues/{queue}/pause", post(pause))
+        .route("/dashboard/api/queues/{queue}/unpause", post(unpause))
         .route("/dashboard/api/jobs/{id}", get(job))
         .route("/dashboard/api/jobs/{id}/download", get(download))
         .route("/dashboard/api/jobs/{id}/requeue", post(requeue))
@@ -151,6 +157,8 @@ struct ListPage {
     cursor: usize,
     page_size: usize,
     newest_first: bool,
+    /// No prosaas worker takes the queue's jobs until it is unpaused.
+    paused: bool,
     jobs: Vec<ListRow>,
 }
 
@@ -247,6 +255,7 @@ async fn listing(
         .admin()
         .list_jobs(&queue, state, tenant.as_deref(), cursor, LIST_PAGE)
         .await?;
+    let paused = ctx.jobs.admin().is_paused(&queue).await?;
     Ok(Json(ListPage {
         queue,
         state,
@@ -255,6 +264,7 @@ async fn listing(
         cursor: page.offset,
         page_size: LIST_PAGE,
         newest_first: state.newest_first(),
+        paused,
         jobs: page
             .jobs
             .into_iter()
@@ -556,6 +566,144 @@ async fn delete(
 ) -> Result<Json<DeletedJob>, ApiError> {
     let result = crate::http::admin::delete_one(&ctx, &id).await;
     audit(&a, "delete", &id, &result);
+    result
+}
+
+async fn cancel(
+    State(ctx): State<AppContext>,
+    a: Action,
+    JsonPath(id): JsonPath<String>,
+) -> Result<Json<CancelAnswer>, ApiError> {
+    let result = crate::http::admin::cancel_one(&ctx, id.clone()).await;
+    audit(&a, "cancel", &id, &result);
+    result
+}
+
+async fn stop(
+    State(ctx): State<AppContext>,
+    a: Action,
+    JsonPath(id): JsonPath<String>,
+) -> Result<Json<StopAnswer>, ApiError> {
+    let result = crate::http::admin::stop_one(&ctx, id.clone()).await;
+    audit(&a, "stop", &id, &result);
+    result
+}
+
+async fn pause(
+    State(ctx): State<AppContext>,
+    a: Action,
+    JsonPath(queue): JsonPath<String>,
+) -> Result<Json<PauseAnswer>, ApiError> {
+    let result = crate::http::admin::set_paused(&ctx, queue.clone(), true).await;
+    audit(&a, "pause", &queue, &result);
+    result
+}
+
+async fn unpause(
+    State(ctx): State<AppContext>,
+    a: Action,
+    JsonPath(queue): JsonPath<String>,
+) -> Result<Json<PauseAnswer>, ApiError> {
+    let result = crate::http::admin::set_paused(&ctx, queue.clone(), false).await;
+    audit(&a, "unpause", &queue, &result);
+    result
+}
+
+/// The most jobs one bulk action names.
+const MAX_BULK: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    /// `requeue` (failed jobs), `delete` (any not running) or `cancel` (any not started).
+    action: String,
+    ids: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct BulkAnswer {
+    action: String,
+    done: usize,
+    results: Vec<BulkResult>,
+}
+
+/// One job's outcome in a bulk action: done, or why not (the error a single action would give).
+#[derive(Serialize)]
+struct BulkResult {
+    id: String,
+    done: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// Several selected jobs, one action: each job as its own action would do it (not all or
+/// nothing: one running job does not hold back the rest), every one logged.
+async fn bulk(
+    State(ctx): State<AppContext>,
+    a: Action,
+    JsonBody(req, _room): JsonBody<BulkRequest>,
+) -> Result<Json<BulkAnswer>, ApiError> {
+    if !matches!(req.action.as_str(), "requeue" | "delete" | "cancel") {
+        return Err(ApiError::invalid(
+            "action is one of requeue, delete, cancel",
+        ));
+    }
+    if req.ids.is_empty() || req.ids.len() > MAX_BULK {
+        return Err(ApiError::invalid(format!("ids names 1 to {MAX_BULK} jobs")));
+    }
+    let mut results = Vec::with_capacity(req.ids.len());
+    for id in req.ids {
+        let outcome = match req.action.as_str() {
+            "requeue" => crate::http::admin::requeue_one(&ctx, &id).await.map(drop),
+            "delete" => crate::http::admin::delete_one(&ctx, &id).await.map(drop),
+            _ => crate::http::admin::cancel_one(&ctx, id.clone())
+                .await
+                .map(drop),
+        };
+        audit(&a, &req.action, &id, &outcome);
+        results.push(BulkResult {
+            done: outcome.is_ok(),
+            error: outcome
+                .err()
+                .map(|e| json!({"error": e.error, "detail": e.detail})),
+            id,
+        });
+    }
+    Ok(Json(BulkAnswer {
+        done: results.iter().filter(|r| r.done).count(),
+        action: req.action,
+        results,
+    }))
+}
+
+#[derive(Serialize)]
+struct DeletedQueue {
+    deleted: u64,
+    queue: String,
+}
+
+/// Deletes every failed job of a queue (the dashboard asks first).
+async fn delete_all(
+    State(ctx): State<AppContext>,
+    a: Action,
+    JsonQuery(q): JsonQuery<QueueQuery>,
+) -> Result<Json<DeletedQueue>, ApiError> {
+    let Some(queue) = q.queue.filter(|q| is_readable_queue_name(q)) else {
+        return Err(ApiError::invalid("queue is missing or not a queue name"));
+    };
+    let result = ctx
+        .jobs
+        .admin()
+        .delete_all_failed(&queue)
+        .await
+        .map_err(ApiError::from)
+        .map(|deleted| {
+            Json(DeletedQueue {
+                deleted,
+                queue: queue.clone(),
+            })
+        });
+    audit(&a, "delete all failed", &queue, &result);
     result
 }
 

@@ -11,7 +11,8 @@ function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
-    if (k === 'onclick') node.addEventListener('click', v);
+    // Handlers are listeners: an inline on* attribute would be script the CSP refuses.
+    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? '' : String(v));
   }
   for (const c of children.flat()) {
@@ -43,9 +44,11 @@ async function api(path) {
   return body;
 }
 
-async function act(path) {
-  const r = await fetch(path, { method: 'POST', credentials: 'same-origin',
-    headers: { 'X-CSRF-Token': CSRF, Accept: 'application/json' } });
+async function act(path, payload) {
+  const headers = { 'X-CSRF-Token': CSRF, Accept: 'application/json' };
+  if (payload !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(path, { method: 'POST', credentials: 'same-origin', headers,
+    body: payload === undefined ? undefined : JSON.stringify(payload) });
   if (r.status === 401) { location.href = '/dashboard/login'; throw new Error('signed out'); }
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.detail || ('HTTP ' + r.status));
@@ -154,7 +157,7 @@ const pages = {
         { text: 'Scheduled', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } },
         { text: 'Finished', attrs: { class: 'num' } }, { text: 'Oldest wait', attrs: { class: 'num' } },
         { text: 'Workers', attrs: { class: 'num hide-narrow' } }],
-      queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row', class: 'name', title: name, tabindex: 0 }, name),
+      queues.map(([name, q]) => el('tr', { 'data-queue': name }, el('th', { scope: 'row', class: 'name', title: name, tabindex: 0 }, name, q.paused ? el('span', { class: 'badge', 'data-paused': name }, 'paused') : null),
         ['queued', 'started', 'scheduled', 'failed', 'finished'].map(k => countLink(name, k, q[k])),
         num(age(q.oldest_queued_secs)),
         num(q.workers, { class: 'num hide-narrow' }))),
@@ -208,7 +211,14 @@ const pages = {
         if (!confirm(`Requeue all ${d.total} failed jobs of ${d.queue}?`)) return;
         const r = await act('/dashboard/api/failed/requeue-all?queue=' + encodeURIComponent(d.queue));
         notice(`Requeued ${r.requeued} jobs.`);
-      } }, 'Requeue all')));
+      } }, 'Requeue all'),
+      el('button', { type: 'button', class: 'danger', id: 'delete-all', disabled: !d.total, onclick: async () => {
+        if (!confirm(`Delete all ${d.total} failed jobs of ${d.queue}? Their data and results are removed.`)) return;
+        try {
+          const r = await act('/dashboard/api/failed/delete-all?queue=' + encodeURIComponent(d.queue));
+          notice(`Deleted ${r.deleted} failed jobs.`);
+        } catch (e) { notice(`Could not delete: ${e.message}`); }
+      } }, 'Delete all')));
     out.push(table(['Job', 'Type', 'Error', { text: 'Attempts', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } }, 'Actions'],
       d.jobs.map(j => el('tr', { 'data-job': j.id },
         el('td', {}, el('a', { href: '/dashboard/jobs/' + encodeURIComponent(j.id) }, j.id), j.tenant ? el('div', { class: 'muted' }, 'tenant ' + j.tenant) : null),
@@ -239,11 +249,12 @@ const pages = {
       el('dt', {}, 'Worker'), el('dd', {}, j.worker_name || '–'),
       j.deferred_reason ? [el('dt', {}, 'Deferred'), el('dd', {}, j.deferred_reason)] : null,
       j.unresolved_callbacks ? [el('dt', {}, 'Skipped callbacks'), el('dd', { title: 'no handler answers these RQ callback names' }, j.unresolved_callbacks)] : null)];
-    if (j.status === 'failed') {
-      out.push(el('div', { class: 'actions' },
-        el('button', { type: 'button', id: 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue'),
-        el('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => jobAction(j.id, 'delete') }, 'Delete')));
-    }
+    const waiting = ['queued', 'scheduled', 'deferred'].includes(j.status);
+    out.push(el('div', { class: 'actions' },
+      j.status === 'failed' ? el('button', { type: 'button', id: 'requeue', onclick: () => jobAction(j.id, 'requeue') }, 'Requeue') : null,
+      waiting ? el('button', { type: 'button', id: 'cancel', onclick: () => jobAction(j.id, 'cancel') }, 'Cancel') : null,
+      j.status === 'started' ? el('button', { type: 'button', class: 'danger', id: 'stop', onclick: () => jobAction(j.id, 'stop') }, 'Stop') : null,
+      j.status !== 'started' ? el('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => jobAction(j.id, 'delete') }, 'Delete') : null));
     const linked = (title, id, jobs, more) => {
       if (!jobs || !jobs.length) return;
       out.push(el('h2', {}, title), el('ul', { id },
@@ -300,14 +311,45 @@ const pages = {
       if (state === 'deferred') return j.deferred_reason || 'waits for its dependencies';
       return 'ended ' + since(j.ended_at);
     };
-    out.push(pager(), table(['Job', 'Type', 'Tenant', 'When', 'Status', { text: 'Attempts', attrs: { class: 'num hide-narrow' } }],
+    const paused = d.paused;
+    out.splice(1, 0, el('div', { class: 'actions' },
+      paused ? el('span', { class: 'badge', id: 'paused' }, 'paused: no prosaas worker takes its jobs') : null,
+      el('button', { type: 'button', id: 'pause', onclick: () => queueAction(queue, paused ? 'unpause' : 'pause') },
+        paused ? 'Resume the queue' : 'Pause the queue')));
+    const bulk = BULK[state] || [];
+    const key = `${queue}/${state}`;
+    if (selection.key !== key) selection = { key, ids: new Set() };
+    const chosen = () => [...selection.ids];
+    if (bulk.length) {
+      out.push(el('div', { class: 'actions', id: 'bulk' }, el('span', { id: 'selected' }, `${selection.ids.size} selected`),
+        bulk.map(what => el('button', { type: 'button', class: what === 'delete' ? 'danger' : null, 'data-bulk': what,
+          disabled: !selection.ids.size, onclick: () => bulkAction(what, chosen()) }, `${what[0].toUpperCase()}${what.slice(1)} selected`)),
+        state === 'failed' ? el('button', { type: 'button', class: 'danger', id: 'delete-all', disabled: !d.total, onclick: async () => {
+          if (!confirm(`Delete all ${d.total} failed jobs of ${queue}? Their data and results are removed.`)) return;
+          try {
+            const r = await act('/dashboard/api/failed/delete-all?queue=' + encodeURIComponent(queue));
+            notice(`Deleted ${r.deleted} failed jobs.`);
+          } catch (e) { notice(`Could not delete: ${e.message}`); }
+        } }, 'Delete all failed') : null));
+    }
+    const pick = id => el('input', { type: 'checkbox', 'aria-label': 'select ' + id, 'data-pick': id, checked: selection.ids.has(id),
+      onchange: e => { if (e.target.checked) selection.ids.add(id); else selection.ids.delete(id); refreshSelection(); } });
+    const rowActions = j => {
+      if (j.gone) return null;
+      if (state === 'started') return el('button', { type: 'button', class: 'danger', 'data-action': 'stop', onclick: () => jobAction(j.id, 'stop') }, 'Stop');
+      if (['queued', 'scheduled', 'deferred'].includes(state)) return el('button', { type: 'button', 'data-action': 'cancel', onclick: () => jobAction(j.id, 'cancel') }, 'Cancel');
+      return null;
+    };
+    out.push(pager(), table([...(bulk.length ? [{ text: 'Pick', attrs: { class: 'pick' } }] : []), 'Job', 'Type', 'Tenant', 'When', 'Status', { text: 'Attempts', attrs: { class: 'num hide-narrow' } }, 'Actions'],
       d.jobs.map(j => el('tr', { 'data-job': j.id },
+        bulk.length ? el('td', { class: 'pick' }, pick(j.id)) : null,
         el('td', { class: 'id' }, jobLink(j.id), j.error ? el('div', { class: 'error' }, j.error) : null),
         el('td', {}, j.gone ? el('span', { class: 'muted' }, 'gone (deleted or expired)') : j.job_type),
         el('td', {}, j.tenant || '–'),
         el('td', {}, j.gone ? '–' : when(j)),
         el('td', {}, j.status || '–'),
-        num(j.gone ? null : j.attempts, { class: 'num hide-narrow' }))),
+        num(j.gone ? null : j.attempts, { class: 'num hide-narrow' }),
+        el('td', {}, rowActions(j)))),
       { id: 'jobs' }), pager());
     return out;
   },
@@ -369,12 +411,49 @@ function notice(text) {
   refresh();
 }
 
+const ASK = {
+  delete: id => `Delete job ${id}? Its data and results are removed.`,
+  cancel: id => `Cancel job ${id}? It will never start.`,
+  stop: id => `Stop job ${id}? Its worker ends it now; it is not retried.`,
+};
+const DONE = { requeue: 'requeued', delete: 'deleted', cancel: 'canceled', stop: 'told to stop' };
+// What each list can do to several picked jobs at once.
+const BULK = { failed: ['requeue', 'delete'], finished: ['delete'], canceled: ['delete'],
+  queued: ['cancel', 'delete'], scheduled: ['cancel', 'delete'], deferred: ['cancel', 'delete'] };
+let selection = { key: '', ids: new Set() };
+
 async function jobAction(id, what) {
-  if (what === 'delete' && !confirm(`Delete job ${id}? Its data and results are removed.`)) return;
+  if (ASK[what] && !confirm(ASK[what](id))) return;
   try {
     await act(`/dashboard/api/jobs/${encodeURIComponent(id)}/${what}`);
-    notice(what === 'requeue' ? `Job ${id} requeued.` : `Job ${id} deleted.`);
+    notice(`Job ${id} ${DONE[what]}.`);
   } catch (e) { notice(`Could not ${what} job ${id}: ${e.message}`); }
+}
+
+async function bulkAction(what, ids) {
+  if (!ids.length || !confirm(`${what[0].toUpperCase()}${what.slice(1)} ${ids.length} jobs?`)) return;
+  try {
+    const r = await act('/dashboard/api/jobs/bulk', { action: what, ids });
+    const failed = r.results.filter(x => !x.done);
+    selection.ids = new Set(failed.map(x => x.id));
+    notice(`${r.done} of ${ids.length} jobs ${DONE[what]}.` + (failed.length
+      ? ' Not done: ' + failed.map(x => `${x.id} (${x.error ? x.error.detail : '?'})`).join(', ') : ''));
+  } catch (e) { notice(`Could not ${what}: ${e.message}`); }
+}
+
+async function queueAction(queue, what) {
+  if (what === 'pause' && !confirm(`Pause ${queue}? No prosaas worker starts its jobs until it is resumed; jobs running now finish.`)) return;
+  try {
+    await act(`/dashboard/api/queues/${encodeURIComponent(queue)}/${what}`);
+    notice(`Queue ${queue} ${what === 'pause' ? 'paused' : 'resumed'}.`);
+  } catch (e) { notice(`Could not ${what} ${queue}: ${e.message}`); }
+}
+
+function refreshSelection() {
+  const n = selection.ids.size;
+  const shown = document.getElementById('selected');
+  if (shown) shown.textContent = `${n} selected`;
+  document.querySelectorAll('button[data-bulk]').forEach(b => { b.disabled = !n; });
 }
 
 function route() {
