@@ -61,7 +61,7 @@ pub use job::{
     rq_timestamp,
 };
 pub use leader_lock::{Fired, LeaderLock, Leadership};
-pub use listing::{ListedJob, ListedPage, ListedState};
+pub use listing::{FilteredPage, IdMatches, JobFilter, Listed, ListedJob, ListedPage, ListedState};
 pub use ops::{
     Callback, Callbacks, Claim, ClaimedJob, CommandChannel, Deferred, Execution, Outcome,
     QueueWaker, RateBucket, Recovered, Repeat, Settled, Settlement, Tally, WAKER_BLOCK, Webhook,

@@ -422,6 +422,38 @@ async fn every_state_lists_a_page_at_a_time() {
     let (_, scheduled) = get("/dashboard/api/queues/default/scheduled".into()).await;
     assert_eq!(ids(&scheduled), ["list-q-29"]);
     assert!((scheduled["jobs"][0]["score"].as_f64().unwrap() - due).abs() < 1.0);
+    // Filters look through the list a window at a time and say how far they looked.
+    let (_, found) = get("/dashboard/api/queues/default/failed?error=valueerror".into()).await;
+    assert_eq!(ids(&found), ["list-failed-2"], "{found}");
+    assert_eq!(
+        (found["looked"].as_u64(), found["filtered"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert!(
+        found["next_cursor"].is_null(),
+        "the end was reached: {found}"
+    );
+    let (_, none) = get("/dashboard/api/queues/default/queued?type=billing.charge".into()).await;
+    assert_eq!(
+        (ids(&none).len(), none["looked"].as_u64()),
+        (0, Some(30)),
+        "{none}"
+    );
+    let (_, some) =
+        get("/dashboard/api/queues/default/queued?type=diag.noop&cursor=20".into()).await;
+    assert_eq!(ids(&some).len(), 9, "{some}");
+    assert_eq!(ids(&some)[0], "list-q-20");
+    // A job's id by its start: every match, and how far the walk went.
+    let (_, found) = get("/dashboard/api/find?prefix=list-q-0".into()).await;
+    let found_ids: Vec<&str> = found["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(found_ids.len(), 10, "{found}");
+    assert_eq!(found_ids[0], "list-q-00");
+    assert_eq!(found["complete"], true, "{found}");
     for state in ["started", "deferred", "finished", "canceled"] {
         let (status, page) = get(format!("/dashboard/api/queues/default/{state}")).await;
         assert_eq!(
@@ -447,9 +479,10 @@ async fn every_state_lists_a_page_at_a_time() {
             "without control characters",
         ),
         (
-            "/dashboard/api/queues/default/failed?tenant=acme",
+            "/dashboard/api/queues/default/failed?lane=acme",
             "queued jobs only",
         ),
+        ("/dashboard/api/find?prefix=a*b", "prefix is"),
     ] {
         let (status, body) = get(path.into()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
@@ -1141,8 +1174,8 @@ async fn the_overview_shows_what_health_says(b: &fantoccini::Client, api: &Prosa
     screenshot(b, "overview").await;
 }
 
-/// A count on the overview opens that state's list of that queue (before any worker runs: the
-/// three jobs queued on `low`).
+/// A count on the overview opens that state's list of that queue, which a filter narrows (before
+/// any worker runs: the three jobs queued on `low`).
 async fn a_count_opens_its_list(b: &fantoccini::Client) {
     b.find(fantoccini::Locator::Css(
         "tr[data-queue=\"low\"] td[data-count=\"queued\"] a",
@@ -1157,6 +1190,16 @@ async fn a_count_opens_its_list(b: &fantoccini::Client) {
     assert_eq!(rows.matches("diag.noop").count(), 3, "{rows}");
     assert!(text_of(b, "main").await.contains("1–3 of 3 queued"));
     screenshot(b, "list").await;
+    // A filter says how far it looked.
+    let filter = b.form(fantoccini::Locator::Id("filter")).await.unwrap();
+    filter.set_by_name("type", "diag.noop").await.unwrap();
+    filter.submit().await.unwrap();
+    let looked = text_of(b, ".looked").await;
+    assert_eq!(
+        looked,
+        "3 matched among entries 1–3 of 3 queued, next to run first"
+    );
+    assert!(text_of(b, "main").await.contains("reached the end"));
 }
 
 /// The failed list names the error; the job's page requeues it.
@@ -1262,10 +1305,20 @@ async fn the_overview_fits_a_phone(driver: &Chromedriver, api: &ProsaasProcess) 
     phone.close().await.unwrap();
 }
 
-/// The header's job box opens a job by id from any page; its timeline holds both runs: the
-/// failure, then (after the requeue) the finish.
+/// The header's job box finds jobs by the start of their id and opens one by its whole id from
+/// any page; its timeline holds both runs: the failure, then (after the requeue) the finish.
 async fn the_job_box_opens_the_job_and_its_timeline(b: &fantoccini::Client, api: &ProsaasProcess) {
     b.goto(&api.url("/dashboard/workers")).await.unwrap();
+    // The start of an id lists the jobs it begins; a whole id opens its job.
+    let find = b.form(fantoccini::Locator::Id("find")).await.unwrap();
+    find.set_by_name("id", "dash-brow").await.unwrap();
+    find.submit().await.unwrap();
+    let found = text_of(b, "#found").await;
+    assert!(
+        found.contains("dash-browser-1") && found.contains("dash-browser-2"),
+        "{found}"
+    );
+    assert!(text_of(b, "#walked").await.contains("every key"));
     let find = b.form(fantoccini::Locator::Id("find")).await.unwrap();
     find.set_by_name("id", "dash-browser-1").await.unwrap();
     find.submit().await.unwrap();

@@ -16,8 +16,8 @@ use crate::http::admin::{CancelAnswer, DeletedJob, PauseAnswer, Requeued, StopAn
 use crate::http::extract::{JsonBody, JsonPath, JsonQuery};
 use crate::http::health::Health;
 use crate::jobs::{
-    JobDetail, JobResult, ListedState, Minute, Recorded, SchedulerHealth, TenantStats, WorkerRow,
-    is_valid_queue_name, is_valid_tenant,
+    JobDetail, JobFilter, JobResult, Listed, ListedJob, ListedState, Minute, Recorded,
+    SchedulerHealth, TenantStats, WorkerRow, is_valid_queue_name, is_valid_tenant,
 };
 
 /// Failed jobs per page.
@@ -39,6 +39,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/api/workers", get(workers))
         .route("/dashboard/api/failed", get(failed))
         .route("/dashboard/api/queues/{queue}/{state}", get(listing))
+        .route("/dashboard/api/find", get(find))
         .route("/dashboard/api/failed/requeue-all", post(requeue_all))
         .route("/dashboard/api/failed/delete-all", post(delete_all))
         .route("/dashboard/api/jobs/bulk", post(bulk))
@@ -143,19 +144,36 @@ fn is_readable_queue_name(name: &str) -> bool {
 struct ListQuery {
     cursor: Option<usize>,
     /// A tenant's lane of a fair queue (queued only).
+    lane: Option<String>,
+    /// Filters: the job's type, its tenant, text in its error.
+    #[serde(rename = "type")]
+    job_type: Option<String>,
     tenant: Option<String>,
+    error: Option<String>,
 }
+
+/// The most entries one filtered page looks at.
+const FILTER_LOOK: usize = 1_000;
+/// The longest filter text.
+const MAX_FILTER_LEN: usize = 200;
 
 /// A page of one state's list.
 #[derive(Serialize)]
 struct ListPage {
     queue: String,
     state: ListedState,
-    tenant: Option<String>,
+    lane: Option<String>,
     /// Entries in all (they may have moved on since).
     total: u64,
     cursor: usize,
     page_size: usize,
+    /// With a filter: the entries looked at from `cursor` (at most [`FILTER_LOOK`]) and where
+    /// the next look starts (`None` at the list's end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    looked: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<usize>,
+    filtered: bool,
     newest_first: bool,
     /// No prosaas worker takes the queue's jobs until it is unpaused.
     paused: bool,
@@ -222,55 +240,130 @@ fn list_row(id: String, score: Option<f64>, job: Option<JobDetail>) -> ListRow {
     }
 }
 
-/// One page of a queue's jobs in one state: O(page) Redis work however long the list.
-async fn listing(
-    State(ctx): State<AppContext>,
-    _s: OperatorSession,
-    JsonPath((queue, state)): JsonPath<(String, String)>,
-    JsonQuery(q): JsonQuery<ListQuery>,
-) -> Result<Json<ListPage>, ApiError> {
-    if !is_readable_queue_name(&queue) {
+/// What a list request asks for, checked: its state, lane and filter.
+fn list_request(
+    queue: &str,
+    state: &str,
+    q: ListQuery,
+) -> Result<(ListedState, Option<String>, JobFilter), ApiError> {
+    if !is_readable_queue_name(queue) {
         return Err(ApiError::invalid(format!(
             "a queue name is 1-{MAX_READ_QUEUE_NAME} bytes without control characters"
         )));
     }
-    let Some(state) = ListedState::parse(&state) else {
+    let Some(state) = ListedState::parse(state) else {
         let names: Vec<&str> = ListedState::ALL.iter().map(|s| s.name()).collect();
         return Err(ApiError::invalid(format!(
             "state is one of {}",
             names.join(", ")
         )));
     };
-    let tenant = q.tenant.filter(|t| !t.is_empty());
-    if let Some(t) = &tenant
+    let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let lane = given(q.lane);
+    if let Some(t) = &lane
         && (state != ListedState::Queued || !is_valid_tenant(t))
     {
         return Err(ApiError::invalid(
-            "tenant names a valid tenant's lane, for queued jobs only",
+            "lane names a valid tenant's lane, for queued jobs only",
         ));
     }
+    let filter = JobFilter {
+        job_type: given(q.job_type),
+        tenant: given(q.tenant),
+        error: given(q.error),
+    };
+    if [&filter.job_type, &filter.tenant, &filter.error]
+        .into_iter()
+        .flatten()
+        .any(|v| v.len() > MAX_FILTER_LEN)
+    {
+        return Err(ApiError::invalid(format!(
+            "a filter is at most {MAX_FILTER_LEN} bytes"
+        )));
+    }
+    Ok((state, lane, filter))
+}
+
+/// One page of a queue's jobs in one state: O(page) Redis work however long the list (a
+/// filtered page looks at up to [`FILTER_LOOK`] entries and says how many).
+async fn listing(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+    JsonPath((queue, state)): JsonPath<(String, String)>,
+    JsonQuery(q): JsonQuery<ListQuery>,
+) -> Result<Json<ListPage>, ApiError> {
     let cursor = q.cursor.unwrap_or(0);
-    let page = ctx
-        .jobs
-        .admin()
-        .list_jobs(&queue, state, tenant.as_deref(), cursor, LIST_PAGE)
-        .await?;
-    let paused = ctx.jobs.admin().is_paused(&queue).await?;
+    let (state, lane, filter) = list_request(&queue, &state, q)?;
+    let admin = ctx.jobs.admin();
+    let of = Listed {
+        queue: &queue,
+        state,
+        lane: lane.as_deref(),
+    };
+    let (total, jobs, looked, next_cursor): (u64, Vec<ListedJob>, _, _) = if filter.is_empty() {
+        let page = admin.list_jobs(&of, cursor, LIST_PAGE).await?;
+        (page.total, page.jobs, None, None)
+    } else {
+        let page = admin
+            .filter_jobs(&of, cursor, LIST_PAGE, &filter, FILTER_LOOK)
+            .await?;
+        (page.total, page.jobs, Some(page.looked), page.next_offset)
+    };
+    let paused = admin.is_paused(&queue).await?;
     Ok(Json(ListPage {
         queue,
         state,
-        tenant,
-        total: page.total,
-        cursor: page.offset,
+        lane,
+        total,
+        cursor,
         page_size: LIST_PAGE,
+        looked,
+        next_cursor,
+        filtered: !filter.is_empty(),
         newest_first: state.newest_first(),
         paused,
-        jobs: page
-            .jobs
+        jobs: jobs
             .into_iter()
             .map(|l| list_row(l.id, l.score, l.job))
             .collect(),
     }))
+}
+
+#[derive(Deserialize)]
+struct FindQuery {
+    prefix: Option<String>,
+}
+
+/// Ids found by prefix.
+#[derive(Serialize)]
+struct Found {
+    prefix: String,
+    #[serde(flatten)]
+    matches: crate::jobs::IdMatches,
+}
+
+/// The most ids one search lists.
+const FIND_LIMIT: usize = 50;
+/// The most `SCAN` calls one search makes (of 1,000 keys each, as Redis counts them).
+const FIND_CALLS: u64 = 100;
+
+/// Jobs whose id starts with a prefix: a bounded walk of the keyspace that says how far it got.
+async fn find(
+    State(ctx): State<AppContext>,
+    _s: OperatorSession,
+    JsonQuery(q): JsonQuery<FindQuery>,
+) -> Result<Json<Found>, ApiError> {
+    let Some(prefix) = q.prefix.filter(|p| crate::jobs::is_valid_job_id(p)) else {
+        return Err(ApiError::invalid(
+            "prefix is 1-128 characters of [A-Za-z0-9_-]",
+        ));
+    };
+    let matches = ctx
+        .jobs
+        .admin()
+        .find_ids(&prefix, FIND_LIMIT, FIND_CALLS)
+        .await?;
+    Ok(Json(Found { prefix, matches }))
 }
 
 /// One page of a queue's failed jobs (oldest failure first), with the queues to choose from.

@@ -32,6 +32,7 @@ pub(super) fn routes() -> Router<AppContext> {
         .route("/dashboard/failed", get(page))
         .route("/dashboard/jobs/{id}", get(page))
         .route("/dashboard/queues/{queue}/{state}", get(page))
+        .route("/dashboard/find", get(page))
         .route("/dashboard/scheduler", get(page))
         .route("/dashboard/calls", get(page))
         .route("/dashboard/login", get(login_form).post(login))

@@ -284,26 +284,34 @@ const pages = {
   async list([queue, state]) {
     const params = new URLSearchParams(location.search);
     const q = {};
-    if (params.get('cursor')) q.cursor = params.get('cursor');
-    if (params.get('tenant')) q.tenant = params.get('tenant');
+    for (const k of ['cursor', 'lane', 'type', 'tenant', 'error']) if (params.get(k)) q[k] = params.get(k);
     const d = await api(`/dashboard/api/queues/${encodeURIComponent(queue)}/${state}?` + new URLSearchParams(q));
+    const filters = {};
+    for (const k of ['type', 'tenant', 'error']) if (q[k]) filters[k] = q[k];
     const out = [el('h1', { class: 'name', title: queue }, `Queue ${queue}`),
       el('nav', { class: 'actions tabs', 'aria-label': 'States' }, STATES.map(s =>
         el('a', { href: listLink(queue, s), 'aria-current': s === state ? 'page' : null }, s)))];
-    if (state === 'queued') {
-      out.push(el('form', { class: 'actions', id: 'lane', method: 'get' },
-        el('label', { for: 'tenant' }, 'Tenant lane (fair queues)'),
-        el('input', { id: 'tenant', name: 'tenant', value: d.tenant || '', size: 14, placeholder: 'all: the queue itself' }),
-        el('button', { type: 'submit' }, 'Show')));
-    }
+    const field = (name, label, size) => [el('label', { for: 'f-' + name }, label),
+      el('input', { id: 'f-' + name, name, value: q[name] || '', size })];
+    out.push(el('form', { class: 'actions', id: 'filter', method: 'get', role: 'search' },
+      state === 'queued' ? field('lane', 'Tenant lane', 10) : null,
+      field('type', 'Type', 12), field('tenant', 'Tenant', 10), field('error', 'Error text', 14),
+      el('button', { type: 'submit' }, 'Show')));
     const last = Math.max(0, Math.floor((d.total - 1) / d.page_size) * d.page_size);
-    const at = cursor => listLink(queue, state, Object.assign(d.tenant ? { tenant: d.tenant } : {}, cursor ? { cursor } : {}));
+    const at = cursor => listLink(queue, state, Object.assign(d.lane ? { lane: d.lane } : {}, filters, cursor ? { cursor } : {}));
     const first = d.jobs.length ? d.cursor + 1 : 0;
     const order = d.newest_first ? 'newest first' : (state === 'queued' ? 'next to run first' : 'soonest first');
-    const pager = () => el('nav', { class: 'actions pager', 'aria-label': 'Pages' },
-      el('span', {}, `${first}–${d.cursor + d.jobs.length} of ${d.total} ${state}${d.tenant ? ' in lane ' + d.tenant : ''}, ${order}`),
-      d.cursor > 0 ? [el('a', { href: at(0) }, '« First'), el('a', { href: at(Math.max(0, d.cursor - d.page_size)) }, '‹ Previous')] : null,
-      d.cursor + d.page_size < d.total ? [el('a', { href: at(d.cursor + d.page_size) }, 'Next ›'), el('a', { href: at(last) }, 'Last »')] : null);
+    const where = `${state}${d.lane ? ' in lane ' + d.lane : ''}`;
+    // A filtered page says how far it looked: a filter reads at most 1,000 entries a page.
+    const pager = () => d.filtered
+      ? el('nav', { class: 'actions pager', 'aria-label': 'Pages' },
+        el('span', { class: 'looked' }, `${d.jobs.length} matched among entries ${d.looked ? d.cursor + 1 : 0}–${d.cursor + d.looked} of ${d.total} ${where}, ${order}`),
+        d.cursor > 0 ? el('a', { href: at(0) }, '« From the start') : null,
+        d.next_cursor !== undefined && d.next_cursor !== null ? el('a', { href: at(d.next_cursor) }, 'Look further ›') : el('span', { class: 'muted' }, 'reached the end'))
+      : el('nav', { class: 'actions pager', 'aria-label': 'Pages' },
+        el('span', {}, `${first}–${d.cursor + d.jobs.length} of ${d.total} ${where}, ${order}`),
+        d.cursor > 0 ? [el('a', { href: at(0) }, '« First'), el('a', { href: at(Math.max(0, d.cursor - d.page_size)) }, '‹ Previous')] : null,
+        d.cursor + d.page_size < d.total ? [el('a', { href: at(d.cursor + d.page_size) }, 'Next ›'), el('a', { href: at(last) }, 'Last »')] : null);
     const when = j => {
       if (state === 'scheduled') return j.score ? 'due ' + new Date(j.score * 1000).toLocaleString() : 'due –';
       if (state === 'started') return 'running for ' + since(j.started_at).replace(' ago', '') + (j.worker_name ? ' on ' + j.worker_name : '');
@@ -352,6 +360,17 @@ const pages = {
         el('td', {}, rowActions(j)))),
       { id: 'jobs' }), pager());
     return out;
+  },
+
+  // Jobs whose id starts with what was typed in the header's box; a lone exact match opens.
+  async find() {
+    const prefix = new URLSearchParams(location.search).get('prefix') || '';
+    const d = await api('/dashboard/api/find?' + new URLSearchParams({ prefix }));
+    if (d.ids.length === 1 && d.ids[0] === prefix) { location.replace('/dashboard/jobs/' + encodeURIComponent(prefix)); return []; }
+    const walked = d.complete ? `every key (${d.keys_in_db})` : `about ${d.scan_calls * d.scan_count} of ${d.keys_in_db} keys; more may match`;
+    return [el('h1', {}, `Jobs whose id starts with ${prefix}`),
+      el('p', { class: 'muted', id: 'walked' }, `${d.ids.length} found, looking through ${walked}.`),
+      d.ids.length ? el('ul', { id: 'found' }, d.ids.map(id => el('li', {}, jobLink(id)))) : el('p', { id: 'found' }, 'No job id starts with that.')];
   },
 
   async scheduler() {
@@ -529,11 +548,11 @@ async function refresh() {
 }
 
 const TITLES = { overview: 'Overview', workers: 'Workers', failed: 'Failed jobs', job: 'Job',
-  scheduler: 'Scheduler', calls: 'Calls & tenants', invalid: 'Not found', list: 'Jobs' };
+  scheduler: 'Scheduler', calls: 'Calls & tenants', invalid: 'Not found', list: 'Jobs', find: 'Find' };
 document.title = `${TITLES[route()[0]]} · prosaas`;
 document.getElementById('find').addEventListener('submit', e => {
   e.preventDefault();
-  location.href = '/dashboard/jobs/' + encodeURIComponent(document.getElementById('find-id').value.trim());
+  location.href = '/dashboard/find?' + new URLSearchParams({ prefix: document.getElementById('find-id').value.trim() });
 });
 document.querySelectorAll('nav a[data-page]').forEach(a => {
   if (a.dataset.page === route()[0]) a.setAttribute('aria-current', 'page');
