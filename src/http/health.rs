@@ -36,6 +36,9 @@ pub(super) enum Health {
 pub(super) struct HealthReport {
     /// Every worker queue, and queues with work up to a bound.
     queues: BTreeMap<String, QueueStats>,
+    /// Queues the bound left out of `queues` (absent when none was).
+    #[serde(skip_serializing_if = "is_zero")]
+    queues_not_listed: u64,
     scheduler: SchedulerHealth,
     calls: CallsSnapshot,
     redis: RedisEndpoint,
@@ -51,6 +54,10 @@ pub(super) struct HealthReport {
     status: &'static str,
     /// Which alert thresholds are passed (`api.alerts`), and the scheduler's silence.
     reasons: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Redis did not answer in time.
@@ -101,49 +108,16 @@ async fn jobs_health(State(ctx): State<AppContext>) -> Response {
 /// The jobs health report (also the dashboard overview's): 200 with the numbers, or 503 with
 /// the error while Redis cannot answer.
 pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Health) {
-    let role = ctx.role.name();
-    let subsystems = ctx.role.subsystem_names();
     match ctx
         .jobs
         .stats()
         .health_snapshot(&ctx.settings.worker.queues, HEALTH_TIMEOUT)
         .await
     {
-        Ok(Snapshot {
-            queues,
-            scheduler,
-            suspension,
-        }) => {
-            // Which builds the fleet runs (two during a deploy); left out if Redis is slow now.
-            let versions = tokio::time::timeout(HEALTH_TIMEOUT, ctx.jobs.stats().worker_versions())
-                .await
-                .ok()
-                .and_then(Result::ok);
-            let mut reasons = queue_reasons(&queues, &ctx.settings.api.alerts);
-            reasons.extend(scheduler_reason(&scheduler, &ctx.settings));
-            reasons.extend(suspension.as_ref().map(suspension_reason));
-            let status = if reasons.is_empty() {
-                "healthy"
-            } else {
-                "degraded"
-            };
-            (
-                StatusCode::OK,
-                Health::Up(Box::new(HealthReport {
-                    queues,
-                    scheduler,
-                    calls: ctx.calls.snapshot(),
-                    redis: redis_endpoint(ctx),
-                    role,
-                    subsystems,
-                    build: build(),
-                    worker_versions: versions,
-                    suspended: suspension,
-                    status,
-                    reasons,
-                })),
-            )
-        }
+        Ok(snapshot) => (
+            StatusCode::OK,
+            Health::Up(Box::new(up(ctx, snapshot).await)),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "jobs health: Redis unavailable");
             (
@@ -152,12 +126,50 @@ pub(super) async fn report(ctx: &AppContext) -> (StatusCode, Health) {
                     status: "unhealthy",
                     error: e.to_string(),
                     redis: redis_endpoint(ctx),
-                    role,
-                    subsystems,
+                    role: ctx.role.name(),
+                    subsystems: ctx.role.subsystem_names(),
                     build: build(),
                 }),
             )
         }
+    }
+}
+
+/// The report from what Redis answered: its numbers, the fleet's versions and the reasons
+/// that make it degraded.
+async fn up(ctx: &AppContext, snapshot: Snapshot) -> HealthReport {
+    let Snapshot {
+        queues,
+        queues_unlisted,
+        scheduler,
+        suspension,
+    } = snapshot;
+    // Which builds the fleet runs (two during a deploy); left out if Redis is slow now.
+    let versions = tokio::time::timeout(HEALTH_TIMEOUT, ctx.jobs.stats().worker_versions())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let mut reasons = queue_reasons(&queues, &ctx.settings.api.alerts);
+    reasons.extend(scheduler_reason(&scheduler, &ctx.settings));
+    reasons.extend(suspension.as_ref().map(suspension_reason));
+    let status = if reasons.is_empty() {
+        "healthy"
+    } else {
+        "degraded"
+    };
+    HealthReport {
+        queues,
+        queues_not_listed: queues_unlisted,
+        scheduler,
+        calls: ctx.calls.snapshot(),
+        redis: redis_endpoint(ctx),
+        role: ctx.role.name(),
+        subsystems: ctx.role.subsystem_names(),
+        build: build(),
+        worker_versions: versions,
+        suspended: suspension,
+        status,
+        reasons,
     }
 }
 

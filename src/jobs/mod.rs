@@ -73,8 +73,8 @@ pub use sentinel::{SentinelConfig, is_sentinel_url};
 pub use series::{Minute, WAIT_BUCKETS_MS};
 pub use sessions::Sessions;
 pub use stats::{
-    DEFERRED_CHECKED, MAX_LISTED_TENANTS, QueueStats, SchedulerHealth, Snapshot, Stats, Suspension,
-    TenantRow, TenantStats,
+    DEFERRED_CHECKED, MAX_LISTED_TENANTS, QueueListing, QueueStats, SchedulerHealth, Snapshot,
+    Stats, Suspension, TenantRow, TenantStats,
 };
 
 use keys::Keys;

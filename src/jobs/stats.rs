@@ -111,8 +111,17 @@ pub struct SchedulerHealth {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub queues: BTreeMap<String, QueueStats>,
+    /// Queues in `rq:queues` beyond the listing's bound ([`MAX_LISTED_QUEUES`]), not in `queues`.
+    pub queues_unlisted: u64,
     pub scheduler: SchedulerHealth,
     pub suspension: Option<Suspension>,
+}
+
+/// Numbers of the queues a listing names ([`Stats::queue_listing`]).
+pub struct QueueListing {
+    pub queues: BTreeMap<String, QueueStats>,
+    /// Queues left out by the bound.
+    pub unlisted: u64,
 }
 
 /// Workers are suspended: no job starts while `rq:suspended` exists.
@@ -137,12 +146,17 @@ impl Stats<'_> {
     /// Numbers for `also` (configured queues that may not exist yet) and the queues in
     /// `rq:queues`, at most [`MAX_LISTED_QUEUES`] in all unless `also` alone is longer: after
     /// listing the queues, three pipelined round trips (counts, heads, tenant lanes).
-    // Long on purpose: three pipelines and their decoding, which must stay in step command by
-    // command.
     pub async fn queue_stats(
         &self,
         also: &[String],
     ) -> Result<BTreeMap<String, QueueStats>, JobError> {
+        Ok(self.queue_listing(also).await?.queues)
+    }
+
+    /// [`Stats::queue_stats`], and how many queues in `rq:queues` the bound left out.
+    // Long on purpose: three pipelines and their decoding, which must stay in step command by
+    // command.
+    pub async fn queue_listing(&self, also: &[String]) -> Result<QueueListing, JobError> {
         let mut conn = self.conn().await?;
         let (members, paused): (Vec<String>, BTreeSet<String>) = redis::pipe()
             .smembers(self.keys().queues())
@@ -159,14 +173,22 @@ impl Stats<'_> {
             .filter_map(|m| m.strip_prefix(&prefix))
             .filter(|q| !q.contains('@'))
             .collect();
+        let mut unlisted = 0;
         for q in others {
+            if names.contains(q) {
+                continue;
+            }
             if names.len() >= MAX_LISTED_QUEUES.max(also.len()) {
-                break;
+                unlisted += 1;
+                continue;
             }
             names.insert(q.to_owned());
         }
         if names.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(QueueListing {
+                queues: BTreeMap::new(),
+                unlisted,
+            });
         }
         let now = self.now().timestamp();
         let mut pipe = redis::pipe();
@@ -219,7 +241,7 @@ impl Stats<'_> {
         let age = |at: &str| super::job::age_secs(at, now_dt);
         // Finished/failed entries scored in the past have outlived their TTL and only wait for
         // maintenance to prune them; RQ does not count them either.
-        Ok(names
+        let queues = names
             .into_iter()
             .zip(counts.chunks_exact(8))
             .zip(heads)
@@ -249,7 +271,8 @@ impl Stats<'_> {
                 };
                 (q, stats)
             })
-            .collect())
+            .collect();
+        Ok(QueueListing { queues, unlisted })
     }
 
     /// Queue numbers, the scheduler and the suspension, read together within `within`.
@@ -259,13 +282,14 @@ impl Stats<'_> {
         within: std::time::Duration,
     ) -> Result<Snapshot, JobError> {
         super::bounded(within, async {
-            let (queues, scheduler, suspension) = tokio::try_join!(
-                self.queue_stats(also),
+            let (listing, scheduler, suspension) = tokio::try_join!(
+                self.queue_listing(also),
                 self.scheduler_health(),
                 self.suspension()
             )?;
             Ok(Snapshot {
-                queues,
+                queues: listing.queues,
+                queues_unlisted: listing.unlisted,
                 scheduler,
                 suspension,
             })

@@ -607,6 +607,50 @@ async fn pause_cancel_stop_and_bulk_actions_do_what_they_say() {
     assert!(!paused);
 }
 
+/// Past the listing's bound (every configured queue and the first 100 others by name), health
+/// and the overview say how many queues they left out, instead of dropping them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_past_the_bound_are_counted_not_dropped() {
+    let t = db();
+    let mut conn = t.connection();
+    for i in 0..120 {
+        let _: () = conn
+            .sadd("rq:queues", format!("rq:queue:bulk-{i:03}"))
+            .unwrap();
+    }
+    // A tenant lane is its queue's, never a queue of its own.
+    let _: () = conn.sadd("rq:queues", "rq:queue:bulk-000@acme").unwrap();
+    let p = api_process(&t, &[]);
+    let c = http();
+    let health: Value = c
+        .get(p.url("/api/jobs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = health["queues"].as_object().unwrap();
+    let configured = ["default", "high", "low"];
+    assert!(
+        configured.iter().all(|q| listed.contains_key(*q)),
+        "{listed:?}"
+    );
+    assert_eq!(listed.len(), 100);
+    assert_eq!(
+        health["queues_not_listed"],
+        120 - (100 - configured.len()),
+        "{health}"
+    );
+    let (_, cookie) = sign_in(&c, &p, TEST_TOKEN).await;
+    let overview: Value = get_as(&c, p.url("/dashboard/api/overview"), &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(overview["queues_not_listed"], health["queues_not_listed"]);
+}
+
 /// With neither DASHBOARD_PASSWORD nor INTERNAL_API_TOKEN nobody can sign in: the form says
 /// why (503), pages lead to it, data answers 503 naming the variables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1087,6 +1131,7 @@ async fn an_operator_requeues_a_failed_job_in_a_real_browser() {
     a_traceback_opens_at_its_end_and_unknown_ids_say_so(&b, &api).await;
     a_picked_job_is_deleted_after_asking(&b, &api).await;
     every_page_weighs_under_300_kb(&b, &api).await;
+    no_page_has_serious_accessibility_problems(&b, &api).await;
     signing_out_locks_the_pages(&b, &api).await;
     b.close().await.unwrap();
     worker.stop();
@@ -1448,6 +1493,52 @@ async fn every_page_weighs_under_300_kb(b: &fantoccini::Client, api: &ProsaasPro
             transferred > 0.0 && transferred < 8_000.0,
             "{path}: {transferred}"
         );
+    }
+}
+
+/// axe-core (installed from npm by .ci/run into target/axe; never from a CDN) finds nothing
+/// serious or critical on any page, signed in or not.
+async fn no_page_has_serious_accessibility_problems(b: &fantoccini::Client, api: &ProsaasProcess) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/axe/node_modules/axe-core/axe.min.js");
+    let Ok(axe) = std::fs::read_to_string(&path) else {
+        eprintln!(
+            "SKIPPED the accessibility check: {} is missing (bash .ci/run installs it)",
+            path.display()
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the accessibility check"
+        );
+        return;
+    };
+    for (page, drawn) in [
+        ("/dashboard", "#queues"),
+        ("/dashboard/workers", "#workers"),
+        ("/dashboard/failed", "main h1"),
+        ("/dashboard/queues/default/finished", "#jobs"),
+        ("/dashboard/jobs/dash-browser-1", "#job"),
+        ("/dashboard/jobs/no-such-job", "#not-found"),
+        ("/dashboard/find?prefix=dash", "#found"),
+        ("/dashboard/scheduler", "#scheduler"),
+        ("/dashboard/calls", "main h2"),
+    ] {
+        b.goto(&api.url(page)).await.unwrap();
+        text_of(b, drawn).await;
+        b.execute(&format!("{axe}\nreturn true;"), vec![])
+            .await
+            .unwrap();
+        let found = b
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] }).then(r => done(
+                   r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')}`)));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]), "{page}");
     }
 }
 

@@ -151,8 +151,29 @@ const pages = {
     if (reasons.length > ALERTS_SHOWN) out.push(el('details', { id: 'alerts' }, el('summary', {}, `${reasons.length} alerts`), list()));
     else if (reasons.length) out.push(list());
     else if (!d.error) out.push(el('p', { class: 'muted' }, 'No alert is raised.'));
-    const queues = Object.entries(d.queues || {});
-    out.push(el('h2', {}, 'Queues'), table(
+    const all = Object.entries(d.queues || {});
+    const needle = queueFilter.toLowerCase();
+    const queues = needle ? all.filter(([name]) => name.toLowerCase().includes(needle)) : all;
+    out.push(el('h2', {}, 'Queues'));
+    if (all.length > 10 || d.queues_not_listed) {
+      out.push(el('div', { class: 'actions' },
+        el('label', { for: 'queue-filter' }, 'Filter queues'),
+        el('input', { id: 'queue-filter', value: queueFilter, size: 16, oninput: e => filterQueues(e.target.value, all.length) }),
+        el('span', { class: 'muted', id: 'queue-count' }, needle ? `${queues.length} of ${all.length} shown` : '')));
+    }
+    if (d.queues_not_listed) {
+      // Listed: every configured queue and the first 100 others by name; the rest open by name.
+      out.push(el('p', { class: 'notice', id: 'unlisted', role: 'note' },
+        `${d.queues_not_listed} more queues are not listed here (the overview lists every configured queue and the first 100 others by name). `,
+        el('form', { class: 'inline', id: 'open-queue', onsubmit: e => {
+          e.preventDefault();
+          const name = e.target.elements.queue.value.trim();
+          if (name) location.href = listLink(name, 'queued');
+        } }, el('label', { for: 'open-queue-name' }, 'Open a queue by name'), ' ',
+        el('input', { id: 'open-queue-name', name: 'queue', size: 16, required: true }), ' ',
+        el('button', { type: 'submit' }, 'Open'))));
+    }
+    out.push(table(
       ['Queue', { text: 'Queued', attrs: { class: 'num' } }, { text: 'Started', attrs: { class: 'num' } },
         { text: 'Scheduled', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } },
         { text: 'Finished', attrs: { class: 'num' } }, { text: 'Oldest wait', attrs: { class: 'num' } },
@@ -201,9 +222,15 @@ const pages = {
     const d = await api('/dashboard/api/failed?' + q);
     const link = (queue, cursor) => '/dashboard/failed?' + new URLSearchParams(
       Object.assign({ queue }, cursor ? { cursor: String(cursor) } : {}));
-    const out = [el('h1', {}, 'Failed jobs'),
-      el('nav', { class: 'actions', 'aria-label': 'Queues' }, 'Queue: ', d.queues.map(x =>
-        el('a', { href: link(x.name), 'aria-current': x.name === d.queue ? 'page' : null }, `${x.name} (${x.failed})`)))];
+    // A few queues are links; many are one menu, those with failures first.
+    const picker = d.queues.length <= 10
+      ? el('nav', { class: 'actions', 'aria-label': 'Queues' }, 'Queue: ', d.queues.map(x =>
+        el('a', { href: link(x.name), 'aria-current': x.name === d.queue ? 'page' : null }, `${x.name} (${x.failed})`)))
+      : el('div', { class: 'actions' }, el('label', { for: 'queue-pick' }, 'Queue'),
+        el('select', { id: 'queue-pick', onchange: e => { location.href = link(e.target.value); } },
+          [...d.queues].sort((a, b) => (b.failed > 0) - (a.failed > 0) || a.name.localeCompare(b.name)).map(x =>
+            el('option', { value: x.name, selected: x.name === d.queue }, `${x.name} (${x.failed})`))));
+    const out = [el('h1', {}, 'Failed jobs'), picker];
     const first = d.total ? d.cursor + 1 : 0;
     out.push(el('div', { class: 'actions' },
       el('span', {}, `${first}–${d.cursor + d.jobs.length} of ${d.total} failed on ${d.queue}`),
@@ -293,7 +320,7 @@ const pages = {
         el('a', { href: listLink(queue, s), 'aria-current': s === state ? 'page' : null }, s)))];
     const field = (name, label, size) => [el('label', { for: 'f-' + name }, label),
       el('input', { id: 'f-' + name, name, value: q[name] || '', size })];
-    out.push(el('form', { class: 'actions', id: 'filter', method: 'get', role: 'search' },
+    out.push(el('form', { class: 'actions', id: 'filter', method: 'get', role: 'search', 'aria-label': 'Filter jobs' },
       state === 'queued' ? field('lane', 'Tenant lane', 10) : null,
       field('type', 'Type', 12), field('tenant', 'Tenant', 10), field('error', 'Error text', 14),
       el('button', { type: 'submit' }, 'Show')));
@@ -304,11 +331,11 @@ const pages = {
     const where = `${state}${d.lane ? ' in lane ' + d.lane : ''}`;
     // A filtered page says how far it looked: a filter reads at most 1,000 entries a page.
     const pager = () => d.filtered
-      ? el('nav', { class: 'actions pager', 'aria-label': 'Pages' },
+      ? el('div', { class: 'actions pager' },
         el('span', { class: 'looked' }, `${d.jobs.length} matched among entries ${d.looked ? d.cursor + 1 : 0}–${d.cursor + d.looked} of ${d.total} ${where}, ${order}`),
         d.cursor > 0 ? el('a', { href: at(0) }, '« From the start') : null,
         d.next_cursor !== undefined && d.next_cursor !== null ? el('a', { href: at(d.next_cursor) }, 'Look further ›') : el('span', { class: 'muted' }, 'reached the end'))
-      : el('nav', { class: 'actions pager', 'aria-label': 'Pages' },
+      : el('div', { class: 'actions pager' },
         el('span', {}, `${first}–${d.cursor + d.jobs.length} of ${d.total} ${where}, ${order}`),
         d.cursor > 0 ? [el('a', { href: at(0) }, '« First'), el('a', { href: at(Math.max(0, d.cursor - d.page_size)) }, '‹ Previous')] : null,
         d.cursor + d.page_size < d.total ? [el('a', { href: at(d.cursor + d.page_size) }, 'Next ›'), el('a', { href: at(last) }, 'Last »')] : null);
@@ -523,6 +550,20 @@ function restore(saved, fresh) {
 let busy = false;
 let stopped = false;
 let drawn = false;
+let queueFilter = '';
+// Narrows the overview's queue table as the operator types, without a request; the next
+// redraw draws only the matching rows.
+function filterQueues(text, total) {
+  queueFilter = text;
+  const needle = text.toLowerCase();
+  let shown = 0;
+  document.querySelectorAll('#queues tbody tr[data-queue]').forEach(tr => {
+    const keep = tr.dataset.queue.toLowerCase().includes(needle);
+    tr.hidden = !keep;
+    shown += keep;
+  });
+  document.getElementById('queue-count').textContent = needle ? `${shown} of ${total} shown` : '';
+}
 async function refresh() {
   if (busy || stopped) return;
   busy = true;
