@@ -14,7 +14,8 @@
 # is measured and checked with the build CI has at hand, the debug one `cargo test` made. At
 # concurrency 64 the jobs per script call depend on timing, and timing can only make a call
 # carry fewer jobs (each job then costlier), never more: each such figure is the least of its
-# runs.
+# runs, and a figure over budget is measured again (up to two more rounds of its runs) before it
+# fails, since a slow spell on a shared machine can only have raised it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 update=
@@ -32,7 +33,9 @@ bin_, update = sys.argv[1], sys.argv[2]
 budget = json.load(open(BUDGET))
 
 figures = {}
-for run in budget["runs"]:
+
+
+def measure(run):
     c, jobs, repeat = run["concurrency"], run["jobs"], run["repeat"]
     for _ in range(repeat):
         out = subprocess.run(
@@ -45,6 +48,24 @@ for run in budget["runs"]:
             seen[f"c={c} commands per job: {name}"] = cmds
         for k, v in seen.items():
             figures[k] = min(v, figures.get(k, v))
+
+
+def over(name):
+    limit = budget["figures"].get(name)
+    tol = budget["tolerance"]["instructions" if "instructions" in name else "commands"]
+    return limit is not None and name in figures and figures[name] / limit > 1 + tol
+
+
+for run in budget["runs"]:
+    measure(run)
+    # Only a run whose jobs per call depend on timing (several in flight) is measured again.
+    for _ in range(2 if run["repeat"] > 1 and not update else 0):
+        prefix = f"c={run['concurrency']} "
+        again = [n for n in figures if n.startswith(prefix) and over(n)]
+        if not again:
+            break
+        print(f"cost guard: {', '.join(again)} over budget; measuring c={run['concurrency']} again", file=sys.stderr)
+        measure(run)
 
 if update:
     budget["figures"] = figures
