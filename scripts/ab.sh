@@ -8,12 +8,8 @@ set -euo pipefail
 OLD=${1:?old binary}; NEW=${2:?new binary}; RUNS=${3:-5}
 SCENARIOS=${SCENARIOS:-"drain latency"}
 for b in "$OLD" "$NEW"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 1; }; done
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/log" --daemonize yes
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+source "$(dirname "$0")/private-redis.sh"
 export REDIS_URL="redis://127.0.0.1:$port/0" RUST_LOG=warn
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 results="$dir/results"
 for i in $(seq "$RUNS"); do
   for side in old new; do

@@ -13,12 +13,8 @@ BIN=target/release/prosaas
 bash scripts/rq-venvs.sh
 RQ=target/rq-venvs/3.0.0
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/log" --daemonize yes
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+source "$(dirname "$0")/private-redis.sh"
 export REDIS_URL="redis://127.0.0.1:$port/0" RUST_LOG=warn
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(redis-server --version | cut -d' ' -f3), $(uname -r)"
 results=$(mktemp)

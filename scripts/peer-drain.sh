@@ -8,11 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:?prosaas binary}; C=${2:-50}; N=${3:-20000}; RUNS=${4:-3}
 [ -d scripts/peers/node_modules/bullmq ] || (cd scripts/peers && npm install --no-audit --no-fund >/dev/null)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/log" --daemonize yes
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+source "$(dirname "$0")/private-redis.sh"
 for i in $(seq "$RUNS"); do
   redis-cli -p "$port" flushall >/dev/null
   REDIS_URL="redis://127.0.0.1:$port/0" RUST_LOG=warn "$BIN" bench drain --jobs "$N" --concurrency "$C" --json \

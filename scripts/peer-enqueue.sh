@@ -12,11 +12,7 @@ cd "$(dirname "$0")/.."
 BIN=${1:?prosaas binary}; N=${2:-20000}; RUNS=${3:-3}
 PEER=scripts/peers/apalis-enqueue/target/release/apalis-enqueue
 [ -x "$PEER" ] || cargo build --release --quiet --manifest-path scripts/peers/apalis-enqueue/Cargo.toml
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/log" --daemonize yes
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+source "$(dirname "$0")/private-redis.sh"
 for i in $(seq "$RUNS"); do
   redis-benchmark -p "$port" -t set -n "$N" -c 1 -P 1 --csv 2>/dev/null \
     | python3 -c 'import csv,json,sys; r=list(csv.reader(sys.stdin))[1]; print(json.dumps({"peer": "redis-benchmark SET -P1", "figure": "one in flight", "per_sec": float(r[1])}))' >> "$dir/runs"

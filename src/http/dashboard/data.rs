@@ -181,7 +181,7 @@ struct ListPage {
 }
 
 /// A job as a list row shows it.
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct ListRow {
     id: String,
     /// Its hash is gone (deleted or expired) though the list still names it.
@@ -207,16 +207,7 @@ fn list_row(id: String, score: Option<f64>, job: Option<JobDetail>) -> ListRow {
             id,
             gone: true,
             score,
-            status: None,
-            job_type: None,
-            tenant: None,
-            enqueued_at: None,
-            started_at: None,
-            ended_at: None,
-            worker_name: None,
-            attempts: 0,
-            deferred_reason: None,
-            error: None,
+            ..ListRow::default()
         };
     };
     let error = match &j.result {
@@ -466,26 +457,32 @@ async fn job(
     _s: OperatorSession,
     JsonPath(id): JsonPath<String>,
 ) -> Result<Json<JobPage>, ApiError> {
-    crate::http::admin::check_id(&id)?;
-    let Some(mut detail) = ctx.jobs.admin().job_detail(&id).await? else {
-        return Err(ApiError::not_found(format!("no job {id}")));
-    };
-    let info = &mut detail.info;
+    let mut page = job_page(&ctx, &id).await?;
+    let info = &mut page.detail.info;
     cut_vec(&mut info.args);
     cut_map(&mut info.kwargs);
     cut_map(&mut info.meta);
-    match &mut detail.result {
+    match &mut page.detail.result {
         Some(JobResult::Finished {
             return_value: Some(r),
         }) => cut(r),
         Some(JobResult::Failed { error }) => *error = tail(error, MAX_TRACEBACK_CHARS),
         _ => {}
     }
-    Ok(Json(JobPage {
+    Ok(Json(page))
+}
+
+/// A job in full with its tenant and recorded outcomes, nothing cut; 404 for an unknown id.
+async fn job_page(ctx: &AppContext, id: &str) -> Result<JobPage, ApiError> {
+    crate::http::admin::check_id(id)?;
+    let Some(detail) = ctx.jobs.admin().job_detail(id).await? else {
+        return Err(ApiError::not_found(format!("no job {id}")));
+    };
+    Ok(JobPage {
         tenant: detail.info.tenant().map(str::to_owned),
-        recorded: ctx.jobs.admin().recorded(&id).await?,
+        recorded: ctx.jobs.admin().recorded(id).await?,
         detail,
-    }))
+    })
 }
 
 /// The job in full, nothing cut (arguments, meta, result and traceback), as a JSON file to save.
@@ -494,16 +491,7 @@ async fn download(
     _s: OperatorSession,
     JsonPath(id): JsonPath<String>,
 ) -> Result<Response, ApiError> {
-    crate::http::admin::check_id(&id)?;
-    let Some(detail) = ctx.jobs.admin().job_detail(&id).await? else {
-        return Err(ApiError::not_found(format!("no job {id}")));
-    };
-    let page = JobPage {
-        tenant: detail.info.tenant().map(str::to_owned),
-        recorded: ctx.jobs.admin().recorded(&id).await?,
-        detail,
-    };
-    let mut r = Json(page).into_response();
+    let mut r = Json(job_page(&ctx, &id).await?).into_response();
     // The id was checked: letters, digits, '-' and '_' only.
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"job-{id}.json\"")) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);

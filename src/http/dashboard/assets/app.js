@@ -239,13 +239,7 @@ const pages = {
         const r = await act('/dashboard/api/failed/requeue-all?queue=' + encodeURIComponent(d.queue));
         notice(`Requeued ${r.requeued} jobs.`);
       } }, 'Requeue all'),
-      el('button', { type: 'button', class: 'danger', id: 'delete-all', disabled: !d.total, onclick: async () => {
-        if (!confirm(`Delete all ${d.total} failed jobs of ${d.queue}? Their data and results are removed.`)) return;
-        try {
-          const r = await act('/dashboard/api/failed/delete-all?queue=' + encodeURIComponent(d.queue));
-          notice(`Deleted ${r.deleted} failed jobs.`);
-        } catch (e) { notice(`Could not delete: ${e.message}`); }
-      } }, 'Delete all')));
+      deleteAllFailed(d.queue, d.total, 'Delete all')));
     out.push(table(['Job', 'Type', 'Error', { text: 'Attempts', attrs: { class: 'num' } }, { text: 'Failed', attrs: { class: 'num' } }, 'Actions'],
       d.jobs.map(j => el('tr', { 'data-job': j.id },
         el('td', {}, el('a', { href: '/dashboard/jobs/' + encodeURIComponent(j.id) }, j.id), j.tenant ? el('div', { class: 'muted' }, 'tenant ' + j.tenant) : null),
@@ -359,13 +353,7 @@ const pages = {
       out.push(el('div', { class: 'actions', id: 'bulk' }, el('span', { id: 'selected' }, `${selection.ids.size} selected`),
         bulk.map(what => el('button', { type: 'button', class: what === 'delete' ? 'danger' : null, 'data-bulk': what,
           disabled: !selection.ids.size, onclick: () => bulkAction(what, chosen()) }, `${what[0].toUpperCase()}${what.slice(1)} selected`)),
-        state === 'failed' ? el('button', { type: 'button', class: 'danger', id: 'delete-all', disabled: !d.total, onclick: async () => {
-          if (!confirm(`Delete all ${d.total} failed jobs of ${queue}? Their data and results are removed.`)) return;
-          try {
-            const r = await act('/dashboard/api/failed/delete-all?queue=' + encodeURIComponent(queue));
-            notice(`Deleted ${r.deleted} failed jobs.`);
-          } catch (e) { notice(`Could not delete: ${e.message}`); }
-        } }, 'Delete all failed') : null));
+        state === 'failed' ? deleteAllFailed(queue, d.total, 'Delete all failed') : null));
     }
     const pick = id => el('input', { type: 'checkbox', 'aria-label': 'select ' + id, 'data-pick': id, checked: selection.ids.has(id),
       onchange: e => { if (e.target.checked) selection.ids.add(id); else selection.ids.delete(id); refreshSelection(); } });
@@ -485,6 +473,17 @@ async function bulkAction(what, ids) {
     notice(`${r.done} of ${ids.length} jobs ${DONE[what]}.` + (failed.length
       ? ' Not done: ' + failed.map(x => `${x.id} (${x.error ? x.error.detail : '?'})`).join(', ') : ''));
   } catch (e) { notice(`Could not ${what}: ${e.message}`); }
+}
+
+// The button that deletes every failed job of a queue, after asking (failed page, failed list).
+function deleteAllFailed(queue, total, label) {
+  return el('button', { type: 'button', class: 'danger', id: 'delete-all', disabled: !total, onclick: async () => {
+    if (!confirm(`Delete all ${total} failed jobs of ${queue}? Their data and results are removed.`)) return;
+    try {
+      const r = await act('/dashboard/api/failed/delete-all?queue=' + encodeURIComponent(queue));
+      notice(`Deleted ${r.deleted} failed jobs.`);
+    } catch (e) { notice(`Could not delete: ${e.message}`); }
+  } }, label);
 }
 
 async function queueAction(queue, what) {
